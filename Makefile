@@ -1,0 +1,25 @@
+# Two entry points: `make run` (the main job) and `make test`. Both create or refresh .venv by themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/starchat data build --input tests/data/samples --format auto --output .runs/quickstart-data --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/data_bench.py
+
+clean:
+	rm -rf $(VENV) .runs
