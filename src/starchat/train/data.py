@@ -1,0 +1,103 @@
+"""Load the training dialogues, check them, then tokenize (assistant-only labels) and pack them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starchat.errors import StarchatError
+from starchat.train.config import DataConfig
+
+
+class DataError(StarchatError):
+    """Training data that cannot be used as configured."""
+
+
+@dataclass
+class PreparedData:
+    train: Any
+    eval: Any | None
+    stats: dict
+
+
+def load_raw(cfg: DataConfig):
+    """The dataset as a DatasetDict: a `save_to_disk` dir, a JSON/JSONL file, or a hub ID."""
+    import datasets
+
+    src = cfg.dataset
+    path = Path(src)
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+        elif path.is_file() and path.suffix in (".json", ".jsonl"):
+            ds = datasets.load_dataset("json", data_files=str(path))
+        elif path.exists():
+            raise DataError(f"data.dataset: {src} is neither a `starchat data build` directory nor a .json/.jsonl "
+                            "file; run `starchat data build --input ... --output DIR` and point data.dataset at DIR")
+        else:
+            ds = datasets.load_dataset(src, cfg.dataset_config)
+    except DataError:
+        raise
+    except (FileNotFoundError, ConnectionError, ValueError) as e:
+        raise DataError(f"data.dataset: cannot load {src!r}: {str(e).splitlines()[0][:300]}") from None
+    if isinstance(ds, datasets.Dataset):
+        ds = datasets.DatasetDict({cfg.train_split: ds})
+    return ds
+
+
+def _check_split(ds, split: str, cfg: DataConfig, key: str):
+    if split not in ds:
+        raise DataError(f"data.{key}: {cfg.dataset} has no split {split!r} (it has {sorted(ds)})")
+    d = ds[split]
+    if cfg.messages_column not in d.column_names:
+        raise DataError(f"data.messages_column: split {split!r} of {cfg.dataset} has no column "
+                        f"{cfg.messages_column!r} (columns: {d.column_names}); convert it with `starchat data build`")
+    if len(d) == 0:
+        raise DataError(f"data.dataset: split {split!r} of {cfg.dataset} is empty")
+    first = d[0][cfg.messages_column]
+    ok = isinstance(first, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in first)
+    if not ok:
+        raise DataError(f"data.messages_column: {cfg.dataset}[{split}][0].{cfg.messages_column} is not a list of "
+                        f"{{role, content}} messages (got {str(first)[:120]!r}); convert it with `starchat data build`")
+    return d
+
+
+def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> PreparedData:
+    """Tokenize (labels on assistant replies + <|end|> only) and optionally pack both splits."""
+    from starchat.data.pack import pack_dataset
+    from starchat.data.tokenize import tokenize_dataset
+
+    raw = load_raw(cfg)
+    train = _check_split(raw, cfg.train_split, cfg, "train_split")
+    evals = _check_split(raw, cfg.test_split, cfg, "test_split") if cfg.test_split else None
+    if cfg.max_train_samples:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    if evals is not None and cfg.max_eval_samples:
+        evals = evals.select(range(min(cfg.max_eval_samples, len(evals))))
+    stats: dict = {}
+    out = {}
+    for name, d in (("train", train), ("eval", evals)):
+        if d is None:
+            out[name] = None
+            continue
+        d = d.rename_column(cfg.messages_column, "messages") if cfg.messages_column != "messages" else d
+        tok, tstats = tokenize_dataset(d.select_columns(["messages"]), tokenizer, cfg.max_length,
+                                       template=template, truncation=cfg.truncation, num_proc=cfg.num_proc)
+        stats[f"{name}_tokenize"] = tstats
+        if len(tok) == 0:
+            raise DataError(f"data: no {name} dialogue has assistant tokens left after truncation to "
+                            f"data.max_length={cfg.max_length}; raise data.max_length or check the data")
+        if cfg.packing:
+            tok, pstats = pack_dataset(tok, cfg.block_size)
+            stats[f"{name}_pack"] = pstats
+        out[name] = tok
+    return PreparedData(out["train"], out["eval"], stats)
+
+
+def collator(cfg: DataConfig, tokenizer):
+    """The batch builder matching the rows: packed rows carry position_ids and no attention_mask."""
+    from starchat.data.collate import DataCollatorForDialogues, DataCollatorForPacking
+
+    cls = DataCollatorForPacking if cfg.packing else DataCollatorForDialogues
+    return cls(pad_token_id=tokenizer.pad_token_id)

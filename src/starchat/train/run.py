@@ -1,0 +1,152 @@
+"""`train(config)`: the one training path for 1 CPU to N GPUs, on transformers' Trainer and accelerate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+from starchat.errors import StarchatError
+from starchat.train import checkpoint as ckpt
+from starchat.train.config import TrainConfig, dump_config, validate_config
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _trainer_class():
+    from transformers import Trainer, TrainerCallback
+
+    class CompleteMarker(TrainerCallback):
+        """Marks each checkpoint complete after the Trainer has written all of it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if path.is_dir():
+                    ckpt.mark_complete(path, state.global_step)
+
+    class StarchatTrainer(Trainer):
+        """Trainer that also logs perplexity over the assistant tokens with every evaluation."""
+
+        def log(self, logs, *args, **kwargs):
+            if "eval_loss" in logs:
+                logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+            super().log(logs, *args, **kwargs)
+
+    return StarchatTrainer, CompleteMarker
+
+
+def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
+    """transformers TrainingArguments from the typed config."""
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
+        optim=t.optim, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed, bf16=t.bf16, fp16=t.fp16,
+        eval_strategy=eval_strategy, eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        load_best_model_at_end=t.load_best_model_at_end and has_eval,
+        metric_for_best_model="eval_loss", greater_is_better=False,
+        logging_steps=t.logging_steps, logging_first_step=True, report_to=t.report_to,
+        dataloader_num_workers=t.dataloader_num_workers, use_cpu=t.use_cpu, disable_tqdm=t.disable_tqdm,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        # Our columns (input_ids, labels, position_ids) are exactly what the model takes.
+        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
+        save_only_model=False,
+    )
+
+
+def build(cfg: TrainConfig, callbacks=None):
+    """Everything up to (not including) training: checks, tokenizer, data, model, Trainer.
+
+    Returns (trainer, tokenizer, data_stats, resume_checkpoint). Bad input fails here, before any step.
+    """
+    from starchat.train.data import collator, prepare_data
+    from starchat.train.model import apply_lora, load_model, load_tokenizer, resolve_model_path
+
+    validate_config(cfg)
+    out = Path(cfg.training.output_dir)
+    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if _is_main_process() else True
+    run_dir = out / CHECKPOINT_SUBDIR
+    resume = None
+    if same_run and cfg.training.resume and _is_main_process():
+        ckpt.remove_incomplete(run_dir)
+    if same_run and cfg.training.resume:
+        resume = ckpt.last_complete_checkpoint(run_dir)
+
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, model_path)
+    data = prepare_data(cfg.data, tokenizer, cfg.model.template)
+    model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit)
+
+    args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
+    trainer_cls, marker = _trainer_class()
+    trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
+                          callbacks=[marker(), *(callbacks or [])])
+    return trainer, tokenizer, data.stats, resume
+
+
+def train(cfg: TrainConfig, callbacks=None) -> Path:
+    """Train as configured; resume from the last complete checkpoint of the same run; return the output dir."""
+    trainer, tokenizer, stats, resume = build(cfg, callbacks)
+    if resume is not None:
+        logger.warning("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    out = Path(cfg.training.output_dir)
+    save_final(trainer, tokenizer, cfg, stats, out)
+    return out
+
+
+def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> None:
+    """Write the usable model into out/ atomically: build it in a temp dir, then move each file in place."""
+    from starchat.templates import end_token_id, get_template
+    from starchat.train.card import write_card
+
+    tmp = out / ".final.tmp"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # every rank: gathers ZeRO-3 / FSDP shards
+    if not trainer.is_world_process_zero():
+        return
+    tokenizer.save_pretrained(tmp)
+    get_template(cfg.model.template).save(tmp)
+    (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    summary = {"log_history": trainer.state.log_history, "best_checkpoint": trainer.state.best_model_checkpoint,
+               "best_eval_loss": trainer.state.best_metric, "global_step": trainer.state.global_step,
+               "data_stats": _jsonable(stats)}
+    (tmp / "trainer_results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    write_card(tmp, cfg.to_dict(), trainer.state.log_history, end_token_id(tokenizer, cfg.model.template),
+               _jsonable(stats), trainer.args.world_size)
+    # The weights go last, so a directory with weights also has its tokenizer and config.
+    files = sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".safetensors" or p.name.endswith(".index.json"),
+                                                 p.name))
+    for f in files:
+        dest = out / f.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(f, dest)
+    tmp.rmdir()
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str)) if obj else {}
