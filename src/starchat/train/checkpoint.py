@@ -77,7 +77,6 @@ def run_fingerprint(cfg_dict: dict) -> str:
     for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
               "num_processes", "dataloader_num_workers", "hub_model_id"):
         t.pop(k, None)
-    d.get("data", {}).pop("num_proc", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -59,12 +59,12 @@ class DataConfig:
     test_split: str = _f("test", "Split to evaluate on every epoch; '' to skip evaluation.")
     messages_column: str = _f("messages", "Column with OpenAI-style [{role, content}, ...] dialogues.")
     max_length: int = _f(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns.")
-    truncation: str = _f("turns", "How to shorten long dialogues: 'turns' (drop whole trailing turns) or 'tokens'.")
+    truncation: str = _f("turns", "Long dialogues: 'turns' (drop whole trailing turns), 'cut' (cut the tokens) "
+                                  "or 'drop' (skip the dialogue).")
     packing: bool = _f(True, "Pack several dialogues per row (position_ids restart per dialogue, no padding).")
     block_size: int = _f(2048, "Row length when packing.")
     max_train_samples: int | None = _f(None, "Use only the first N training dialogues (quick experiments).")
     max_eval_samples: int | None = _f(None, "Use only the first N evaluation dialogues.")
-    num_proc: int | None = _f(None, "Processes for tokenization (default: one).")
 
 
 @dataclass
@@ -93,6 +93,7 @@ class TrainingConfig:
     fp16: bool = _f(False, "Train in float16 mixed precision.")
     eval_strategy: str = _f("epoch", "When to evaluate: epoch, steps or no.")
     eval_steps: int | None = _f(None, "Evaluate every N steps when eval_strategy is 'steps'.")
+    eval_on_start: bool = _f(False, "Also evaluate before the first step (a baseline row in the results table).")
     save_strategy: str = _f("epoch", "When to checkpoint: epoch or steps (must match eval_strategy to keep the best).")
     save_steps: int = _f(500, "Checkpoint every N steps when save_strategy is 'steps'.")
     save_total_limit: int | None = _f(2, "Keep at most this many checkpoints (the best one is always kept).")
@@ -283,7 +284,7 @@ _CHOICES = {
     "training.eval_strategy": ("epoch", "steps", "no"),
     "training.save_strategy": ("epoch", "steps", "no"),
     "training.report_to": ("none", "tensorboard", "wandb"),
-    "data.truncation": ("turns", "tokens"),
+    "data.truncation": ("turns", "cut", "drop"),
     "model.torch_dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 

@@ -83,7 +83,7 @@ def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> Prep
             continue
         d = d.rename_column(cfg.messages_column, "messages") if cfg.messages_column != "messages" else d
         tok, tstats = tokenize_dataset(d.select_columns(["messages"]), tokenizer, cfg.max_length,
-                                       template=template, truncation=cfg.truncation, num_proc=cfg.num_proc)
+                                       template=template, truncation=cfg.truncation)
         stats[f"{name}_tokenize"] = tstats
         if len(tok) == 0:
             raise DataError(f"data: no {name} dialogue has assistant tokens left after truncation to "

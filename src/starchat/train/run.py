@@ -59,7 +59,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
         optim=t.optim, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed, bf16=t.bf16, fp16=t.fp16,
-        eval_strategy=eval_strategy, eval_steps=t.eval_steps,
+        eval_strategy=eval_strategy, eval_steps=t.eval_steps, eval_on_start=t.eval_on_start and has_eval,
         save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.load_best_model_at_end and has_eval,
         metric_for_best_model="eval_loss", greater_is_better=False,
@@ -90,6 +90,11 @@ def build(cfg: TrainConfig, callbacks=None):
     if same_run and cfg.training.resume:
         resume = ckpt.last_complete_checkpoint(run_dir)
 
+    if cfg.data.from_code and not Path(cfg.data.dataset).exists():
+        from starchat.data.from_code import build_from_code
+
+        logger.warning("building %s from the functions of %s", cfg.data.dataset, cfg.data.from_code)
+        build_from_code(cfg.data.from_code, cfg.data.dataset)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path)
     data = prepare_data(cfg.data, tokenizer, cfg.model.template)

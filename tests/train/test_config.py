@@ -1,0 +1,104 @@
+"""Typed config: YAML + overrides, boolean parsing, unknown keys, --help, and every shipped recipe/config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from starchat.cli import main
+from starchat.errors import StarchatError
+from starchat.train.config import ConfigError, all_keys, load_config, parse_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+ACCEL = sorted((REPO / "src" / "starchat" / "train" / "accelerate_configs").glob("*.yaml"))
+
+
+def _yaml(tmp_path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = "model:\n  name_or_path: m\ndata:\n  dataset: d\ntraining:\n  output_dir: o\n"
+
+
+def test_recipes_are_found():
+    names = {p.name for p in RECIPES}
+    assert {"starchat-alpha.yaml", "starchat-beta.yaml", "nano-cpu.yaml"} <= names
+    assert len(RECIPES) >= 5
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_validates(path):
+    cfg = load_config(path)
+    assert cfg.training.learning_rate > 0 and cfg.model.name_or_path and cfg.data.dataset
+
+
+def test_beta_recipe_has_the_card_hyperparameters():
+    cfg = load_config(REPO / "recipes" / "starchat-beta.yaml")
+    t = cfg.training
+    assert (t.learning_rate, t.adam_beta1, t.adam_beta2, t.adam_epsilon) == (2e-5, 0.9, 0.999, 1e-8)
+    assert (t.lr_scheduler_type, t.warmup_ratio, t.num_train_epochs, t.seed, t.bf16) == ("cosine", 0.03, 6, 42, True)
+    assert t.per_device_train_batch_size * t.num_processes * t.gradient_accumulation_steps == 256
+    assert cfg.model.name_or_path == "bigcode/starcoderplus" and t.accelerate_config == "zero3"
+
+
+@pytest.mark.parametrize("path", ACCEL, ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(str(path))
+    assert cfg.distributed_type.value in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+
+
+def test_override_types_and_false_is_false(tmp_path):
+    p = _yaml(tmp_path, BASE + "  bf16: true\n")
+    cfg = load_config(p, ["--training.bf16", "false", "--training.learning_rate=1e-4", "--lora.enabled",
+                          "--lora.target_modules", "q_proj,v_proj", "--data.max_train_samples", "none"])
+    assert cfg.training.bf16 is False and cfg.lora.enabled is True
+    assert cfg.training.learning_rate == 1e-4
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.data.max_train_samples is None
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'training.learning_rate'"):
+        load_config(_yaml(tmp_path, BASE), {"training.learnin_rate": "1"})
+    with pytest.raises(ConfigError, match=r"r.yaml: unknown key 'training.epochs'.*num_train_epochs"):
+        load_config(_yaml(tmp_path, BASE + "  epochs: 3\n"))
+
+
+@pytest.mark.parametrize("over, msg", [
+    ({"training.learning_rate": "0"}, "learning_rate must be > 0"),
+    ({"training.learning_rate": "-1e-5"}, "learning_rate must be > 0"),
+    ({"training.bf16": "maybe"}, "must be true or false"),
+    ({"data.max_length": "1.5"}, "must be an integer"),
+    ({"training.report_to": "mlflow"}, "report_to must be one of"),
+])
+def test_bad_values_are_rejected(tmp_path, over, msg):
+    with pytest.raises(StarchatError, match=msg):
+        load_config(_yaml(tmp_path, BASE), over)
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"r.yaml: line \d+: not valid YAML"):
+        load_config(_yaml(tmp_path, "model:\n  name_or_path: [unclosed\n"))
+
+
+def test_parse_overrides_forms():
+    assert parse_overrides(["--a.b", "1", "--c.d=x", "--flag"]) == {"a.b": "1", "c.d": "x", "flag": "true"}
+
+
+def test_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in all_keys():
+        assert f"--{key} " in out
+
+
+def test_cli_reports_config_errors_as_one_line(tmp_path, capsys):
+    assert main(["train", str(_yaml(tmp_path, BASE)), "--training.learning_rat", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'training.learning_rate'" in err and "Traceback" not in err
