@@ -133,6 +133,12 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     if not trainer.is_world_process_zero():
         return
     tokenizer.save_pretrained(tmp)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.config.use_cache = True  # training turned it off; generation wants it
+    if cfg.lora.enabled:
+        model.generation_config.save_pretrained(tmp)
+    else:
+        model.config.save_pretrained(tmp)
     get_template(cfg.model.template).save(tmp)
     (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
