@@ -1,0 +1,111 @@
+"""Bad input fails with a clear error before any training step, and output dirs are never mixed."""
+
+from __future__ import annotations
+
+import shutil
+
+import datasets
+import pytest
+
+from starchat.errors import StarchatError
+from starchat.train import load_config, train
+from starchat.train.checkpoint import RUN_FILE
+
+
+def _no_training_happened(over):
+    from pathlib import Path
+
+    return not (Path(over["training.output_dir"]) / "checkpoints").exists()
+
+
+def test_missing_messages_column(tiny_overrides, tmp_path):
+    ds = tmp_path / "ds"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "hi"}]),
+                          "test": datasets.Dataset.from_list([{"text": "yo"}])}).save_to_disk(str(ds))
+    tiny_overrides["data.dataset"] = str(ds)
+    with pytest.raises(StarchatError, match=r"no column 'messages' \(columns: \['text'\]\)"):
+        train(load_config(None, tiny_overrides))
+    assert _no_training_happened(tiny_overrides)
+
+
+def test_mismatched_messages_column(tiny_overrides, tmp_path):
+    ds = tmp_path / "ds"
+    rows = [{"messages": [{"speaker": "user", "text": "hi"}]}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(str(ds))
+    tiny_overrides["data.dataset"] = str(ds)
+    with pytest.raises(StarchatError, match=r"\[train\]\[0\]\.messages is not a list of \{role, content\}"):
+        train(load_config(None, tiny_overrides))
+
+
+def test_missing_split(tiny_overrides):
+    tiny_overrides["data.test_split"] = "validation"
+    with pytest.raises(StarchatError, match=r"data.test_split: .* has no split 'validation' \(it has \['test', 'train'\]\)"):
+        train(load_config(None, tiny_overrides))
+
+
+def test_no_assistant_tokens_after_truncation(tiny_overrides):
+    tiny_overrides["data.max_length"] = 8  # shorter than any user turn: nothing of a reply survives
+    with pytest.raises(StarchatError, match="no train dialogue has assistant tokens left after truncation"):
+        train(load_config(None, tiny_overrides))
+    assert _no_training_happened(tiny_overrides)
+
+
+def test_base_model_without_tokenizer(tiny_overrides, tiny_model_dir, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors", "generation_config.json"):
+        if (tiny_model_dir / f).exists():
+            shutil.copy(tiny_model_dir / f, bare / f)
+    tiny_overrides["model.name_or_path"] = str(bare)
+    with pytest.raises(StarchatError, match="no tokenizer could be loaded .* set model.tokenizer"):
+        train(load_config(None, tiny_overrides))
+
+
+def test_learning_rate_must_be_positive(tiny_overrides):
+    tiny_overrides["training.learning_rate"] = 0
+    with pytest.raises(StarchatError, match="learning_rate must be > 0"):
+        train(load_config(None, tiny_overrides))
+
+
+def test_output_dir_of_a_different_run_needs_overwrite(tiny_overrides):
+    from pathlib import Path
+
+    from starchat.train.checkpoint import claim_output_dir
+
+    out = Path(tiny_overrides["training.output_dir"])
+    first = load_config(None, tiny_overrides)
+    assert claim_output_dir(out, first.to_dict(), overwrite=False) is False  # fresh
+    assert claim_output_dir(out, first.to_dict(), overwrite=False) is True  # same run: resumable
+    tiny_overrides["training.learning_rate"] = 1e-3
+    with pytest.raises(StarchatError, match="holds a different training run.*--overwrite"):
+        train(load_config(None, tiny_overrides))
+    second = load_config(None, {**tiny_overrides, "training.overwrite": True})
+    assert claim_output_dir(out, second.to_dict(), overwrite=True) is False
+    assert (out / RUN_FILE).is_file()
+
+
+def test_output_dir_with_foreign_files_is_refused(tiny_overrides):
+    from pathlib import Path
+
+    out = Path(tiny_overrides["training.output_dir"])
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(StarchatError, match="files that are not a starchat training run"):
+        train(load_config(None, tiny_overrides))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_new_embedding_rows_start_at_the_mean(plain_base_dir):
+    from starchat.train.config import ModelConfig
+    from starchat.train.model import load_model, load_tokenizer
+
+    mcfg = ModelConfig(name_or_path=str(plain_base_dir))
+    tok = load_tokenizer(mcfg, str(plain_base_dir))
+    model = load_model(mcfg, str(plain_base_dir), tok)
+    w = model.get_input_embeddings().weight.detach()
+    old = len(tok) - 4
+    assert w.shape[0] == len(tok)
+    for row in w[old:]:
+        assert (row - w[:old].mean(0)).abs().max() < 1e-6
+    assert model.config.use_cache is False and model.generation_config.eos_token_id == tok.eos_token_id
