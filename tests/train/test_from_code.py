@@ -1,0 +1,103 @@
+"""`starchat data from-code`: dialogues from documented functions, HumanEval overlaps removed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import datasets
+import pytest
+
+from starchat.cli import main
+from starchat.data.from_code import FromCodeOptions, build_from_code, collect
+from starchat.errors import StarchatError
+
+SOURCE = textwrap.dedent('''
+    def clamp(value, low=0, high=1):
+        """Return value limited to the closed interval [low, high]."""
+        if value < low:
+            return low
+        return min(value, high)
+
+
+    def has_close_elements(numbers, threshold):
+        """Check if in given list of numbers, are any two numbers closer to each other than threshold."""
+        for a in numbers:
+            for b in numbers:
+                pass
+        return False
+
+
+    def _private(x):
+        """A private helper that should never be a training example."""
+        y = x
+        return y
+
+
+    def undocumented(x):
+        y = x + 1
+        z = y * 2
+        return z
+
+
+    class Box:
+        def area(self, scale: float = 1.0) -> float:
+            """Return the area of the box, scaled by the given factor."""
+            w = self.w * scale
+            h = self.h * scale
+            return w * h
+''')
+
+
+@pytest.fixture
+def src_dir(tmp_path):
+    d = tmp_path / "mypkg"
+    d.mkdir()
+    (d / "geometry.py").write_text(SOURCE)
+    (d / "broken.py").write_text("def oops(:\n")
+    return d
+
+
+def test_dialogue_shape_and_filters(src_dir):
+    rows, stats = collect([str(src_dir)], FromCodeOptions(min_lines=2))
+    assert [r["name"] for r in rows] == ["clamp"]
+    user, reply = rows[0]["messages"]
+    assert user["role"] == "user" and "`def clamp(value, low=0, high=1)`" in user["content"]
+    assert "closed interval [low, high]" in user["content"]
+    assert reply["role"] == "assistant"
+    assert reply["content"].startswith("```python\ndef clamp(") and reply["content"].endswith("return min(value, high)\n```")
+    assert stats.dropped["humaneval_overlap"] == 1 and stats.dropped["private"] == 1
+    assert stats.dropped["no_docstring"] == 1 and stats.unparsable_files == 1
+
+
+def test_methods_are_optional(src_dir):
+    rows, _ = collect([str(src_dir)], FromCodeOptions(min_lines=2, include_methods=True))
+    sigs = {r["signature"] for r in rows}
+    assert "def area(self, scale: float=1.0) -> float" in sigs
+
+
+def test_build_writes_splits_and_stats_via_cli(src_dir, tmp_path, capsys):
+    (src_dir / "more.py").write_text("\n".join(
+        f'def f{i}(x):\n    """Return x plus {i}, computed the long way round."""\n    y = x\n    y += {i}\n'
+        f"    return y\n" for i in range(40)))
+    out = tmp_path / "out"
+    assert main(["data", "from-code", str(src_dir), "--output", str(out), "--min-lines", "2",
+                 "--test-size", "0.2"]) == 0
+    dd = datasets.load_from_disk(str(out))
+    assert set(dd) == {"train", "test"} and len(dd["train"]) + len(dd["test"]) == 41
+    assert 0 < len(dd["test"]) < 20
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 41 and "written to" in capsys.readouterr().out
+    with pytest.raises(StarchatError, match="--overwrite"):
+        build_from_code([str(src_dir)], out)
+
+
+def test_stdlib_by_default_excludes_tests_and_humaneval(tmp_path):
+    rows, stats = collect([], FromCodeOptions(max_functions=40))
+    assert len(rows) == 40 and all(r["source"] == "stdlib" for r in rows)
+    assert not any(r["module"].startswith(("test/", "idlelib/")) for r in rows)
+
+
+def test_unknown_source_is_a_clear_error():
+    with pytest.raises(StarchatError, match="not 'stdlib', a directory"):
+        collect(["no_such_package_xyz"], FromCodeOptions())
