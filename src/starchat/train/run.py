@@ -65,7 +65,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
         metric_for_best_model="eval_loss", greater_is_better=False,
         logging_steps=t.logging_steps, logging_first_step=True, report_to=t.report_to,
         dataloader_num_workers=t.dataloader_num_workers, use_cpu=t.use_cpu, disable_tqdm=t.disable_tqdm,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        activation_checkpointing=cfg.model.gradient_checkpointing,
         # Our columns (input_ids, labels, position_ids) are exactly what the model takes.
         remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         save_only_model=False,
@@ -98,11 +98,11 @@ def build(cfg: TrainConfig, callbacks=None):
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path)
     data = prepare_data(cfg.data, tokenizer, cfg.model.template)
+    # The arguments first: under DeepSpeed ZeRO-3 they switch on sharded loading (and gathered resizing).
+    args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
     model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit)
-
-    args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
     trainer_cls, marker = _trainer_class()
     trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,

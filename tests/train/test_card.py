@@ -1,0 +1,49 @@
+"""The model card: the results table in the StarChat cards' shape, the plot, and no crash on odd input."""
+
+from __future__ import annotations
+
+from starchat.train.card import render_card, results_table, write_card
+from starchat.train.config import TrainConfig
+
+LOG = [
+    {"eval_loss": 2.5, "epoch": 0, "step": 0},
+    {"loss": 2.9, "epoch": 0.5, "step": 5}, {"loss": 2.1, "epoch": 1.0, "step": 10},
+    {"eval_loss": 1.9, "epoch": 1.0, "step": 10},
+    {"loss": 1.5, "epoch": 2.0, "step": 20}, {"eval_loss": 1.7, "epoch": 2.0, "step": 20},
+]
+
+
+def _cfg() -> dict:
+    cfg = TrainConfig()
+    cfg.model.name_or_path, cfg.data.dataset, cfg.training.output_dir = "base", "ds", "/x/my-model"
+    return cfg.to_dict()
+
+
+def test_results_table_pairs_each_eval_with_the_last_train_loss():
+    assert results_table(LOG) == [
+        {"train_loss": None, "epoch": 0, "step": 0, "eval_loss": 2.5},
+        {"train_loss": 2.1, "epoch": 1.0, "step": 10, "eval_loss": 1.9},
+        {"train_loss": 1.5, "epoch": 2.0, "step": 20, "eval_loss": 1.7},
+    ]
+
+
+def test_card_has_the_starchat_sections():
+    card = render_card(_cfg(), LOG, end_token_id=49155)
+    for part in ("# my-model", "## Model description", "## Intended uses & limitations",
+                 "## Training procedure", "### Training hyperparameters", "### Training results",
+                 "### Framework versions", "eos_token_id=49155", "<|assistant|>", "- Loss: 1.7000",
+                 "| No log | 0 | 0 | 2.5000 |", "| 2.1000 | 1.00 | 10 | 1.9000 |"):
+        assert part in card, part
+
+
+def test_write_card_never_raises(tmp_path):
+    bad_log = [{"loss": "not-a-number", "step": "x"}, {"eval_loss": None}]
+    assert write_card(tmp_path, {"training": {"output_dir": "o"}}, bad_log, 3) is True
+    assert (tmp_path / "README.md").read_text().startswith("# o")
+    assert write_card(tmp_path / "missing-dir", _cfg(), LOG, 3) is False
+
+
+def test_write_card_draws_the_plot(tmp_path):
+    assert write_card(tmp_path, _cfg(), LOG, 3)
+    assert (tmp_path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![Training and validation loss](loss_curve.png)" in (tmp_path / "README.md").read_text()
