@@ -37,7 +37,7 @@ def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     if not path.is_file():
         raise StarchatError(f"model.gguf_file: {path} does not exist")
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:v2".encode()).hexdigest()[:12]
     out = cache_dir() / "gguf" / f"{path.stem}-{key}"
     if (out / ".complete").exists():
         return out
@@ -47,7 +47,11 @@ def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file)
     # A model loaded from GGUF is flagged as quantized and refuses save_pretrained: copy the
     # dequantized weights into a plain model built from the same config.
-    plain = AutoModelForCausalLM.from_config(quantized.config)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        # The weights are plain floats now; a GGUF quantization_config would make them "quantized" again.
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
     plain.save_pretrained(tmp)
