@@ -85,8 +85,11 @@ def build(cfg: TrainConfig, callbacks=None):
     same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if _is_main_process() else True
     run_dir = out / CHECKPOINT_SUBDIR
     resume = None
-    if same_run and cfg.training.resume and _is_main_process():
-        ckpt.remove_incomplete(run_dir)
+    if same_run and _is_main_process():
+        if cfg.training.resume:
+            ckpt.remove_incomplete(run_dir)
+        else:  # starting this run over: its old checkpoints must not mix with the new ones
+            shutil.rmtree(run_dir, ignore_errors=True)
     if same_run and cfg.training.resume:
         resume = ckpt.last_complete_checkpoint(run_dir)
 
