@@ -3,7 +3,7 @@
 Same tiny GPT-BigCode, same tokenizer, same dialogues (documented stdlib functions), same batch
 size, learning rate and number of dialogues; one epoch each, on this machine's CPU. Prints tokens
 per second of real (non-pad) tokens, the ratios against TRL, and the fraction of non-pad tokens in
-the batches. Run: `PYTHONPATH=src python bench/train_bench.py [--dialogues 256]`.
+the batches. Run: `PYTHONPATH=src python bench/train_bench.py [--dialogues 96]`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_trl(model_dir, data_dir, work, args) -> tuple[float, int, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dialogues", type=int, default=256)
+    p.add_argument("--dialogues", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--n-embd", type=int, default=128)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import datasets
 import pytest
@@ -76,6 +77,7 @@ def test_output_dir_of_a_different_run_needs_overwrite(tiny_overrides):
     out = Path(tiny_overrides["training.output_dir"])
     first = load_config(None, tiny_overrides)
     assert claim_output_dir(out, first.to_dict(), overwrite=False) is False  # fresh
+    (out / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # it trained a little
     assert claim_output_dir(out, first.to_dict(), overwrite=False) is True  # same run: resumable
     tiny_overrides["training.learning_rate"] = 1e-3
     with pytest.raises(StarchatError, match="holds a different training run.*--overwrite"):
@@ -109,3 +111,14 @@ def test_new_embedding_rows_start_at_the_mean(plain_base_dir):
     for row in w[old:]:
         assert (row - w[:old].mean(0)).abs().max() < 1e-6
     assert model.config.use_cache is False and model.generation_config.eos_token_id == tok.eos_token_id
+
+
+def test_a_run_that_failed_its_checks_does_not_block_the_fixed_run(tiny_overrides):
+    tiny_overrides["data.max_length"] = 8
+    with pytest.raises(StarchatError, match="no train dialogue"):
+        train(load_config(None, tiny_overrides))
+    from starchat.train.checkpoint import claim_output_dir
+
+    tiny_overrides["data.max_length"] = 64  # fixed: a different config, same output_dir
+    cfg = load_config(None, tiny_overrides)
+    assert claim_output_dir(Path(cfg.training.output_dir), cfg.to_dict(), False) is False

@@ -89,7 +89,8 @@ def claim_output_dir(output_dir: Path, cfg_dict: dict, overwrite: bool) -> bool:
     fp = run_fingerprint(cfg_dict)
     run_file = output_dir / RUN_FILE
     same = False
-    if output_dir.exists() and any(output_dir.iterdir()):
+    # A directory holding only a run file never got to train (e.g. its data failed the checks): reuse it.
+    if output_dir.exists() and any(p.name != RUN_FILE for p in output_dir.iterdir()):
         recorded = None
         if run_file.is_file():
             try:
