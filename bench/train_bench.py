@@ -81,7 +81,10 @@ def run_trl(model_dir, data_dir, work, args) -> tuple[float, int, float]:
     cfg = SFTConfig(output_dir=str(work / "trl"), num_train_epochs=1, per_device_train_batch_size=args.batch_size,
                     learning_rate=1e-4, max_length=args.max_length, packing=False, assistant_only_loss=True,
                     save_strategy="no", eval_strategy="no", logging_steps=1000, report_to="none",
-                    use_cpu=True, disable_tqdm=True, seed=42)
+                    use_cpu=True, disable_tqdm=True, seed=42,
+                    # Equal settings: TRL turns on bf16 and activation checkpointing by default; starchat
+                    # trains in fp32 without recomputation here.
+                    bf16=False, gradient_checkpointing=False, activation_checkpointing=False)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=train, processing_class=tok)
     ds = trainer.train_dataset
     tokens = sum(len(x) for x in ds["input_ids"])
