@@ -1,19 +1,21 @@
-"""The sandboxed side of `starchat.eval.sandbox`: set up limits, drop privileges, load the program, serve calls.
+"""The sandboxed side of `starchat.eval.sandbox`: a fork server that isolates, limits and runs each program.
 
-The parent runs this file's source with ``python -I -c`` inside the namespaces it made. Everything up to
-``exec(program)`` is trusted; after that the process belongs to the program, so nothing here decides a
-verdict: this side only returns plain-data results of calls, and the parent's checker judges them.
-The wire helpers (``send``, ``recv``, ``encode``, ``decode``) are shared with the parent by import.
+The harness starts this file's source once with ``python -I -S -c`` (the *zygote*). For each program it
+forks; the fork enters fresh namespaces, forks again to become init of its pid namespace, remounts the
+filesystem, sets limits, drops privileges, then loads the program and answers call requests. Forking a
+warm interpreter saves a Python start per program. Everything up to ``exec(program)`` is trusted; after
+that the process belongs to the program, so nothing here decides a verdict: this side only returns
+plain-data results of calls, and the harness's checker judges them.
+The wire helpers (``encode``, ``decode``) are shared with the parent by import.
 """
 
-import json
+import marshal
 import os
 import struct
 import sys
 
 MAX_MESSAGE = 16 << 20  # a reply over 16 MiB is treated as a broken program, not buffered
-REQ_FD = 0  # requests arrive on stdin; stdout/stderr are the program's
-RESP_FD = 3  # replies leave on the inherited fd named in argv[1] (set in main)
+REQ_FD, RESP_FD = 0, 3  # requests arrive on stdin, replies leave on fd 3; stdout/stderr are the program's
 
 
 # ---- wire format: 8-byte length + JSON; non-JSON types are tagged so they round-trip exactly ----------
@@ -23,6 +25,8 @@ def encode(value, depth=0):
     if depth > 200:
         raise TypeError("value nested too deeply")
     t = type(value)  # exact types only: a subclass could carry a forged __eq__
+    if t is float and value != value or value in (float("inf"), float("-inf")) and t is float:
+        return {"x": repr(value)}  # nan/inf have no literal form
     if value is None or t in (bool, int, float, str):
         return value
     if t is list:
@@ -56,13 +60,15 @@ def decode(value):
             return frozenset(decode(v) for v in body)
         if tag == "b":
             return bytes.fromhex(body)
+        if tag == "x" and body in ("nan", "inf", "-inf"):
+            return float(body)
     raise ValueError("malformed value on the wire")
 
 
 def send(fd, obj):
-    data = json.dumps(obj).encode()
-    os.write(fd, struct.pack("<Q", len(data)))
-    view = memoryview(data)
+    """Child -> harness: a Python literal (the harness parses it with ast.literal_eval, never marshal)."""
+    data = repr(obj).encode()
+    view = memoryview(struct.pack("<Q", len(data)) + data)
     while view:
         view = view[os.write(fd, view):]
 
@@ -79,10 +85,9 @@ def _read_exact(fd, n):
 
 
 def recv(fd):
+    """Harness -> child: marshal (fast, and the harness is trusted)."""
     (n,) = struct.unpack("<Q", _read_exact(fd, 8))
-    if n > MAX_MESSAGE:
-        raise ValueError(f"message of {n} bytes is over the limit")
-    return json.loads(_read_exact(fd, n))
+    return marshal.loads(_read_exact(fd, n))
 
 
 # ---- trusted setup ----------------------------------------------------------------------------------
@@ -181,6 +186,7 @@ def _no_new_privs():
 def setup(cfg):
     """Apply cfg from the parent; returns the working directory."""
     workdir = cfg.get("workdir")
+    os.environ.update(cfg.get("env", {}))
     if cfg.get("isolate_fs"):
         workdir = _isolate_filesystem(cfg["tmpfs_mb"], cfg.get("expose", []))
     os.chdir(workdir)
@@ -233,9 +239,72 @@ def serve(cfg):
         send(RESP_FD, reply)
 
 
-def main():
-    global RESP_FD
-    RESP_FD = int(sys.argv[1])
+# ---- the fork server --------------------------------------------------------------------------------
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+
+
+def _enter_namespaces(ctypes, libc):
+    """Called in the first fork: new mount, net and pid namespaces (and a user namespace when not root)."""
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | (CLONE_NEWUSER if uid != 0 else 0)
+    _check(ctypes, libc.unshare(flags), "unshare")
+    if uid != 0:  # become root of the new user namespace (mapped to ourselves), to mount
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+
+
+def _become_init(ctypes, libc, fds, namespaces):
+    """Called in the second fork (pid 1 of the new pid namespace): wire the fds, private mounts, fresh /proc."""
+    PR_SET_PDEATHSIG, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 1 << 18
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # the harness kills our parent on timeout: we follow
+    req, resp, out = fds
+    for src, dst in ((req, REQ_FD), (out, 1), (out, 2), (resp, RESP_FD)):
+        os.dup2(src, dst)
+    os.closerange(RESP_FD + 1, 1 << 16)  # above all, the zygote's socket: the program must not reach it
+    if namespaces:
+        # Private propagation first, so nothing mounted here leaks back to the host.
+        _check(ctypes, libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        _check(ctypes, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+
+
+def _spawn(fds, namespaces):
+    """Fork the program's process tree; returns the first fork's pid (its process group) to the zygote."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        os.setsid()
+        ctypes, libc = _libc()
+        if namespaces:
+            _enter_namespaces(ctypes, libc)
+        child = os.fork()
+        if child == 0:
+            try:
+                _become_init(ctypes, libc, fds, namespaces)
+                run_program()
+            except BaseException as e:  # noqa: BLE001  (shown in the sample's output)
+                os.write(2, f"sandbox: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(0)
+        os.closerange(0, 1 << 16)  # drop our copies: the harness must see EOF as soon as the program dies
+        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) & 0xFF
+    except BaseException as e:  # noqa: BLE001  (report on the program's channel, then die)
+        try:
+            os.write(fds[1], _frame({"setup_error": f"{type(e).__name__}: {e}"}))
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _frame(obj):
+    data = repr(obj).encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def run_program():
     cfg = recv(REQ_FD)
     try:
         setup(cfg)
@@ -243,9 +312,57 @@ def main():
         send(RESP_FD, {"setup_error": f"{type(e).__name__}: {e}"})
         os._exit(3)
     serve(cfg)
-    sys.stdout.flush()
+    _flush()
     os._exit(0)
 
 
+# What HumanEval-style programs commonly import; the rest is imported on demand.
+PRELOAD = ("traceback", "resource", "math", "re", "string", "collections", "itertools", "functools", "heapq",
+           "bisect", "hashlib", "random", "typing", "statistics", "fractions", "decimal", "copy", "operator")
+
+
+def zygote(sock_fd, namespaces, extra_path):
+    """Serve b"spawn" (with 3 fds: requests, replies, output) and b"kill PID" on a SOCK_SEQPACKET socket."""
+    import socket
+    import signal
+
+    sys.path.extend(p for p in extra_path.split(os.pathsep) if p)
+    _libc()  # import ctypes once here, so forks start with it loaded
+    for name in PRELOAD:  # forks start with these loaded: faster, and importable after dropping privileges
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    sock = socket.socket(fileno=sock_fd)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 256, 3)
+        except OSError:
+            return
+        if not msg:
+            return
+        if msg == b"spawn" and len(fds) == 3:
+            pid = _spawn(fds, namespaces)
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"%d" % pid)
+        elif msg.startswith(b"kill "):
+            pid = int(msg[5:])
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            sock.send(b"ok")
+        else:
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"error: bad request")
+
+
 if __name__ == "__main__":
-    main()
+    zygote(int(sys.argv[1]), sys.argv[2] == "namespaces", sys.argv[3])

@@ -22,26 +22,32 @@ correct answers, which is solving the problem.
 
 What the sandbox contains (mode ``namespaces``, the default where the kernel allows it)
 ---------------------------------------------------------------------------------------
-* ``unshare --net --mount --pid --fork --kill-child --mount-proc`` (plus ``--user --map-root-user`` when
-  not root): no network (an empty net namespace, loopback down); a pid namespace whose init is the
-  program, so killing it (timeout) kills every process it started; its own /proc.
-* The whole filesystem is remounted read-only (``mount_setattr(AT_RECURSIVE)``); /tmp, /dev/shm and
-  /var/tmp are fresh size-capped tmpfs mounts, the working directory is /tmp/work, and all of it
-  vanishes with the namespace. Writing, deleting or ``os.system("rm ...")`` outside it fails (EROFS).
+A warm fork server (``_child.py``, started once with ``python -I -S``) forks per program; the fork
+calls ``unshare(2)`` and forks again, so the program is init of its own namespaces:
+* net namespace: no network at all (no interface is up, not even loopback to the host's services);
+* pid namespace + ``PR_SET_PDEATHSIG``: killing the first fork (timeout or end of tests) kills every
+  process the program started, daemons included; its own /proc;
+* mount namespace (private propagation): the whole filesystem is made read-only
+  (``mount_setattr(AT_RECURSIVE)``); /tmp, /dev/shm and /var/tmp are fresh size-capped tmpfs
+  mounts, the working directory is /tmp/work, and all of it vanishes with the namespace. Writing,
+  deleting or ``os.system("rm ...")`` outside it fails (EROFS).
 * As root (CI): the program then runs as a fresh random unprivileged uid, so RLIMIT_NPROC binds
-  (root ignores it), root-owned files are out of reach, and no two runs share a process count. Not
-  root: a user namespace, with every capability and the bounding set dropped.
+  (root ignores it), root-owned files are unreadable where their modes say so (private homes like
+  /root are also hidden behind an empty tmpfs, with only the interpreter's directories re-exposed), and
+  no two runs share a process count. Not root: a user namespace (root in it mapped to the user), with
+  the bounding set and every capability dropped; RLIMIT_NPROC binds there too.
 * RLIMITs: CPU seconds, address space, file size, open files, process count, no core dumps; a
-  wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; the environment is replaced by a minimal one (no
-  secrets); the interpreter runs ``-I`` (ignores PYTHON* variables and user site-packages).
-* The harness survives anything: replies are size-capped and decoded defensively, output is
-  drained into a bounded buffer, and every wait has a deadline.
+  wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; a minimal environment (no secrets); the interpreter
+  runs isolated (``-I -S``: no PYTHON* variables, no user site, no .pth hooks).
+* The harness survives anything: replies are size-capped and parsed with ``ast.literal_eval``, the
+  program's output is drained into a bounded buffer, and every wait has a deadline.
 
-Mode ``basic`` (fallback when ``unshare`` is missing or namespaces are refused; a warning says so):
-own process and session, RLIMITs, a fresh host temp dir removed afterwards, scrubbed environment,
-and a random unprivileged uid when root. Missing there: network isolation, a read-only filesystem
-(the program can write where its uid may, e.g. /tmp), and killing escaped daemons (only its
-process group is killed).
+Mode ``basic`` (fallback when namespaces are refused, e.g. a container without user namespaces; a
+warning says so): own process and session, RLIMITs, a fresh host temp dir removed afterwards, a
+scrubbed environment, and a random unprivileged uid when root. Missing there: network isolation, a
+read-only filesystem (the program can write where its uid may, e.g. /tmp), killing processes that
+left the session; and when the interpreter lives in a directory other users cannot read (as under
+/root here), only the modules the fork server preloads can be imported.
 
 Not covered in any mode: kernel exploits, side channels, CPU time of other tenants (the wall
 clock bounds it), and programs that read world-readable files (the filesystem is visible, read-only).
@@ -49,8 +55,9 @@ clock bounds it), and programs that read world-readable files (the filesystem is
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import json
+import marshal
 import os
 import random
 import select
@@ -120,41 +127,91 @@ class Job:
     helpers: str = ""  # trusted code run on the harness side before the test (e.g. the prompt)
 
 
-# ---- choosing the isolation mode --------------------------------------------------------------------
+# ---- the fork server and the isolation mode ---------------------------------------------------------
 
+class _Zygote:
+    """One warm sandbox launcher (``_child.py``) shared by all worker threads; it forks per program."""
+
+    def __init__(self, mode: str):
+        import socket
+
+        self.mode = mode
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        extra = os.pathsep.join(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp/work", "TMPDIR": "/tmp/work"}
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD_SOURCE, str(theirs.fileno()), mode, extra],
+                                     pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        theirs.close()
+        ours.settimeout(60)
+        self.sock, self.lock = ours, threading.Lock()
+
+    def spawn(self, fds: tuple[int, int, int]) -> int:
+        import socket
+
+        with self.lock:
+            socket.send_fds(self.sock, [b"spawn"], list(fds))
+            return int(self.sock.recv(64))
+
+    def kill(self, pid: int) -> None:
+        with self.lock:
+            self.sock.send(b"kill %d" % pid)
+            self.sock.recv(64)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+_ZYGOTES: dict[str, _Zygote] = {}
 _MODE: dict[str, Any] = {}
-_MODE_LOCK = threading.Lock()
+_LOCK = threading.Lock()
 
 
-def _namespace_prefix() -> list[str]:
-    unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    flags = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    if os.geteuid() != 0:
-        flags = ["--user", "--map-root-user"] + flags
-    return [unshare, *flags, "--"]
+def _zygote(mode: str) -> _Zygote:
+    with _LOCK:
+        z = _ZYGOTES.get(mode)
+        if z is None or not z.alive():
+            z = _ZYGOTES[mode] = _Zygote(mode)
+        return z
 
 
-def sandbox_mode(force: str | None = None) -> dict[str, Any]:
-    """The strongest mode that works here, probed once: {'name', 'warning'}."""
-    with _MODE_LOCK:
-        if force:
-            return {"name": force, "warning": ""}
-        if not _MODE:
-            _MODE.update(_probe())
-            if _MODE["warning"]:
-                warnings.warn(_MODE["warning"], RuntimeWarning, stacklevel=2)
-        return dict(_MODE)
+def shutdown() -> None:
+    """Stop the fork servers (they also stop by themselves when this process exits)."""
+    with _LOCK:
+        for z in _ZYGOTES.values():
+            z.close()
+        _ZYGOTES.clear()
+
+
+def sandbox_mode() -> dict[str, Any]:
+    """The strongest mode that works here, probed once: {'name': 'namespaces'|'basic', 'warning': str}."""
+    with _LOCK:
+        if _MODE:
+            return dict(_MODE)
+    mode = _probe()
+    with _LOCK:
+        _MODE.update(mode)
+    if mode["warning"]:
+        warnings.warn(mode["warning"], RuntimeWarning, stacklevel=2)
+    return dict(mode)
 
 
 def _probe() -> dict[str, Any]:
     job = Job("def f():\n    return 1\n", "f", "def check(candidate):\n    assert candidate() == 1\n")
-    if os.environ.get("STARCHAT_SANDBOX") != "basic" and shutil.which("unshare"):
-        res = _run(job, Limits(timeout=20), "namespaces")
+    if os.environ.get("STARCHAT_SANDBOX") == "basic":
+        why = "STARCHAT_SANDBOX=basic"
+    else:
+        res = _run(job, Limits(timeout=30), "namespaces")
         if res.passed:
             return {"name": "namespaces", "warning": ""}
         why = f"{res.status}: {res.error} {res.output[-300:]}".strip()
-    else:
-        why = "unshare (util-linux) not found" if not shutil.which("unshare") else "STARCHAT_SANDBOX=basic"
     return {"name": "basic", "warning": f"sandbox: namespaces unavailable ({why}); running in basic mode "
                                          "without network isolation or a read-only filesystem"}
 
@@ -163,7 +220,7 @@ def _probe() -> dict[str, Any]:
 
 def run_job(job: Job, limits: Limits | None = None, mode: str | None = None) -> Result:
     """Run one program in the sandbox and judge it with the trusted checker. Never raises for the
-    program's behaviour; only a broken sandbox itself reports status 'sandbox_error'."""
+    program's behaviour; a broken sandbox itself reports status 'sandbox_error'."""
     return _run(job, limits or Limits(), mode or sandbox_mode()["name"])
 
 
@@ -172,46 +229,56 @@ def _sandbox_uid() -> int | None:
     return random.randrange(1_000_000, 2_000_000_000) if os.geteuid() == 0 else None
 
 
+def _config(job: Job, limits: Limits, mode: str, uid: int | None, hostdir: str | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"program": job.program, "entry_point": job.entry_point, "limits": limits.rlimits(),
+                           "uid": uid, "tmpfs_mb": limits.tmpfs_mb, "drop_caps": os.geteuid() != 0 and
+                           mode == "namespaces", "isolate_fs": mode == "namespaces",
+                           "expose": _interpreter_dirs() if uid is not None else []}
+    if hostdir:
+        cfg["workdir"] = hostdir
+        cfg["env"] = {"HOME": hostdir, "TMPDIR": hostdir}
+        if os.geteuid() != 0:  # without a user namespace the count includes all of this user's processes
+            cfg["limits"]["RLIMIT_NPROC"] += _count_own_processes()
+    return cfg
+
+
 def _run(job: Job, limits: Limits, mode: str) -> Result:
     start = time.monotonic()
-    deadline = start + limits.timeout
     uid = _sandbox_uid()
-    cfg: dict[str, Any] = {"program": job.program, "entry_point": job.entry_point, "limits": limits.rlimits(),
-                           "uid": uid, "tmpfs_mb": limits.tmpfs_mb}
     hostdir = None
-    if mode == "namespaces":
-        cmd = _namespace_prefix()
-        cfg.update(isolate_fs=True, drop_caps=os.geteuid() != 0, expose=_interpreter_dirs() if uid else [])
-    else:
-        cmd = []
+    if mode != "namespaces":
         hostdir = tempfile.mkdtemp(prefix="starchat-sandbox-")
         if uid is not None:
             os.chown(hostdir, uid, uid)
-        cfg["workdir"] = hostdir
-        if os.geteuid() != 0:  # the count includes all of this user's processes
-            cfg["limits"]["RLIMIT_NPROC"] += _count_own_processes()
-    workdir = hostdir or "/tmp/work"
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
-    cmd += [sys.executable, "-I", "-c", CHILD_SOURCE]
+    req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
-    cmd.append(str(resp_w))  # the child replies on this inherited fd
+    out_r, out_w = os.pipe()
+    zygote, pid = None, None
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                pass_fds=(resp_w,), env=env, cwd=hostdir or "/", start_new_session=True)
-    except OSError as e:
-        os.close(resp_r), os.close(resp_w)
-        _cleanup(None, hostdir)
+        zygote = _zygote(mode)
+        pid = zygote.spawn((req_r, resp_w, out_w))
+    except (OSError, ValueError) as e:
+        for fd in (req_r, req_w, resp_r, resp_w, out_r, out_w):
+            os.close(fd)
+        if hostdir:
+            shutil.rmtree(hostdir, ignore_errors=True)
         return Result(False, "sandbox_error", f"could not start the sandbox: {e}")
-    os.close(resp_w)
-    chan = _Channel(proc, resp_r, deadline)
+    for fd in (req_r, resp_w, out_w):
+        os.close(fd)
+    chan = _Channel(req_w, resp_r, out_r, start + limits.timeout)
     try:
-        chan.send(cfg)
+        chan.send(_config(job, limits, mode, uid, hostdir))
         result = _judge(job, chan)
     except CheckFailed as e:
         result = Result(False, e.status, str(e))
     finally:
         chan.close()
-        _cleanup(proc, hostdir)
+        try:
+            zygote.kill(pid)
+        except OSError:
+            pass
+        if hostdir:
+            shutil.rmtree(hostdir, ignore_errors=True)
     result.output = chan.output.decode("utf-8", "replace")
     result.seconds = time.monotonic() - start
     return result
@@ -232,21 +299,6 @@ def _count_own_processes() -> int:
         except OSError:
             pass
     return n
-
-
-def _cleanup(proc, hostdir):
-    if proc is not None:
-        for kill in (lambda: os.killpg(proc.pid, 9), proc.kill):
-            try:
-                kill()
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-    if hostdir:
-        shutil.rmtree(hostdir, ignore_errors=True)
 
 
 def _judge(job: Job, chan: "_Channel") -> Result:
@@ -307,26 +359,21 @@ def _exception(name, msg) -> Exception:
 class _Channel:
     """Framed messages to and from the sandbox with a hard deadline; drains the program's output."""
 
-    def __init__(self, proc: subprocess.Popen, resp_fd: int, deadline: float):
-        self.proc, self.fd, self.deadline = proc, resp_fd, deadline
-        self.out_fd = proc.stdout.fileno()
+    def __init__(self, req_fd: int, resp_fd: int, out_fd: int, deadline: float):
+        self.req_fd, self.fd, self.out_fd, self.deadline = req_fd, resp_fd, out_fd, deadline
         self.output = b""
         self.buf = b""
 
     def send(self, obj) -> None:
-        data = json.dumps(obj).encode()
+        data = marshal.dumps(obj)
+        view = memoryview(struct.pack("<Q", len(data)) + data)
         try:
-            self._write(struct.pack("<Q", len(data)) + data)
-        except (BrokenPipeError, OSError):
+            while view:
+                if not select.select([], [self.req_fd], [], self._left())[1]:
+                    raise CheckFailed("timeout", "timed out")
+                view = view[os.write(self.req_fd, view[:65536]):]
+        except OSError:  # EPIPE: nobody reads any more
             raise CheckFailed("crashed", "the program exited before the tests finished") from None
-
-    def _write(self, data: bytes) -> None:
-        fd = self.proc.stdin.fileno()
-        view = memoryview(data)
-        while view:
-            if not select.select([], [fd], [], self._left())[1]:
-                raise CheckFailed("timeout", "timed out")
-            view = view[os.write(fd, view[:65536]):]
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -343,14 +390,14 @@ class _Channel:
             if self.out_fd in ready:
                 chunk = os.read(self.out_fd, 65536)
                 if not chunk:
+                    os.close(self.out_fd)
                     self.out_fd = None
                 elif len(self.output) < OUTPUT_KEEP:
                     self.output += chunk[: OUTPUT_KEEP - len(self.output)]
             if self.fd in ready:
                 chunk = os.read(self.fd, 1 << 20)
                 if not chunk:
-                    raise CheckFailed("crashed", "the program exited before the tests finished"
-                                      + _exit_note(self.proc))
+                    raise CheckFailed("crashed", "the program exited before the tests finished")
                 self.buf += chunk
 
     def recv(self):
@@ -361,25 +408,20 @@ class _Channel:
         self._fill(8 + n)
         data, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
         try:
-            return json.loads(data)
-        except (ValueError, RecursionError):
+            msg = ast.literal_eval(data.decode("utf-8"))
+        except (ValueError, SyntaxError, RecursionError, MemoryError, UnicodeDecodeError, TypeError):
             raise CheckFailed("crashed", "the program sent a malformed reply") from None
+        if not isinstance(msg, dict):
+            raise CheckFailed("crashed", "the program sent a malformed reply")
+        return msg
 
     def close(self) -> None:
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        os.close(self.fd)
-
-
-def _exit_note(proc: subprocess.Popen) -> str:
-    try:
-        rc = proc.wait(timeout=0.5)
-    except subprocess.TimeoutExpired:
-        return ""
-    return f" (exit status {rc})"
+        for fd in (self.req_fd, self.fd, self.out_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 # ---- many jobs --------------------------------------------------------------------------------------
