@@ -83,7 +83,7 @@ def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, 
     tmpl = get_template(template)
     if any(tok not in tokenizer.get_vocab() for tok in tmpl.special_tokens):
         raise StarchatError(f"the tokenizer lacks the {tmpl.name} special tokens; call prepare_tokenizer first")
-    rendered = [_spans(render_segments(d, tmpl, eos_token=tokenizer.eos_token or "")) for d in dialogues]
+    rendered = [_spans(render_segments(d, tmpl)) for d in dialogues]
     enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True,
                     return_attention_mask=False)
     out: list[dict | None] = []
