@@ -144,3 +144,9 @@ def test_detect_format_keys():
     assert detect_format({"conversations": []}, "x") == "sharegpt"
     assert detect_format({"message_tree_id": "t", "prompt": {}}, "x") == "oasst"
     assert detect_format({"prompt": "p", "completion": "c"}, "x") == "alpaca"
+
+
+def test_hub_name_goes_through_datasets_and_fails_clearly_offline():
+    # conftest sets HF_HUB_OFFLINE=1: the hub path is real code, and offline it must say what happened
+    with pytest.raises(DataError, match=r"starchat-test/no-such-dataset: not a local path, and loading it from the Hugging Face hub failed"):
+        read("starchat-test/no-such-dataset")
