@@ -138,7 +138,11 @@ class _Zygote:
         self.mode = mode
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         extra = os.pathsep.join(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))
-        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp/work", "TMPDIR": "/tmp/work"}
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp/work", "TMPDIR": "/tmp/work",
+               # one BLAS thread: threads count against the process limit
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        # CPU-model settings some machines need for OpenBLAS to compute correctly: not secrets, kept.
+        env.update({k: v for k, v in os.environ.items() if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
         self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD_SOURCE, str(theirs.fileno()), mode, extra],
                                      pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
                                      start_new_session=True)
