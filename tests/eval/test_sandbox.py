@@ -119,6 +119,13 @@ def test_cannot_write_or_delete_outside_its_directory(victim, tmp_path):
     assert not Path(str(victim) + ".new").exists() and not (tmp_path / "escape").exists()
 
 
+def test_filling_the_disk_is_stopped():
+    program = "def f():\n    with open('big', 'wb') as fh:\n        for _ in range(200):\n" \
+              "            fh.write(b'x' * (1 << 20))\n    return 1\n"
+    res = run_job(job(program, "def check(c):\n    assert c() == 1\n"), Limits(timeout=10, file_size_mb=8))
+    assert not res.passed and res.status in ("failed", "crashed")
+
+
 def test_os_system_is_contained(victim):
     program = f"""
     import os

@@ -32,9 +32,9 @@ calls ``unshare(2)`` and forks again, so the program is init of its own namespac
   mounts, the working directory is /tmp/work, and all of it vanishes with the namespace. Writing,
   deleting or ``os.system("rm ...")`` outside it fails (EROFS).
 * As root (CI): the program then runs as a fresh random unprivileged uid, so RLIMIT_NPROC binds
-  (root ignores it), root-owned files are unreadable where their modes say so (private homes like
-  /root are also hidden behind an empty tmpfs, with only the interpreter's directories re-exposed), and
-  no two runs share a process count. Not root: a user namespace (root in it mapped to the user), with
+  (root ignores it), root-owned files are unreadable where their modes say so, and no two runs share
+  a process count. A private directory holding the interpreter (like /root on the dev machines) is
+  covered by an empty tmpfs that re-exposes only the interpreter's own directories, read-only. Not root: a user namespace (root in it mapped to the user), with
   the bounding set and every capability dropped; RLIMIT_NPROC binds there too.
 * RLIMITs: CPU seconds, address space, file size, open files, process count, no core dumps; a
   wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; a minimal environment (no secrets); the interpreter
@@ -56,6 +56,7 @@ clock bounds it), and programs that read world-readable files (the filesystem is
 from __future__ import annotations
 
 import ast
+import atexit
 import dataclasses
 import marshal
 import os
@@ -182,6 +183,8 @@ def _zygote(mode: str) -> _Zygote:
     with _LOCK:
         z = _ZYGOTES.get(mode)
         if z is None or not z.alive():
+            if not _ZYGOTES:
+                atexit.register(shutdown)
             z = _ZYGOTES[mode] = _Zygote(mode)
         return z
 
