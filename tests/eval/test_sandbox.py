@@ -229,3 +229,9 @@ def test_parallel_workers_keep_order():
     jobs[3] = job("def f():\n    return -1\n", "def check(c):\n    assert c() == 3\n")
     res = run_many(jobs, FAST, workers=3)
     assert [r.passed for r in res] == [True, True, True, False, True, True]
+
+
+def test_a_dead_program_is_not_swallowed_by_tests_that_catch_exceptions():
+    test = "def check(c):\n    try:\n        c(1)\n    except Exception:\n        pass\n"
+    res = run_job(job("def f(x):\n    import os\n    os._exit(0)\n", test), FAST)
+    assert not res.passed and res.status == "crashed"

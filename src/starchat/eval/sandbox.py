@@ -110,8 +110,9 @@ class Result:
     seconds: float = 0.0
 
 
-class CheckFailed(Exception):
-    """Raised inside the checker when the sandboxed program cannot answer a call."""
+class CheckFailed(BaseException):
+    """Raised inside the checker when the sandboxed program cannot answer a call. A BaseException, so
+    test code that catches ``Exception`` around a call cannot swallow a dead or timed-out program."""
 
     def __init__(self, status: str, message: str):
         super().__init__(message)
@@ -338,8 +339,6 @@ def _judge(job: Job, chan: "_Channel") -> Result:
     try:
         exec(compile(job.test, "test.py", "exec"), namespace)
         namespace["check"](candidate)
-    except CheckFailed:
-        raise
     except AssertionError as e:
         return Result(False, "failed", f"AssertionError: {e}"[:2000] if str(e) else "AssertionError")
     except Exception as e:  # noqa: BLE001
@@ -358,9 +357,13 @@ def _exception(name, msg) -> Exception:
     import builtins
 
     cls = getattr(builtins, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)) or cls is CheckFailed:
-        cls = RuntimeError
-    return cls(f"{msg} (raised by the program as {name})")
+    text = f"{msg} (raised by the program as {name})"
+    try:  # the same builtin type, so tests that expect e.g. ValueError see one
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(text)
+    except TypeError:  # a type whose constructor wants more arguments
+        pass
+    return RuntimeError(text)
 
 
 class _Channel:
