@@ -37,7 +37,7 @@ def test_body_only_reply_continues_the_prompt(problems):
 
 
 def test_prefill_ids_are_the_assistant_text_alone(problems):
-    from conftest import FakeEngine
+    from eval_fakes import FakeEngine
 
     engine = FakeEngine(problems)
     msgs = [{"role": "user", "content": "hi"}]

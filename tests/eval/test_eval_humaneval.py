@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import FakeEngine, FakeParams, write_samples
+from eval_fakes import FakeEngine, FakeParams, write_samples
 
 from starchat.eval import humaneval
 from starchat.eval.humaneval import HumanEvalConfig, run_model, score_samples
