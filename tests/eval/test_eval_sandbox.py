@@ -235,3 +235,15 @@ def test_a_dead_program_is_not_swallowed_by_tests_that_catch_exceptions():
     test = "def check(c):\n    try:\n        c(1)\n    except Exception:\n        pass\n"
     res = run_job(job("def f(x):\n    import os\n    os._exit(0)\n", test), FAST)
     assert not res.passed and res.status == "crashed"
+
+
+def test_results_cross_the_wire_exactly():
+    value = "[1, 2.5, float('nan'), float('-inf'), (1, 'a'), {1: [None, True]}, {3, 4}, frozenset([5]), b'xy', 'é']"
+    test = f"""
+    import math
+    def check(c):
+        got = c()
+        assert type(got[4]) is tuple and type(got[7]) is frozenset and math.isnan(got[2])
+        assert got[:2] + got[3:] == {value}[:2] + {value}[3:]
+    """
+    assert run_job(job(f"def f():\n    return {value}\n", test), FAST).passed

@@ -18,14 +18,15 @@ MAX_MESSAGE = 16 << 20  # a reply over 16 MiB is treated as a broken program, no
 REQ_FD, RESP_FD = 0, 3  # requests arrive on stdin, replies leave on fd 3; stdout/stderr are the program's
 
 
-# ---- wire format: 8-byte length + JSON; non-JSON types are tagged so they round-trip exactly ----------
+# ---- wire format: 8-byte length + payload (harness -> child: marshal; child -> harness: a Python literal
+# of lists, dicts with one tag key, str, int, float, bool and None, so every value round-trips exactly) --
 
 def encode(value, depth=0):
-    """Plain data -> JSON-able, or TypeError for anything that is not a builtin value type."""
+    """Plain data -> tagged literal, or TypeError for anything that is not a builtin value type."""
     if depth > 200:
         raise TypeError("value nested too deeply")
     t = type(value)  # exact types only: a subclass could carry a forged __eq__
-    if t is float and value != value or value in (float("inf"), float("-inf")) and t is float:
+    if t is float and (value != value or value in (float("inf"), float("-inf"))):
         return {"x": repr(value)}  # nan/inf have no literal form
     if value is None or t in (bool, int, float, str):
         return value
