@@ -1,0 +1,164 @@
+"""The transformers backend: any HF model directory or hub ID, streamed through a generation thread."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria,
+                          StoppingCriteriaList)
+
+from starchat.errors import StarchatError
+from starchat.inference.engine import Engine, Generation, Prompt
+from starchat.inference.params import Completion, SamplingParams
+from starchat.inference.templating import select_format
+
+_DONE = object()
+
+
+class TransformersEngine(Engine):
+    def __init__(self, model: str, template: str | None = None, device: str | None = None,
+                 dtype: str = "auto", trust_remote_code: bool = False, **_: Any) -> None:
+        super().__init__()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            where = "a local directory" if os.path.isdir(model) else "a hub ID (needs the network) or a local directory"
+            raise StarchatError(f"cannot load model {model!r} as {where}: {str(e).splitlines()[0]}") from None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.model_name = os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
+        self.format = select_format(template, getattr(self.tokenizer, "chat_template", None), model,
+                                    bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
+        cfg = self.model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+        self.eos_token_ids = self._find_eos_ids()
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    def _find_eos_ids(self) -> list[int]:
+        """The end-of-turn IDs: generation_config's, the tokenizer's EOS, and the format's end token."""
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids = (gen_eos if isinstance(gen_eos, list) else [gen_eos]) + [self.tokenizer.eos_token_id]
+        end = self.format.end_token
+        if end:
+            tid = self.tokenizer.convert_tokens_to_ids(end)
+            if tid is not None and tid != self.tokenizer.unk_token_id:
+                ids.append(tid)
+        ids = [i for i in dict.fromkeys(ids) if i is not None]
+        if not ids:
+            raise StarchatError(f"{self.model_name}: no end-of-turn token (no eos_token_id in generation_config or "
+                                "tokenizer): pass --template starchat or set eos_token in the tokenizer")
+        return ids
+
+    def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        text = self.format.render(messages, add_generation_prompt)
+        # The template writes any BOS itself, as transformers' apply_chat_template does.
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _generate_kwargs(self, params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+        sample = params.temperature > 0
+        cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=params.repetition_penalty,
+            eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
+            **(dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p) if sample else {}))
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        return {"generation_config": cfg}
+
+    def _tokens(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int) -> Iterator[int]:
+        """Runs ``model.generate`` in a thread; a streamer hands each new token to this generator."""
+        q: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        kwargs = self._generate_kwargs(params, max_new_tokens)
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                        streamer=_QueueStreamer(q), stopping_criteria=StoppingCriteriaList(
+                                            [_StopFlag(stop)]), **kwargs)
+            except BaseException as e:  # re-raised in the consumer's thread
+                q.put(e)
+            finally:
+                q.put(_DONE)
+
+        thread = threading.Thread(target=work, name="starchat-generate", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Completion]:
+        """One left-padded ``model.generate`` call for all prompts; each row stops on its own."""
+        params = params or SamplingParams()
+        all_ids = [self.prompt_ids(p) for p in prompts]
+        if not all_ids:
+            return []
+        width = max(len(x) for x in all_ids)
+        max_new = self._max_new_tokens(width, params.max_new_tokens)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(x)) + x for x in all_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in all_ids], device=self.device)
+        criteria = StoppingCriteriaList([_StopStrings(self.decode, params.stop, width)] if params.stop else [])
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
+                                      **self._generate_kwargs(params, max_new))
+        # Each row goes through the same stop/EOS/text logic as a single generation.
+        return [Generation(self, ids, params, tokens=out[i, width:].tolist()).drain() for i, ids in enumerate(all_ids)]
+
+
+class _QueueStreamer:
+    """A transformers streamer that puts each new token ID on a queue."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        self.q, self.first = q, True
+
+    def put(self, value) -> None:
+        if self.first:  # generate() first passes the prompt
+            self.first = False
+            return
+        for t in value.reshape(-1).tolist():
+            self.q.put(t)
+
+    def end(self) -> None:
+        pass
+
+
+class _StopFlag(StoppingCriteria):
+    """Stops generation when the consumer goes away (cancelled, stop string found, closed)."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        self.flag = flag
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _StopStrings(StoppingCriteria):
+    """Per row: True once the row's generated text contains a stop string."""
+
+    def __init__(self, decode, stop: Sequence[str], prompt_width: int) -> None:
+        self.decode, self.stop, self.width = decode, list(stop), prompt_width
+        # A stop string of n characters spans at most n tokens; a few more give the decoder context.
+        self.window = max(len(s) for s in self.stop) + 4
+
+    def __call__(self, input_ids, scores, **kw):
+        start = max(self.width, input_ids.shape[1] - self.window)
+        done = [any(s in self.decode(row[start:].tolist()) for s in self.stop) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
