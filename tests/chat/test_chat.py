@@ -107,7 +107,7 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_chat(chat_engine):
     params = FAST.replace(max_new_tokens=50)
     full = chat_engine.generate([{"role": "user", "content": "one"}], params).text
     err = io.StringIO()
-    session = ChatSession(chat_engine, InterruptingIO(io.StringIO("one\ntwo\n"), io.StringIO(), err), params)
+    session = ChatSession(chat_engine, InterruptingIO(io.StringIO("one\n/params\ntwo\n"), io.StringIO(), err), params)
     assert session.run() == 0
     assert "[stopped]" in err.getvalue()
     partial = session.messages[1]["content"]
