@@ -113,3 +113,16 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_chat(chat_engine):
     partial = session.messages[1]["content"]
     assert partial and full.startswith(partial) and len(partial) < len(full)  # what was shown is kept
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]  # went on
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "./no/such/model"], "does not exist"),
+    (["--template", "nosuch"], "unknown template 'nosuch'"),
+])
+def test_cli_bad_model_or_template_is_one_line_and_exit_2(monkeypatch, capsys, flags, message):
+    from starchat.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["chat", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
