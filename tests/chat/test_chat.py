@@ -23,7 +23,7 @@ def test_piped_question_through_the_cli_on_the_default_model(monkeypatch, capsys
     from starchat.cli import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("Write a Python function that reverses a string\n"))
-    rc = main(["chat", "--max-new-tokens", "24", "--temperature", "0"])
+    rc = main(["chat", "--max-new-tokens", "12", "--temperature", "0", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and out.strip()
 
