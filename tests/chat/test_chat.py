@@ -126,3 +126,10 @@ def test_cli_bad_model_or_template_is_one_line_and_exit_2(monkeypatch, capsys, f
     assert main(["chat", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_conversation_longer_than_the_context_is_an_error_not_a_crash(chat_engine):
+    long = "word " * 600  # the tiny model's context is 512 tokens
+    session, rc, out, err = run(chat_engine, f"{long}\n/params max_new_tokens=2\nhi\n")
+    assert "context is 512" in err and rc == 1
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]  # the long one was dropped
