@@ -56,7 +56,7 @@ class Generation:
             tokens = engine._tokens(self.prompt_ids, params, max_new) if self._given is None else iter(self._given)
             try:
                 for tok in tokens:
-                    if self.cancel.is_set():
+                    if self._given is None and self.cancel.is_set():
                         reason = "cancelled"
                         break
                     generated += 1
