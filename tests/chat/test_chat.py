@@ -19,6 +19,7 @@ def run(engine, script: str, params=FAST, system=None):
     return session, rc, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_piped_question_through_the_cli_on_the_default_model(monkeypatch, capsys):
     from starchat.cli import main
 
