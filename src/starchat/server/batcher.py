@@ -1,0 +1,243 @@
+"""Step-level continuous batching for the transformers backend: many requests share every forward pass.
+
+One thread owns the model. Between decode steps it admits waiting tickets (prefilled together, their KV
+cache left-padded and concatenated onto the running batch), drops finished or cancelled rows, and samples
+each row with its own parameters (the transformers logits processors, a per-request seeded generator).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from starchat.server.scheduler import PendingQueue, Ticket
+from starchat.inference.textstream import TextAssembler
+
+log = logging.getLogger("starchat.server")
+
+
+class _Row:
+    """One running request: its tokens, sampler and text stream."""
+
+    def __init__(self, ticket: Ticket, decode, eos_ids: set[int], device: torch.device):
+        p = ticket.params
+        self.ticket = ticket
+        self.ids = list(ticket.prompt_ids)
+        self.max_new = p.max_new_tokens
+        self.n_new = 0
+        self.done: str | None = None  # finish reason once the row has ended
+        self.eos_ids = eos_ids
+        self.text = TextAssembler(decode, p.stop, prompt_tail=ticket.prompt_ids)
+        self.greedy = p.temperature is None or p.temperature <= 0
+        procs = LogitsProcessorList()
+        if p.repetition_penalty and p.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+        if not self.greedy:
+            procs.append(TemperatureLogitsWarper(p.temperature))
+            if p.top_k:
+                procs.append(TopKLogitsWarper(p.top_k))
+            if p.top_p is not None and p.top_p < 1.0:
+                procs.append(TopPLogitsWarper(p.top_p))
+        self.procs = procs
+        self.gen = torch.Generator(device=device)
+        if p.seed is not None:
+            self.gen.manual_seed(p.seed)
+        else:
+            self.gen.seed()
+
+    def sample(self, logits: torch.Tensor) -> int:
+        scores = self.procs(torch.tensor([self.ids], device=logits.device), logits[None, :].float())
+        if self.greedy:
+            return int(scores.argmax(-1))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.gen))
+
+    def push(self, token: int) -> str | None:
+        """Take one sampled token; returns the finish reason when the row is done, else None."""
+        self.n_new += 1  # counted like the engine's Completion: the end token included
+        if token in self.eos_ids:
+            self.ticket.put(self.text.finish())
+            return "stop"
+        self.ids.append(token)
+        self.ticket.put(self.text.feed(token))
+        if self.text.stopped:
+            return "stop"
+        if self.n_new >= self.max_new:
+            self.ticket.put(self.text.finish())
+            return "length"
+        return None
+
+
+class ContinuousBatcher:
+    """Serves tickets from a bounded queue through one HF causal LM, up to `max_batch` rows at a time."""
+
+    kind = "continuous-batching"
+
+    def __init__(self, engine, max_batch: int = 16, max_queue: int = 64):
+        """``engine``: a TransformersEngine (its ``model``, ``decode``, ``eos_token_ids``, ``pad_token_id``)."""
+        self.engine = engine
+        self.model = engine.model.eval()
+        self.device = engine.model.device
+        self.eos_ids = set(int(i) for i in engine.eos_token_ids)
+        self.max_batch = max_batch
+        self.pending = PendingQueue(max_queue)
+        self.rows: list[_Row] = []
+        self.pad_id = engine.pad_token_id
+        self.steps = 0
+        self.peak_rows = 0  # the most rows that ever shared a forward pass
+        self._thread: threading.Thread | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.max_batch
+
+    @property
+    def running(self) -> int:
+        return len(self.rows)
+
+    def submit(self, ticket: Ticket) -> Ticket:
+        self.pending.push(ticket)
+        return ticket
+
+    def stats(self) -> dict:
+        return {"scheduler": self.kind, "slots": self.max_batch, "running": self.running,
+                "queued": len(self.pending), "max_queue": self.pending.max_queue, "peak_batch": self.peak_rows}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="starchat-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.pending.close()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        cache, mask = None, None
+        while True:
+            new = self._admit(block=not self.rows)
+            if new is None:  # queue closed
+                for r in self.rows:
+                    r.ticket.finish("cancelled", r.n_new, "server shutting down")
+                return
+            try:
+                with torch.inference_mode():
+                    if new:
+                        cache, mask = self._prefill(new, cache, mask)
+                    elif self.rows:
+                        cache, mask = self._decode(cache, mask)
+                    cache, mask = self._retire(cache, mask)
+            except Exception as e:  # fail the batch's requests, keep serving
+                log.exception("batch step failed")
+                for r in self.rows:
+                    r.ticket.finish("error", r.n_new, f"{type(e).__name__}: {e}")
+                self.rows, cache, mask = [], None, None
+
+    def _admit(self, block: bool) -> list[Ticket] | None:
+        room = self.max_batch - len(self.rows)
+        out: list[Ticket] = []
+        if room <= 0:
+            return out
+        first = self.pending.pop(timeout=None if block else 0)
+        if first is None:
+            return None if (block and self.pending.closed) else out
+        out.append(first)
+        while len(out) < room:
+            t = self.pending.pop(timeout=0)
+            if t is None:
+                break
+            out.append(t)
+        return out
+
+    def _prefill(self, tickets: list[Ticket], cache, mask):
+        """Run the new prompts as one left-padded batch, sample their first token, merge into the batch."""
+        rows = [_Row(t, self.engine.decode, self.eos_ids, self.device) for t in tickets]
+        longest = max(len(r.ids) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, longest - len(r.ids):] = torch.tensor(r.ids)
+            new_mask[i, longest - len(r.ids):] = 1
+        pos = (new_mask.cumsum(-1) - 1).clamp(min=0)
+        ids, new_mask, pos = ids.to(self.device), new_mask.to(self.device), pos.to(self.device)
+        new_cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
+                         past_key_values=new_cache, use_cache=True)
+        logits = out.logits[:, -1, :]
+        cache, mask = _merge(cache, mask, out.past_key_values, new_mask)
+        self.rows.extend(rows)
+        self.peak_rows = max(self.peak_rows, len(self.rows))
+        for i, r in enumerate(rows):
+            r.done = r.push(r.sample(logits[i]))
+        return cache, mask
+
+    def _decode(self, cache, mask):
+        """One token for every running row."""
+        last = torch.tensor([[r.ids[-1]] for r in self.rows], dtype=torch.long, device=self.device)
+        mask = torch.cat([mask, mask.new_ones((len(self.rows), 1))], dim=1)
+        pos = (mask.sum(-1, keepdim=True) - 1)
+        out = self.model(input_ids=last, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True)
+        logits = out.logits[:, -1, :]
+        for i, r in enumerate(self.rows):
+            r.done = r.push(r.sample(logits[i]))
+        self.steps += 1
+        return out.past_key_values, mask
+
+    def _retire(self, cache, mask):
+        """Finish rows that are done or cancelled, then shrink the cache to the rows left."""
+        keep = []
+        for i, r in enumerate(self.rows):
+            reason = "cancelled" if r.ticket.cancelled else r.done
+            if reason:
+                r.ticket.finish(reason, r.n_new)
+            else:
+                keep.append(i)
+        if len(keep) == len(self.rows):
+            return cache, mask
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            return None, None
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        cache.batch_select_indices(idx)
+        mask = mask[idx]
+        # Columns that are padding in every remaining row cost attention time for nothing: drop them.
+        lead = int((mask.sum(0) == 0).long().cumprod(0).sum())
+        if lead:
+            for layer in cache.layers:
+                layer.keys = layer.keys[..., lead:, :]
+                layer.values = layer.values[..., lead:, :]
+            mask = mask[:, lead:]
+        return cache, mask
+
+
+def _merge(cache, mask, new_cache, new_mask):
+    """Concatenate two left-padded batches (KV cache + attention mask) along the batch axis."""
+    if cache is None:
+        return new_cache, new_mask
+    old_len, new_len = mask.shape[1], new_mask.shape[1]
+    width = max(old_len, new_len)
+    for layer, new_layer in zip(cache.layers, new_cache.layers):
+        layer.keys = torch.cat([_left_pad(layer.keys, width), _left_pad(new_layer.keys, width)], dim=0)
+        layer.values = torch.cat([_left_pad(layer.values, width), _left_pad(new_layer.values, width)], dim=0)
+    mask = torch.cat([_left_pad(mask, width, dim=1), _left_pad(new_mask, width, dim=1)], dim=0)
+    return cache, mask
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    extra = width - t.shape[dim]
+    if extra <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)

@@ -1,0 +1,187 @@
+"""Request scheduling: a bounded queue of tickets served by engine slots (llama.cpp, vLLM, any engine).
+
+A ticket is one generation. The HTTP side awaits its text deltas on the event loop; generation runs on
+worker threads. The queue is bounded: `submit` raises `QueueFull` and the app answers 503. Cancelling a
+ticket (client gone) frees its slot at the next token. The transformers backend uses the step-level
+continuous batcher in `batcher.py`, which shares this queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("starchat.server")
+
+
+class QueueFull(RuntimeError):
+    """Every slot is busy and the waiting queue is at its bound."""
+
+
+@dataclass
+class Result:
+    finish_reason: str = "stop"  # "stop" | "length" | "cancelled" | "error"
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Ticket:
+    """One generation: its prompt and parameters in, its text deltas and result out (to asyncio)."""
+
+    def __init__(self, prompt_ids: list[int], params, loop: asyncio.AbstractEventLoop | None = None):
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.cancel_event = threading.Event()
+        self.result = Result()
+        self.submitted = time.perf_counter()
+        self._loop = loop or asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+
+    # -- worker side (any thread) --
+    def put(self, text: str) -> None:
+        if text:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+
+    def finish(self, finish_reason: str, completion_tokens: int, error: str | None = None) -> None:
+        self.result = Result(finish_reason, completion_tokens, error)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    # -- asyncio side --
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    async def deltas(self):
+        """Yield text deltas until the generation ends; `self.result` is then final."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def text(self) -> str:
+        return "".join([d async for d in self.deltas()])
+
+
+@dataclass
+class PendingQueue:
+    """Tickets waiting for a slot, bounded by `max_queue`; cancelled ones are dropped when popped."""
+
+    max_queue: int
+    _items: collections.deque = field(default_factory=collections.deque)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False
+
+    def push(self, ticket: Ticket) -> None:
+        with self._cond:
+            self._drop_cancelled()
+            if len(self._items) >= self.max_queue:
+                raise QueueFull(f"{len(self._items)} requests already waiting")
+            self._items.append(ticket)
+            self._cond.notify()
+
+    def pop(self, timeout: float | None = None) -> Ticket | None:
+        """The next live ticket; waits up to `timeout` (None: until one comes or the queue closes)."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                while self._items:
+                    t = self._items.popleft()
+                    if t.cancelled:
+                        t.finish("cancelled", 0)
+                        continue
+                    return t
+                if self.closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            for t in self._items:
+                t.finish("cancelled", 0, "server shutting down")
+            self._items.clear()
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _drop_cancelled(self) -> None:
+        live = [t for t in self._items if not t.cancelled]
+        for t in self._items:
+            if t.cancelled:
+                t.finish("cancelled", 0)
+        self._items = collections.deque(live)
+
+
+class SlotScheduler:
+    """N parallel slots, each a thread owning one engine instance (llama.cpp contexts are not thread-safe)."""
+
+    kind = "slots"
+
+    def __init__(self, engines: list, max_queue: int = 64):
+        if not engines:
+            raise ValueError("SlotScheduler needs at least one engine")
+        self.engines = engines
+        self.pending = PendingQueue(max_queue)
+        self.running = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def capacity(self) -> int:
+        return len(self.engines)
+
+    def start(self) -> None:
+        for i, eng in enumerate(self.engines):
+            t = threading.Thread(target=self._worker, args=(eng,), name=f"starchat-slot-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self.pending.close()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def submit(self, ticket: Ticket) -> Ticket:
+        self.pending.push(ticket)
+        return ticket
+
+    def stats(self) -> dict:
+        return {"scheduler": self.kind, "slots": self.capacity, "running": self.running,
+                "queued": len(self.pending), "max_queue": self.pending.max_queue}
+
+    def _worker(self, engine) -> None:
+        while True:
+            ticket = self.pending.pop()
+            if ticket is None:
+                return
+            with self._lock:
+                self.running += 1
+            try:
+                run_on_engine(engine, ticket)
+            except Exception as e:  # one bad request must not kill the slot
+                log.exception("generation failed")
+                ticket.finish("error", 0, f"{type(e).__name__}: {e}")
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+
+def run_on_engine(engine, ticket: Ticket) -> None:
+    """Stream one ticket through `engine.stream` (cancellable), then report how it ended."""
+    gen = engine.stream(ticket.prompt_ids, ticket.params, cancel=ticket.cancel_event)
+    for delta in gen:
+        ticket.put(delta)
+    done = gen.completion  # a starchat Generation holds its Completion once iterated
+    ticket.finish("cancelled" if ticket.cancelled else done.finish_reason, done.completion_tokens)
