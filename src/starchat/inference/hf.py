@@ -21,17 +21,20 @@ _DONE = object()
 
 class TransformersEngine(Engine):
     def __init__(self, model: str, template: str | None = None, device: str | None = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, **_: Any) -> None:
+                 dtype: str = "auto", trust_remote_code: bool = False, gguf_file: str | None = None,
+                 **_: Any) -> None:
+        """``gguf_file``: a GGUF inside ``model`` (a directory) that transformers dequantizes on load."""
         super().__init__()
+        load = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, trust_remote_code=trust_remote_code)
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **load)
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **load)
         except OSError as e:
             where = "a local directory" if os.path.isdir(model) else "a hub ID (needs the network) or a local directory"
             raise StarchatError(f"cannot load model {model!r} as {where}: {str(e).splitlines()[0]}") from None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
-        self.model_name = os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
+        self.model_name = gguf_file or (os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model)
         self.format = select_format(template, getattr(self.tokenizer, "chat_template", None), model,
                                     bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
         cfg = self.model.config

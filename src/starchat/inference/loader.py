@@ -53,10 +53,11 @@ def load_engine(model: str | None = None, backend: str = "auto", template: str |
         from starchat.inference.vllm import VLLMEngine
 
         return VLLMEngine(model, template=template, **kw)
-    if model.endswith(".gguf"):
-        raise StarchatError(f"{model} is a GGUF file: use --backend llamacpp (or auto)")
     from starchat.inference.hf import TransformersEngine
 
+    if os.path.isfile(model):  # a GGUF that transformers dequantizes (slow to load; llamacpp is the fast path)
+        return TransformersEngine(os.path.dirname(model) or ".", template=template,
+                                  gguf_file=os.path.basename(model), **kw)
     return TransformersEngine(model, template=template, **kw)
 
 
