@@ -2,7 +2,7 @@
 
 One thread owns the model. Between decode steps it admits waiting tickets (prefilled together, their KV
 cache left-padded and concatenated onto the running batch), drops finished or cancelled rows, and samples
-each row with its own parameters (the transformers logits processors, a per-request seeded generator).
+every row with its own parameters in one batched call (`sampler.py`), each with its own seeded generator.
 """
 
 from __future__ import annotations
@@ -12,16 +12,10 @@ import threading
 
 import torch
 from transformers import DynamicCache
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
-from starchat.server.scheduler import PendingQueue, Ticket
 from starchat.inference.textstream import TextAssembler
+from starchat.server.sampler import sample_rows
+from starchat.server.scheduler import PendingQueue, Ticket
 
 log = logging.getLogger("starchat.server")
 
@@ -38,29 +32,11 @@ class _Row:
         self.done: str | None = None  # finish reason once the row has ended
         self.eos_ids = eos_ids
         self.text = TextAssembler(decode, p.stop, prompt_tail=ticket.prompt_ids)
-        self.greedy = p.temperature is None or p.temperature <= 0
-        procs = LogitsProcessorList()
-        if p.repetition_penalty and p.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
-        if not self.greedy:
-            procs.append(TemperatureLogitsWarper(p.temperature))
-            if p.top_k:
-                procs.append(TopKLogitsWarper(p.top_k))
-            if p.top_p is not None and p.top_p < 1.0:
-                procs.append(TopPLogitsWarper(p.top_p))
-        self.procs = procs
         self.gen = torch.Generator(device=device)
         if p.seed is not None:
             self.gen.manual_seed(p.seed)
         else:
             self.gen.seed()
-
-    def sample(self, logits: torch.Tensor) -> int:
-        scores = self.procs(torch.tensor([self.ids], device=logits.device), logits[None, :].float())
-        if self.greedy:
-            return int(scores.argmax(-1))
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.gen))
 
     def push(self, token: int) -> str | None:
         """Take one sampled token; returns the finish reason when the row is done, else None."""
@@ -172,13 +148,13 @@ class ContinuousBatcher:
         ids, new_mask, pos = ids.to(self.device), new_mask.to(self.device), pos.to(self.device)
         new_cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
-                         past_key_values=new_cache, use_cache=True)
+                         past_key_values=new_cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]
         cache, mask = _merge(cache, mask, out.past_key_values, new_mask)
         self.rows.extend(rows)
         self.peak_rows = max(self.peak_rows, len(self.rows))
-        for i, r in enumerate(rows):
-            r.done = r.push(r.sample(logits[i]))
+        for r, tok in zip(rows, _sample(rows, logits)):
+            r.done = r.push(tok)
         return cache, mask
 
     def _decode(self, cache, mask):
@@ -187,10 +163,10 @@ class ContinuousBatcher:
         mask = torch.cat([mask, mask.new_ones((len(self.rows), 1))], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1)
         out = self.model(input_ids=last, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True)
+                         use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]
-        for i, r in enumerate(self.rows):
-            r.done = r.push(r.sample(logits[i]))
+        for r, tok in zip(self.rows, _sample(self.rows, logits)):
+            r.done = r.push(tok)
         self.steps += 1
         return out.past_key_values, mask
 
@@ -219,6 +195,12 @@ class ContinuousBatcher:
                 layer.values = layer.values[..., lead:, :]
             mask = mask[:, lead:]
         return cache, mask
+
+
+def _sample(rows: list[_Row], logits: torch.Tensor) -> list[int]:
+    ps = [r.ticket.params for r in rows]
+    return sample_rows(logits, [r.ids for r in rows], [p.temperature for p in ps], [p.top_k for p in ps],
+                       [p.top_p for p in ps], [p.repetition_penalty for p in ps], [r.gen for r in rows])
 
 
 def _merge(cache, mask, new_cache, new_mask):
