@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/starchat data build --input tests/data/samples --format auto --output .runs/quickstart-data --overwrite
+	$(BIN)/starchat chat
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -57,3 +57,22 @@ def always_end_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
+    """A 2-layer Llama (grouped-query attention, untied output) with the StarChat tokens."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from starchat.templates import prepare_tokenizer
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(base_tokenizer_dir))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -11,8 +11,8 @@ MSGS = [{"role": "user", "content": "Write a Python function that reverses a str
 
 
 def test_default_model_answers_and_stops_on_its_end_token(gguf_engine):
-    c = gguf_engine.generate(MSGS, SamplingParams(temperature=0, max_new_tokens=200))
-    assert c.finish_reason == "stop" and c.completion_tokens < 200
+    c = gguf_engine.generate(MSGS, SamplingParams(temperature=0, max_new_tokens=120))
+    assert c.finish_reason == "stop" and c.completion_tokens < 120
     assert "def " in c.text and "<|im_end|>" not in c.text
 
 
@@ -22,7 +22,7 @@ def test_stream_matches_generate_with_seed(gguf_engine):
 
 
 def test_stop_string_spanning_tokens(gguf_engine):
-    greedy = SamplingParams(temperature=0, max_new_tokens=60)
+    greedy = SamplingParams(temperature=0, max_new_tokens=30)
     full = gguf_engine.generate(MSGS, greedy)
     stop = boundary_stop(gguf_engine, full.token_ids, full.text)
     cut = gguf_engine.generate(MSGS, greedy.replace(stop=[stop]))

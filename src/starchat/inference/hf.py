@@ -5,21 +5,21 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria,
                           StoppingCriteriaList)
 
 from starchat.errors import StarchatError
-from starchat.inference.engine import Engine, Generation, Prompt
+from starchat.inference.engine import Generation, Prompt
 from starchat.inference.params import Completion, SamplingParams
-from starchat.inference.templating import select_format
+from starchat.inference.tokenizer_engine import TokenizerEngine
 
 _DONE = object()
 
 
-class TransformersEngine(Engine):
+class TransformersEngine(TokenizerEngine):
     def __init__(self, model: str, template: str | None = None, device: str | None = None,
                  dtype: str = "auto", trust_remote_code: bool = False, gguf_file: str | None = None,
                  **_: Any) -> None:
@@ -35,39 +35,9 @@ class TransformersEngine(Engine):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.model_name = gguf_file or (os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model)
-        self.format = select_format(template, getattr(self.tokenizer, "chat_template", None), model,
-                                    bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
         cfg = self.model.config
         self.context_length = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
-        self.eos_token_ids = self._find_eos_ids()
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
-
-    def _find_eos_ids(self) -> list[int]:
-        """The end-of-turn IDs: generation_config's, the tokenizer's EOS, and the format's end token."""
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids = (gen_eos if isinstance(gen_eos, list) else [gen_eos]) + [self.tokenizer.eos_token_id]
-        end = self.format.end_token
-        if end:
-            tid = self.tokenizer.convert_tokens_to_ids(end)
-            if tid is not None and tid != self.tokenizer.unk_token_id:
-                ids.append(tid)
-        ids = [i for i in dict.fromkeys(ids) if i is not None]
-        if not ids:
-            raise StarchatError(f"{self.model_name}: no end-of-turn token (no eos_token_id in generation_config or "
-                                "tokenizer): pass --template starchat or set eos_token in the tokenizer")
-        return ids
-
-    def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
-        text = self.format.render(messages, add_generation_prompt)
-        # The template writes any BOS itself, as transformers' apply_chat_template does.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        self._setup_format(model, template, getattr(self.model.generation_config, "eos_token_id", None))
 
     def _generate_kwargs(self, params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
         sample = params.temperature > 0

@@ -24,18 +24,23 @@ class LlamaCppEngine(Engine):
         if not os.path.isfile(model):
             raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
         self._llama_cpp = llama_cpp
+
+        def load(ctx: int):
+            return Llama(model_path=model, n_ctx=ctx, n_threads=n_threads or os.cpu_count(),
+                         n_gpu_layers=n_gpu_layers, verbose=False)
+
         try:
-            # n_ctx=0 reads the trained context from the file; it is capped below.
-            probe_ctx = n_ctx or DEFAULT_N_CTX
-            self.llm = Llama(model_path=model, n_ctx=probe_ctx, n_threads=n_threads or os.cpu_count(),
-                             n_gpu_layers=n_gpu_layers, verbose=False)
+            self.llm = load(n_ctx or DEFAULT_N_CTX)
+            arch = self.llm.metadata.get("general.architecture", "")
+            trained = int(self.llm.metadata.get(f"{arch}.context_length", 0))
+            if not n_ctx and 0 < trained < self.llm.n_ctx():  # never allocate past what the model knows
+                self.llm.close()
+                self.llm = load(trained)
         except (ValueError, RuntimeError) as e:
             raise StarchatError(f"llama.cpp could not load {model!r} ({e}): is it a complete GGUF file from a "
                                 "llama.cpp-compatible export? Re-export it with `starchat export gguf`") from None
         meta = self.llm.metadata
-        arch = meta.get("general.architecture", "")
-        trained = int(meta.get(f"{arch}.context_length", self.llm.n_ctx()))
-        self.context_length = min(self.llm.n_ctx(), trained)
+        self.context_length = self.llm.n_ctx()
         self.model_name = meta.get("general.name") or os.path.splitext(os.path.basename(model))[0]
         self.model_path = model
         vocab = self.llm._model.vocab
@@ -78,3 +83,4 @@ class LlamaCppEngine(Engine):
 
     def close(self) -> None:
         self.llm.close()
+
