@@ -40,9 +40,13 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
 
 
 def make_scheduler(engine, settings: ServerSettings, extra_engines: list | None = None):
-    """Continuous batching for a transformers engine; parallel slots (one engine each) for any other."""
+    """Continuous batching for transformers and vLLM engines; parallel slots (one engine each) for any other."""
     from starchat.server.scheduler import SlotScheduler
 
+    if hasattr(getattr(engine, "llm", None), "llm_engine"):  # starchat's VLLMEngine
+        from starchat.server.vllm_scheduler import VLLMScheduler
+
+        return VLLMScheduler(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
     if hasattr(engine, "model") and hasattr(engine.model, "forward") and hasattr(engine, "pad_token_id"):
         from starchat.server.batcher import ContinuousBatcher
 

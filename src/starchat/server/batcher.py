@@ -29,14 +29,14 @@ class _Row:
         self.ids = list(ticket.prompt_ids)
         self.max_new = p.max_new_tokens
         self.n_new = 0
+        self.seen = 0  # tokens already read from an engine's cumulative output (vLLM)
         self.done: str | None = None  # finish reason once the row has ended
         self.eos_ids = eos_ids
         self.text = TextAssembler(decode, p.stop, prompt_tail=ticket.prompt_ids)
-        self.gen = torch.Generator(device=device)
+        self.gen = None  # unseeded rows draw from torch's global generator, all in one call
         if p.seed is not None:
+            self.gen = torch.Generator(device=device)
             self.gen.manual_seed(p.seed)
-        else:
-            self.gen.seed()
 
     def push(self, token: int) -> str | None:
         """Take one sampled token; returns the finish reason when the row is done, else None."""
@@ -101,7 +101,7 @@ class ContinuousBatcher:
     def _loop(self) -> None:
         cache, mask = None, None
         while True:
-            new = self._admit(block=not self.rows)
+            new = self.pending.take(self.max_batch - len(self.rows), block=not self.rows)
             if new is None:  # queue closed
                 for r in self.rows:
                     r.ticket.finish("cancelled", r.n_new, "server shutting down")
@@ -118,22 +118,6 @@ class ContinuousBatcher:
                 for r in self.rows:
                     r.ticket.finish("error", r.n_new, f"{type(e).__name__}: {e}")
                 self.rows, cache, mask = [], None, None
-
-    def _admit(self, block: bool) -> list[Ticket] | None:
-        room = self.max_batch - len(self.rows)
-        out: list[Ticket] = []
-        if room <= 0:
-            return out
-        first = self.pending.pop(timeout=None if block else 0)
-        if first is None:
-            return None if (block and self.pending.closed) else out
-        out.append(first)
-        while len(out) < room:
-            t = self.pending.pop(timeout=0)
-            if t is None:
-                break
-            out.append(t)
-        return out
 
     def _prefill(self, tickets: list[Ticket], cache, mask):
         """Run the new prompts as one left-padded batch, sample their first token, merge into the batch."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
+import os
 
 from starchat.errors import StarchatError
 from starchat.server.settings import ServerSettings
 
-log = logging.getLogger("starchat.server")
 
 
 def build(model: str | None = None, backend: str = "auto", template: str | None = None,
@@ -20,18 +19,14 @@ def build(model: str | None = None, backend: str = "auto", template: str | None 
     settings = settings or ServerSettings()
     settings.validate()
     kind = resolve_backend(model or default_model_path(), backend)
+    if settings.slots > 1 and kind != "llamacpp":
+        raise StarchatError(f"--slots applies to the llama.cpp backend; the {kind} backend batches requests "
+                            "itself (use --max-batch)")
     if kind == "llamacpp" and settings.slots > 1:
         # Each slot owns a llama.cpp context; the cores are shared out between them.
-        import os
-
         engine_kw.setdefault("n_threads", max(1, (os.cpu_count() or 1) // settings.slots))
     engine = load_engine(model, backend=kind, template=template, **engine_kw)
-    extra = []
-    if settings.slots > 1:
-        if kind != "llamacpp":
-            raise StarchatError(f"--slots applies to the llama.cpp backend; the {kind} backend batches requests "
-                                "itself (use --max-batch)")
-        extra = [load_engine(model, backend=kind, template=template, **engine_kw) for _ in range(settings.slots - 1)]
+    extra = [load_engine(model, backend=kind, template=template, **engine_kw) for _ in range(settings.slots - 1)]
     return create_app(engine, settings, scheduler=make_scheduler(engine, settings, extra))
 
 

@@ -129,6 +129,19 @@ class PendingQueue:
                     return None
                 self._cond.wait(left)
 
+    def take(self, room: int, block: bool) -> list[Ticket] | None:
+        """Up to ``room`` live tickets; with ``block``, waits for the first. None once the queue is closed."""
+        out: list[Ticket] = []
+        if room <= 0:
+            return out
+        first = self.pop(timeout=None if block else 0)
+        if first is None:
+            return None if (block and self.closed) else out
+        out.append(first)
+        while len(out) < room and (t := self.pop(timeout=0)) is not None:
+            out.append(t)
+        return out
+
     def close(self) -> None:
         with self._cond:
             self.closed = True
