@@ -139,6 +139,15 @@ def test_oversized_body_is_413(server):
     assert r.status_code == 413 and "20000 bytes" in r.json()["error"]["message"]
 
 
+def test_oversized_chunked_body_is_413(server):
+    def chunks():
+        for _ in range(30):
+            yield b"x" * 1000
+
+    r = httpx.post(server + "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
 def test_health_reports_the_scheduler(server):
     h = httpx.get(server + "/health").json()
     assert h["status"] == "ok" and h["scheduler"] == "continuous-batching" and h["slots"] == 16

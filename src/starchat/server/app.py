@@ -88,7 +88,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/chat/completions")
     async def chat(req: P.ChatCompletionRequest, request: Request):
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        messages = [m.as_dict() for m in req.messages]
         try:
             prompt_ids = await asyncio.to_thread(engine.encode_prompt, messages)
         except StarchatError as e:
@@ -301,7 +301,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies over ``max_bytes`` (declared or streamed)."""
+    """Pure ASGI middleware: 413 for bodies over ``max_bytes``, whether declared or sent chunked."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -310,20 +310,26 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _too_large(self.max_bytes, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        if declared is not None:  # the server holds the client to its declared length
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                return await _too_large(self.max_bytes, send)
+            return await self.app(scope, receive, send)
+        # Chunked: read it all here (bounded), then hand it on as one message.
+        body, more = b"", True
+        while more:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise APIError(413, f"the request body is over {self.max_bytes} bytes")
-            return msg
+            if msg["type"] != "http.request":
+                return None  # the client went away
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _too_large(self.max_bytes, send)
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
 
-        return await self.app(scope, limited, send)
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        return await self.app(scope, replay, send)
 
 
 async def _too_large(limit: int, send) -> None:

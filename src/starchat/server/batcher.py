@@ -8,14 +8,13 @@ every row with its own parameters in one batched call (`sampler.py`), each with 
 from __future__ import annotations
 
 import logging
-import threading
 
 import torch
 from transformers import DynamicCache
 
 from starchat.inference.textstream import TextAssembler
 from starchat.server.sampler import sample_rows
-from starchat.server.scheduler import PendingQueue, Ticket
+from starchat.server.scheduler import QueueScheduler, Ticket
 
 log = logging.getLogger("starchat.server")
 
@@ -54,54 +53,37 @@ class _Row:
         return None
 
 
-class ContinuousBatcher:
+class ContinuousBatcher(QueueScheduler):
     """Serves tickets from a bounded queue through one HF causal LM, up to `max_batch` rows at a time."""
 
     kind = "continuous-batching"
 
     def __init__(self, engine, max_batch: int = 16, max_queue: int = 64):
         """``engine``: a TransformersEngine (its ``model``, ``decode``, ``eos_token_ids``, ``pad_token_id``)."""
+        super().__init__(max_batch, max_queue)
         self.engine = engine
         self.model = engine.model.eval()
         self.device = engine.model.device
         self.eos_ids = set(int(i) for i in engine.eos_token_ids)
-        self.max_batch = max_batch
-        self.pending = PendingQueue(max_queue)
         self.rows: list[_Row] = []
         self.pad_id = engine.pad_token_id
         self.steps = 0
         self.peak_rows = 0  # the most rows that ever shared a forward pass
-        self._thread: threading.Thread | None = None
-
-    @property
-    def capacity(self) -> int:
-        return self.max_batch
 
     @property
     def running(self) -> int:
         return len(self.rows)
 
-    def submit(self, ticket: Ticket) -> Ticket:
-        self.pending.push(ticket)
-        return ticket
-
     def stats(self) -> dict:
-        return {"scheduler": self.kind, "slots": self.max_batch, "running": self.running,
-                "queued": len(self.pending), "max_queue": self.pending.max_queue, "peak_batch": self.peak_rows}
+        return {**super().stats(), "peak_batch": self.peak_rows}
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="starchat-batcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.pending.close()
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._spawn(self._loop, "starchat-batcher")
 
     def _loop(self) -> None:
         cache, mask = None, None
         while True:
-            new = self.pending.take(self.max_batch - len(self.rows), block=not self.rows)
+            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
             if new is None:  # queue closed
                 for r in self.rows:
                     r.ticket.finish("cancelled", r.n_new, "server shutting down")

@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class ChatMessage(BaseModel):
     # Extra keys (name, tool_call_id...) are accepted and ignored, as OpenAI clients send them.
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]  # "developer": newer clients' name for system
     content: str | list[dict] | None = ""
+
+    def as_dict(self) -> dict:
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
 
     def text(self) -> str:
         """The content as plain text; list content keeps its text parts (images are not supported)."""

@@ -161,34 +161,19 @@ class PendingQueue:
         self._items = collections.deque(live)
 
 
-class SlotScheduler:
-    """N parallel slots, each a thread owning one engine instance (llama.cpp contexts are not thread-safe)."""
+class QueueScheduler:
+    """What every scheduler shares: the bounded queue, worker threads, submit/stop and stats."""
 
-    kind = "slots"
+    kind = "base"
 
-    def __init__(self, engines: list, max_queue: int = 64):
-        if not engines:
-            raise ValueError("SlotScheduler needs at least one engine")
-        self.engines = engines
+    def __init__(self, capacity: int, max_queue: int):
+        self.capacity = capacity  # requests that can run at once
         self.pending = PendingQueue(max_queue)
-        self.running = 0
-        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     @property
-    def capacity(self) -> int:
-        return len(self.engines)
-
-    def start(self) -> None:
-        for i, eng in enumerate(self.engines):
-            t = threading.Thread(target=self._worker, args=(eng,), name=f"starchat-slot-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> None:
-        self.pending.close()
-        for t in self._threads:
-            t.join(timeout=10)
+    def running(self) -> int:
+        raise NotImplementedError
 
     def submit(self, ticket: Ticket) -> Ticket:
         self.pending.push(ticket)
@@ -198,13 +183,45 @@ class SlotScheduler:
         return {"scheduler": self.kind, "slots": self.capacity, "running": self.running,
                 "queued": len(self.pending), "max_queue": self.pending.max_queue}
 
+    def _spawn(self, target, name: str, *args) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self.pending.close()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+class SlotScheduler(QueueScheduler):
+    """N parallel slots, each a thread owning one engine instance (llama.cpp contexts are not thread-safe)."""
+
+    kind = "slots"
+
+    def __init__(self, engines: list, max_queue: int = 64):
+        if not engines:
+            raise ValueError("SlotScheduler needs at least one engine")
+        super().__init__(len(engines), max_queue)
+        self.engines = engines
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def start(self) -> None:
+        for i, eng in enumerate(self.engines):
+            self._spawn(self._worker, f"starchat-slot-{i}", eng)
+
     def _worker(self, engine) -> None:
         while True:
             ticket = self.pending.pop()
             if ticket is None:
                 return
             with self._lock:
-                self.running += 1
+                self._running += 1
             try:
                 run_on_engine(engine, ticket)
             except Exception as e:  # one bad request must not kill the slot
@@ -212,7 +229,7 @@ class SlotScheduler:
                 ticket.finish("error", 0, f"{type(e).__name__}: {e}")
             finally:
                 with self._lock:
-                    self.running -= 1
+                    self._running -= 1
 
 
 def run_on_engine(engine, ticket: Ticket) -> None:

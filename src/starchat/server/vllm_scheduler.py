@@ -10,53 +10,36 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 
 from starchat.server.batcher import _Row
-from starchat.server.scheduler import PendingQueue, Ticket
+from starchat.server.scheduler import QueueScheduler
 
 log = logging.getLogger("starchat.server")
 
 
-class VLLMScheduler:
+class VLLMScheduler(QueueScheduler):
     kind = "vllm"
 
     def __init__(self, engine, max_batch: int = 256, max_queue: int = 64):
         """``engine``: a starchat VLLMEngine; ``max_batch``: requests handed to vLLM at once."""
+        super().__init__(max_batch, max_queue)
         self.engine = engine
         self.core = engine.llm.llm_engine
-        self.max_batch = max_batch
-        self.pending = PendingQueue(max_queue)
         self.rows: dict[str, _Row] = {}
         self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
 
     @property
     def running(self) -> int:
         return len(self.rows)
 
-    def submit(self, ticket: Ticket) -> Ticket:
-        self.pending.push(ticket)
-        return ticket
-
-    def stats(self) -> dict:
-        return {"scheduler": self.kind, "slots": self.max_batch, "running": self.running,
-                "queued": len(self.pending), "max_queue": self.pending.max_queue}
-
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="starchat-vllm", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.pending.close()
-        if self._thread:
-            self._thread.join(timeout=30)
+        self._spawn(self._loop, "starchat-vllm")
 
     def _loop(self) -> None:
         from vllm.inputs import TokensPrompt
 
         while True:
-            new = self.pending.take(self.max_batch - len(self.rows), block=not self.rows)
+            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
             if new is None:
                 self._end_all("cancelled", "server shutting down")
                 return
