@@ -6,9 +6,9 @@ with 1 client (requests one after another) and with 16 at once, their ratio, p50
 token (first visible text), and failed requests. Models:
   - tiny: a random 2-layer GPT-BigCode (64 wide) with SmolLM2's tokenizer, transformers backend;
   - default: the offline SmolLM2-135M-Instruct GGUF, on the transformers backend (continuous
-    batching, dequantized) and on llama.cpp (parallel slots).
+    batching, dequantized) and on llama.cpp (16 parallel slots in one context).
 
-Run: .venv/bin/python bench/serve_bench.py [--only tiny] [--max-tokens 64]
+Run: .venv/bin/python bench/serve_bench.py [--only tiny|default-hf|default-llamacpp] [--max-tokens 64]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def bench(name: str, model: str, backend: str, extra: list[str], max_tokens: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["tiny", "default"], default=None)
+    ap.add_argument("--only", choices=["tiny", "default-hf", "default-llamacpp"], default=None)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
@@ -156,13 +156,12 @@ def main() -> None:
             tiny = make_tiny_model(Path(tmp) / "tiny")
             rows.append(bench("tiny / transformers (batching)", str(tiny), "transformers", [], args.max_tokens,
                               sampling))
-        if args.only in (None, "default"):
-            gguf = default_model_path()
-            rows.append(bench("default / transformers (batching)", gguf, "transformers", [], args.max_tokens,
-                              sampling))
-            rows.append(bench("default / llama.cpp (1 slot)", gguf, "llamacpp", [], args.max_tokens, sampling))
-            rows.append(bench("default / llama.cpp (2 slots)", gguf, "llamacpp", ["--slots", "2"], args.max_tokens,
-                              sampling))
+        if args.only in (None, "default-hf"):
+            rows.append(bench("default / transformers (batching)", default_model_path(), "transformers", [],
+                              args.max_tokens, sampling))
+        if args.only in (None, "default-llamacpp"):
+            rows.append(bench("default / llama.cpp (16 slots)", default_model_path(), "llamacpp", [],
+                              args.max_tokens, sampling))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

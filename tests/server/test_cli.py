@@ -53,7 +53,3 @@ def test_tensor_parallel_without_vllm_is_a_clear_error(capsys):
     assert main(["serve", "--tensor-parallel-size", "2"]) == 2
     assert "--tensor-parallel-size needs --backend vllm" in capsys.readouterr().err
 
-
-def test_slots_apply_to_llama_cpp_only(capsys, tiny_model_dir):
-    assert main(["serve", "--model", str(tiny_model_dir), "--slots", "2"]) == 2
-    assert "--slots applies to the llama.cpp backend" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def _read_some_then_hang_up(url: str, n_chunks: int) -> list[str]:
 
 def test_disconnect_mid_stream_frees_the_slot():
     engine = SlowEngine(delay=0.02)
-    app = create_app(engine, ServerSettings(slots=1, max_queue=4))
+    app = create_app(engine, ServerSettings(max_queue=4))
     with live_server(app) as url:
         assert len(_read_some_then_hang_up(url, 4)) == 4
         # The one slot must come free long before the 400 tokens (8 s) would have finished.
@@ -60,7 +60,7 @@ def test_disconnect_mid_stream_frees_the_batch_row(tiny_engine):
 
 def test_non_streaming_client_that_gives_up_is_cancelled():
     engine = SlowEngine(delay=0.02)
-    app = create_app(engine, ServerSettings(slots=1))
+    app = create_app(engine, ServerSettings())
     with live_server(app) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 400}, timeout=0.3)
@@ -69,7 +69,7 @@ def test_non_streaming_client_that_gives_up_is_cancelled():
 
 def test_full_queue_answers_503_with_retry_after():
     engine = SlowEngine(delay=0.05)
-    app = create_app(engine, ServerSettings(slots=1, max_queue=1, retry_after_s=3))
+    app = create_app(engine, ServerSettings(max_queue=1, retry_after_s=3))
     with live_server(app) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=30)
         results = []

@@ -91,7 +91,7 @@ def test_prompt_streams_an_answer_that_survives_a_reload(page, tiny_engine):
 
 def test_stop_ends_the_stream_and_frees_the_server(page):
     engine = SlowEngine(delay=0.05)
-    app = create_app(engine, ServerSettings(slots=1))
+    app = create_app(engine, ServerSettings())
     with live_server(app) as url:
         page.goto(url + "/")
         page.click("button.example >> nth=0")  # an example prompt sends itself

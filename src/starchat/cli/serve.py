@@ -18,8 +18,9 @@ def register(sub) -> None:
     p.add_argument("--api-key", default=os.environ.get("STARCHAT_API_KEY"),
                    help="require `Authorization: Bearer KEY` on /v1 (default: $STARCHAT_API_KEY, else none)")
     p.add_argument("--model-name", default=None, help="model id to show in /v1/models (default: the model's name)")
-    p.add_argument("--max-batch", type=int, default=16, help="requests sharing each forward pass (transformers)")
-    p.add_argument("--slots", type=int, default=1, help="parallel llama.cpp contexts (each loads the model)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="requests decoded together: rows of each forward pass (transformers), parallel slots "
+                        "of the llama.cpp context, vLLM's batch")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before answering 503")
     p.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens a request may ask for")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body")
@@ -37,7 +38,7 @@ def _serve(args) -> int:
     from starchat.server import ServerSettings, serve
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
-                              max_batch=args.max_batch, slots=args.slots, max_queue=args.max_queue,
+                              max_batch=args.max_batch, max_queue=args.max_queue,
                               max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes)
     engine_kw = {}
     if args.n_ctx:

@@ -39,19 +39,28 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def make_scheduler(engine, settings: ServerSettings, extra_engines: list | None = None):
-    """Continuous batching for transformers and vLLM engines; parallel slots (one engine each) for any other."""
-    from starchat.server.scheduler import SlotScheduler
+def make_scheduler(engine, settings: ServerSettings):
+    """Batch what the backend can batch: rows of a transformers forward pass, sequences (slots) of one
+    llama.cpp context, or vLLM's engine; any other engine runs one request at a time."""
+    from starchat.inference.hf import TransformersEngine
+    from starchat.inference.llamacpp import LlamaCppEngine
+    from starchat.inference.vllm import VLLMEngine
 
-    if hasattr(getattr(engine, "llm", None), "llm_engine"):  # starchat's VLLMEngine
+    if isinstance(engine, VLLMEngine):
         from starchat.server.vllm_scheduler import VLLMScheduler
 
         return VLLMScheduler(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
-    if hasattr(engine, "model") and hasattr(engine.model, "forward") and hasattr(engine, "pad_token_id"):
+    if isinstance(engine, LlamaCppEngine):
+        from starchat.server.llama_batcher import LlamaCppBatcher
+
+        return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue)
+    if isinstance(engine, TransformersEngine):
         from starchat.server.batcher import ContinuousBatcher
 
         return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
-    return SlotScheduler([engine, *(extra_engines or [])], max_queue=settings.max_queue)
+    from starchat.server.scheduler import SlotScheduler
+
+    return SlotScheduler([engine], max_queue=settings.max_queue)
 
 
 def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -> FastAPI:

@@ -1,9 +1,9 @@
-"""Request scheduling: a bounded queue of tickets served by engine slots (llama.cpp, vLLM, any engine).
+"""Request scheduling: tickets, the bounded queue, the scheduler base, and one-at-a-time engine slots.
 
 A ticket is one generation. The HTTP side awaits its text deltas on the event loop; generation runs on
 worker threads. The queue is bounded: `submit` raises `QueueFull` and the app answers 503. Cancelling a
-ticket (client gone) frees its slot at the next token. The transformers backend uses the step-level
-continuous batcher in `batcher.py`, which shares this queue.
+ticket (client gone) frees its slot at the next token. The batching schedulers (`batcher.py` for
+transformers, `llama_batcher.py` for llama.cpp, `vllm_scheduler.py`) build on `QueueScheduler`.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class QueueScheduler:
 
 
 class SlotScheduler(QueueScheduler):
-    """N parallel slots, each a thread owning one engine instance (llama.cpp contexts are not thread-safe)."""
+    """N slots, each a thread running one request at a time on its own engine (any starchat Engine)."""
 
     kind = "slots"
 

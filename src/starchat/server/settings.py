@@ -14,15 +14,14 @@ class ServerSettings:
     max_body_bytes: int = 1_000_000  # a long conversation is ~100 kB; anything past 1 MB is a mistake or abuse
     max_tokens_cap: int = 4096  # the most max_tokens a request may ask for
     default_max_tokens: int = 512  # the cards' max_new_tokens, when a request gives none
-    max_batch: int = 16  # rows in one forward pass (transformers backend)
-    slots: int = 1  # parallel generations (llama.cpp: one context each)
+    max_batch: int = 16  # requests decoded together: batch rows (transformers), slots (llama.cpp), vLLM batch
     max_queue: int = 64  # requests waiting for a slot before we answer 503
     retry_after_s: int = 2  # the Retry-After we send with 503
 
     def validate(self) -> None:
         from starchat.errors import StarchatError
 
-        for name in ("max_body_bytes", "max_tokens_cap", "default_max_tokens", "max_batch", "slots"):
+        for name in ("max_body_bytes", "max_tokens_cap", "default_max_tokens", "max_batch"):
             if getattr(self, name) < 1:
                 raise StarchatError(f"server setting {name}={getattr(self, name)} must be >= 1")
         if self.max_queue < 0:
