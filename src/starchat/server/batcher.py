@@ -7,16 +7,12 @@ every row with its own parameters in one batched call (`sampler.py`), each with 
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from transformers import DynamicCache
 
 from starchat.inference.textstream import TextAssembler
 from starchat.server.sampler import sample_rows
-from starchat.server.scheduler import QueueScheduler, Ticket
-
-log = logging.getLogger("starchat.server")
+from starchat.server.scheduler import BatchingScheduler, Ticket
 
 
 class _Row:
@@ -54,7 +50,7 @@ class _Row:
         return None
 
 
-class ContinuousBatcher(QueueScheduler):
+class ContinuousBatcher(BatchingScheduler):
     """Serves tickets from a bounded queue through one HF causal LM, up to `max_batch` rows at a time."""
 
     kind = "continuous-batching"
@@ -66,43 +62,26 @@ class ContinuousBatcher(QueueScheduler):
         self.model = engine.model.eval()
         self.device = engine.model.device
         self.eos_ids = set(int(i) for i in engine.eos_token_ids)
-        self.rows: list[_Row] = []
+        self.cache, self.mask = None, None  # the running rows' KV cache and attention mask
         self.pad_id = engine.pad_token_id
         self.steps = 0
         self.peak_rows = 0  # the most rows that ever shared a forward pass
 
-    @property
-    def running(self) -> int:
-        return len(self.rows)
-
     def stats(self) -> dict:
         return {**super().stats(), "peak_batch": self.peak_rows}
 
-    def start(self) -> None:
-        self._spawn(self._loop, "starchat-batcher")
+    def _step(self, new: list[Ticket]) -> None:
+        with torch.inference_mode():
+            if new:
+                self._prefill(new)
+            elif self.rows:
+                self._decode()
+            self._retire()
 
-    def _loop(self) -> None:
-        cache, mask = None, None
-        while True:
-            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
-            if new is None:  # queue closed
-                for r in self.rows:
-                    r.ticket.finish("cancelled", r.n_new, "server shutting down")
-                return
-            try:
-                with torch.inference_mode():
-                    if new:
-                        cache, mask = self._prefill(new, cache, mask)
-                    elif self.rows:
-                        cache, mask = self._decode(cache, mask)
-                    cache, mask = self._retire(cache, mask)
-            except Exception as e:  # fail the batch's requests, keep serving
-                log.exception("batch step failed")
-                for r in self.rows:
-                    r.ticket.finish("error", r.n_new, f"{type(e).__name__}: {e}")
-                self.rows, cache, mask = [], None, None
+    def _release_all(self) -> None:
+        self.cache, self.mask = None, None
 
-    def _prefill(self, tickets: list[Ticket], cache, mask):
+    def _prefill(self, tickets: list[Ticket]) -> None:
         """Run the new prompts as one left-padded batch, sample their first token, merge into the batch."""
         rows = [_Row(t, self.engine.decode, self.eos_ids, self.device) for t in tickets]
         longest = max(len(r.ids) for r in rows)
@@ -117,27 +96,25 @@ class ContinuousBatcher(QueueScheduler):
         out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
                          past_key_values=new_cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]
-        cache, mask = _merge(cache, mask, out.past_key_values, new_mask)
+        self.cache, self.mask = _merge(self.cache, self.mask, out.past_key_values, new_mask)
         self.rows.extend(rows)
         self.peak_rows = max(self.peak_rows, len(self.rows))
         for r, tok in zip(rows, _sample(rows, logits)):
             r.done = r.push(tok)
-        return cache, mask
 
-    def _decode(self, cache, mask):
+    def _decode(self) -> None:
         """One token for every running row."""
         last = torch.tensor([[r.ids[-1]] for r in self.rows], dtype=torch.long, device=self.device)
-        mask = torch.cat([mask, mask.new_ones((len(self.rows), 1))], dim=1)
-        pos = (mask.sum(-1, keepdim=True) - 1)
-        out = self.model(input_ids=last, attention_mask=mask, position_ids=pos, past_key_values=cache,
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        pos = (self.mask.sum(-1, keepdim=True) - 1)
+        out = self.model(input_ids=last, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
                          use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :]
         for r, tok in zip(self.rows, _sample(self.rows, logits)):
             r.done = r.push(tok)
         self.steps += 1
-        return out.past_key_values, mask
 
-    def _retire(self, cache, mask):
+    def _retire(self) -> None:
         """Finish rows that are done or cancelled, then shrink the cache to the rows left."""
         keep = []
         for i, r in enumerate(self.rows):
@@ -147,21 +124,22 @@ class ContinuousBatcher(QueueScheduler):
             else:
                 keep.append(i)
         if len(keep) == len(self.rows):
-            return cache, mask
+            return
         self.rows = [self.rows[i] for i in keep]
         if not keep:
-            return None, None
+            self.cache, self.mask = None, None
+            return
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        cache.batch_select_indices(idx)
-        mask = mask[idx]
+        self.cache.batch_select_indices(idx)
+        mask = self.mask[idx]
         # Columns that are padding in every remaining row cost attention time for nothing: drop them.
         lead = int((mask.sum(0) == 0).long().cumprod(0).sum())
         if lead:
-            for layer in cache.layers:
+            for layer in self.cache.layers:
                 layer.keys = layer.keys[..., lead:, :]
                 layer.values = layer.values[..., lead:, :]
             mask = mask[:, lead:]
-        return cache, mask
+        self.mask = mask
 
 
 def _sample(rows: list[_Row], logits: torch.Tensor) -> list[int]:

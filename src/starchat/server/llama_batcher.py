@@ -9,21 +9,18 @@ batcher; a finished or cancelled sequence has its KV cells removed and its slot 
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 import torch
 
 from starchat.server.batcher import _Row, _sample
-from starchat.server.scheduler import QueueScheduler, Ticket
-
-log = logging.getLogger("starchat.server")
+from starchat.server.scheduler import BatchingScheduler, Ticket
 
 MAX_KV_TOKENS = 32768  # KV cells shared by all slots (~0.75 GB f16 for the 135M default)
 
 
-class LlamaCppBatcher(QueueScheduler):
+class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
 
     def __init__(self, engine, slots: int = 16, max_queue: int = 64):
@@ -46,31 +43,7 @@ class LlamaCppBatcher(QueueScheduler):
         self.n_ctx = cp.n_ctx
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(engine.llm._model.model))
         self.batch = L.llama_batch_init(cp.n_batch, 0, 1)
-        self.rows: list[_Row] = []
         self.free_seqs = list(range(slots))
-
-    @property
-    def running(self) -> int:
-        return len(self.rows)
-
-    def start(self) -> None:
-        self._spawn(self._loop, "starchat-llama-slots")
-
-    def _loop(self) -> None:
-        while True:
-            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
-            if new is None:
-                for r in self.rows:
-                    r.ticket.finish("cancelled", r.n_new, "server shutting down")
-                return
-            try:
-                self._step(new)
-            except Exception as e:  # fail the running requests, keep serving
-                log.exception("llama.cpp step failed")
-                for r in self.rows:
-                    r.ticket.finish("error", r.n_new, f"{type(e).__name__}: {e}")
-                    self._free(r)
-                self.rows = []
 
     def _step(self, new: list[Ticket]) -> None:
         b, n = self.batch, 0
@@ -108,6 +81,10 @@ class LlamaCppBatcher(QueueScheduler):
             else:
                 keep.append(r)
         self.rows = keep
+
+    def _release_all(self) -> None:
+        for r in self.rows:
+            self._free(r)
 
     def _free(self, row: _Row) -> None:
         self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)

@@ -194,6 +194,53 @@ class QueueScheduler:
             t.join(timeout=30)
 
 
+class BatchingScheduler(QueueScheduler):
+    """A scheduler whose one thread runs steps over many requests (``self.rows``) at once.
+
+    Between steps it admits waiting tickets up to the capacity; a failed step fails the requests
+    that were in it and serving goes on. Subclasses implement ``_step`` and ``_release_all``.
+    """
+
+    def __init__(self, capacity: int, max_queue: int):
+        super().__init__(capacity, max_queue)
+        self.rows: list = []  # or a dict keyed by the backend's request id
+
+    @property
+    def running(self) -> int:
+        return len(self.rows)
+
+    def start(self) -> None:
+        self._spawn(self._loop, f"starchat-{self.kind}")
+
+    def _step(self, new: list[Ticket]) -> None:
+        raise NotImplementedError
+
+    def _release_all(self) -> None:
+        """Free the backend's state for every row (KV cache, sequence ids, requests)."""
+
+    def _loop(self) -> None:
+        while True:
+            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
+            if new is None:  # the queue was closed: the server is stopping
+                self._end_all("cancelled", "server shutting down")
+                return
+            try:
+                self._step(new)
+            except Exception as e:  # fail the requests in this step, keep serving
+                log.exception("%s step failed", self.kind)
+                self._end_all("error", f"{type(e).__name__}: {e}")
+
+    def _end_all(self, reason: str, why: str) -> None:
+        rows = self.rows.values() if isinstance(self.rows, dict) else self.rows
+        for r in rows:
+            r.ticket.finish(reason, r.n_new, why)
+        try:
+            self._release_all()
+        except Exception:  # the backend itself may be what failed
+            log.exception("%s: releasing state failed", self.kind)
+        self.rows = type(self.rows)()
+
+
 class SlotScheduler(QueueScheduler):
     """N slots, each a thread running one request at a time on its own engine (any starchat Engine)."""
 

@@ -9,15 +9,12 @@ Tensor parallelism is vLLM's: ``starchat serve --backend vllm --tensor-parallel-
 from __future__ import annotations
 
 import itertools
-import logging
 
 from starchat.server.batcher import _Row
-from starchat.server.scheduler import QueueScheduler
-
-log = logging.getLogger("starchat.server")
+from starchat.server.scheduler import BatchingScheduler
 
 
-class VLLMScheduler(QueueScheduler):
+class VLLMScheduler(BatchingScheduler):
     kind = "vllm"
 
     def __init__(self, engine, max_batch: int = 256, max_queue: int = 64):
@@ -25,38 +22,22 @@ class VLLMScheduler(QueueScheduler):
         super().__init__(max_batch, max_queue)
         self.engine = engine
         self.core = engine.llm.llm_engine
-        self.rows: dict[str, _Row] = {}
+        self.rows: dict[str, _Row] = {}  # by vLLM request id
         self._ids = itertools.count()
 
-    @property
-    def running(self) -> int:
-        return len(self.rows)
-
-    def start(self) -> None:
-        self._spawn(self._loop, "starchat-vllm")
-
-    def _loop(self) -> None:
+    def _step(self, new: list) -> None:
         from vllm.inputs import TokensPrompt
 
-        while True:
-            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
-            if new is None:
-                self._end_all("cancelled", "server shutting down")
-                return
-            try:
-                for t in new:
-                    rid = f"starchat-{next(self._ids)}"
-                    self.rows[rid] = _Row(t, self.engine.decode, set(self.engine.eos_token_ids), "cpu")
-                    self.core.add_request(rid, TokensPrompt(prompt_token_ids=t.prompt_ids),
-                                          self.engine._sampling(t.params, t.params.max_new_tokens))
-                self._drop_cancelled()
-                if self.rows:
-                    self._step()
-            except Exception as e:  # fail what is running, keep serving
-                log.exception("vLLM step failed")
-                self._end_all("error", f"{type(e).__name__}: {e}")
+        for t in new:
+            rid = f"starchat-{next(self._ids)}"
+            self.rows[rid] = _Row(t, self.engine.decode, set(self.engine.eos_token_ids), "cpu")
+            self.core.add_request(rid, TokensPrompt(prompt_token_ids=t.prompt_ids),
+                                  self.engine._sampling(t.params, t.params.max_new_tokens))
+        self._drop_cancelled()
+        if self.rows:
+            self._advance()
 
-    def _step(self) -> None:
+    def _advance(self) -> None:
         for out in self.core.step():
             row = self.rows.get(out.request_id)
             if row is None:
@@ -84,12 +65,6 @@ class VLLMScheduler(QueueScheduler):
             r = self.rows.pop(rid)
             r.ticket.finish("cancelled", r.n_new)
 
-    def _end_all(self, reason: str, why: str) -> None:
+    def _release_all(self) -> None:
         if self.rows:
-            try:
-                self.core.abort_request(list(self.rows))
-            except Exception:  # the engine itself may be what failed
-                log.exception("vLLM abort failed")
-        for r in self.rows.values():
-            r.ticket.finish(reason, r.n_new, why)
-        self.rows.clear()
+            self.core.abort_request(list(self.rows))
