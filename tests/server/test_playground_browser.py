@@ -109,6 +109,11 @@ def test_stop_ends_the_stream_and_frees_the_server(page):
         shown = page.inner_text(".msg.assistant .body")
         time.sleep(0.3)
         assert page.inner_text(".msg.assistant .body") == shown  # nothing more arrives
+        page.click("#regen")  # replaces the stopped reply with a new one
+        page.wait_for_selector(".msg.assistant.streaming")
+        page.click("#stop")
+        page.wait_for_selector(".msg.assistant:not(.streaming)")
+        assert page.locator(".msg.assistant").count() == 1 and page.locator(".msg.user").count() == 1
 
 
 def test_markdown_code_blocks_are_highlighted_and_copyable(page, tiny_engine):
