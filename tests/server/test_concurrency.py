@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import SlowEngine, live_server
+from serverkit import SlowEngine, live_server
 from starchat.server import ServerSettings, create_app
 
 MSG = [{"role": "user", "content": "Write a long story."}]

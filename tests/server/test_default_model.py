@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import live_server
+from serverkit import live_server
 from starchat.server import ServerSettings, build
 
 pytestmark = pytest.mark.slow

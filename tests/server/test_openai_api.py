@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import live_server
+from serverkit import live_server
 from starchat.inference import SamplingParams
 from starchat.server import ServerSettings, create_app
 

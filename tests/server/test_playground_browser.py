@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SlowEngine, live_server
+from serverkit import SlowEngine, live_server
 from starchat.server import ServerSettings, create_app
 
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")

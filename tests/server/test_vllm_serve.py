@@ -8,7 +8,7 @@ import importlib.util
 import openai
 import pytest
 
-from conftest import live_server
+from serverkit import live_server
 from starchat.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.gpu
