@@ -19,11 +19,12 @@ def run(engine, script: str, params=FAST, system=None):
     return session, rc, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_piped_question_through_the_cli_on_the_default_model(monkeypatch, capsys):
     from starchat.cli import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("Write a Python function that reverses a string\n"))
-    rc = main(["chat", "--max-new-tokens", "24", "--temperature", "0"])
+    rc = main(["chat", "--max-new-tokens", "12", "--temperature", "0", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and out.strip()
 
@@ -113,3 +114,23 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_chat(chat_engine):
     partial = session.messages[1]["content"]
     assert partial and full.startswith(partial) and len(partial) < len(full)  # what was shown is kept
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]  # went on
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "./no/such/model"], "does not exist"),
+    (["--template", "nosuch"], "unknown template 'nosuch'"),
+])
+def test_cli_bad_model_or_template_is_one_line_and_exit_2(monkeypatch, capsys, flags, message):
+    from starchat.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["chat", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_conversation_longer_than_the_context_is_an_error_not_a_crash(chat_engine):
+    long = "word " * 600  # the tiny model's context is 512 tokens
+    session, rc, out, err = run(chat_engine, f"{long}\n/params max_new_tokens=2\nhi\n")
+    assert "context is 512" in err and rc == 1
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]  # the long one was dropped

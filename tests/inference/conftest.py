@@ -18,7 +18,7 @@ def hf_engine(tiny_model_dir):
 def gguf_engine():
     from starchat.inference import load_engine
 
-    return load_engine(n_ctx=1024)
+    return load_engine(n_ctx=1024, n_threads=1)  # one thread: steady when the test run shares the CPU
 
 
 @pytest.fixture(scope="session")

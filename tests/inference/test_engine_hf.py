@@ -117,3 +117,10 @@ def test_bad_params_are_rejected():
         SamplingParams(top_p=0)
     with pytest.raises(StarchatError, match="unknown parameter 'tempreature'"):
         SamplingParams().update_from_string("tempreature", "1")
+
+
+def test_cancel_before_generate_returns_cancelled(hf_engine):
+    cancel = threading.Event()
+    cancel.set()
+    c = hf_engine.generate(MSGS, GREEDY.replace(max_new_tokens=50), cancel=cancel)
+    assert c.finish_reason == "cancelled" and c.completion_tokens < 50

@@ -62,16 +62,15 @@ class RichIO:
 
     interactive = True
 
-    def __init__(self, model_name: str = "", markdown: bool = True) -> None:
+    def __init__(self, markdown: bool = True, console=None) -> None:
         from rich.console import Console
 
         try:
             import readline  # noqa: F401  (arrow keys and history for input())
         except ImportError:
             pass
-        self.console = Console(highlight=False)
+        self.console = console or Console(highlight=False)
         self.markdown = markdown
-        self.model_name = model_name
 
     def read_input(self) -> str | None:
         while True:

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="makes sampling repeatable")
     p.add_argument("--n-ctx", type=int, default=None, help="context to allocate for GGUF models (default 4096)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for GGUF models (default: all cores)")
     p.add_argument("--plain", action="store_true", help="print replies as plain text, no markdown rendering")
     p.set_defaults(func=_run)
 
@@ -35,6 +36,6 @@ def _run(args) -> int:
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
                             stop=args.stop, seed=args.seed)
-    kw = {"n_ctx": args.n_ctx} if args.n_ctx else {}
+    kw = {k: v for k, v in (("n_ctx", args.n_ctx), ("n_threads", args.threads)) if v}
     return chat(args.model, backend=args.backend, template=args.template, system=args.system, params=params,
                 markdown=not args.plain, **kw)

@@ -24,6 +24,8 @@ class Generation:
         self.engine, self.prompt_ids, self.params = engine, prompt_ids, params
         self.cancel = cancel or threading.Event()
         self._given = tokens
+        # Checked now, so a prompt that overflows the context fails at stream(), not mid-iteration.
+        self.max_new_tokens = engine._max_new_tokens(len(prompt_ids), params.max_new_tokens)
         self.completion: Completion | None = None
         self._iter = self._run()
 
@@ -45,7 +47,7 @@ class Generation:
 
     def _run(self) -> Iterator[str]:
         engine, params = self.engine, self.params
-        max_new = engine._max_new_tokens(len(self.prompt_ids), params.max_new_tokens)
+        max_new = self.max_new_tokens
         text = TextAssembler(engine.decode, params.stop, prompt_tail=self.prompt_ids)
         eos = set(engine.eos_token_ids)
         ids: list[int] = []
@@ -54,7 +56,7 @@ class Generation:
             tokens = engine._tokens(self.prompt_ids, params, max_new) if self._given is None else iter(self._given)
             try:
                 for tok in tokens:
-                    if self.cancel.is_set():
+                    if self._given is None and self.cancel.is_set():
                         reason = "cancelled"
                         break
                     generated += 1

@@ -78,22 +78,31 @@ class TransformersEngine(TokenizerEngine):
             stop.set()
             thread.join()
 
+    def generate(self, prompt: Prompt, params: SamplingParams | None = None,
+                 cancel: threading.Event | None = None) -> Completion:
+        """One direct ``model.generate`` call (no thread, no streamer): same tokens as ``stream()``."""
+        return self._generate_rows([self.prompt_ids(prompt)], params or SamplingParams(), cancel)[0]
+
     def generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Completion]:
         """One left-padded ``model.generate`` call for all prompts; each row stops on its own."""
-        params = params or SamplingParams()
         all_ids = [self.prompt_ids(p) for p in prompts]
-        if not all_ids:
-            return []
+        return self._generate_rows(all_ids, params or SamplingParams()) if all_ids else []
+
+    def _generate_rows(self, all_ids: list[list[int]], params: SamplingParams,
+                       cancel: threading.Event | None = None) -> list[Completion]:
         width = max(len(x) for x in all_ids)
         max_new = self._max_new_tokens(width, params.max_new_tokens)
         input_ids = torch.tensor([[self.pad_token_id] * (width - len(x)) + x for x in all_ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in all_ids], device=self.device)
         criteria = StoppingCriteriaList([_StopStrings(self.decode, params.stop, width)] if params.stop else [])
+        if cancel is not None:
+            criteria.append(_StopFlag(cancel))
         with self._lock, torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
                                       **self._generate_kwargs(params, max_new))
-        # Each row goes through the same stop/EOS/text logic as a single generation.
-        return [Generation(self, ids, params, tokens=out[i, width:].tolist()).drain() for i, ids in enumerate(all_ids)]
+        # Each row goes through the same stop/EOS/text logic as a streamed generation.
+        rows = [Generation(self, ids, params, cancel, tokens=out[i, width:].tolist()) for i, ids in enumerate(all_ids)]
+        return [g.drain() for g in rows]
 
 
 class _QueueStreamer:

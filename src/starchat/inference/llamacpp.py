@@ -41,7 +41,7 @@ class LlamaCppEngine(Engine):
                                 "llama.cpp-compatible export? Re-export it with `starchat export gguf`") from None
         meta = self.llm.metadata
         self.context_length = self.llm.n_ctx()
-        self.model_name = meta.get("general.name") or os.path.splitext(os.path.basename(model))[0]
+        self.model_name = os.path.splitext(os.path.basename(model))[0]  # the file, as users name it
         self.model_path = model
         vocab = self.llm._model.vocab
         self._bos = self._piece(self.llm.token_bos())

@@ -28,7 +28,7 @@ class ChatFormat:
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
         msgs = validate_messages(messages)
         if self.dialogue is not None:
-            return render(msgs, self.dialogue, add_generation_prompt=add_generation_prompt, eos_token=self.eos_token)
+            return render(msgs, self.dialogue, add_generation_prompt=add_generation_prompt)
         from transformers.utils.chat_template_utils import render_jinja_template
 
         try:
@@ -42,7 +42,7 @@ class ChatFormat:
     @property
     def end_token(self) -> str | None:
         """The text of the end-of-turn token, when the format names one (``<|end|>`` for StarChat)."""
-        return self.dialogue.end_token or None if self.dialogue is not None else None
+        return (self.dialogue.end_token or None) if self.dialogue is not None else None
 
 
 def select_format(template: str | None, own_template: str | None, model: str | None,

@@ -1,0 +1,69 @@
+"""`starchat data`: build training sets from conversation data (argument parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import fields
+
+from starchat.data.build import BuildConfig
+
+_FLAGS = {
+    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca"]),
+    "truncation": dict(choices=["turns", "cut", "drop"]),
+}
+
+
+def _field_docs() -> dict[str, str]:
+    """The attribute docstrings of BuildConfig (the line under each field), for --help."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(BuildConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="prepare dialogue data: read, filter, split, tokenize and pack",
+                       description="Prepare dialogue data for training.")
+    dsub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
+    b = dsub.add_parser("build", help="read conversation data into train/test splits with statistics",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    docs = _field_docs()
+    b.add_argument("--input", dest="inputs", action="append", required=True, metavar="SOURCE[@WEIGHT]",
+                   help=docs["inputs"] + " Repeat for several sources.")
+    b.add_argument("--output", required=True, help=docs["output"])
+    b.add_argument("--decontaminate", action="append", default=[], metavar="BENCHMARK", help=docs["decontaminate"])
+    for f in fields(BuildConfig):
+        if f.name in ("inputs", "output", "decontaminate"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kw = dict(help=docs.get(f.name, ""), default=f.default, **_FLAGS.get(f.name, {}))
+        base = str(f.type).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
+        if base == "bool":
+            kw["action"] = argparse.BooleanOptionalAction  # --pack / --no-pack: never "False" parsed as True
+        else:
+            kw["type"] = {"int": int, "float": float}.get(base, str)
+        b.add_argument(flag, **kw)
+    b.set_defaults(func=_build)
+    try:  # `data from-code` belongs to the training stage; present once that stage has landed
+        importlib.import_module("starchat.data.from_code").register_from_code(dsub)
+    except ModuleNotFoundError as e:
+        if e.name != "starchat.data.from_code":
+            raise
+
+
+def _build(args) -> int:
+    from starchat.data.build import build
+    from starchat.data.report import print_stats
+
+    cfg = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
+    stats = build(cfg)
+    print_stats(stats)
+    print(f"wrote {cfg.output} (train {stats['splits']['train']}, test {stats['splits']['test']}) and {cfg.output}/stats.json")
+    return 0

@@ -1,0 +1,1 @@
+"""Data: read conversation datasets, filter, split, tokenize with loss masks, and pack."""

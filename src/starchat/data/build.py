@@ -1,0 +1,247 @@
+"""`starchat data build`: read sources, filter, split by group, mix, tokenize/pack, and write atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from starchat.data.filters import (
+    DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
+    load_phrases, refusal_reason, structure_reason,
+)
+from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
+from starchat.errors import StarchatError
+
+
+@dataclass
+class BuildConfig:
+    """Everything `starchat data build` does; each field is a CLI flag of the same name."""
+
+    inputs: list[str]
+    """Sources: files, folders or hub names (``org/name#split``); ``SOURCE@WEIGHT`` scales a source's train rows."""
+    output: str
+    """Output folder: a DatasetDict (train, test) with a ``messages`` column, plus stats.json."""
+    format: str = "auto"
+    """Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers prompt/completion)."""
+    lang: str | None = None
+    """Keep only oasst messages in this language (e.g. ``en``)."""
+    best_path_only: bool = False
+    """oasst: keep only the path through the best-ranked replies instead of every root-to-leaf path."""
+    skip_invalid: bool = False
+    """Skip (and count) malformed records instead of stopping at the first one."""
+    uncensored: bool = False
+    """Drop dialogues whose replies carry refusal or alignment boilerplate (see filters.py)."""
+    refusal_phrases: str | None = None
+    """A file of phrases (one per line) replacing the built-in refusal list."""
+    dedup: bool = True
+    """Drop exact duplicates (whitespace-insensitive)."""
+    near_dedup: float = 0.85
+    """Jaccard threshold for near-duplicate removal with MinHash LSH; 0 turns it off."""
+    decontaminate: list[str] = field(default_factory=list)
+    """Benchmarks to decontaminate against; supported: humaneval."""
+    min_turns: int = 1
+    """Fewest exchanges (user turn + reply) a dialogue may have."""
+    max_turns: int | None = None
+    """Most exchanges a dialogue may have (None: no limit)."""
+    test_size: float = 0.1
+    """Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one group) held out for test."""
+    seed: int = 42
+    """Seed of the split and of the mixture sampling."""
+    tokenizer: str | None = None
+    """Also tokenize with this tokenizer (path or hub id) into ``tokenized/`` with loss masks."""
+    max_length: int = 2048
+    """Token limit per dialogue (and the block size when packing)."""
+    truncation: str = "turns"
+    """turns, cut or drop: see starchat.data.tokenize."""
+    pack: bool = False
+    """Pack several dialogues per row (position_ids restart per dialogue)."""
+    template: str = "starchat"
+    """Dialogue format used for tokenization."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+
+
+def _parse_input(spec: str) -> tuple[str, float]:
+    src, sep, w = spec.rpartition("@")
+    if not sep:
+        return spec, 1.0
+    try:
+        weight = float(w)
+    except ValueError:
+        raise DataError(f"--input {spec}: the weight after '@' must be a number, got {w!r}") from None
+    if weight < 0:
+        raise DataError(f"--input {spec}: the weight must be >= 0")
+    return src, weight
+
+
+def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
+    """Read every source and apply the filters; returns the kept examples and per-source stats."""
+    opts = ReadOptions(lang=cfg.lang, best_path_only=cfg.best_path_only, skip_invalid=cfg.skip_invalid)
+    rules = StructureRules(cfg.min_turns, cfg.max_turns)
+    phrases = load_phrases(cfg.refusal_phrases) if cfg.refusal_phrases else DEFAULT_REFUSAL_PHRASES
+    unknown = set(cfg.decontaminate) - {"humaneval"}
+    if unknown:
+        raise DataError(f"--decontaminate {sorted(unknown)}: unknown benchmark; supported: humaneval")
+    decon = HumanEvalDecontaminator() if "humaneval" in cfg.decontaminate else None
+    near = NearDuplicateIndex(cfg.near_dedup) if cfg.near_dedup > 0 else None
+    seen: set[str] = set()
+    stats: dict[str, dict] = {}
+    invalid_examples: list[str] = []  # a sample of the skipped records' errors, for stats.json
+    kept: list[Example] = []
+    for spec in cfg.inputs:
+        source, weight = _parse_input(spec)
+        rstats = ReadStats()
+        per_file: dict[str, Counter] = defaultdict(Counter)
+        for ex in read_source(source, cfg.format, opts, rstats):
+            ex.meta["weight"] = weight
+            c = per_file[ex.source]
+            c["read"] += 1
+            reason = (structure_reason(ex.messages, rules)
+                      or (refusal_reason(ex.messages, phrases) if cfg.uncensored else None)
+                      or (decon.reason(ex.messages) if decon else None))
+            if reason is None and cfg.dedup:
+                key = exact_key(ex.messages)
+                reason = "exact_duplicate" if key in seen else None
+                seen.add(key)
+            if reason is None and near is not None and near.seen_or_add(ex.messages):
+                reason = "near_duplicate"
+            if reason:
+                c["dropped:" + reason] += 1
+            else:
+                c["kept"] += 1
+                kept.append(ex)
+        for name in sorted(set(per_file) | set(rstats.records)):
+            c = per_file[name]
+            stats[name] = {"input": source, "weight": weight, "records": rstats.records[name],
+                           "invalid": rstats.invalid[name], "read": c["read"], "kept": c["kept"],
+                           "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("dropped:")}}
+        invalid_examples.extend(rstats.errors)
+    return kept, stats, invalid_examples
+
+
+def split(examples: list[Example], test_size: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded split by group: the paths of one oasst tree, and identical dialogues from different
+    records (when dedup is off), always land on the same side, so no test row leaks into train."""
+    if not 0 <= test_size < 1:
+        raise DataError(f"--test-size {test_size}: must be in [0, 1)")
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keys = []
+    for ex in examples:
+        g, c = find("g:" + ex.source + "|" + ex.group), find("c:" + exact_key(ex.messages))
+        parent[c] = g  # union: a dialogue's group and its content are one component
+        keys.append("g:" + ex.source + "|" + ex.group)
+    comps = sorted({find(k) for k in keys})
+    random.Random(seed).shuffle(comps)
+    n_test = math.ceil(test_size * len(comps)) if len(comps) > 1 else 0
+    test_comps = set(comps[:n_test])
+    in_test = [find(k) in test_comps for k in keys]
+    return ([ex for ex, t in zip(examples, in_test) if not t], [ex for ex, t in zip(examples, in_test) if t])
+
+
+def mix(train: list[Example], seed: int) -> list[Example]:
+    """Apply source weights to the train split: weight 0.5 keeps half, 2.5 repeats twice and half again."""
+    rng = random.Random(seed)
+    out = []
+    for ex in train:
+        w = ex.meta.get("weight", 1.0)
+        out.extend([ex] * int(w) + ([ex] if rng.random() < w - int(w) else []))
+    rng.shuffle(out)
+    return out
+
+
+def _to_dataset(examples: list[Example]):
+    import datasets
+
+    features = datasets.Features({
+        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "source": datasets.Value("string"),
+    })
+    return datasets.Dataset.from_dict({"messages": [ex.messages for ex in examples],
+                                       "source": [ex.source for ex in examples]}, features=features)
+
+
+def tokenize_splits(dd, cfg: BuildConfig):
+    """Tokenize (and pack) every split; returns the tokenized DatasetDict and its stats."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from starchat.data.pack import pack_dataset
+    from starchat.data.tokenize import tokenize_dataset
+    from starchat.templates import prepare_tokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    except Exception as e:
+        raise StarchatError(f"--tokenizer {cfg.tokenizer}: cannot load it ({type(e).__name__}: {e})") from None
+    prepare_tokenizer(tok, cfg.template)
+    out, stats = {}, {}
+    for name, ds in dd.items():
+        tds, s = tokenize_dataset(ds, tok, cfg.max_length, cfg.template, cfg.truncation)
+        if cfg.pack:
+            tds, s["packing"] = pack_dataset(tds, cfg.max_length)
+        out[name], stats[name] = tds, s
+    return datasets.DatasetDict(out), stats
+
+
+def build(cfg: BuildConfig) -> dict:
+    """Run the whole pipeline and write ``cfg.output`` atomically; returns the stats."""
+    out = Path(cfg.output)
+    if out.exists() and not cfg.overwrite:
+        raise StarchatError(f"{out} exists; pass --overwrite to replace it or choose another --output")
+    import datasets
+
+    examples, per_source, invalid_examples = collect(cfg)
+    if not examples:
+        raise DataError("no dialogue survived reading and filtering; see the counts above and loosen the filters")
+    train, test = split(examples, cfg.test_size, cfg.seed)
+    train = mix(train, cfg.seed)
+    for name, rows in (("train", train), ("test", test)):
+        for ex in rows:
+            per_source[ex.source][name] = per_source[ex.source].get(name, 0) + 1
+    dd = datasets.DatasetDict({"train": _to_dataset(train), "test": _to_dataset(test)})
+    dropped: Counter = Counter()
+    for s in per_source.values():
+        dropped.update(s["dropped"])
+    stats = {"config": asdict(cfg), "sources": per_source, "dropped": dict(dropped),
+             "read": sum(s["read"] for s in per_source.values()),
+             "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
+             "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
+    try:
+        dd.save_to_disk(str(tmp))
+        if cfg.tokenizer:
+            tdd, stats["tokenized"] = tokenize_splits(dd, cfg)
+            tdd.save_to_disk(str(tmp / "tokenized"))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stats
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` into place; an old ``target`` is renamed away first and removed only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
