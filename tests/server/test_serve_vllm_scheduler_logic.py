@@ -1,6 +1,6 @@
 """The vLLM scheduler's bookkeeping against a stand-in for vLLM's LLMEngine (add_request/step/abort).
 
-The real engine is exercised in test_vllm_serve.py where a GPU exists; this covers, everywhere, how
+The real engine is exercised in test_serve_vllm.py where a GPU exists; this covers, everywhere, how
 cumulative outputs become streamed text, and that stop strings and disconnects abort the request.
 """
 
