@@ -24,7 +24,9 @@ def register(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before answering 503")
     p.add_argument("--max-tokens-cap", type=int, default=4096, help="largest max_tokens a request may ask for")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body")
-    p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp context to allocate")
+    p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp: the longest prompt + reply of one request")
+    p.add_argument("--kv-tokens", type=int, default=16384,
+                   help="llama.cpp: KV cache cells shared by all slots (memory grows with it)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="vLLM: shard the model over this many GPUs")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of GPU memory to use")
@@ -38,7 +40,7 @@ def _serve(args) -> int:
     from starchat.server import ServerSettings, serve
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
-                              max_batch=args.max_batch, max_queue=args.max_queue,
+                              max_batch=args.max_batch, kv_tokens=args.kv_tokens, max_queue=args.max_queue,
                               max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes)
     engine_kw = {}
     if args.n_ctx:

@@ -53,7 +53,8 @@ def make_scheduler(engine, settings: ServerSettings):
     if isinstance(engine, LlamaCppEngine):
         from starchat.server.llama_batcher import LlamaCppBatcher
 
-        return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue)
+        return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue,
+                               kv_tokens=settings.kv_tokens)
     if isinstance(engine, TransformersEngine):
         from starchat.server.batcher import ContinuousBatcher
 

@@ -17,21 +17,19 @@ import torch
 from starchat.server.batcher import _Row, _sample
 from starchat.server.scheduler import BatchingScheduler, Ticket
 
-MAX_KV_TOKENS = 32768  # KV cells shared by all slots (~0.75 GB f16 for the 135M default)
-
-
 class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
 
-    def __init__(self, engine, slots: int = 16, max_queue: int = 64):
-        """``engine``: a starchat LlamaCppEngine; its model weights are shared, the context is our own."""
+    def __init__(self, engine, slots: int = 16, max_queue: int = 64, kv_tokens: int = 16384):
+        """``engine``: a starchat LlamaCppEngine (its weights are shared, the context is our own);
+        ``kv_tokens``: KV cells shared by all slots, at least one full context."""
         import llama_cpp as L
 
         super().__init__(slots, max_queue)
         self.L, self.engine = L, engine
         self.eos_ids = set(engine.eos_token_ids)
         cp = L.llama_context_default_params()
-        cp.n_ctx = max(engine.context_length, min(slots * engine.context_length, MAX_KV_TOKENS))
+        cp.n_ctx = max(engine.context_length, min(slots * engine.context_length, kv_tokens))
         cp.n_batch = cp.n_ctx  # a whole prompt fits in one call; llama.cpp splits it into micro-batches
         cp.n_ubatch = 512
         cp.n_seq_max = slots
@@ -66,7 +64,7 @@ class LlamaCppBatcher(BatchingScheduler):
         rc = self.L.llama_decode(self.ctx, b)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}: the {self.n_ctx}-token KV cache shared by the slots "
-                               "is full; lower --max-batch or the requests' max_tokens")
+                               "is full; raise --kv-tokens, or lower --max-batch or the requests' max_tokens")
         logits = torch.from_numpy(np.stack([
             np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, r.out), shape=(self.n_vocab,))
             for r in self.rows]))

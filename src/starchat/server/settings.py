@@ -15,13 +15,14 @@ class ServerSettings:
     max_tokens_cap: int = 4096  # the most max_tokens a request may ask for
     default_max_tokens: int = 512  # the cards' max_new_tokens, when a request gives none
     max_batch: int = 16  # requests decoded together: batch rows (transformers), slots (llama.cpp), vLLM batch
+    kv_tokens: int = 16384  # llama.cpp: KV cells shared by the slots (~0.4 GB f16 for the 135M default)
     max_queue: int = 64  # requests waiting for a slot before we answer 503
     retry_after_s: int = 2  # the Retry-After we send with 503
 
     def validate(self) -> None:
         from starchat.errors import StarchatError
 
-        for name in ("max_body_bytes", "max_tokens_cap", "default_max_tokens", "max_batch"):
+        for name in ("max_body_bytes", "max_tokens_cap", "default_max_tokens", "max_batch", "kv_tokens"):
             if getattr(self, name) < 1:
                 raise StarchatError(f"server setting {name}={getattr(self, name)} must be >= 1")
         if self.max_queue < 0:
