@@ -20,6 +20,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/data_bench.py
+	$(BIN)/python bench/infer_bench.py
+	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/eval_bench.py
 
 clean:
 	rm -rf $(VENV) .runs

@@ -72,8 +72,9 @@ def test_prompt_streams_an_answer_that_survives_a_reload(page, tiny_engine):
         page.eval_on_selector("#repetition_penalty", "el => { el.value = 2; el.dispatchEvent(new Event('input')); }")
         page.fill("#prompt", "Write a Python function that reverses a string")
         page.click("#send")
-        page.wait_for_selector(".msg.assistant.streaming")  # the reply is on screen while it streams
-        page.wait_for_selector(".msg.assistant:not(.streaming)", timeout=30_000)
+        # the tiny model may finish before a wait for the streaming state starts; streaming itself is
+        # checked with a slow engine in the Stop test below
+        page.wait_for_selector(".msg.assistant:not(.streaming)", timeout=60_000)
         answer = page.inner_text(".msg.assistant .body")
         assert answer.strip(), "no text streamed into the reply"
         assert page.inner_text(".msg.user .body") == "Write a Python function that reverses a string"
