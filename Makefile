@@ -13,13 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/starchat data build --input tests/data/samples --format auto --output .runs/quickstart-data --overwrite
+	$(BIN)/starchat chat
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/data_bench.py
+	$(BIN)/python bench/infer_bench.py
+	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/eval_bench.py
 
 clean:
 	rm -rf $(VENV) .runs

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -35,20 +35,16 @@ class DialogueTemplate:
     """One dialogue format, field-compatible with the original StarChat ``dialogue_template.json``.
 
     Rendering: ``{system_token}\\n{system}{end_token}\\n`` then, per turn,
-    ``{role_token}\\n{content}{end_token}\\n``. ``alpaca`` has no special tokens: its turns end
-    in the tokenizer's EOS token (filled in by :func:`prepare_tokenizer`) so the model still
-    learns to stop.
+    ``{role_token}\\n{content}{end_token}\\n``; the prompt form ends in ``{assistant_token}``.
     """
 
-    name: str
+    name: str = "starchat"
     system: str = ""
+    messages: list[dict[str, str]] | None = None
     system_token: str = SYSTEM
     user_token: str = USER
     assistant_token: str = ASSISTANT
     end_token: str = END
-    mid_str: str = "\n"
-    end_str: str = "\n"
-    messages: list[dict[str, str]] | None = field(default=None)
 
     @property
     def special_tokens(self) -> list[str]:
@@ -61,10 +57,11 @@ class DialogueTemplate:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DialogueTemplate":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known - {"extra_end_text"}
-        if unknown:
-            raise TemplateError(f"dialogue template has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        known = set(cls.__dataclass_fields__)
+        bad = [k for k in known & set(data) if k != "messages" and not isinstance(data[k], str)]
+        if bad:
+            raise TemplateError(f"dialogue template field {bad[0]!r} must be a string, got {data[bad[0]]!r}")
+        # Unknown keys are ignored, as the original loader did.
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -89,16 +86,14 @@ class DialogueTemplate:
 
 TEMPLATES: dict[str, DialogueTemplate] = {
     "starchat": DialogueTemplate(name="starchat"),
-    # As in the original StarChat code: Alpaca's instruction/response headers, no special tokens.
+    # As in the original StarChat code: Alpaca's headers, still framed by <|system|> and <|end|>.
+    # Unlike the original, the "### ..." headers stay plain text rather than special tokens.
     "alpaca": DialogueTemplate(
         name="alpaca",
         system="Below is an instruction that describes a task. "
         "Write a response that appropriately completes the request.",
-        system_token="",
         user_token="### Instruction:",
         assistant_token="### Response:",
-        end_token="",
-        end_str="\n\n",
     ),
 }
 
@@ -137,7 +132,6 @@ def render_segments(
     messages: Iterable[Mapping[str, Any]],
     template: str | DialogueTemplate = "starchat",
     add_generation_prompt: bool = False,
-    eos_token: str = "",
 ) -> list[tuple[str, bool]]:
     """The dialogue as ``(text, trained)`` pieces whose concatenation is :func:`render`'s string.
 
@@ -146,63 +140,48 @@ def render_segments(
     """
     t = get_template(template)
     msgs = validate_messages(messages)
-    end = t.end_token or eos_token
-    system = t.system
-    if msgs and msgs[0]["role"] == "system":
-        system = msgs.pop(0)["content"]
-    segs: list[tuple[str, bool]] = []
-    if t.system_token:
-        segs.append((t.system_token + t.mid_str + system + end + t.end_str, False))
-    elif system:
-        segs.append((system + t.end_str, False))
+    system = msgs.pop(0)["content"] if msgs and msgs[0]["role"] == "system" else t.system
+    segs: list[tuple[str, bool]] = [(f"{t.system_token}\n{system}{t.end_token}\n", False)]
     for m in msgs:
         if m["role"] == "user":
-            segs.append((t.user_token + t.mid_str + m["content"] + end + t.end_str, False))
+            segs.append((f"{t.user_token}\n{m['content']}{t.end_token}\n", False))
         else:
-            segs.append((t.assistant_token + t.mid_str, False))
-            segs.append((m["content"] + end, True))
-            segs.append((t.end_str, False))
+            segs += [(f"{t.assistant_token}\n", False), (m["content"] + t.end_token, True), ("\n", False)]
     if add_generation_prompt:
         segs.append((t.assistant_token, False))
-    return [s for s in segs if s[0]]
+    return segs
 
 
 def render(
     messages: Iterable[Mapping[str, Any]],
     template: str | DialogueTemplate = "starchat",
     add_generation_prompt: bool = False,
-    eos_token: str = "",
 ) -> str:
     """Render OpenAI-style messages in a dialogue format; the prompt form ends in ``<|assistant|>``."""
-    return "".join(s for s, _ in render_segments(messages, template, add_generation_prompt, eos_token))
+    return "".join(s for s, _ in render_segments(messages, template, add_generation_prompt))
 
 
-def chat_template(template: str | DialogueTemplate = "starchat", eos_token: str = "") -> str:
+def chat_template(template: str | DialogueTemplate = "starchat") -> str:
     """The same format as a Jinja ``chat_template`` with ``{% generation %}`` around each reply + end."""
     t = get_template(template)
-    end = t.end_token or eos_token
 
     def lit(s: str) -> str:
         return json.dumps(s)  # a JSON string literal is a valid Jinja string literal
 
-    if t.system_token:
-        system_block = f"{{{{- {lit(t.system_token + t.mid_str)} + system + {lit(end + t.end_str)} -}}}}"
-    else:
-        system_block = f"{{%- if system -%}}{{{{- system + {lit(t.end_str)} -}}}}{{%- endif -%}}"
     return (
         f"{{%- set system = {lit(t.system)} -%}}"
         "{%- set loop_messages = messages -%}"
         "{%- if messages and messages[0]['role'] == 'system' -%}"
         "{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
         "{%- endif -%}"
-        f"{system_block}"
+        f"{{{{- {lit(t.system_token + chr(10))} + system + {lit(t.end_token + chr(10))} -}}}}"
         "{%- for message in loop_messages -%}"
         "{%- if message['role'] == 'user' -%}"
-        f"{{{{- {lit(t.user_token + t.mid_str)} + message['content'] + {lit(end + t.end_str)} -}}}}"
+        f"{{{{- {lit(t.user_token + chr(10))} + message['content'] + {lit(t.end_token + chr(10))} -}}}}"
         "{%- elif message['role'] == 'assistant' -%}"
-        f"{{{{- {lit(t.assistant_token + t.mid_str)} -}}}}"
-        f"{{%- generation -%}}{{{{- message['content'] + {lit(end)} -}}}}{{%- endgeneration -%}}"
-        f"{{{{- {lit(t.end_str)} -}}}}"
+        f"{{{{- {lit(t.assistant_token + chr(10))} -}}}}"
+        f"{{%- generation -%}}{{{{- message['content'] + {lit(t.end_token)} -}}}}{{%- endgeneration -%}}"
+        "{{- '\\n' -}}"
         "{%- else -%}"
         "{{- raise_exception('role ' + message['role'] + ' is not system (first only), user or assistant') -}}"
         "{%- endif -%}"
@@ -228,14 +207,11 @@ def prepare_tokenizer(tokenizer, template: str | DialogueTemplate = "starchat", 
     if new:
         # Appending (not replacing) keeps any extra special tokens the base tokenizer already had.
         tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
-    end = t.end_token or tokenizer.eos_token
-    if not end:
-        raise TemplateError(f"template {t.name!r} ends turns with the tokenizer's EOS token, but it has none")
-    tokenizer.eos_token = end
     if tokenizer.pad_token is None:
-        # Padding is masked out of the loss and attention; reusing EOS avoids growing the vocab.
-        tokenizer.pad_token = end
-    tokenizer.chat_template = chat_template(t, eos_token=end)
+        # Padding is masked out of the loss and attention; reusing the base EOS avoids growing the vocab.
+        tokenizer.pad_token = tokenizer.eos_token or t.end_token
+    tokenizer.eos_token = t.end_token
+    tokenizer.chat_template = chat_template(t)
     if save_dir is not None:
         t.save(save_dir)
     return tokenizer
@@ -243,8 +219,7 @@ def prepare_tokenizer(tokenizer, template: str | DialogueTemplate = "starchat", 
 
 def end_token_id(tokenizer, template: str | DialogueTemplate = "starchat") -> int:
     """The ID of the token that ends a turn (``<|end|>`` for StarChat)."""
-    t = get_template(template)
-    tok = t.end_token or tokenizer.eos_token
+    tok = get_template(template).end_token
     tid = tokenizer.convert_tokens_to_ids(tok)
     if tid is None or tid == tokenizer.unk_token_id:
         raise TemplateError(f"{tok!r} is not in the tokenizer's vocabulary: call prepare_tokenizer first")

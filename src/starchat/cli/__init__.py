@@ -38,7 +38,9 @@ def _not_yet(name: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="starchat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="starchat", description="Turn a code language model into a coding assistant: "
+        "prepare data, fine-tune, chat, serve and evaluate.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_text in STAGES:

@@ -51,7 +51,7 @@ class BuildConfig:
     max_turns: int | None = None
     """Most exchanges a dialogue may have (None: no limit)."""
     test_size: float = 0.1
-    """Fraction of dialogue groups (an oasst tree is one group) held out for the test split."""
+    """Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one group) held out for test."""
     seed: int = 42
     """Seed of the split and of the mixture sampling."""
     tokenizer: str | None = None
@@ -127,16 +127,29 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
 
 
 def split(examples: list[Example], test_size: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded split by group, so the paths of one oasst tree never straddle train and test."""
+    """Seeded split by group: the paths of one oasst tree, and identical dialogues from different
+    records (when dedup is off), always land on the same side, so no test row leaks into train."""
     if not 0 <= test_size < 1:
         raise DataError(f"--test-size {test_size}: must be in [0, 1)")
-    groups = sorted({ex.source + "|" + ex.group for ex in examples})
-    random.Random(seed).shuffle(groups)
-    n_test = math.ceil(test_size * len(groups)) if len(groups) > 1 else 0
-    test_groups = set(groups[:n_test])
-    train = [ex for ex in examples if ex.source + "|" + ex.group not in test_groups]
-    test = [ex for ex in examples if ex.source + "|" + ex.group in test_groups]
-    return train, test
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keys = []
+    for ex in examples:
+        g, c = find("g:" + ex.source + "|" + ex.group), find("c:" + exact_key(ex.messages))
+        parent[c] = g  # union: a dialogue's group and its content are one component
+        keys.append("g:" + ex.source + "|" + ex.group)
+    comps = sorted({find(k) for k in keys})
+    random.Random(seed).shuffle(comps)
+    n_test = math.ceil(test_size * len(comps)) if len(comps) > 1 else 0
+    test_comps = set(comps[:n_test])
+    in_test = [find(k) in test_comps for k in keys]
+    return ([ex for ex, t in zip(examples, in_test) if not t], [ex for ex, t in zip(examples, in_test) if t])
 
 
 def mix(train: list[Example], seed: int) -> list[Example]:

@@ -9,6 +9,11 @@ import torch
 from starchat.data.tokenize import IGNORE_INDEX
 
 
+def _width(features: list[dict], multiple: int | None) -> int:
+    width = max(len(f["input_ids"]) for f in features)
+    return -(-width // multiple) * multiple if multiple else width
+
+
 def _pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -26,9 +31,7 @@ class DataCollatorForPacking:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        width = _width(features, self.pad_to_multiple_of)
         pos = [list(f["position_ids"]) + list(range(width - len(f["position_ids"]))) for f in features]
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
@@ -45,9 +48,7 @@ class DataCollatorForDialogues:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        width = _width(features, self.pad_to_multiple_of)
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
             "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, width),

@@ -39,24 +39,42 @@ def plan_bins(lengths: list[int], block_size: int) -> list[list[int]]:
     return bins
 
 
+def _flat(ds, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (values, offsets) numpy arrays, with any row selection applied."""
+    arr = ds.with_format("arrow")[column]
+    arr = arr.combine_chunks() if hasattr(arr, "combine_chunks") else arr
+    offsets = arr.offsets.to_numpy()
+    return arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]], offsets - offsets[0]
+
+
 def pack_dataset(ds, block_size: int):
-    """``Dataset[input_ids, labels]`` -> ``(Dataset[input_ids, labels, position_ids], stats)``."""
+    """``Dataset[input_ids, labels]`` -> ``(Dataset[input_ids, labels, position_ids], stats)``.
+
+    Works on the Arrow buffers directly: rows are slices of one flat array, so packing 20k
+    dialogues takes a fraction of a second.
+    """
     import datasets
+    import pyarrow as pa
 
     for col in ("input_ids", "labels"):
         if col not in ds.column_names:
             raise StarchatError(f"packing needs a tokenized dataset with {col!r}; columns: {ds.column_names}")
-    ids, labels = ds["input_ids"], ds["labels"]
-    lengths = [len(x) for x in ids]
-    bins = plan_bins(lengths, block_size)
-    rows = {"input_ids": [], "labels": [], "position_ids": []}
-    for members in bins:
-        rows["input_ids"].append([t for i in members for t in ids[i]])
-        rows["labels"].append([t for i in members for t in labels[i]])
-        rows["position_ids"].append(np.concatenate([np.arange(lengths[i]) for i in members]).tolist())
-    tokens = sum(lengths)
+    ids, offsets = _flat(ds, "input_ids")
+    labels, _ = _flat(ds, "labels")
+    lengths = np.diff(offsets)
+    bins = plan_bins(lengths.tolist(), block_size)
+    order = np.fromiter((i for members in bins for i in members), dtype=np.int64, count=len(lengths))
+    take = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in order]) if len(order) else np.zeros(0, np.int64)
+    new_lengths = lengths[order]
+    starts = np.repeat(np.cumsum(new_lengths) - new_lengths, new_lengths)
+    positions = np.arange(len(take)) - starts  # restarts at 0 for each dialogue
+    row_offsets = np.concatenate([[0], np.cumsum([lengths[m].sum() for m in bins])]).astype(np.int32)
+
+    def column(values):
+        return pa.ListArray.from_arrays(pa.array(row_offsets), pa.array(values.astype(np.int32)))
+
+    table = pa.table({"input_ids": column(ids[take]), "labels": column(labels[take]), "position_ids": column(positions)})
+    tokens = int(lengths.sum())
     stats = {"block_size": block_size, "dialogues": len(lengths), "rows": len(bins), "tokens": tokens,
              "packing_efficiency": tokens / (len(bins) * block_size) if bins else 0.0}
-    seq = datasets.Sequence(datasets.Value("int32"))
-    features = datasets.Features({"input_ids": seq, "labels": seq, "position_ids": seq})
-    return datasets.Dataset.from_dict(rows, features=features), stats
+    return datasets.Dataset(table), stats

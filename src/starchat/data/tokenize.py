@@ -22,8 +22,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from starchat.errors import StarchatError
 from starchat.templates import get_template, render_segments
 
@@ -46,22 +44,30 @@ def _spans(segments: list[tuple[str, bool]]) -> tuple[str, list[tuple[int, int]]
     return "".join(text), spans, ends
 
 
-def _labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
-    """Labels: the token id where the token's characters overlap a trained span, else IGNORE_INDEX."""
-    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    s, e = off[:, 0], off[:, 1]
-    trained = np.zeros(len(ids), dtype=bool)
-    for a, b in spans:
+def _labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Labels: the token id where the token's characters overlap a trained span, else IGNORE_INDEX.
+
+    One sweep over tokens and spans together (both are sorted by position).
+    """
+    labels = [IGNORE_INDEX] * len(ids)
+    k, n_spans = 0, len(spans)
+    for i, (s, e) in enumerate(offsets):
+        while k < n_spans and spans[k][1] <= s:
+            k += 1
+        if k == n_spans:
+            break
+        a, b = spans[k]
         # an empty offset (a whitespace token whose span was trimmed) counts by its position
-        trained |= ((s < b) & (e > a)) | ((s == e) & (s >= a) & (s < b))
-    return np.where(trained, np.asarray(ids, dtype=np.int64), IGNORE_INDEX)
+        if (s < b and e > a) or (s == e and a <= s < b):
+            labels[i] = ids[i]
+    return labels
 
 
-def _truncate(ids: list[int], labels: np.ndarray, offsets, ends: list[int], max_length: int | None,
+def _truncate(ids: list[int], labels: list[int], offsets, ends: list[int], max_length: int | None,
               truncation: str) -> tuple[list[int], list[int], int] | None:
     n = len(ids)
     if max_length is None or n <= max_length:
-        return ids, labels.tolist(), 0
+        return ids, labels, 0
     if truncation == "drop":
         return None
     keep = max_length
@@ -70,7 +76,7 @@ def _truncate(ids: list[int], labels: np.ndarray, offsets, ends: list[int], max_
         fits = [k for k in (bisect_left(starts, end) for end in ends) if k <= max_length]
         if fits:
             keep = fits[-1]
-    return ids[:keep], labels[:keep].tolist(), n - keep
+    return ids[:keep], labels[:keep], n - keep
 
 
 def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, template="starchat",
@@ -83,11 +89,18 @@ def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, 
     tmpl = get_template(template)
     if any(tok not in tokenizer.get_vocab() for tok in tmpl.special_tokens):
         raise StarchatError(f"the tokenizer lacks the {tmpl.name} special tokens; call prepare_tokenizer first")
-    rendered = [_spans(render_segments(d, tmpl, eos_token=tokenizer.eos_token or "")) for d in dialogues]
-    enc = tokenizer([r[0] for r in rendered], add_special_tokens=False, return_offsets_mapping=True,
-                    return_attention_mask=False)
+    rendered = [_spans(render_segments(d, tmpl)) for d in dialogues]
+    # The backend's batch encoder runs on every core; its Encoding objects carry ids and offsets.
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation or backend.padding:
+        # a tokenizer.json may carry its own truncation/padding; our policy above must be the only one
+        # (transformers resets these on every call too)
+        backend.no_truncation()
+        backend.no_padding()
+    encodings = backend.encode_batch([r[0] for r in rendered], add_special_tokens=False)
     out: list[dict | None] = []
-    for (text, spans, ends), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+    for (text, spans, ends), enc in zip(rendered, encodings):
+        ids, offsets = enc.ids, enc.offsets
         labels = _labels(ids, offsets, spans)
         cut = _truncate(ids, labels, offsets, ends, max_length, truncation)
         if cut is None:
@@ -125,7 +138,7 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
             if row is None:
                 stats["dropped"]["too_long"] += 1
                 continue
-            n_trained = sum(1 for x in row["labels"] if x != IGNORE_INDEX)
+            n_trained = len(row["labels"]) - row["labels"].count(IGNORE_INDEX)
             if n_trained == 0:
                 stats["dropped"]["no_assistant_tokens"] += 1
                 stats["truncated_tokens"] += row["truncated"]
@@ -137,10 +150,12 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
             stats["trained_tokens"] += n_trained
             stats["truncated_tokens"] += row["truncated"]
             stats["truncated_dialogues"] += bool(row["truncated"])
-    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
-                                  "labels": datasets.Sequence(datasets.Value("int32")),
-                                  "length": datasets.Value("int32")})
-    return datasets.Dataset.from_dict(cols, features=features), stats
+    import pyarrow as pa
+
+    lists = pa.list_(pa.int32())
+    table = pa.table({"input_ids": pa.array(cols["input_ids"], lists), "labels": pa.array(cols["labels"], lists),
+                      "length": pa.array(cols["length"], pa.int32())})
+    return datasets.Dataset(table), stats
 
 
 def trained_tokens(rows: Iterable[Mapping[str, Any]]) -> int:

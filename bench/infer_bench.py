@@ -1,0 +1,210 @@
+"""Benchmark: starchat's inference engine against the raw libraries it wraps, all measured in this run.
+
+1. llama.cpp backend, batch 1, default model (SmolLM2-135M-Instruct Q4_1): decode tokens/s of
+   ``engine.stream`` vs raw ``llama_cpp.Llama.create_completion(stream=True)`` on the same file with the
+   same settings (cards' sampling, same seed, min_p/typical off), interleaved runs, median; plus the
+   fraction of the memory-bandwidth bound (weight bytes per token / read bandwidth measured here on
+   every core).
+2. transformers backend, the same model dequantized by transformers: tokens/s of ``engine.generate``
+   vs a transformers ``pipeline("text-generation")`` with the cards' settings and the same seed;
+   time to first token of ``engine.stream``.
+3. transformers backend, 16 prompts: ``generate_batch`` vs one ``generate`` after another (tokens/s).
+
+Run: .venv/bin/python bench/infer_bench.py [--tokens 128] [--repeats 3]   (results also in bench/results/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from starchat.inference import SamplingParams, default_model_path, load_engine  # noqa: E402
+
+QUESTIONS = [
+    "Write a Python function that reverses a string.", "How do I sort a list of dicts by a key in Python?",
+    "Explain what a Python generator is.", "Write a function that checks if a number is prime.",
+    "How do I read a CSV file with pandas?", "What is the difference between a list and a tuple?",
+    "Write a SQL query that counts rows per day.", "How do I make an HTTP request in Python?",
+    "Write a bash loop over all .txt files.", "What does the `yield` keyword do?",
+    "How do I merge two dictionaries?", "Write a binary search in Python.",
+    "How do I remove duplicates from a list, keeping order?", "Explain Python decorators with an example.",
+    "Write a function that flattens a nested list.", "How do I time a function in Python?",
+]
+CARDS = SamplingParams()  # temperature 0.2, top_k 50, top_p 0.95, repetition_penalty 1.2
+
+
+def msgs(q: str) -> list[dict]:
+    return [{"role": "user", "content": q}]
+
+
+def read_bandwidth(threads: int, mb: int = 512, rounds: int = 3) -> float:
+    """GB/s of reading big arrays with one numpy reduction per core (numpy releases the GIL)."""
+    import numpy as np
+
+    arrays = [np.ones(mb * 2**20 // 8) for _ in range(threads)]
+    best = 0.0
+    for _ in range(rounds):
+        ts = [threading.Thread(target=a.sum) for a in arrays]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        best = max(best, threads * mb * 2**20 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def decode_rate(stream_fn) -> tuple[float, int, str]:
+    """(decode tokens/s after the first token, tokens, text) of one streamed generation."""
+    t_first, chunks = None, []
+    for chunk, n_tokens in stream_fn():
+        if t_first is None:
+            t_first = time.perf_counter()
+        chunks.append(chunk)
+    dt = time.perf_counter() - t_first
+    return (n_tokens - 1) / dt, n_tokens, "".join(chunks)
+
+
+def bench_llamacpp(args) -> dict:
+    from llama_cpp import Llama
+
+    path = default_model_path()
+    threads = os.cpu_count()
+    engine = load_engine(path, n_ctx=2048, n_threads=threads)
+    raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, verbose=False)
+    q = QUESTIONS[13]  # asks for an explanation with an example: a long reply
+    params = CARDS.replace(max_new_tokens=args.tokens, seed=1)
+    prompt_ids = engine.encode_prompt(msgs(q))
+
+    def ours():
+        gen = engine.stream(prompt_ids, params)
+        for d in gen:
+            yield d, None
+        yield "", gen.completion.completion_tokens
+
+    def theirs():
+        n = 0
+        for chunk in raw.create_completion(prompt_ids, max_tokens=args.tokens, temperature=CARDS.temperature,
+                                           top_k=CARDS.top_k, top_p=CARDS.top_p, min_p=0.0, typical_p=1.0,
+                                           repeat_penalty=CARDS.repetition_penalty, seed=1, stream=True):
+            n += 1
+            yield chunk["choices"][0]["text"], None
+        yield "", n + 1  # + the end token, which create_completion does not yield
+
+    rates = {"starchat": [], "raw": []}
+    texts = {}
+    for _ in range(args.repeats):  # interleaved, so load from other processes hits both alike
+        for name, fn in (("raw", theirs), ("starchat", ours)):
+            r, n, text = decode_rate(fn)
+            rates[name].append(r)
+            texts[name] = (n, text)
+    ours_r, raw_r = statistics.median(rates["starchat"]), statistics.median(rates["raw"])
+    bw = read_bandwidth(threads)
+    weight_bytes = os.path.getsize(path)
+    bound = bw * 1e9 / weight_bytes
+    return {"model": os.path.basename(path), "tokens": texts["starchat"][0],
+            "same_text": texts["starchat"][1] == texts["raw"][1],
+            "starchat_tok_s": round(ours_r, 1), "raw_llama_cpp_tok_s": round(raw_r, 1),
+            "ratio": round(ours_r / raw_r, 3), "read_bandwidth_GB_s": round(bw, 1),
+            "bandwidth_bound_tok_s": round(bound, 1), "fraction_of_bound": round(ours_r / bound, 3)}
+
+
+def bench_transformers(args) -> tuple[dict, dict]:
+    import torch
+    from transformers import pipeline
+
+    path = default_model_path()
+    t0 = time.perf_counter()
+    engine = load_engine(path, backend="transformers")  # transformers dequantizes the GGUF
+    load_s = time.perf_counter() - t0
+    torch.set_num_threads(os.cpu_count())
+    pipe = pipeline("text-generation", model=engine.model, tokenizer=engine.tokenizer)
+    n = args.hf_tokens
+    params = CARDS.replace(max_new_tokens=n, seed=0)
+
+    def run_pipe(q):
+        torch.manual_seed(0)
+        out = pipe(msgs(q), max_new_tokens=n, do_sample=True, temperature=CARDS.temperature, top_k=CARDS.top_k,
+                   top_p=CARDS.top_p, repetition_penalty=CARDS.repetition_penalty,
+                   eos_token_id=engine.eos_token_ids, return_full_text=False)
+        return out[0]["generated_text"]
+
+    ours_t, pipe_t, ours_tok, ttft, same = 0.0, 0.0, 0, [], True
+    for q in QUESTIONS[:args.hf_prompts]:
+        t = time.perf_counter()
+        text = run_pipe(q)
+        pipe_t += time.perf_counter() - t
+        t = time.perf_counter()
+        c = engine.generate(msgs(q), params)
+        ours_t += time.perf_counter() - t
+        ours_tok += c.completion_tokens
+        same &= c.text.strip() == text.strip()
+        t = time.perf_counter()
+        gen = engine.stream(msgs(q), params)
+        next(gen)
+        ttft.append(time.perf_counter() - t)
+        gen.close()
+    single = {"model": "SmolLM2-135M-Instruct (transformers, f32)", "load_s": round(load_s, 1),
+              "prompts": args.hf_prompts, "tokens": ours_tok, "same_text_as_pipeline": same,
+              "starchat_tok_s": round(ours_tok / ours_t, 1), "pipeline_tok_s": round(ours_tok / pipe_t, 1),
+              "ratio": round(pipe_t / ours_t, 3), "time_to_first_token_ms": round(1000 * statistics.median(ttft), 1)}
+
+    bparams = CARDS.replace(max_new_tokens=args.batch_tokens, seed=0)
+    t = time.perf_counter()
+    seq = [engine.generate(msgs(q), bparams) for q in QUESTIONS]
+    seq_t = time.perf_counter() - t
+    t = time.perf_counter()
+    bat = engine.generate_batch([msgs(q) for q in QUESTIONS], bparams)
+    bat_t = time.perf_counter() - t
+    seq_tps = sum(c.completion_tokens for c in seq) / seq_t
+    bat_tps = sum(c.completion_tokens for c in bat) / bat_t
+    batch = {"prompts": len(QUESTIONS), "max_new_tokens": args.batch_tokens,
+             "sequential_tok_s": round(seq_tps, 1), "batched_tok_s": round(bat_tps, 1),
+             "ratio": round(bat_tps / seq_tps, 2)}
+    return single, batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=128, help="max new tokens, llama.cpp runs")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--hf-tokens", type=int, default=64)
+    ap.add_argument("--hf-prompts", type=int, default=4)
+    ap.add_argument("--batch-tokens", type=int, default=64)
+    ap.add_argument("--skip-transformers", action="store_true")
+    args = ap.parse_args()
+    # Other processes on the machine slow llama.cpp's threads a lot: the load average is part of the result.
+    results = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0], "llamacpp": bench_llamacpp(args)}
+    print(json.dumps(results["llamacpp"], indent=1), flush=True)
+    if not args.skip_transformers:
+        results["transformers"], results["batch"] = bench_transformers(args)
+        print(json.dumps({k: results[k] for k in ("transformers", "batch")}, indent=1))
+    results["load_avg_at_end"] = os.getloadavg()[0]
+    out = Path(__file__).parent / "results" / "infer.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    lc = results["llamacpp"]
+    summary = [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
+               f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
+               f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
+               f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
+    if "transformers" in results:
+        t, b = results["transformers"], results["batch"]
+        summary += [f"transformers: starchat {t['ratio']}x pipeline(), first token {t['time_to_first_token_ms']} ms",
+                    f"batch of 16: {b['ratio']}x one after another"]
+    summary.append(f"load average {results['load_avg_at_start']:.1f} -> {results['load_avg_at_end']:.1f} "
+                   f"on {results['cpus']} CPUs")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""`starchat chat`: a terminal REPL on the inference engine; non-interactive when stdin is a pipe."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from starchat.chat.session import HELP, ChatIO, ChatSession
+from starchat.chat.terminal import PipeIO, RichIO
+from starchat.inference import SamplingParams, load_engine
+
+__all__ = ["HELP", "ChatIO", "ChatSession", "PipeIO", "RichIO", "chat"]
+
+
+def chat(model: str | None = None, backend: str = "auto", template: str | None = None, system: str | None = None,
+         params: SamplingParams | None = None, interactive: bool | None = None, markdown: bool = True,
+         stdin: IO[str] | None = None, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
+         **engine_kw) -> int:
+    """Load the model and run the chat; returns the exit status."""
+    stdin = stdin or sys.stdin
+    if interactive is None:
+        interactive = stdin.isatty()
+    if interactive:
+        io: ChatIO = RichIO(markdown=markdown)
+        io.info(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'}...")
+    else:
+        io = PipeIO(stdin, stdout, stderr)
+    engine = load_engine(model, backend=backend, template=template, **engine_kw)
+    if interactive:
+        io.info(f"{engine.model_name} ready ({type(engine).__name__}, context {engine.context_length}). "
+                "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves.")
+    try:
+        return ChatSession(engine, io, params, system).run()
+    finally:
+        engine.close()

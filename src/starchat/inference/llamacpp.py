@@ -1,0 +1,86 @@
+"""The llama.cpp backend (llama-cpp-python) for GGUF files: the fast CPU path."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Iterator, Mapping, Sequence
+
+from starchat.errors import StarchatError
+from starchat.inference.engine import Engine
+from starchat.inference.params import SamplingParams
+from starchat.inference.templating import select_format
+
+DEFAULT_N_CTX = 4096  # the context to allocate when the GGUF's own is longer: KV memory grows with it
+
+
+class LlamaCppEngine(Engine):
+    def __init__(self, model: str, template: str | None = None, n_ctx: int | None = None,
+                 n_threads: int | None = None, n_gpu_layers: int = 0, **_: Any) -> None:
+        super().__init__()
+        import llama_cpp
+        from llama_cpp import Llama
+
+        if not os.path.isfile(model):
+            raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
+        self._llama_cpp = llama_cpp
+
+        def load(ctx: int):
+            return Llama(model_path=model, n_ctx=ctx, n_threads=n_threads or os.cpu_count(),
+                         n_gpu_layers=n_gpu_layers, verbose=False)
+
+        try:
+            self.llm = load(n_ctx or DEFAULT_N_CTX)
+            arch = self.llm.metadata.get("general.architecture", "")
+            trained = int(self.llm.metadata.get(f"{arch}.context_length", 0))
+            if not n_ctx and 0 < trained < self.llm.n_ctx():  # never allocate past what the model knows
+                self.llm.close()
+                self.llm = load(trained)
+        except (ValueError, RuntimeError) as e:
+            raise StarchatError(f"llama.cpp could not load {model!r} ({e}): is it a complete GGUF file from a "
+                                "llama.cpp-compatible export? Re-export it with `starchat export gguf`") from None
+        meta = self.llm.metadata
+        self.context_length = self.llm.n_ctx()
+        self.model_name = os.path.splitext(os.path.basename(model))[0]  # the file, as users name it
+        self.model_path = model
+        vocab = self.llm._model.vocab
+        self._bos = self._piece(self.llm.token_bos())
+        self._eos = self._piece(self.llm.token_eos())
+        self.format = select_format(template, meta.get("tokenizer.chat_template"), None,
+                                    bos_token=self._bos, eos_token=self._eos, own_source="GGUF")
+        # Every end-of-generation token llama.cpp knows (EOS, EOT, <|im_end|>...), plus the format's end token.
+        eog = [t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        end = self.format.end_token
+        if end:
+            end_ids = self.llm.tokenize(end.encode(), add_bos=False, special=True)
+            if len(end_ids) == 1:
+                eog.append(end_ids[0])
+        self.eos_token_ids = list(dict.fromkeys(eog)) or [self.llm.token_eos()]
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        text = self.format.render(messages, add_generation_prompt)
+        # The template writes any BOS itself; special=True turns its markers into their tokens.
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def _tokens(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int) -> Iterator[int]:
+        # llama.cpp's own sampler chain; min_p/typical off so the cards' top-k/top-p/temperature rule alone.
+        self.llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        # Llama.generate keeps the KV cache of the longest common prefix with the last prompt:
+        # in a chat, each turn only evaluates the new tokens.
+        return self.llm.generate(prompt_ids, top_k=params.top_k, top_p=params.top_p, min_p=0.0, typical_p=1.0,
+                                 temp=params.temperature, repeat_penalty=params.repetition_penalty)
+
+    def close(self) -> None:
+        self.llm.close()
+

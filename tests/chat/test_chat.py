@@ -1,0 +1,136 @@
+"""`starchat chat` through its non-interactive path: answers, history and the slash commands."""
+
+import io
+import json
+import sys
+
+import pytest
+
+from starchat.chat import ChatSession, PipeIO
+from starchat.inference import SamplingParams
+
+FAST = SamplingParams(temperature=0, repetition_penalty=3.0, max_new_tokens=8)
+
+
+def run(engine, script: str, params=FAST, system=None):
+    out, err = io.StringIO(), io.StringIO()
+    session = ChatSession(engine, PipeIO(io.StringIO(script), out, err), params, system)
+    rc = session.run()
+    return session, rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_piped_question_through_the_cli_on_the_default_model(monkeypatch, capsys):
+    from starchat.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Write a Python function that reverses a string\n"))
+    rc = main(["chat", "--max-new-tokens", "12", "--temperature", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.strip()
+
+
+def test_system_message_and_reply_are_saved(chat_engine, tmp_path):
+    f = tmp_path / "c.json"
+    session, rc, out, _ = run(chat_engine, f"/system Be brief.\nhello\n/save {f}\n")
+    saved = json.loads(f.read_text())
+    assert rc == 0
+    assert [m["role"] for m in saved] == ["system", "user", "assistant"]
+    assert saved[0]["content"] == "Be brief." and saved[1]["content"] == "hello"
+    assert out == saved[2]["content"] + "\n"  # stdout holds exactly the answer
+
+
+def test_history_is_part_of_the_next_prompt(chat_engine):
+    session, _, _, _ = run(chat_engine, "first\n/params max_new_tokens=2\nsecond\n")
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["first", "second"]
+    prompt = chat_engine.decode(chat_engine.encode_prompt(session.conversation()))
+    assert prompt.index("first") < prompt.index("second")
+
+
+def test_reset_forgets_the_conversation_but_not_the_system_prompt(chat_engine):
+    session, _, _, _ = run(chat_engine, "hello\n/reset\n", system="S")
+    assert session.messages == [] and session.conversation() == [{"role": "system", "content": "S"}]
+
+
+def test_retry_replaces_the_last_reply(chat_engine):
+    script = "/params temperature=1 top_k=0 seed=1\nhello\n/params seed=2\n/retry\n"
+    session, rc, out, _ = run(chat_engine, script)
+    assert rc == 0 and [m["role"] for m in session.messages] == ["user", "assistant"]
+    first, second = out.split("\n")[:2]
+    assert session.messages[1]["content"] == second and first != second
+
+
+def test_load_restores_a_saved_conversation(chat_engine, tmp_path):
+    src = tmp_path / "in.json"
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"}]
+    src.write_text(json.dumps(msgs))
+    session, rc, _, _ = run(chat_engine, f"/load {src}\n")
+    assert rc == 0 and session.conversation() == msgs
+
+
+def test_params_changes_sampling_and_rejects_bad_values(chat_engine):
+    session, rc, _, err = run(chat_engine, "/params temperature=0.7 stop=a,b seed=none\n/params top_p=7\n")
+    assert (session.params.temperature, session.params.stop, session.params.seed) == (0.7, ["a", "b"], None)
+    assert session.params.top_p == FAST.top_p and "top_p" in err and rc == 1
+
+
+@pytest.mark.parametrize("script,message", [
+    ("/bogus\n", "unknown command /bogus: type /help"),
+    ("/load /no/such.json\n", "cannot read /no/such.json"),
+    ("/retry\n", "nothing to retry"),
+])
+def test_bad_commands_give_one_line_errors_and_the_chat_goes_on(chat_engine, script, message):
+    session, rc, out, err = run(chat_engine, script + "hello\n")
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and session.messages[-1]["role"] == "assistant" and out.strip()
+
+
+def test_lines_between_commands_are_one_message_and_double_slash_escapes(chat_engine):
+    session, _, _, _ = run(chat_engine, "def f():\n    return 1\n\nexplain\n/reset\n//usr/bin is a path\n")
+    assert session.messages[0]["content"] == "//usr/bin is a path"[1:]
+    session, _, _, _ = run(chat_engine, "def f():\n    return 1\n\nexplain\n")
+    assert session.messages[0]["content"] == "def f():\n    return 1\n\nexplain"
+
+
+def test_help_lists_every_command(chat_engine):
+    _, _, _, err = run(chat_engine, "/help\n")
+    for cmd in ("/system", "/reset", "/retry", "/save", "/load", "/params", "/help"):
+        assert cmd in err
+
+
+def test_ctrl_c_stops_the_reply_and_keeps_the_chat(chat_engine):
+    class InterruptingIO(PipeIO):
+        def show_stream(self, deltas):
+            for i, _ in enumerate(deltas):
+                if i == 1:
+                    raise KeyboardInterrupt
+
+    params = FAST.replace(max_new_tokens=50)
+    full = chat_engine.generate([{"role": "user", "content": "one"}], params).text
+    err = io.StringIO()
+    session = ChatSession(chat_engine, InterruptingIO(io.StringIO("one\n/params\ntwo\n"), io.StringIO(), err), params)
+    assert session.run() == 0
+    assert "[stopped]" in err.getvalue()
+    partial = session.messages[1]["content"]
+    assert partial and full.startswith(partial) and len(partial) < len(full)  # what was shown is kept
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]  # went on
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "./no/such/model"], "does not exist"),
+    (["--template", "nosuch"], "unknown template 'nosuch'"),
+])
+def test_cli_bad_model_or_template_is_one_line_and_exit_2(monkeypatch, capsys, flags, message):
+    from starchat.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["chat", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_conversation_longer_than_the_context_is_an_error_not_a_crash(chat_engine):
+    long = "word " * 600  # the tiny model's context is 512 tokens
+    session, rc, out, err = run(chat_engine, f"{long}\n/params max_new_tokens=2\nhi\n")
+    assert "context is 512" in err and rc == 1
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]  # the long one was dropped

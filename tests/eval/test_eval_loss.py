@@ -1,0 +1,50 @@
+"""Validation loss over assistant tokens agrees with transformers' own loss on the same labels."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from starchat.errors import StarchatError
+
+
+@pytest.fixture(scope="module")
+def built_data(tmp_path_factory):
+    from starchat.data.build import BuildConfig, build
+
+    out = tmp_path_factory.mktemp("data") / "built"
+    build(BuildConfig(inputs=[str(Path(__file__).parents[1] / "data" / "samples")], output=str(out), test_size=0.3))
+    return out
+
+
+def test_loss_matches_model_loss_on_one_dialogue(built_data, tiny_model_dir):
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starchat.data.tokenize import tokenize_messages
+    from starchat.eval.loss import LossConfig, eval_loss
+
+    res = eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), limit=1, progress=False))
+    messages = datasets.load_from_disk(str(built_data))["test"][0]["messages"]
+    row = tokenize_messages(messages, AutoTokenizer.from_pretrained(tiny_model_dir), max_length=2048)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])).loss.item()
+    assert res["loss"] == pytest.approx(ref, rel=1e-4)
+    assert res["perplexity"] == pytest.approx(math.exp(ref), rel=1e-4)
+    assert res["assistant_tokens"] == sum(x != -100 for x in row["labels"][1:])
+
+
+def test_batched_loss_is_finite_and_counts_all_dialogues(built_data, tiny_model_dir):
+    from starchat.eval.loss import LossConfig, eval_loss
+
+    res = eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), batch_size=3, progress=False))
+    assert res["dialogues"] >= 2 and math.isfinite(res["loss"]) and res["loss"] > 0
+
+
+def test_missing_split_is_a_clear_error(built_data, tiny_model_dir):
+    from starchat.eval.loss import LossConfig, eval_loss
+
+    with pytest.raises(StarchatError, match="no split 'validation'"):
+        eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), split="validation", progress=False))
