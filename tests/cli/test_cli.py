@@ -1,6 +1,5 @@
 """The console script: every subcommand has --help; a stage that has not landed exits 2 in one line."""
 
-import importlib
 import subprocess
 import sys
 
@@ -17,17 +16,11 @@ def test_every_subcommand_has_help(name, capsys):
     assert capsys.readouterr().out.startswith("usage: starchat " + name)
 
 
-def _landed(module: str) -> bool:
-    try:
-        importlib.import_module(f"starchat.cli.{module}")
-        return True
-    except ModuleNotFoundError:
-        return False
+def test_a_stage_without_its_module_says_so_and_exits_2(monkeypatch, capsys):
+    import starchat.cli as cli
 
-
-@pytest.mark.parametrize("name, module", [(s[0], s[1]) for s in STAGES if not _landed(s[1])])
-def test_unlanded_subcommand_says_so_and_exits_2(name, module, capsys):
-    assert main([name]) == 2
+    monkeypatch.setattr(cli, "STAGES", cli.STAGES + [("future", "no_such_stage_module", "a stage not landed")])
+    assert main(["future"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has not landed yet" in err
 
