@@ -198,10 +198,13 @@ def main() -> None:
     ap.add_argument("--hf-prompts", type=int, default=4)
     ap.add_argument("--batch-tokens", type=int, default=64)
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--skip-llamacpp", action="store_true")
     args = ap.parse_args()
     # Other processes on the machine slow llama.cpp's threads a lot: the load average is part of the result.
-    results = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0], "llamacpp": bench_llamacpp(args)}
-    print(json.dumps(results["llamacpp"], indent=1), flush=True)
+    results = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]}
+    if not args.skip_llamacpp:
+        results["llamacpp"] = bench_llamacpp(args)
+        print(json.dumps(results["llamacpp"], indent=1), flush=True)
     if not args.skip_transformers:
         results["transformers"], results["batch"] = bench_transformers(args)
         print(json.dumps({k: results[k] for k in ("transformers", "batch")}, indent=1))
@@ -209,11 +212,13 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "infer.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    lc = results["llamacpp"]
-    summary = [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
-               f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
-               f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
-               f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
+    summary = []
+    if "llamacpp" in results:
+        lc = results["llamacpp"]
+        summary += [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
+                    f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
+                    f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
+                    f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
     if "transformers" in results:
         t, b = results["transformers"], results["batch"]
         summary += [f"transformers: starchat {t['ratio']}x pipeline(), first token {t['time_to_first_token_ms']} ms",
