@@ -2,7 +2,7 @@
 
 1. llama.cpp backend, batch 1, default model (SmolLM2-135M-Instruct Q4_1): decode tokens/s of
    ``engine.stream`` vs raw ``llama_cpp.Llama.create_completion(stream=True)`` on the same file with the
-   same settings (cards' sampling, same seed, min_p/typical off), interleaved runs, median; plus the
+   same settings (cards' sampling, same seed, min_p/typical off), the two streams stepped alternately; plus the
    fraction of the memory-bandwidth bound (weight bytes per token / read bandwidth measured here on
    every core).
 2. transformers backend, the same model dequantized by transformers: tokens/s of ``engine.generate``
@@ -63,15 +63,26 @@ def read_bandwidth(threads: int, mb: int = 512, rounds: int = 3) -> float:
     return best
 
 
-def decode_rate(stream_fn) -> tuple[float, int, str]:
-    """(decode tokens/s after the first token, tokens, text) of one streamed generation."""
-    t_first, chunks = None, []
-    for chunk, n_tokens in stream_fn():
-        if t_first is None:
-            t_first = time.perf_counter()
-        chunks.append(chunk)
-    dt = time.perf_counter() - t_first
-    return (n_tokens - 1) / dt, n_tokens, "".join(chunks)
+def paired_decode_seconds(a, b) -> tuple[float, float, list[str], list[str]]:
+    """Step two text streams alternately, timing each step: (seconds in a, seconds in b, a's chunks, b's chunks).
+
+    The first step of each (prompt evaluation, first token) is left out. As the two advance side by side,
+    a burst of load from other processes lands on both instead of on whichever happened to run then.
+    """
+    times, chunks, alive = [0.0, 0.0], [[], []], [iter(a), iter(b)]
+    for i, it in enumerate(alive):
+        chunks[i].append(next(it))
+    while any(alive):
+        for i, it in enumerate(alive):
+            if it is None:
+                continue
+            t = time.perf_counter()
+            try:
+                chunks[i].append(next(it))
+            except StopIteration:
+                alive[i] = None
+            times[i] += time.perf_counter() - t
+    return times[0], times[1], chunks[0], chunks[1]
 
 
 def bench_llamacpp(args) -> dict:
@@ -86,35 +97,41 @@ def bench_llamacpp(args) -> dict:
     prompt_ids = engine.encode_prompt(msgs(q))
 
     def ours():
-        gen = engine.stream(prompt_ids, params)
-        for d in gen:
-            yield d, None
-        yield "", gen.completion.completion_tokens
+        yield from engine.stream(prompt_ids, params)
 
     def theirs():
-        n = 0
         for chunk in raw.create_completion(prompt_ids, max_tokens=args.tokens, temperature=CARDS.temperature,
                                            top_k=CARDS.top_k, top_p=CARDS.top_p, min_p=0.0, typical_p=1.0,
                                            repeat_penalty=CARDS.repetition_penalty, seed=1, stream=True):
-            n += 1
-            yield chunk["choices"][0]["text"], None
-        yield "", n + 1  # + the end token, which create_completion does not yield
+            yield chunk["choices"][0]["text"]
 
-    rates = {"starchat": [], "raw": []}
-    texts = {}
-    for _ in range(args.repeats):  # interleaved, so load from other processes hits both alike
-        for name, fn in (("raw", theirs), ("starchat", ours)):
-            r, n, text = decode_rate(fn)
-            rates[name].append(r)
-            texts[name] = (n, text)
-    ours_r, raw_r = statistics.median(rates["starchat"]), statistics.median(rates["raw"])
+    warm = engine.generate(prompt_ids, params)  # warm-up; same seed and settings: both make these tokens
+    list(theirs())
+    ours_s = raw_s = 0.0
+    same = True
+    for _ in range(args.repeats):
+        a_s, b_s, a_text, b_text = paired_decode_seconds(ours(), theirs())
+        ours_s, raw_s = ours_s + a_s, raw_s + b_s
+        same &= "".join(a_text) == "".join(b_text) == warm.text
+    decoded = args.repeats * (warm.completion_tokens - 1)
+    ours_r, raw_r = decoded / ours_s, decoded / raw_s
+    # What starchat adds per token (detokenizing, stop strings, the loop), timed alone by replaying the
+    # tokens: unlike tokens/s it hardly moves when other processes share the CPU.
+    from starchat.inference.textstream import TextAssembler
+
+    t = time.perf_counter()
+    for _ in range(10):
+        asm = TextAssembler(engine.decode, ["</s>", "\n\n\n"], prompt_tail=prompt_ids)
+        for tok in warm.token_ids:
+            asm.feed(tok)
+    overhead_s = (time.perf_counter() - t) / 10 / max(1, len(warm.token_ids))
     bw = read_bandwidth(threads)
     weight_bytes = os.path.getsize(path)
     bound = bw * 1e9 / weight_bytes
-    return {"model": os.path.basename(path), "tokens": texts["starchat"][0],
-            "same_text": texts["starchat"][1] == texts["raw"][1],
+    return {"model": os.path.basename(path), "tokens": warm.completion_tokens, "same_text": same,
             "starchat_tok_s": round(ours_r, 1), "raw_llama_cpp_tok_s": round(raw_r, 1),
-            "ratio": round(ours_r / raw_r, 3), "read_bandwidth_GB_s": round(bw, 1),
+            "ratio": round(ours_r / raw_r, 3), "starchat_overhead_us_per_token": round(overhead_s * 1e6, 1),
+            "overhead_share_of_a_token": round(overhead_s * ours_r, 4), "read_bandwidth_GB_s": round(bw, 1),
             "bandwidth_bound_tok_s": round(bound, 1), "fraction_of_bound": round(ours_r / bound, 3)}
 
 
@@ -176,15 +193,18 @@ def bench_transformers(args) -> tuple[dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=128, help="max new tokens, llama.cpp runs")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--hf-tokens", type=int, default=64)
     ap.add_argument("--hf-prompts", type=int, default=4)
     ap.add_argument("--batch-tokens", type=int, default=64)
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--skip-llamacpp", action="store_true")
     args = ap.parse_args()
     # Other processes on the machine slow llama.cpp's threads a lot: the load average is part of the result.
-    results = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0], "llamacpp": bench_llamacpp(args)}
-    print(json.dumps(results["llamacpp"], indent=1), flush=True)
+    results = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]}
+    if not args.skip_llamacpp:
+        results["llamacpp"] = bench_llamacpp(args)
+        print(json.dumps(results["llamacpp"], indent=1), flush=True)
     if not args.skip_transformers:
         results["transformers"], results["batch"] = bench_transformers(args)
         print(json.dumps({k: results[k] for k in ("transformers", "batch")}, indent=1))
@@ -192,11 +212,13 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "infer.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    lc = results["llamacpp"]
-    summary = [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
-               f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
-               f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
-               f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
+    summary = []
+    if "llamacpp" in results:
+        lc = results["llamacpp"]
+        summary += [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
+                    f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
+                    f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
+                    f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
     if "transformers" in results:
         t, b = results["transformers"], results["batch"]
         summary += [f"transformers: starchat {t['ratio']}x pipeline(), first token {t['time_to_first_token_ms']} ms",
