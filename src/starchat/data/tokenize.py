@@ -20,7 +20,7 @@ A dialogue left with no trained token is dropped and counted as ``no_assistant_t
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from starchat.errors import StarchatError
 from starchat.templates import get_template, render_segments
@@ -156,7 +156,3 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
     table = pa.table({"input_ids": pa.array(cols["input_ids"], lists), "labels": pa.array(cols["labels"], lists),
                       "length": pa.array(cols["length"], pa.int32())})
     return datasets.Dataset(table), stats
-
-
-def trained_tokens(rows: Iterable[Mapping[str, Any]]) -> int:
-    return sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows)
