@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from starchat.errors import StarchatError
+from starchat.fsio import write_text_atomic
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 # The order matters: on the StarCoder vocabulary (49,152 tokens) it gives IDs 49152..49155,
@@ -67,7 +68,7 @@ class DialogueTemplate:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``dialogue_template.json`` (the original StarChat checkpoints' file)."""
         path = Path(directory) / "dialogue_template.json"
-        _atomic_write(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
@@ -224,9 +225,3 @@ def end_token_id(tokenizer, template: str | DialogueTemplate = "starchat") -> in
     if tid is None or tid == tokenizer.unk_token_id:
         raise TemplateError(f"{tok!r} is not in the tokenizer's vocabulary: call prepare_tokenizer first")
     return tid
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

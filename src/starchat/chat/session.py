@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 from starchat.errors import StarchatError
+from starchat.fsio import write_text_atomic
 from starchat.inference import Engine, SamplingParams
 from starchat.templates import validate_messages
 
@@ -134,10 +135,8 @@ class ChatSession:
         if not arg:
             return self._fail("/save needs a file name, e.g. /save chat.json")
         path = Path(os.path.expanduser(arg))
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(self.conversation(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(self.conversation(), indent=2, ensure_ascii=False) + "\n")
         except OSError as e:
             return self._fail(f"cannot write {path}: {e.strerror}")
         self.io.info(f"saved {len(self.conversation())} messages to {path}")

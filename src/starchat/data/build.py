@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from starchat.data.filters import (
 )
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
+from starchat.fsio import replace_dir
 
 
 @dataclass
@@ -229,19 +229,8 @@ def build(cfg: BuildConfig) -> dict:
             tdd, stats["tokenized"] = tokenize_splits(dd, cfg)
             tdd.save_to_disk(str(tmp / "tokenized"))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return stats
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` into place; an old ``target`` is renamed away first and removed only afterwards."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from starchat.errors import StarchatError
+from starchat.fsio import replace_dir
 
 # Parts of the stdlib that are tests, demos, vendored code or platform glue: poor teaching material.
 STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "site-packages", "dist-packages",
@@ -238,10 +239,7 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
     dd.save_to_disk(str(tmp))
     meta = {"sources": list(sources) or ["stdlib"], "options": asdict(opts), **asdict(stats)}
     (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)
 
 
 def register_from_code(data_subparsers) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from starchat.errors import StarchatError
+from starchat.fsio import write_text_atomic as write_atomic  # noqa: F401  (used as report.write_atomic)
 
 KS = (1, 10, 100)
 
@@ -24,14 +23,6 @@ def pass_at_k(per_task: dict[str, tuple[int, int]], ks: Iterable[int] = KS) -> d
     ns = [n for n, _ in per_task.values()]
     cs = [c for _, c in per_task.values()]
     return {f"pass@{k}": float(estimate_pass_at_k(ns, cs, k).mean()) for k in ks if min(ns) >= k}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:

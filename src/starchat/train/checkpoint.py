@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from starchat.errors import StarchatError
+from starchat.fsio import write_text_atomic
 
 COMPLETE_MARKER = "starchat_checkpoint_complete"
 RUN_FILE = "starchat_run.json"
@@ -106,7 +107,5 @@ def claim_output_dir(output_dir: Path, cfg_dict: dict, overwrite: bool) -> bool:
             shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not same:
-        tmp = run_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fp, "config": cfg_dict}, indent=2) + "\n")
-        os.replace(tmp, run_file)
+        write_text_atomic(run_file, json.dumps({"fingerprint": fp, "config": cfg_dict}, indent=2) + "\n")
     return same

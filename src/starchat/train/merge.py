@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from starchat.errors import StarchatError
+from starchat.fsio import replace_dir
 
 # Files of the training output that also describe the merged model.
 _CARRY = ("dialogue_template.json", "training_config.yaml", "README.md", "loss_curve.png", "trainer_results.json")
@@ -68,7 +69,4 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
     for name in _CARRY:
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, tmp / name)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from starchat.errors import StarchatError
+from starchat.fsio import replace_dir
 from starchat.templates import get_template, prepare_tokenizer
 from starchat.train.config import LoraConfig, ModelConfig
 
@@ -57,9 +58,7 @@ def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / ".complete").write_text(str(path) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return replace_dir(tmp, out)
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:
