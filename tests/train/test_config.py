@@ -75,6 +75,8 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ({"training.bf16": "maybe"}, "must be true or false"),
     ({"data.max_length": "1.5"}, "must be an integer"),
     ({"training.report_to": "mlflow"}, "report_to must be one of"),
+    ({"training.new_token_lr_multiplier": "0"}, "new_token_lr_multiplier must be > 0"),
+    ({"training.new_token_lr_multiplier": "10", "training.accelerate_config": "zero3"}, "zero3 shards them"),
 ])
 def test_bad_values_are_rejected(tmp_path, over, msg):
     with pytest.raises(StarchatError, match=msg):

@@ -88,6 +88,10 @@ def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_s
     if best is not None:
         lines += ["It achieves the following results on the evaluation set:", f"- Loss: {best:.4f}",
                   f"- Perplexity: {math.exp(min(best, 50)):.4f}"]
+        best_log = next((e for e in log_history if e.get("eval_loss") == best), {})
+        if "eval_end_token_accuracy" in best_log:
+            lines.append(f"- End-token accuracy: {best_log['eval_end_token_accuracy']:.4f} (share of replies "
+                         "whose `<|end|>` is the top prediction: where it is low, generation does not stop)")
     lines += [
         "", "## Model description", "",
         f"A coding assistant in the StarChat dialogue format, trained with `starchat train` ({method}). "
@@ -127,6 +131,8 @@ def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_s
         f"- total_train_batch_size: {total}",
         f"- optimizer: {t['optim']} with betas=({t['adam_beta1']},{t['adam_beta2']}) and "
         f"epsilon={t['adam_epsilon']}",
+        *([f"- new_token_lr_multiplier: {t['new_token_lr_multiplier']}"]
+          if t.get("new_token_lr_multiplier", 1.0) != 1.0 else []),
         f"- lr_scheduler_type: {t['lr_scheduler_type']}",
         f"- lr_scheduler_warmup_ratio: {t['warmup_ratio']}",
         f"- num_epochs: {t['num_train_epochs']}" + (f" (max_steps {t['max_steps']})" if t["max_steps"] > 0 else ""),

@@ -86,6 +86,10 @@ class TrainingConfig:
     adam_beta1: float = _f(0.9, "Adam beta1.")
     adam_beta2: float = _f(0.999, "Adam beta2.")
     adam_epsilon: float = _f(1e-8, "Adam epsilon.")
+    new_token_lr_multiplier: float = _f(1.0, "The template's new tokens' embedding and lm_head rows take steps this "
+                                             "many times larger. They start at the mean embedding, so a short run "
+                                             "(tens of steps) otherwise never learns to emit <|end|>. Not with "
+                                             "zero3/fsdp.")
     optim: str = _f("adamw_torch", "Optimizer name as in transformers (adamw_torch, paged_adamw_8bit, ...).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
     seed: int = _f(42, "Seed for initialisation, data order and dropout.")
@@ -307,6 +311,11 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(t, key) < 1:
             raise ConfigError(f"{where}: training.{key} must be >= 1, got {getattr(t, key)}")
+    if t.new_token_lr_multiplier <= 0:
+        raise ConfigError(f"{where}: training.new_token_lr_multiplier must be > 0, got {t.new_token_lr_multiplier}")
+    if t.new_token_lr_multiplier != 1.0 and Path(t.accelerate_config or "").stem in ("zero3", "fsdp"):
+        raise ConfigError(f"{where}: training.new_token_lr_multiplier needs whole embedding matrices; "
+                          f"{t.accelerate_config} shards them, so set it to 1.0")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"{where}: training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     if t.num_train_epochs <= 0 and t.max_steps <= 0:

@@ -39,7 +39,7 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from starchat.train.model import resize_embeddings
+    from starchat.train.model import resize_embeddings, set_generation_defaults
 
     adapter_dir, out = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -59,8 +59,7 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
     resize_embeddings(model, len(tokenizer))
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     merged.config.use_cache = True
-    merged.config.eos_token_id = merged.generation_config.eos_token_id = tokenizer.eos_token_id
-    merged.config.pad_token_id = merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    set_generation_defaults(merged, tokenizer)
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -34,7 +34,19 @@ def _trainer_class():
                     ckpt.mark_complete(path, state.global_step)
 
     class StarchatTrainer(Trainer):
-        """Trainer that also logs perplexity over the assistant tokens with every evaluation."""
+        """Trainer that logs perplexity over the assistant tokens with every evaluation, and can take larger
+        steps on the new tokens' rows (`new_token_rows`: (token ids, multiplier))."""
+
+        new_token_rows: tuple[list[int], float] = ([], 1.0)
+
+        def create_optimizer(self, *args, **kwargs):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(*args, **kwargs)
+            if fresh:
+                from starchat.train.new_tokens import scale_new_token_steps
+
+                scale_new_token_steps(optimizer, self.model, *self.new_token_rows)
+            return optimizer
 
         def log(self, logs, *args, **kwargs):
             if "eval_loss" in logs:
@@ -78,7 +90,8 @@ def build(cfg: TrainConfig, callbacks=None):
     Returns (trainer, tokenizer, data_stats, resume_checkpoint). Bad input fails here, before any step.
     """
     from starchat.train.data import collator, prepare_data
-    from starchat.train.model import apply_lora, load_model, load_tokenizer, resolve_model_path
+    from starchat.templates import end_token_id
+    from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
 
     validate_config(cfg)
     out = Path(cfg.training.output_dir)
@@ -107,9 +120,16 @@ def build(cfg: TrainConfig, callbacks=None):
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit)
     trainer_cls, marker = _trainer_class()
+    metrics = {}
+    if data.eval is not None:
+        from starchat.train.new_tokens import end_token_logits_to_argmax, end_token_metrics
+
+        metrics = dict(compute_metrics=end_token_metrics(end_token_id(tokenizer, cfg.model.template)),
+                       preprocess_logits_for_metrics=end_token_logits_to_argmax)
     trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
-                          callbacks=[marker(), *(callbacks or [])])
+                          callbacks=[marker(), *(callbacks or [])], **metrics)
+    trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template), cfg.training.new_token_lr_multiplier)
     return trainer, tokenizer, data.stats, resume
 
 
