@@ -134,3 +134,49 @@ def test_a_conversation_longer_than_the_context_is_an_error_not_a_crash(chat_eng
     session, rc, out, err = run(chat_engine, f"{long}\n/params max_new_tokens=2\nhi\n")
     assert "context is 512" in err and rc == 1
     assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]  # the long one was dropped
+
+
+class _Reply:
+    """A finished generation of fixed text, shaped like the engine's stream."""
+
+    def __init__(self, text: str) -> None:
+        from types import SimpleNamespace
+
+        self.text, self.completion = text, SimpleNamespace(text=text)
+
+    def __iter__(self):
+        yield self.text
+
+    def close(self) -> None:
+        pass
+
+
+class _Scripted:
+    """An engine that always answers with one fixed reply."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    def stream(self, conversation, params, cancel=None):
+        return _Reply(self.reply)
+
+
+def test_reply_with_broken_python_and_a_link_gets_warnings_on_stderr_only():
+    reply = "Here:\n```python\ndef f(:\n    pass\n```\nSee https://example.invalid/docs."
+    _, rc, out, err = run(_Scripted(reply), "write f\n")
+    assert rc == 0 and out == reply + "\n"  # stdout is still exactly the answer
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: code block 1, line 1: Python that does not compile: invalid syntax",
+                        "warning: unverified link (models invent URLs): https://example.invalid/docs"]
+
+
+def test_review_can_be_turned_off():
+    err = io.StringIO()
+    session = ChatSession(_Scripted("```python\ndef f(:\n```"), PipeIO(io.StringIO("q\n"), io.StringIO(), err),
+                          FAST, review=False)
+    assert session.run() == 0 and err.getvalue() == ""
+
+
+def test_review_command_needs_a_reply_first():
+    _, rc, _, err = run(_Scripted("x"), "/review\n")
+    assert rc == 1 and "no reply to check yet" in err

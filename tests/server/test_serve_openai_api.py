@@ -165,3 +165,13 @@ def test_api_key_guards_v1_only(tiny_engine):
         assert good.chat.completions.create(model="m", messages=MSG, max_tokens=2).usage.completion_tokens == 2
         assert httpx.get(url + "/health").status_code == 200
         assert httpx.get(url + "/").status_code == 200
+
+
+def test_review_endpoint_flags_broken_python_and_never_fetches_links(server):
+    text = "```python\ndef f(:\n```\nDocs: http://169.254.169.254/latest/meta-data"
+    r = httpx.post(server + "/v1/review", json={"text": text, "check_urls": True})
+    assert r.status_code == 200
+    findings = r.json()["findings"]
+    assert [(f["kind"], f["block"], f["line"]) for f in findings] == [("syntax", 1, 1), ("url", None, None)]
+    assert findings[1]["text"].startswith("unverified link")  # listed, not requested (no SSRF)
+    assert httpx.post(server + "/v1/review", json={}).status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -135,3 +136,26 @@ def test_markdown_code_blocks_are_highlighted_and_copyable(page, tiny_engine):
         assert page.inner_text(".copy") == "Copied!"
         assert page.evaluate("navigator.clipboard.readText()") == "def f(xs):\n    return sorted(xs)  # new list"
         _shot(page, "playground-markdown.png")
+
+
+def test_reply_warnings_from_the_review_are_shown_under_it(page, tiny_engine):
+    reply = "Try:\n```python\nimport subprocess\nsubprocess.call(cmd, shell=True)\n```\nDocs: https://made.up/x"
+    chunk = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                        "choices": [{"index": 0, "delta": {"content": reply}, "finish_reason": None}]})
+    app = create_app(tiny_engine, ServerSettings())
+    with live_server(app) as url:
+        # The model's reply is scripted; the review comes from the real server.
+        page.route("**/v1/chat/completions", lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream"}, body=f"data: {chunk}\n\ndata: [DONE]\n\n"))
+        page.goto(url + "/")
+        page.fill("#prompt", "Run a shell command")
+        page.click("#send")
+        page.wait_for_selector(".msg.assistant .warnings li >> nth=1")
+        warnings = page.locator(".msg.assistant .warnings li").all_inner_texts()
+        assert len(warnings) == 2
+        assert "shell=True" in warnings[0] and "line 2" in warnings[0]
+        assert warnings[1] == "⚠ unverified link (models invent URLs): https://made.up/x"
+        _shot(page, "playground-warnings.png")
+        page.reload()  # the warnings are kept with the conversation
+        page.wait_for_selector(".msg.assistant .warnings")
+        assert page.locator(".msg.assistant .warnings li").count() == 2

@@ -15,7 +15,7 @@ __all__ = ["HELP", "ChatIO", "ChatSession", "PipeIO", "RichIO", "chat"]
 def chat(model: str | None = None, backend: str = "auto", template: str | None = None, system: str | None = None,
          params: SamplingParams | None = None, interactive: bool | None = None, markdown: bool = True,
          stdin: IO[str] | None = None, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-         **engine_kw) -> int:
+         review: bool = True, check_urls: bool = False, **engine_kw) -> int:
     """Load the model and run the chat; returns the exit status."""
     stdin = stdin or sys.stdin
     if interactive is None:
@@ -30,6 +30,6 @@ def chat(model: str | None = None, backend: str = "auto", template: str | None =
         io.info(f"{engine.model_name} ready ({type(engine).__name__}, context {engine.context_length}). "
                 "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves.")
     try:
-        return ChatSession(engine, io, params, system).run()
+        return ChatSession(engine, io, params, system, review=review, check_urls=check_urls).run()
     finally:
         engine.close()

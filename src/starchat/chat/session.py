@@ -31,6 +31,9 @@ class ChatIO(Protocol):
     def error(self, text: str) -> None:
         """A one-line error; the chat goes on."""
 
+    def warn(self, text: str) -> None:
+        """A warning about the last reply (code that does not compile, insecure code, links)."""
+
 
 HELP = """Commands:
   /system TEXT      set the system prompt (empty: remove it); the history is kept
@@ -38,6 +41,7 @@ HELP = """Commands:
   /retry            regenerate the last reply
   /save FILE        save the conversation as JSON messages
   /load FILE        load a conversation saved with /save (or any JSON list of messages)
+  /review           check the last reply again, requesting each link it has (needs the network)
   /params [k=v ...] show or change sampling: temperature, top_k, top_p, repetition_penalty,
                     max_new_tokens, stop (comma-separated), seed (none for random)
   /help             this text
@@ -47,15 +51,16 @@ Ctrl-C stops a reply without leaving. Start a message with // to send a literal 
 
 class ChatSession:
     def __init__(self, engine: Engine, io: ChatIO, params: SamplingParams | None = None,
-                 system: str | None = None) -> None:
+                 system: str | None = None, review: bool = True, check_urls: bool = False) -> None:
         self.engine, self.io = engine, io
+        self.review, self.check_urls = review, check_urls  # see starchat.review
         self.params = params or SamplingParams()
         self.system = system or None
         self.messages: list[dict[str, str]] = []  # user/assistant turns; the system prompt is kept apart
         self.errors = 0
         self.commands: dict[str, Callable[[str], bool | None]] = {
             "system": self._system, "reset": self._reset, "retry": self._retry, "save": self._save,
-            "load": self._load, "params": self._params, "help": self._help, "exit": self._exit, "quit": self._exit,
+            "load": self._load, "params": self._params, "review": self._review_last, "help": self._help, "exit": self._exit, "quit": self._exit,
         }
 
     def conversation(self) -> list[dict[str, str]]:
@@ -109,7 +114,15 @@ class ChatSession:
             self.io.info("[stopped]")
         text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
+        if self.review:
+            self._review(text, self.check_urls)
         return True
+
+    def _review(self, text: str, check_urls: bool) -> None:
+        from starchat.review import review
+
+        for finding in review(text, check_urls=check_urls):
+            self.io.warn(str(finding))
 
     def _fail(self, message: str) -> None:
         self.errors += 1
@@ -170,6 +183,17 @@ class ChatSession:
         self.params = params
         shown = ", ".join(f"{k}={v}" for k, v in vars(params).items())
         self.io.info(f"params: {shown}")
+
+    def _review_last(self, arg: str) -> None:
+        if not self.messages or self.messages[-1]["role"] != "assistant":
+            return self._fail("/review: there is no reply to check yet")
+        from starchat.review import review
+
+        findings = review(self.messages[-1]["content"], check_urls=True)
+        for finding in findings:
+            self.io.warn(str(finding))
+        if not findings:
+            self.io.info("review: no problems found (Python compiles, no insecure calls found, links answer)")
 
     def _help(self, arg: str) -> None:
         self.io.info(HELP)

@@ -56,6 +56,9 @@ class PipeIO:
     def error(self, text: str) -> None:
         print(f"error: {text}", file=self.stderr)
 
+    def warn(self, text: str) -> None:
+        print(f"warning: {text}", file=self.stderr)
+
 
 class RichIO:
     """Interactive: a prompt with line editing and history, replies rendered as markdown while they stream."""
@@ -110,3 +113,6 @@ class RichIO:
 
     def error(self, text: str) -> None:
         self.console.print(f"error: {text}", style="bold red", markup=False)
+
+    def warn(self, text: str) -> None:
+        self.console.print(f"⚠ {text}", style="yellow", markup=False)

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="makes sampling repeatable")
     p.add_argument("--n-ctx", type=int, default=None, help="context to allocate for GGUF models (default 4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for GGUF models (default: all cores)")
+    p.add_argument("--no-review", action="store_true",
+                   help="do not check replies for Python that does not compile, insecure code and links")
+    p.add_argument("--check-urls", action="store_true", help="request every link a reply has (needs the network)")
     p.add_argument("--plain", action="store_true", help="print replies as plain text, no markdown rendering")
     p.set_defaults(func=_run)
 
@@ -38,4 +41,4 @@ def _run(args) -> int:
                             stop=args.stop, seed=args.seed)
     kw = {k: v for k, v in (("n_ctx", args.n_ctx), ("n_threads", args.threads)) if v}
     return chat(args.model, backend=args.backend, template=args.template, system=args.system, params=params,
-                markdown=not args.plain, **kw)
+                markdown=not args.plain, review=not args.no_review, check_urls=args.check_urls, **kw)

