@@ -81,6 +81,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
         # Our columns (input_ids, labels, position_ids) are exactly what the model takes.
         remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         save_only_model=False,
+        ddp_find_unused_parameters=False,  # every trainable weight is used in each forward pass
     )
 
 
