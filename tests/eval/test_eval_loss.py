@@ -36,6 +36,28 @@ def test_loss_matches_model_loss_on_one_dialogue(built_data, tiny_model_dir):
     assert res["assistant_tokens"] == sum(x != -100 for x in row["labels"][1:])
 
 
+def test_end_token_accuracy_is_the_share_of_turn_ends_predicted(built_data, tiny_model_dir):
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starchat.data.tokenize import tokenize_messages
+    from starchat.eval.loss import LossConfig, eval_loss
+
+    res = eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), limit=1, progress=False))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = tokenize_messages(datasets.load_from_disk(str(built_data))["test"][0]["messages"], tok, max_length=2048)
+    with torch.inference_mode():
+        top = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(
+            input_ids=torch.tensor([row["input_ids"]])).logits[0].argmax(-1).tolist()
+    end = tok.convert_tokens_to_ids("<|end|>")
+    turn_ends = [t for t in range(1, len(row["labels"])) if row["labels"][t] == end]
+    assert turn_ends  # every assistant turn's <|end|> is a label
+    assert res["end_token_accuracy"] == pytest.approx(sum(top[t - 1] == end for t in turn_ends) / len(turn_ends))
+    trained = [t for t in range(1, len(row["labels"])) if row["labels"][t] != -100]
+    assert res["token_accuracy"] == pytest.approx(sum(top[t - 1] == row["labels"][t] for t in trained) / len(trained))
+
+
 def test_batched_loss_is_finite_and_counts_all_dialogues(built_data, tiny_model_dir):
     from starchat.eval.loss import LossConfig, eval_loss
 

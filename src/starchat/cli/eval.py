@@ -96,6 +96,7 @@ def _loss(args) -> int:
     res = eval_loss(LossConfig(model=args.model, data=args.data, split=args.split, batch_size=args.batch_size,
                                max_length=args.max_length, template=args.template, limit=args.limit))
     print(f"loss = {res['loss']:.4f}  perplexity = {res['perplexity']:.2f}  "
+          f"end-token accuracy = {res['end_token_accuracy']:.3f}  "
           f"({res['assistant_tokens']} assistant tokens in {res['dialogues']} dialogues, split {res['split']})")
     if args.output:
         write_atomic(Path(args.output), json.dumps(res, indent=2))

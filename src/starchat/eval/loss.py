@@ -51,6 +51,8 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
 
     from starchat.data.collate import DataCollatorForDialogues
     from starchat.data.tokenize import IGNORE_INDEX, tokenize_dataset
+    from starchat.templates import end_token_id
+    from starchat.train.new_tokens import accuracy_counts
 
     ds = _load_split(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
@@ -65,7 +67,8 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
     model.to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate = DataCollatorForDialogues(pad_token_id=pad)
-    total, count = 0.0, 0
+    end_id = end_token_id(tokenizer, cfg.template)
+    total, count, hits, end_hits, ends = 0.0, 0, 0, 0, 0
     with torch.inference_mode():
         for start in tqdm(range(0, len(rows), cfg.batch_size), desc="loss", disable=not cfg.progress):
             batch = collate([rows[i] for i in range(start, min(start + cfg.batch_size, len(rows)))])
@@ -77,7 +80,11 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
                 logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
                 ignore_index=IGNORE_INDEX, reduction="sum").item()
             count += int((labels != IGNORE_INDEX).sum())
+            h, _, eh, e = accuracy_counts(logits[:, :-1].argmax(-1), labels, end_id, IGNORE_INDEX)
+            hits, end_hits, ends = hits + h, end_hits + eh, ends + e
     loss = total / count
     return {"model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
             "assistant_tokens": count, "loss": loss, "perplexity": math.exp(loss),
+            # greedy decoding ends a reply only where <|end|> is the top prediction
+            "token_accuracy": hits / count, "end_token_accuracy": end_hits / max(ends, 1),
             "truncated_dialogues": stats["truncated_dialogues"], "dropped": stats["dropped"]}

@@ -77,11 +77,15 @@ def end_token_metrics(end_id: int):
     def compute(eval_pred) -> dict[str, float]:
         preds, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
         # Position t predicts label t+1 (the model shifts labels itself).
-        pred, gold = preds[:, :-1], labels[:, 1:]
-        trained = gold != -100
-        ends = gold == end_id
-        out = {"token_accuracy": float((pred[trained] == gold[trained]).mean()) if trained.any() else 0.0}
-        out["end_token_accuracy"] = float((pred[ends] == end_id).mean()) if ends.any() else 0.0
-        return out
+        hits, tokens, end_hits, ends = accuracy_counts(preds[:, :-1], labels[:, 1:], end_id)
+        return {"token_accuracy": hits / max(tokens, 1), "end_token_accuracy": end_hits / max(ends, 1)}
 
     return compute
+
+
+def accuracy_counts(pred, gold, end_id: int, ignore_index: int = -100) -> tuple[int, int, int, int]:
+    """(correct, trained, correct <|end|>, <|end|>) over predictions already aligned with their labels;
+    numpy arrays or torch tensors."""
+    trained, ends = gold != ignore_index, gold == end_id
+    return (int((pred[trained] == gold[trained]).sum()), int(trained.sum()),
+            int((pred[ends] == end_id).sum()), int(ends.sum()))
