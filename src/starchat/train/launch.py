@@ -44,6 +44,10 @@ def launch_command(config_name: str, train_argv: list[str], num_processes: int |
 def relaunch(config_name: str, train_argv: list[str], num_processes: int | None = None) -> int:
     """Run the same training command under `accelerate launch`; returns its exit status."""
     cmd = launch_command(config_name, train_argv, num_processes)
+    if config_name in ("zero3", "fsdp") and not _visible_gpus():
+        # Seen with accelerate 1.15: the distributed type becomes MULTI_CPU, so nothing is sharded.
+        print(f"warning: no GPU here: accelerate runs the {config_name} config as plain data parallel "
+              "on the CPU (every process holds the whole model)", file=sys.stderr, flush=True)
     print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, **{LAUNCHED_ENV: "1"})
     return subprocess.call(cmd, env=env)
