@@ -42,9 +42,13 @@ def _trainer_class():
         def create_optimizer(self, *args, **kwargs):
             fresh = self.optimizer is None
             optimizer = super().create_optimizer(*args, **kwargs)
-            if fresh:
+            if fresh and self.new_token_rows[1] != 1.0:
                 from starchat.train.new_tokens import scale_new_token_steps
 
+                if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # also custom accelerate YAMLs
+                    # DeepSpeed steps its own fp32 copies and FSDP flattens: the hooks would be lost.
+                    raise StarchatError("training.new_token_lr_multiplier works without DeepSpeed and FSDP "
+                                        "only; set it to 1.0 for this run")
                 scale_new_token_steps(optimizer, self.model, *self.new_token_rows)
             return optimizer
 
