@@ -71,3 +71,14 @@ def test_padding_between_eval_batches_is_ignored():
     preds = np.array([[3, 9, -100], [-100, -100, -100]])
     m = end_token_metrics(9)(EvalPrediction(predictions=preds, label_ids=labels))
     assert m == {"token_accuracy": 1.0, "end_token_accuracy": 1.0}
+
+
+def test_sharded_runs_refuse_the_multiplier_instead_of_losing_it(make_overrides, tmp_path):
+    from starchat.errors import StarchatError
+    from starchat.train import load_config
+
+    over = dict(make_overrides(tmp_path), **{"training.new_token_lr_multiplier": 5})
+    trainer, *_ = build(load_config(None, over))
+    trainer.is_fsdp_enabled = True  # as a custom accelerate YAML with FSDP would set it
+    with pytest.raises(StarchatError, match="without DeepSpeed and FSDP"):
+        trainer.create_optimizer()
