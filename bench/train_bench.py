@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def make_tokenizer_and_model(rows, work: Path, n_embd: int):
+def make_tokenizer_and_model(rows, work: Path, n_embd: int, **config):
+    """A byte-level BPE trained on the dialogues plus a random GPT-BigCode (4 layers unless ``config`` says)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 
@@ -31,8 +32,9 @@ def make_tokenizer_and_model(rows, work: Path, n_embd: int):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator((m["content"] for r in rows for m in r["messages"]), trainer)
     hf = prepare_tokenizer(PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>"))
-    cfg = GPTBigCodeConfig(vocab_size=len(hf), n_positions=1024, n_embd=n_embd, n_layer=4, n_head=4,
-                           eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
+    config = {"vocab_size": len(hf), "n_positions": 1024, "n_layer": 4, "n_head": 4, **config}
+    cfg = GPTBigCodeConfig(n_embd=n_embd, bos_token_id=hf.eos_token_id, eos_token_id=hf.eos_token_id,
+                           pad_token_id=hf.pad_token_id, **config)
     model_dir = work / "model"
     GPTBigCodeForCausalLM(cfg).save_pretrained(model_dir)
     hf.save_pretrained(model_dir)

@@ -67,3 +67,40 @@ def test_killed_run_resumes_from_last_complete_checkpoint(make_overrides, tmp_pa
     assert eval_res == pytest.approx(eval_ref, rel=1e-3)
     for name, t in w_ref.items():
         assert (w_res[name] - t).abs().max().item() < 1e-4, name
+
+
+def test_full_disk_during_a_save_leaves_no_checkpoint_that_looks_complete(make_overrides, tmp_path, monkeypatch,
+                                                                          caplog):
+    import errno
+    import io
+
+    import torch
+
+    from starchat.train.checkpoint import last_complete_checkpoint
+
+    real_save = torch.save
+
+    def save_until_the_disk_fills(obj, f, *args, **kwargs):
+        if not str(f).endswith("checkpoint-8/optimizer.pt"):
+            return real_save(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        with open(f, "wb") as fh:  # half the optimizer state reaches the disk, then it is full
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+
+    over = _overrides(make_overrides, tmp_path)
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    with pytest.raises(OSError, match="No space left"):
+        train(load_config(None, over))
+    monkeypatch.setattr(torch, "save", real_save)
+    run_dir = tmp_path / "run" / "checkpoints"
+    assert (run_dir / "checkpoint-8" / "optimizer.pt").is_file()  # the half-written checkpoint is there...
+    assert not (run_dir / "checkpoint-8" / COMPLETE_MARKER).exists()  # ...but does not look complete
+    assert last_complete_checkpoint(run_dir) == run_dir / "checkpoint-4"
+    planned = json.loads((run_dir / "checkpoint-4" / "trainer_state.json").read_text())["max_steps"]
+
+    with caplog.at_level("WARNING", logger="starchat.train.run"):
+        out = train(load_config(None, over))
+    assert f"resuming from {run_dir}/checkpoint-4" in caplog.text
+    assert json.loads((out / "trainer_results.json").read_text())["global_step"] == planned > 8
