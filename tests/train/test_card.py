@@ -19,10 +19,10 @@ def _cfg() -> dict:
     return cfg.to_dict()
 
 
-def test_results_table_pairs_each_eval_with_the_last_train_loss():
+def test_results_table_pairs_each_eval_with_the_mean_train_loss_since_the_previous():
     assert results_table(LOG) == [
         {"train_loss": None, "epoch": 0, "step": 0, "eval_loss": 2.5},
-        {"train_loss": 2.1, "epoch": 1.0, "step": 10, "eval_loss": 1.9},
+        {"train_loss": 2.5, "epoch": 1.0, "step": 10, "eval_loss": 1.9},
         {"train_loss": 1.5, "epoch": 2.0, "step": 20, "eval_loss": 1.7},
     ]
 
@@ -32,7 +32,7 @@ def test_card_has_the_starchat_sections():
     for part in ("# my-model", "## Model description", "## Intended uses & limitations",
                  "## Training procedure", "### Training hyperparameters", "### Training results",
                  "### Framework versions", "eos_token_id=49155", "<|assistant|>", "- Loss: 1.7000",
-                 "| No log | 0 | 0 | 2.5000 |", "| 2.1000 | 1.00 | 10 | 1.9000 |"):
+                 "| No log | 0 | 0 | 2.5000 |", "| 2.5000 | 1.00 | 10 | 1.9000 |"):
         assert part in card, part
 
 

@@ -83,6 +83,17 @@ def test_bad_values_are_rejected(tmp_path, over, msg):
         load_config(_yaml(tmp_path, BASE), over)
 
 
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_a_logger_that_is_not_installed_is_refused_before_training(tmp_path, monkeypatch, logger):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == logger else real(name, *a))
+    with pytest.raises(ConfigError, match=rf"report_to '{logger}' needs the {logger} package; "
+                                          rf"pip install 'starchat\[{logger}\]'"):
+        load_config(_yaml(tmp_path, BASE), {"training.report_to": logger})
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match=r"r.yaml: line \d+: not valid YAML"):
         load_config(_yaml(tmp_path, "model:\n  name_or_path: [unclosed\n"))

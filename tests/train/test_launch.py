@@ -9,10 +9,12 @@ import pytest
 from starchat.cli import main
 from starchat.errors import StarchatError
 from starchat.train import launch
+from starchat.train.config import TrainingConfig, load_config
 
 
 def test_launch_command_uses_the_shipped_config():
-    cmd = launch.launch_command("zero3", ["r.yaml", "--training.seed", "1"], num_processes=8)
+    t = TrainingConfig(accelerate_config="zero3", num_processes=8)
+    cmd = launch.launch_command(t, ["r.yaml", "--training.seed", "1"])
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     cfg = cmd[cmd.index("--config_file") + 1]
     assert cfg.endswith("accelerate_configs/zero3.yaml")
@@ -30,9 +32,39 @@ def test_cli_relaunches_with_the_same_overrides(tmp_path, monkeypatch):
     recipe.write_text("model:\n  name_or_path: m\ndata:\n  dataset: d\ntraining:\n  output_dir: o\n")
     calls = []
     monkeypatch.delenv(launch.LAUNCHED_ENV, raising=False)
-    monkeypatch.setattr(launch, "relaunch", lambda name, argv, n: calls.append((name, argv, n)) or 0)
+    monkeypatch.setattr(launch, "relaunch", lambda t, argv: calls.append((t.accelerate_config, argv)) or 0)
     assert main(["train", str(recipe), "--accelerate-config", "fsdp", "--training.seed", "7"]) == 0
-    assert calls == [("fsdp", [str(recipe), "--training.accelerate_config", "fsdp", "--training.seed", "7"], None)]
+    assert calls == [("fsdp", [str(recipe), "--training.accelerate_config", "fsdp", "--training.seed", "7"])]
+
+
+def test_multi_node_command_names_this_machine_and_the_rendezvous():
+    t = TrainingConfig(accelerate_config="ddp", num_processes=16, num_machines=2, machine_rank=1,
+                       main_process_ip="10.0.0.1", main_process_port=29600)
+    cmd = launch.launch_command(t, ["r.yaml"])
+    flags = dict(zip(cmd[3:cmd.index("-m", 3)], cmd[4:cmd.index("-m", 3)]))
+    assert (flags["--num_processes"], flags["--num_machines"], flags["--machine_rank"]) == ("16", "2", "1")
+    assert (flags["--main_process_ip"], flags["--main_process_port"]) == ("10.0.0.1", "29600")
+
+
+def test_default_process_count_is_every_gpu_of_every_machine(monkeypatch):
+    monkeypatch.setattr(launch, "_visible_gpus", lambda: 8)
+    t = TrainingConfig(accelerate_config="zero3", num_machines=4, main_process_ip="h0")
+    cmd = launch.launch_command(t, ["r.yaml"])
+    assert cmd[cmd.index("--num_processes") + 1] == "32"
+
+
+@pytest.mark.parametrize("over, msg", [
+    ({"training.num_machines": 2, "training.accelerate_config": "ddp"}, "needs .*main_process_ip"),
+    ({"training.num_machines": 2, "training.main_process_ip": "h0"}, "needs training.accelerate_config"),
+    ({"training.num_machines": 2, "training.machine_rank": 2, "training.accelerate_config": "ddp",
+      "training.main_process_ip": "h0"}, "machine_rank must be in 0 .. num_machines - 1"),
+    ({"training.num_machines": 2, "training.num_processes": 3, "training.accelerate_config": "ddp",
+      "training.main_process_ip": "h0"}, "positive multiple of training.num_machines"),
+])
+def test_bad_multi_node_settings_are_refused(over, msg):
+    base = {"model.name_or_path": "m", "data.dataset": "d", "training.output_dir": "o"}
+    with pytest.raises(StarchatError, match=msg):
+        load_config(None, {**base, **over})
 
 
 def _recipe(tmp_path, model_dir, dataset_dir, out: str, batch: int) -> str:
@@ -45,22 +77,66 @@ def _recipe(tmp_path, model_dir, dataset_dir, out: str, batch: int) -> str:
     return str(recipe)
 
 
-@pytest.mark.slow
-def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tiny_model_dir, dialogue_dir,
-                                                                                 tmp_path):
-    """The real path: `accelerate launch` with the shipped ddp config, 2 CPU processes (gloo)."""
-    import json
+def _env() -> dict:
     import os
+
+    return {k: v for k, v in os.environ.items() if k != launch.LAUNCHED_ENV}
+
+
+def _results(out_dir):
+    import json
+
+    return json.loads((out_dir / "trainer_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, dialogue_dir, tmp_path_factory):
+    """The reference: one process with the global batch (4) that the 2-process runs split."""
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k != launch.LAUNCHED_ENV}
+    tmp = tmp_path_factory.mktemp("one")
+    run = subprocess.run([sys.executable, "-m", "starchat", "train",
+                          _recipe(tmp, tiny_model_dir, dialogue_dir, "one", batch=4)],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return _results(tmp / "one")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tiny_model_dir, dialogue_dir,
+                                                                                 tmp_path, one_process):
+    """The real path: `accelerate launch` with the shipped ddp config, 2 CPU processes (gloo)."""
+    import subprocess
+
     ddp = _recipe(tmp_path, tiny_model_dir, dialogue_dir, "ddp", batch=2)
-    one = _recipe(tmp_path, tiny_model_dir, dialogue_dir, "one", batch=4)
-    for recipe, extra in ((ddp, ["--accelerate-config", "ddp", "--num-processes", "2"]), (one, [])):
-        run = subprocess.run([sys.executable, "-m", "starchat", "train", recipe, *extra], env=env,
-                             capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-    res = {k: json.loads((tmp_path / k / "trainer_results.json").read_text()) for k in ("ddp", "one")}
-    assert res["ddp"]["global_step"] == res["one"]["global_step"]  # the ranks split the data, not repeat it
-    assert res["ddp"]["best_eval_loss"] == pytest.approx(res["one"]["best_eval_loss"], rel=0.01)
+    run = subprocess.run([sys.executable, "-m", "starchat", "train", ddp, "--accelerate-config", "ddp",
+                          "--num-processes", "2"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = _results(tmp_path / "ddp")
+    assert res["global_step"] == one_process["global_step"]  # the ranks split the data, not repeat it
+    assert res["best_eval_loss"] == pytest.approx(one_process["best_eval_loss"], rel=0.01)
     assert "- num_devices: 2" in (tmp_path / "ddp" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback_train_one_run(tiny_model_dir, dialogue_dir, tmp_path, one_process):
+    """Multi-node for real: two `starchat train` commands, machine ranks 0 and 1, meet at 127.0.0.1 (gloo)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recipe = _recipe(tmp_path, tiny_model_dir, dialogue_dir, "nodes", batch=2)
+    procs = [subprocess.Popen([sys.executable, "-m", "starchat", "train", recipe, "--accelerate-config", "ddp",
+                               "--num-processes", "2", "--num-machines", "2", "--machine-rank", str(rank),
+                               "--main-process-ip", "127.0.0.1", "--main-process-port", str(port)],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "--machine_rank 1" in outs[1]
+    res = _results(tmp_path / "nodes")
+    assert res["global_step"] == one_process["global_step"]  # one world of 2, not two runs of 1
+    assert res["best_eval_loss"] == pytest.approx(one_process["best_eval_loss"], rel=0.01)
+    assert "- num_devices: 2" in (tmp_path / "nodes" / "README.md").read_text()

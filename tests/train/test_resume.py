@@ -104,3 +104,4 @@ def test_full_disk_during_a_save_leaves_no_checkpoint_that_looks_complete(make_o
         out = train(load_config(None, over))
     assert f"resuming from {run_dir}/checkpoint-4" in caplog.text
     assert json.loads((out / "trainer_results.json").read_text())["global_step"] == planned > 8
+

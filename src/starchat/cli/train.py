@@ -6,8 +6,8 @@ import argparse
 import textwrap
 
 # Short forms accepted on the command line for the most used keys.
-ALIASES = {"overwrite": "training.overwrite", "accelerate_config": "training.accelerate_config",
-           "output_dir": "training.output_dir", "num_processes": "training.num_processes"}
+ALIASES = {k: f"training.{k}" for k in ("overwrite", "accelerate_config", "output_dir", "num_processes",
+                                         "num_machines", "machine_rank", "main_process_ip", "main_process_port")}
 
 
 def _fields_help() -> str:
@@ -32,7 +32,9 @@ def register(sub) -> None:
                     "--section.key VALUE (booleans: true/false; lists: comma-separated). Rerunning the same "
                     "command resumes from the last complete checkpoint.",
         epilog="shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, "
-               "--num-processes N\n\nconfiguration keys:" + _fields_help())
+               "--num-processes N (all machines), and for a multi-node run, on each machine: --num-machines N "
+               "--machine-rank R --main-process-ip ADDR [--main-process-port P]\n\nconfiguration keys:"
+               + _fields_help())
     p.add_argument("config", metavar="CONFIG.yaml", help="recipe YAML with sections model, data, training, lora")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
     p.set_defaults(func=_train)
@@ -48,7 +50,7 @@ def _train(args) -> int:
         argv = [args.config]
         for k, v in overrides.items():
             argv += [f"--{k}", str(v)]
-        return relaunch(cfg.training.accelerate_config, argv, cfg.training.num_processes)
+        return relaunch(cfg.training, argv)
     from starchat.train import train
 
     out = train(cfg)

@@ -10,14 +10,19 @@ logger = logging.getLogger(__name__)
 
 
 def results_table(log_history: list[dict]) -> list[dict]:
-    """One row per evaluation: the last training loss logged before it, epoch, step, validation loss."""
-    rows, last_train = [], None
+    """One row per evaluation: the mean training loss logged since the previous one, epoch, step, validation loss.
+
+    The mean, not the last logged value: with logging every step, one batch's loss is noise (0.2 to 1.2
+    within an epoch of the nano-cpu run), while the epoch's mean is what compares with the validation loss.
+    """
+    rows, since = [], []
     for entry in log_history:
         if "loss" in entry:
-            last_train = entry["loss"]
+            since.append(entry["loss"])
         if "eval_loss" in entry:
-            rows.append({"train_loss": last_train, "epoch": entry.get("epoch"), "step": entry.get("step"),
-                         "eval_loss": entry["eval_loss"]})
+            rows.append({"train_loss": sum(since) / len(since) if since else None, "epoch": entry.get("epoch"),
+                         "step": entry.get("step"), "eval_loss": entry["eval_loss"]})
+            since = []
     return rows
 
 
@@ -143,6 +148,8 @@ def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_s
     ]
     for r in rows:
         lines.append(f"| {_fmt(r['train_loss'])} | {_fmt(r['epoch'], 2)} | {r['step']} | {_fmt(r['eval_loss'])} |")
+    lines += ["", "Training Loss is the mean of the losses logged since the previous evaluation; every loss is "
+              "over the assistant tokens (the replies and their `<|end|>`) only."]
     if plot_name:
         lines += ["", f"![Training and validation loss]({plot_name})"]
     lines += ["", "", "### Framework versions", "", *_versions(), ""]

@@ -76,7 +76,8 @@ def run_fingerprint(cfg_dict: dict) -> str:
     d = json.loads(json.dumps(cfg_dict))
     t = d.get("training", {})
     for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
-              "num_processes", "dataloader_num_workers", "hub_model_id"):
+              "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
+              "dataloader_num_workers", "hub_model_id"):
         t.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import types
 import typing
@@ -109,7 +110,13 @@ class TrainingConfig:
     disable_tqdm: bool = _f(False, "Hide the progress bars.")
     accelerate_config: str | None = _f(None, "Launch through `accelerate launch` with a shipped config: ddp, zero3, "
                                              "fsdp (or a path to an accelerate YAML).")
-    num_processes: int | None = _f(None, "Processes (devices) for accelerate_config (default: every visible GPU).")
+    num_processes: int | None = _f(None, "Processes (devices) for accelerate_config, over all machines (default: "
+                                         "every visible GPU times training.num_machines).")
+    num_machines: int = _f(1, "Machines (nodes) of a multi-node run: run the same command on each, with its own "
+                              "training.machine_rank; output_dir must be on a filesystem they all share.")
+    machine_rank: int = _f(0, "This machine's rank in a multi-node run, 0 .. num_machines - 1.")
+    main_process_ip: str | None = _f(None, "Address of the machine of rank 0 (needed when num_machines > 1).")
+    main_process_port: int = _f(29500, "Port of the rendezvous on the machine of rank 0.")
     hub_model_id: str | None = _f(None, "Name of the model in the model card (default: output_dir's name).")
 
 
@@ -332,6 +339,18 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
             raise ConfigError(f"{where}: training.save_steps must be a multiple of training.eval_steps")
     if cfg.model.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError(f"{where}: model.load_in_4bit (QLoRA) needs lora.enabled: true")
+    if t.num_machines < 1 or not 0 <= t.machine_rank < t.num_machines:
+        raise ConfigError(f"{where}: training.machine_rank must be in 0 .. num_machines - 1 (got machine_rank "
+                          f"{t.machine_rank}, num_machines {t.num_machines})")
+    if t.num_machines > 1 and not (t.accelerate_config and t.main_process_ip):
+        raise ConfigError(f"{where}: a multi-node run (training.num_machines {t.num_machines}) needs "
+                          "training.accelerate_config and training.main_process_ip (the address of machine_rank 0)")
+    if t.num_processes is not None and (t.num_processes < 1 or t.num_processes % t.num_machines):
+        raise ConfigError(f"{where}: training.num_processes counts the processes of all machines: a positive "
+                          f"multiple of training.num_machines ({t.num_machines}), got {t.num_processes}")
+    if t.report_to != "none" and importlib.util.find_spec(t.report_to) is None:
+        raise ConfigError(f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
+                          f"pip install 'starchat[{t.report_to}]', or set training.report_to none")
     if t.accelerate_config:
         from starchat.train.launch import resolve_accelerate_config
 

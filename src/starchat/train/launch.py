@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from starchat.errors import StarchatError
+from starchat.train.config import TrainingConfig
 
 CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
 SHIPPED = ("ddp", "zero3", "fsdp")
@@ -30,23 +31,26 @@ def already_launched() -> bool:
     return os.environ.get(LAUNCHED_ENV) == "1" or "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch_command(config_name: str, train_argv: list[str], num_processes: int | None = None) -> list[str]:
-    """The `accelerate launch ... -m starchat train ...` command line for these train arguments."""
+def launch_command(t: TrainingConfig, train_argv: list[str]) -> list[str]:
+    """The `accelerate launch ... -m starchat train ...` command line for this machine of the run."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(resolve_accelerate_config(config_name))]
-    if num_processes is None:
-        num_processes = _visible_gpus()
+           str(resolve_accelerate_config(t.accelerate_config))]
+    # accelerate counts the processes of all machines and starts num_processes / num_machines on each.
+    num_processes = t.num_processes if t.num_processes is not None else _visible_gpus() * t.num_machines
     if num_processes:
         cmd += ["--num_processes", str(num_processes)]
+    if t.num_machines > 1:
+        cmd += ["--num_machines", str(t.num_machines), "--machine_rank", str(t.machine_rank),
+                "--main_process_ip", t.main_process_ip, "--main_process_port", str(t.main_process_port)]
     return cmd + ["-m", "starchat", "train", *train_argv]
 
 
-def relaunch(config_name: str, train_argv: list[str], num_processes: int | None = None) -> int:
+def relaunch(t: TrainingConfig, train_argv: list[str]) -> int:
     """Run the same training command under `accelerate launch`; returns its exit status."""
-    cmd = launch_command(config_name, train_argv, num_processes)
-    if config_name in ("zero3", "fsdp") and not _visible_gpus():
+    cmd = launch_command(t, train_argv)
+    if Path(t.accelerate_config).stem in ("zero3", "fsdp") and not _visible_gpus():
         # Seen with accelerate 1.15: the distributed type becomes MULTI_CPU, so nothing is sharded.
-        print(f"warning: no GPU here: accelerate runs the {config_name} config as plain data parallel "
+        print(f"warning: no GPU here: accelerate runs the {t.accelerate_config} config as plain data parallel "
               "on the CPU (every process holds the whole model)", file=sys.stderr, flush=True)
     print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, **{LAUNCHED_ENV: "1"})
