@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/train/transformers4.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/compat/transformers4 -r tests/train/transformers4.txt
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -67,3 +67,9 @@ def test_merge_refuses_to_overwrite(adapter, tmp_path):
 def test_merge_rejects_a_full_model(tiny_model_dir, tmp_path):
     with pytest.raises(StarchatError, match="no adapter_config.json"):
         merge_lora(tiny_model_dir, tmp_path / "m")
+
+
+def test_merged_model_reads_the_same_in_transformers_4(adapter, tmp_path):
+    from portability import assert_same_model
+
+    assert_same_model(merge_lora(adapter, tmp_path / "merged"))

@@ -67,3 +67,11 @@ def test_pipeline_stops_at_end_token(trained):
     ids = list(out[0]["generated_token_ids"])[len(pipe.tokenizer(prompt)["input_ids"]):]
     end = pipe.tokenizer.convert_tokens_to_ids("<|end|>")
     assert end in ids and ids.index(end) == len(ids) - 1  # generation ended on <|end|>, nothing after it
+
+
+def test_output_reads_the_same_in_transformers_4(trained):
+    """TGI and older vLLM load with transformers 4.x: same template, tokens, eos, logits and greedy reply."""
+    from portability import assert_same_model
+
+    seen = assert_same_model(trained)
+    assert seen["eos"] == seen["end_id"] and seen["prompt"].endswith("<|end|>\n<|assistant|>")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starchat.errors import StarchatError
 from starchat.fsio import replace_dir
+from starchat.train.portable import make_portable
 
 # Files of the training output that also describe the merged model.
 _CARRY = ("dialogue_template.json", "training_config.yaml", "README.md", "loss_curve.png", "trainer_results.json")
@@ -65,6 +66,7 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    make_portable(tmp)
     for name in _CARRY:
         if (adapter_dir / name).is_file():
             shutil.copy2(adapter_dir / name, tmp / name)

@@ -153,6 +153,7 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     """Write the usable model into out/ atomically: build it in a temp dir, then move each file in place."""
     from starchat.templates import end_token_id, get_template
     from starchat.train.card import write_card
+    from starchat.train.portable import make_portable
 
     tmp = out / ".final.tmp"
     if trainer.is_world_process_zero():
@@ -168,6 +169,7 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     else:
         model.config.save_pretrained(tmp)
     get_template(cfg.model.template).save(tmp)
+    make_portable(tmp)  # transformers 4.x (TGI, older vLLM) must read the same model
     (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     summary = {"log_history": trainer.state.log_history, "best_checkpoint": trainer.state.best_model_checkpoint,
