@@ -133,7 +133,9 @@ def test_markdown_code_blocks_are_highlighted_and_copyable(page, tiny_engine):
         assert page.locator("script", has_text="x").count() == 0  # model output is escaped, never run
         page.context.grant_permissions(["clipboard-read", "clipboard-write"])
         page.click(".copy")
-        assert page.inner_text(".copy") == "Copied!"
+        # The label changes after the asynchronous clipboard write (and back after 1.5 s): wait for it, as
+        # reading it at once failed on a loaded CPU.
+        page.wait_for_function("document.querySelector('.copy').textContent === 'Copied!'", timeout=5000)
         assert page.evaluate("navigator.clipboard.readText()") == "def f(xs):\n    return sorted(xs)  # new list"
         _shot(page, "playground-markdown.png")
 
