@@ -36,7 +36,7 @@ def _tokenizer_config(cfg: dict, model_dir: Path) -> list[str]:
         changed.append("extra_special_tokens -> additional_special_tokens")
     template = model_dir / "chat_template.jinja"
     if "chat_template" not in cfg and template.is_file():
-        cfg["chat_template"] = template.read_text(encoding="utf-8")  # 4.x before 4.43 reads it only here
+        cfg["chat_template"] = template.read_text(encoding="utf-8")  # older 4.x releases read it only here
         changed.append("chat_template copied into tokenizer_config.json")
     return changed
 
