@@ -53,6 +53,25 @@ def test_default_process_count_is_every_gpu_of_every_machine(monkeypatch):
     assert cmd[cmd.index("--num_processes") + 1] == "32"
 
 
+@pytest.mark.parametrize("bf16, fp16, expected", [(False, False, "no"), (True, False, "bf16"), (False, True, "fp16")])
+def test_the_recipe_decides_mixed_precision_not_the_accelerate_config(bf16, fp16, expected):
+    cmd = launch.launch_command(TrainingConfig(accelerate_config="ddp", bf16=bf16, fp16=fp16), ["r.yaml"])
+    assert cmd[cmd.index("--mixed_precision") + 1] == expected  # every shipped config says bf16
+
+
+def test_bf16_false_means_fp32_inside_an_accelerate_bf16_launch(monkeypatch, tmp_path, caplog):
+    """`accelerate launch --config_file X` exports bf16; TrainingArguments would take it over bf16: false."""
+    from starchat.train.run import training_arguments
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    cfg = load_config(None, {"model.name_or_path": "m", "data.dataset": "d", "training.output_dir": str(tmp_path),
+                             "training.bf16": "false", "training.use_cpu": True})
+    with caplog.at_level("WARNING", logger="starchat.train.run"):
+        args = training_arguments(cfg, tmp_path, has_eval=False)
+    assert args.mixed_precision == "no"
+    assert "asks for mixed precision 'bf16'; training.bf16/fp16 say 'no'" in caplog.text
+
+
 @pytest.mark.parametrize("over, msg", [
     ({"training.num_machines": 2, "training.accelerate_config": "ddp"}, "needs .*main_process_ip"),
     ({"training.num_machines": 2, "training.main_process_ip": "h0"}, "needs training.accelerate_config"),

@@ -119,6 +119,11 @@ class TrainingConfig:
     main_process_port: int = _f(29500, "Port of the rendezvous on the machine of rank 0.")
     hub_model_id: str | None = _f(None, "Name of the model in the model card (default: output_dir's name).")
 
+    @property
+    def mixed_precision(self) -> str:
+        """accelerate's name for bf16/fp16: the recipe decides, whatever an accelerate config says."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
+
 
 @dataclass
 class LoraConfig:

@@ -33,8 +33,9 @@ def already_launched() -> bool:
 
 def launch_command(t: TrainingConfig, train_argv: list[str]) -> list[str]:
     """The `accelerate launch ... -m starchat train ...` command line for this machine of the run."""
+    # --mixed_precision beats the config file's (bf16 in every shipped one), so training.bf16: false means fp32.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(resolve_accelerate_config(t.accelerate_config))]
+           str(resolve_accelerate_config(t.accelerate_config)), "--mixed_precision", t.mixed_precision]
     # accelerate counts the processes of all machines and starts num_processes / num_machines on each.
     num_processes = t.num_processes if t.num_processes is not None else _visible_gpus() * t.num_machines
     if num_processes:

@@ -66,6 +66,13 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
 
     t = cfg.training
     eval_strategy = t.eval_strategy if has_eval else "no"
+    # TrainingArguments takes mixed precision from accelerate's environment unless bf16/fp16 is set, so
+    # an accelerate config's bf16 would silently override the recipe's `bf16: false`. The recipe wins.
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched and launched != t.mixed_precision:
+        logger.warning("the accelerate config asks for mixed precision %r; training.bf16/fp16 say %r, which is used",
+                       launched, t.mixed_precision)
+    os.environ["ACCELERATE_MIXED_PRECISION"] = t.mixed_precision
     return TrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
