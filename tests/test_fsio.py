@@ -19,3 +19,22 @@ def test_replace_dir_swaps_an_existing_folder(tmp_path):
     assert replace_dir(new, target) == target
     assert [x.name for x in target.iterdir()] == ["fresh.txt"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out"]
+
+
+def test_file_lock_holds_a_second_holder_back_until_released(tmp_path):
+    import threading
+
+    from starchat.fsio import file_lock
+
+    got = threading.Event()
+
+    def second():
+        with file_lock(tmp_path / "x.lock"):
+            got.set()
+
+    with file_lock(tmp_path / "x.lock"):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not got.wait(0.3)  # a separate open file: flock makes it wait, even in this process
+    assert got.wait(5)
+    t.join()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -39,3 +41,23 @@ def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``path`` (created if missing): other processes asking for it wait.
+
+    For build-once steps that every rank of a distributed run, or two runs sharing a cache, reach at
+    the same time: one builds, the others wait and then find the result. Not covered: filesystems where
+    flock does not reach across hosts (some NFS mounts), so ranks on other machines are not held back.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

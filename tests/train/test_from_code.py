@@ -101,3 +101,50 @@ def test_stdlib_by_default_excludes_tests_and_humaneval(tmp_path):
 def test_unknown_source_is_a_clear_error():
     with pytest.raises(StarchatError, match="not 'stdlib', a directory"):
         collect(["no_such_package_xyz"], FromCodeOptions())
+
+
+@pytest.fixture
+def six_functions(tmp_path):
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "ops.py").write_text("".join(
+        f'def scale_{i}(x, factor={i}):\n    """Multiply x by {i}, then add one."""\n    y = x * factor\n'
+        f"    z = y + 1\n    return z\n\n\n" for i in range(2, 8)))
+    return src
+
+
+def test_train_builds_a_missing_from_code_dataset_once_while_other_ranks_wait(six_functions, tmp_path):
+    """Every rank of a distributed run asks for the dataset at once: one builds, the others wait, then read it."""
+    import threading
+
+    from starchat.fsio import file_lock
+    from starchat.train.config import DataConfig
+    from starchat.train.data import ensure_dataset
+
+    out = tmp_path / "built"
+    cfg = DataConfig(dataset=str(out), from_code=[str(six_functions)])
+    result = []
+    with file_lock(tmp_path / ".built.lock"):  # another rank is building it
+        waiter = threading.Thread(target=lambda: result.append(ensure_dataset(cfg)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not out.exists()
+        build_from_code([str(six_functions)], out)
+    waiter.join(30)
+    assert result == [False]  # it found the other rank's dataset instead of building (or swapping) its own
+    assert not ensure_dataset(cfg)
+
+
+def test_one_function_is_a_clear_error_not_an_empty_split(src_dir, tmp_path):
+    with pytest.raises(StarchatError, match="only 1 documented function found .* at least 2"):
+        build_from_code([str(src_dir)], tmp_path / "out", FromCodeOptions(min_lines=2, test_size=0.0))
+
+
+def test_train_builds_the_from_code_dataset_when_missing(six_functions, tmp_path):
+    from starchat.train.config import DataConfig
+    from starchat.train.data import ensure_dataset
+
+    out = tmp_path / "built"
+    assert ensure_dataset(DataConfig(dataset=str(out), from_code=[str(six_functions)])) is True
+    built = datasets.load_from_disk(str(out))
+    assert len(built["train"]) + len(built["test"]) == 6

@@ -231,6 +231,9 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
         split["test" if _is_test(r["module"] + ":" + r["name"], opts.test_size, opts.seed) else "train"].append(r)
     if not split["test"] and len(split["train"]) > 1:
         split["test"].append(split["train"].pop())
+    if not split["test"]:
+        raise StarchatError(f"from-code: only 1 documented function found in {list(sources) or ['stdlib']}; "
+                            "a train and a test split need at least 2 (lower --min-lines, or add sources)")
     stats.train, stats.test = len(split["train"]), len(split["test"])
     dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in split.items()})
     out.parent.mkdir(parents=True, exist_ok=True)

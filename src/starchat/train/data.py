@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from starchat.errors import StarchatError
+from starchat.fsio import file_lock
 from starchat.train.config import DataConfig
+
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(StarchatError):
@@ -19,6 +24,25 @@ class PreparedData:
     train: Any
     eval: Any | None
     stats: dict
+
+
+def ensure_dataset(cfg: DataConfig) -> bool:
+    """Build data.dataset with `starchat data from-code` when it does not exist yet; True when this call built it.
+
+    Every rank of a distributed run gets here at once: the lock lets one build while the others wait
+    and then load what it wrote (without it, each rank built and swapped the folder under the others).
+    """
+    if not cfg.from_code:
+        return False
+    path = Path(cfg.dataset)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if path.exists():
+            return False
+        from starchat.data.from_code import build_from_code
+
+        logger.warning("building %s from the functions of %s", cfg.dataset, cfg.from_code)
+        build_from_code(cfg.from_code, path)
+        return True
 
 
 def load_raw(cfg: DataConfig):

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from starchat.errors import StarchatError
-from starchat.fsio import replace_dir
+from starchat.fsio import file_lock, replace_dir
 from starchat.templates import get_template, prepare_tokenizer
 from starchat.train.config import LoraConfig, ModelConfig
 
@@ -31,8 +31,6 @@ def _gguf_source_dir(name_or_path: str) -> Path:
 
 def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     """Dequantize a GGUF model once into a cached transformers checkpoint (weights + tokenizer); returns its dir."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     src = _gguf_source_dir(name_or_path)
     path = src / gguf_file
     if not path.is_file():
@@ -40,8 +38,17 @@ def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:v2".encode()).hexdigest()[:12]
     out = cache_dir() / "gguf" / f"{path.stem}-{key}"
-    if (out / ".complete").exists():
-        return out
+    # Every rank of a distributed run, and runs sharing the cache, get here together: one converts.
+    with file_lock(out.with_name(f".{out.name}.lock")):
+        if not (out / ".complete").exists():
+            _dequantize_into(src, gguf_file, out, path)
+    return out
+
+
+def _dequantize_into(src: Path, gguf_file: str, out: Path, path: Path) -> None:
+    """Write the dequantized checkpoint to a temporary folder, then swap it in as ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
@@ -58,7 +65,7 @@ def dequantize_gguf(name_or_path: str, gguf_file: str) -> Path:
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / ".complete").write_text(str(path) + "\n")
-    return replace_dir(tmp, out)
+    replace_dir(tmp, out)
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:

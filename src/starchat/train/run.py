@@ -101,7 +101,7 @@ def build(cfg: TrainConfig, callbacks=None):
 
     Returns (trainer, tokenizer, data_stats, resume_checkpoint). Bad input fails here, before any step.
     """
-    from starchat.train.data import collator, prepare_data
+    from starchat.train.data import collator, ensure_dataset, prepare_data
     from starchat.templates import end_token_id
     from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
 
@@ -118,11 +118,7 @@ def build(cfg: TrainConfig, callbacks=None):
     if same_run and cfg.training.resume:
         resume = ckpt.last_complete_checkpoint(run_dir)
 
-    if cfg.data.from_code and not Path(cfg.data.dataset).exists():
-        from starchat.data.from_code import build_from_code
-
-        logger.warning("building %s from the functions of %s", cfg.data.dataset, cfg.data.from_code)
-        build_from_code(cfg.data.from_code, cfg.data.dataset)
+    ensure_dataset(cfg.data)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path)
     data = prepare_data(cfg.data, tokenizer, cfg.model.template)
