@@ -131,6 +131,7 @@ def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(t
     run = subprocess.run([sys.executable, "-m", "starchat", "train", ddp, "--accelerate-config", "ddp",
                           "--num-processes", "2"], env=_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("model written to") == 1  # said by rank 0 only
     res = _results(tmp_path / "ddp")
     assert res["global_step"] == one_process["global_step"]  # the ranks split the data, not repeat it
     assert res["best_eval_loss"] == pytest.approx(one_process["best_eval_loss"], rel=0.01)

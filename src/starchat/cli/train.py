@@ -52,7 +52,9 @@ def _train(args) -> int:
             argv += [f"--{k}", str(v)]
         return relaunch(cfg.training, argv)
     from starchat.train import train
+    from starchat.train.run import is_main_process
 
     out = train(cfg)
-    print(f"model written to {out}")
+    if is_main_process():  # every rank returns here; one line is enough
+        print(f"model written to {out}")
     return 0

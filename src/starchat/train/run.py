@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """Global rank 0 of a launched run (or the only process): the one that writes shared files."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -107,10 +108,10 @@ def build(cfg: TrainConfig, callbacks=None):
 
     validate_config(cfg)
     out = Path(cfg.training.output_dir)
-    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if _is_main_process() else True
+    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if is_main_process() else True
     run_dir = out / CHECKPOINT_SUBDIR
     resume = None
-    if same_run and _is_main_process():
+    if same_run and is_main_process():
         if cfg.training.resume:
             ckpt.remove_incomplete(run_dir)
         else:  # starting this run over: its old checkpoints must not mix with the new ones
