@@ -37,6 +37,21 @@ def test_cli_relaunches_with_the_same_overrides(tmp_path, monkeypatch):
     assert calls == [("fsdp", [str(recipe), "--training.accelerate_config", "fsdp", "--training.seed", "7"])]
 
 
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
+def test_distributed_type_is_read_from_the_config(name, kind):
+    assert launch.distributed_type(name) == kind
+
+
+def test_zero3_without_deepspeed_is_refused_before_launching(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "deepspeed" else real(n, *a))
+    monkeypatch.setattr(launch.subprocess, "call", lambda *a, **k: pytest.fail("launched anyway"))
+    with pytest.raises(StarchatError, match=r"runs DeepSpeed, which is not installed: pip install 'starchat\[gpu\]'"):
+        launch.relaunch(TrainingConfig(accelerate_config="zero3"), ["r.yaml"])
+
+
 def test_multi_node_command_names_this_machine_and_the_rendezvous():
     t = TrainingConfig(accelerate_config="ddp", num_processes=16, num_machines=2, machine_rank=1,
                        main_process_ip="10.0.0.1", main_process_port=29600)
@@ -108,16 +123,21 @@ def _results(out_dir):
     return json.loads((out_dir / "trainer_results.json").read_text())
 
 
+def _train(recipe: str, *extra: str):
+    """`starchat train RECIPE EXTRA...` in a fresh process, as a user runs it; fails the test on an error."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "starchat", "train", recipe, *extra], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 @pytest.fixture(scope="module")
 def one_process(tiny_model_dir, dialogue_dir, tmp_path_factory):
     """The reference: one process with the global batch (4) that the 2-process runs split."""
-    import subprocess
-
     tmp = tmp_path_factory.mktemp("one")
-    run = subprocess.run([sys.executable, "-m", "starchat", "train",
-                          _recipe(tmp, tiny_model_dir, dialogue_dir, "one", batch=4)],
-                         env=_env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    _train(_recipe(tmp, tiny_model_dir, dialogue_dir, "one", batch=4))
     return _results(tmp / "one")
 
 
@@ -125,12 +145,8 @@ def one_process(tiny_model_dir, dialogue_dir, tmp_path_factory):
 def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tiny_model_dir, dialogue_dir,
                                                                                  tmp_path, one_process):
     """The real path: `accelerate launch` with the shipped ddp config, 2 CPU processes (gloo)."""
-    import subprocess
-
-    ddp = _recipe(tmp_path, tiny_model_dir, dialogue_dir, "ddp", batch=2)
-    run = subprocess.run([sys.executable, "-m", "starchat", "train", ddp, "--accelerate-config", "ddp",
-                          "--num-processes", "2"], env=_env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _train(_recipe(tmp_path, tiny_model_dir, dialogue_dir, "ddp", batch=2), "--accelerate-config", "ddp",
+                 "--num-processes", "2")
     assert run.stdout.count("model written to") == 1  # said by rank 0 only
     res = _results(tmp_path / "ddp")
     assert res["global_step"] == one_process["global_step"]  # the ranks split the data, not repeat it
@@ -160,3 +176,44 @@ def test_two_machines_on_loopback_train_one_run(tiny_model_dir, dialogue_dir, tm
     assert res["global_step"] == one_process["global_step"]  # one world of 2, not two runs of 1
     assert res["best_eval_loss"] == pytest.approx(one_process["best_eval_loss"], rel=0.01)
     assert "- num_devices: 2" in (tmp_path / "nodes" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_zero3_shards_on_cpu_resizes_the_embeddings_and_resumes(plain_base_dir, dialogue_dir, tmp_path):
+    """The shipped zero3 config for real: DeepSpeed ZeRO-3 over 2 CPU processes (gloo), on a base that lacks
+    the dialogue tokens, so the embeddings are resized and mean-initialised with their shards gathered."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pytest.importorskip("deepspeed")  # in the dev extras: CI has it
+    _train(_recipe(tmp_path, plain_base_dir, dialogue_dir, "one", batch=4))
+    zero3 = _recipe(tmp_path, plain_base_dir, dialogue_dir, "zero3", batch=2)
+    run = _train(zero3, "--accelerate-config", "zero3", "--num-processes", "2")
+    assert "DeepSpeed runs zero3 on the CPU" in run.stderr
+    out, one = tmp_path / "zero3", _results(tmp_path / "one")
+    res = _results(out)
+    assert res["global_step"] == one["global_step"]
+    assert res["best_eval_loss"] == pytest.approx(one["best_eval_loss"], rel=0.01)
+
+    last = out / "checkpoints" / f"checkpoint-{res['global_step']}"
+    shards = sorted((last / f"global_step{res['global_step']}").glob("zero_pp_rank_*_optim_states.pt"))
+    assert len(shards) == 2  # one partition of the optimizer state per rank
+    state = torch.load(shards[0], weights_only=False, map_location="cpu")
+    assert state["ds_config"]["zero_optimization"]["stage"] == 3
+    assert state["optimizer_state_dict"]["partition_count"] == 2
+
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(plain_base_dir).get_input_embeddings().weight
+    w = model.get_input_embeddings().weight  # saved whole (16-bit gather), resized to the tokenizer
+    assert w.shape[0] == len(tok) == base.shape[0] + 4
+    one_w = AutoModelForCausalLM.from_pretrained(tmp_path / "one").get_input_embeddings().weight
+    assert torch.allclose(w[base.shape[0]:], one_w[base.shape[0]:], atol=0.02)  # same start, same training
+
+    shutil.rmtree(last)  # the last checkpoint lost: the rerun resumes from the ZeRO partitions before it
+    run = _train(zero3, "--accelerate-config", "zero3", "--num-processes", "2")
+    assert "resuming from" in run.stderr
+    again = _results(out)
+    assert again["global_step"] == res["global_step"]
+    assert again["best_eval_loss"] == pytest.approx(res["best_eval_loss"], rel=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -49,13 +50,31 @@ def launch_command(t: TrainingConfig, train_argv: list[str]) -> list[str]:
 def relaunch(t: TrainingConfig, train_argv: list[str]) -> int:
     """Run the same training command under `accelerate launch`; returns its exit status."""
     cmd = launch_command(t, train_argv)
-    if Path(t.accelerate_config).stem in ("zero3", "fsdp") and not _visible_gpus():
-        # Seen with accelerate 1.15: the distributed type becomes MULTI_CPU, so nothing is sharded.
-        print(f"warning: no GPU here: accelerate runs the {t.accelerate_config} config as plain data parallel "
-              "on the CPU (every process holds the whole model)", file=sys.stderr, flush=True)
+    kind = distributed_type(t.accelerate_config)
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise StarchatError(f"training.accelerate_config {t.accelerate_config!r} runs DeepSpeed, which is not "
+                            "installed: pip install 'starchat[gpu]' (or deepspeed)")
+    if not _visible_gpus():
+        if kind == "FSDP":  # seen with accelerate 1.15: the distributed type becomes MULTI_CPU
+            print(f"warning: no GPU here: accelerate runs the {t.accelerate_config} config as plain data parallel "
+                  "on the CPU (every process holds the whole model)", file=sys.stderr, flush=True)
+        elif kind == "DEEPSPEED":  # DeepSpeed's CPU accelerator: real ZeRO sharding over gloo
+            print(f"note: no GPU here: DeepSpeed runs {t.accelerate_config} on the CPU (gloo), which checks a "
+                  "setup but is slow", file=sys.stderr, flush=True)
     print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, **{LAUNCHED_ENV: "1"})
     return subprocess.call(cmd, env=env)
+
+
+def distributed_type(config_name: str) -> str:
+    """The accelerate YAML's distributed_type (MULTI_GPU, DEEPSPEED, FSDP, ...)."""
+    import yaml
+
+    path = resolve_accelerate_config(config_name)
+    try:
+        return str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type", "NO"))
+    except yaml.YAMLError as e:
+        raise StarchatError(f"training.accelerate_config: {path} is not valid YAML ({e})") from None
 
 
 def _visible_gpus() -> int:
