@@ -55,6 +55,20 @@ def _train(args) -> int:
     from starchat.train.run import is_main_process
 
     out = train(cfg)
+    _leave_process_group()
     if is_main_process():  # every rank returns here; one line is enough
         print(f"model written to {out}")
     return 0
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank (rank 0 writes the final files last), then close the process group.
+
+    Without it a rank sometimes died at exit with SIGABRT ("terminate called without an active
+    exception": gloo's threads still running while the interpreter tore down), failing a finished run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
