@@ -43,7 +43,8 @@ class ModelConfig:
     trust_remote_code: bool = _f(False, "Allow model code from the hub (needed by some older checkpoints).")
     attn_implementation: str | None = _f(None, "Attention kernel: eager, sdpa, flash_attention_2 (default: "
                                                "transformers' choice).")
-    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU).")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base in 4-bit NF4 with bitsandbytes (a GPU for speed; it "
+                                   "also runs on the CPU).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
 
 

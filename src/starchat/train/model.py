@@ -106,13 +106,17 @@ def load_model(cfg: ModelConfig, model_path: str, tokenizer, use_cpu: bool = Fal
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.load_in_4bit:
-        if not torch.cuda.is_available() or use_cpu:
-            raise StarchatError("model.load_in_4bit: QLoRA needs a CUDA GPU (bitsandbytes); use plain LoRA on CPU")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise StarchatError("model.load_in_4bit: QLoRA needs bitsandbytes: pip install 'starchat[gpu]'")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
+        # The Trainer never moves a quantized model, so it must be loaded (and quantized) on this rank's
+        # device: its own GPU under DDP, or the CPU (bitsandbytes has CPU kernels; slow, for checks).
+        gpu = torch.cuda.is_available() and not use_cpu
+        kwargs["device_map"] = {"": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"} if gpu else "cpu"
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except OSError as e:
