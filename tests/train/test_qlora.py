@@ -19,19 +19,10 @@ def _is_bnb_4bit(module) -> bool:
 
 
 @pytest.fixture(scope="module")
-def base_128(base_tokenizer_dir, tmp_path_factory):
-    """A tiny GPT-BigCode without the dialogue tokens, 128 wide: bitsandbytes' CPU 4-bit packing needs
-    dimensions in blocks of 64 or more (32 fails its `N % block_n` check)."""
-    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
-    torch.manual_seed(2)
-    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=2, n_head=4,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    out = tmp_path_factory.mktemp("base-128")
-    GPTBigCodeForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def base_128(make_plain_base):
+    """128 wide: bitsandbytes' CPU 4-bit packing needs dimensions in blocks of 64 or more (32 fails its
+    `N % block_n` check)."""
+    return make_plain_base(128, seed=2)
 
 
 @pytest.fixture(scope="module")
