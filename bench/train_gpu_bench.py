@@ -72,8 +72,9 @@ def _sync(device) -> None:
 
 def flops_per_token(model, block: int) -> float:
     """6 * N + 12 * L * d * T, with N the weights every token is multiplied by (lm_head in, lookups out)."""
-    emb = {id(m.weight) for m in (model.get_input_embeddings(),)}
-    emb |= {id(m.weight) for m in model.modules() if m.__class__.__name__ == "Embedding"}
+    import torch
+
+    emb = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}  # token and position
     n = sum(p.numel() for p in model.parameters() if id(p) not in emb)
     head = model.get_output_embeddings()
     n += head.weight.numel()  # tied or not, the lm_head product happens once per token
