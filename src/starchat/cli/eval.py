@@ -47,6 +47,11 @@ def register(sub) -> None:
     lo.add_argument("--output", default=None, help="also write the result to this JSON file")
     lo.set_defaults(func=_loss)
 
+    from starchat.cli.eval_judge import register_judge, register_lm_eval
+
+    register_judge(ev)
+    register_lm_eval(ev)
+
     c = ev.add_parser("compare", help="two HumanEval summaries side by side")
     c.add_argument("a", help="summary.json (or its directory)")
     c.add_argument("b", help="summary.json (or its directory)")

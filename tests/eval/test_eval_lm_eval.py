@@ -1,0 +1,78 @@
+"""`starchat eval lm-eval`: a local multiple-choice task through lm-evaluation-harness on the tiny model, offline."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from starchat.cli import main
+from starchat.errors import StarchatError
+
+TASK_DIR = Path(__file__).parent / "lm_eval_task"
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install 'starchat[lm-eval]'")
+
+
+@pytest.fixture
+def task_dir(tmp_path):
+    """The task YAML with its data file's absolute path filled in (lm-eval reads `data_files` from the cwd)."""
+    d = tmp_path / "tasks"
+    d.mkdir()
+    text = (TASK_DIR / "starchat_tiny_mc.yaml.in").read_text().replace("@DATA@", str(TASK_DIR / "capitals.jsonl"))
+    (d / "starchat_tiny_mc.yaml").write_text(text)
+    return d
+
+
+@pytest.mark.slow
+def test_local_task_with_chat_template_lands_in_the_summary(tiny_model_dir, task_dir, tmp_path, monkeypatch, capsys):
+    from lm_eval.models.huggingface import HFLM
+
+    rendered = []
+    original = HFLM.apply_chat_template
+
+    def spy(self, chat_history, *a, **kw):
+        out = original(self, chat_history, *a, **kw)
+        rendered.append(out)
+        return out
+
+    monkeypatch.setattr(HFLM, "apply_chat_template", spy)
+    out = tmp_path / "run"
+    assert main(["eval", "lm-eval", "--model", str(tiny_model_dir), "--tasks", "starchat_tiny_mc",
+                 "--include-path", str(task_dir), "--apply-chat-template", "--device", "cpu",
+                 "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "lm-eval"
+    acc = summary["metrics"]["acc[starchat_tiny_mc]"]
+    assert 0.0 <= acc <= 1.0 and acc * 6 == pytest.approx(round(acc * 6))  # a share of the 6 documents
+    assert "acc_norm[starchat_tiny_mc]" in summary["metrics"] and "acc_stderr[starchat_tiny_mc]" in summary["metrics"]
+    assert summary["n_samples"]["starchat_tiny_mc"]["effective"] == 6
+    # each request went through the model's own chat template (the StarChat format of the tiny model)
+    assert len(rendered) == 6
+    assert rendered[0] == ("<|system|>\n<|end|>\n<|user|>\nQuestion: What is the capital of France?\nAnswer:<|end|>\n"
+                           "<|assistant|>")
+    assert "| starchat_tiny_mc | 0 | acc |" in (out / "report.md").read_text()
+    assert "acc[starchat_tiny_mc] = " in capsys.readouterr().out
+
+
+def test_unknown_task_is_a_one_line_error(tmp_path, capsys):
+    assert main(["eval", "lm-eval", "--model", str(tmp_path), "--tasks", "arc_challange",
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown lm-eval task 'arc_challange'" in err and "arc_challenge" in err
+
+
+def test_leaderboard_expands_with_its_fewshot_counts():
+    from starchat.eval.leaderboard import expand_tasks
+
+    assert expand_tasks(["leaderboard"], None) == [("arc_challenge", 25), ("hellaswag", 10), ("mmlu", 5),
+                                                   ("truthfulqa_mc2", 0)]
+    assert expand_tasks(["mmlu", "my_task"], 3) == [("mmlu", 3), ("my_task", 3)]
+
+
+def test_without_lm_eval_the_error_says_how_to_install(monkeypatch, tmp_path):
+    from starchat.eval.leaderboard import LmEvalConfig, run_lm_eval
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(StarchatError, match=r"pip install 'starchat\[lm-eval\]'"):
+        run_lm_eval(LmEvalConfig(model=str(tmp_path), tasks=["hellaswag"], output=tmp_path / "o"))
