@@ -255,17 +255,25 @@ def _fit(engine, question: str, a: str, b: str, max_new: int) -> tuple[list[dict
     if not ctx or not hasattr(engine, "prompt_ids"):
         return msgs, False
     budget = ctx - min(max_new, max(64, ctx // 4))
-    keep, cut = max(len(a), len(b)), False
-    for _ in range(8):
-        try:
-            n = len(engine.prompt_ids(msgs))
-        except (StarchatError, NotImplementedError, AttributeError, TypeError):
-            return msgs, cut
+    try:
+        n = len(engine.prompt_ids(msgs))
+        if n <= budget:
+            return msgs, False
+        base = len(engine.prompt_ids(jp.judge_messages(question, "", "")))  # the request without answers
+    except (StarchatError, NotImplementedError, AttributeError, TypeError):
+        return msgs, False
+    if base > budget:
+        raise StarchatError(f"the judge's request is {base} tokens before any answer, but the judge "
+                            f"{getattr(engine, 'model_name', '')}'s context is {ctx} tokens with {ctx - budget} kept "
+                            "for its reply: use a judge with a longer context")
+    keep = max(len(a), len(b))
+    for _ in range(6):  # answer tokens scale about with their characters: shrink by the excess, then check
+        keep = max(0, int(keep * max(0.0, budget - base) / max(1, n - base) * 0.95))
+        msgs = jp.judge_messages(question, _cut(a, keep), _cut(b, keep))
+        n = len(engine.prompt_ids(msgs))
         if n <= budget or keep == 0:
             break
-        keep = int(keep * min(0.9, budget / n))
-        msgs, cut = jp.judge_messages(question, _cut(a, keep), _cut(b, keep)), True
-    return msgs, cut
+    return msgs, True
 
 
 def _cut(text: str, keep: int) -> str:

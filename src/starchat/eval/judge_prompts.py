@@ -112,7 +112,7 @@ _LABEL = r"(A\s*>>?\s*B|B\s*>>?\s*A|A\s*=\s*B|A|B|C|TIE)"
 _DOUBLE = re.compile(r"\[\[\s*" + _LABEL + r"\s*\]\]", re.I)
 _SINGLE = re.compile(r"(?<!\[)\[\s*" + _LABEL + r"\s*\](?!\])", re.I)
 # The label itself is case-sensitive ("the winner is a..." is no verdict), the words around it are not.
-_STATED = re.compile(r"(?:final\s+)?(?:verdict|decision|winner)\s*(?:is)?\s*[:\-]?\s*[*_`\"']*\s*"
+_STATED = re.compile(r"(?:final\s+)?(?:verdict|decision|winner)[\s*_`\"':\-]*(?:is[\s*_`\"':\-]*)?"
                      r"(?:assistant\s+)?((?-i:A|B|C)|tie)\b", re.I)
 _BETTER = re.compile(r"\bassistant\s+(A|B)(?:'s\s+answer)?\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?better\b", re.I)
 _TIED = re.compile(r"\b(?:it'?s\s+a\s+tie|(?:both|the two)\s+(?:answers\s+)?are\s+(?:equally\s+good|"
