@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -79,7 +80,10 @@ def test_prompt_streams_an_answer_that_survives_a_reload(page, tiny_engine):
         answer = page.inner_text(".msg.assistant .body")
         assert answer.strip(), "no text streamed into the reply"
         assert page.inner_text(".msg.user .body") == "Write a Python function that reverses a string"
-        assert "chunks in" in page.inner_text("#status")
+        # the status counts tokens, from the stream's final usage chunk (not the chunks it received)
+        status = page.inner_text("#status")
+        assert re.fullmatch(r"\d+ tokens in \d+\.\d s \(\d+\.\d tokens/s\)", status), status
+        assert 1 <= int(status.split()[0]) <= 48
         path = _shot(page, "playground-answer.png")
         assert path.stat().st_size > 10_000
         page.reload()  # the conversation and the settings are kept on the page (localStorage)
@@ -161,3 +165,86 @@ def test_reply_warnings_from_the_review_are_shown_under_it(page, tiny_engine):
         page.reload()  # the warnings are kept with the conversation
         page.wait_for_selector(".msg.assistant .warnings")
         assert page.locator(".msg.assistant .warnings li").count() == 2
+
+
+def _chunk(content=None, usage=None):
+    return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                       "choices": [] if content is None else
+                       [{"index": 0, "delta": {"content": content}, "finish_reason": None}], "usage": usage})
+
+
+def test_status_counts_tokens_from_the_usage_not_chunks(page, tiny_engine):
+    # three chunks carrying 7 tokens (a server may merge tokens into one chunk): the status says 7
+    body = "".join(f"data: {c}\n\n" for c in (_chunk("Hello "), _chunk("there, "), _chunk("friend."),
+                                               _chunk(usage={"prompt_tokens": 5, "completion_tokens": 7,
+                                                             "total_tokens": 12}))) + "data: [DONE]\n\n"
+    requests = []
+
+    def fulfill(route):
+        requests.append(json.loads(route.request.post_data))
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    app = create_app(tiny_engine, ServerSettings())
+    with live_server(app) as url:
+        page.route("**/v1/chat/completions", fulfill)
+        page.goto(url + "/")
+        page.fill("#prompt", "Say hello")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('status').textContent.includes(' in ')")
+        assert page.inner_text("#status").startswith("7 tokens in ")
+        assert requests[0]["stream_options"] == {"include_usage": True}
+        assert page.inner_text(".msg.assistant .body") == "Hello there, friend."
+
+
+def test_markdown_tables_render_as_tables(page, tiny_engine):
+    app = create_app(tiny_engine, ServerSettings())
+    with live_server(app) as url:
+        page.goto(url + "/")
+        md = ("Complexity:\n\n| op | list | `set` |\n|:---|:---:|---:|\n| lookup | O(n) | **O(1)** |\n"
+              "| a \\| b | <b>x</b> |\n\nafter | the table")
+        page.evaluate("md => { document.getElementById('chat').innerHTML = "
+                      "'<div class=\"msg assistant\"><div class=\"body\">' + renderMarkdown(md) + '</div></div>'; }", md)
+        assert page.locator("table").count() == 1
+        assert page.locator("th").all_inner_texts() == ["op", "list", "set"]
+        assert page.locator("th code").inner_text() == "set"
+        cells = page.locator("tbody tr").evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+        assert cells == [["lookup", "O(n)", "O(1)"], ["a | b", "<b>x</b>", ""]]  # escaped; short rows padded
+        assert page.locator("td strong").inner_text() == "O(1)"
+        aligns = page.locator("th").evaluate_all("hs => hs.map(h => h.style.textAlign)")
+        assert aligns == ["left", "center", "right"]
+        assert "|" not in page.inner_text("table >> nth=0").replace("a | b", "")  # no raw pipes left
+        assert page.locator("p", has_text="after | the table").count() == 1  # a line after it is text again
+        _shot(page, "playground-table.png")
+
+
+def test_settings_are_reachable_on_a_narrow_screen(browser, tiny_engine):
+    app = create_app(tiny_engine, ServerSettings())
+    ctx = browser.new_context(viewport={"width": 600, "height": 900})
+    page = ctx.new_page()
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    try:
+        with live_server(app) as url:
+            page.goto(url + "/")
+            page.wait_for_function("document.getElementById('model-name').textContent.startsWith('Model: ')")
+            assert not page.is_visible("aside") and page.is_visible("#settings-toggle")
+            _shot(page, "playground-narrow.png")
+            page.click("#settings-toggle")
+            assert page.is_visible("aside") and page.get_attribute("#settings-toggle", "aria-expanded") == "true"
+            box = page.locator("aside").bounding_box()
+            assert box["x"] == 0 and box["width"] <= 600
+            page.fill("#system", "Be brief.")
+            page.locator("#temperature").fill("0.7")  # the sliders work inside the drawer
+            assert page.inner_text("#temperature-v") == "0.7"
+            _shot(page, "playground-narrow-settings.png")
+            page.mouse.click(580, 450)  # the backdrop beside the drawer closes it
+            assert not page.is_visible("aside")
+            page.click("#settings-toggle")
+            page.keyboard.press("Escape")
+            assert not page.is_visible("aside")
+            page.set_viewport_size({"width": 1200, "height": 800})  # wide: the sidebar, no toggle
+            assert page.is_visible("aside") and not page.is_visible("#settings-toggle")
+            assert page.input_value("#system") == "Be brief."
+        assert missing == []  # favicon included
+    finally:
+        ctx.close()

@@ -11,7 +11,7 @@ from importlib import resources
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from starchat.errors import StarchatError
@@ -85,6 +85,11 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground():
         return resources.files("starchat.server").joinpath("static/playground.html").read_text("utf-8")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():  # browsers ask for it on every page; a 404 there only fills the logs
+        icon = resources.files("starchat.server").joinpath("static/favicon.ico").read_bytes()
+        return Response(icon, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/health")
     async def health():
