@@ -15,11 +15,12 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip i
 
 @pytest.fixture
 def task_dir(tmp_path):
-    """The task YAML with its data file's absolute path filled in (lm-eval reads `data_files` from the cwd)."""
+    """The task YAMLs with their data file's absolute path filled in (lm-eval reads `data_files` from the cwd)."""
     d = tmp_path / "tasks"
     d.mkdir()
-    text = (TASK_DIR / "starchat_tiny_mc.yaml.in").read_text().replace("@DATA@", str(TASK_DIR / "capitals.jsonl"))
-    (d / "starchat_tiny_mc.yaml").write_text(text)
+    for name in ("starchat_tiny_mc", "starchat_tiny_gen"):
+        text = (TASK_DIR / f"{name}.yaml.in").read_text().replace("@DATA@", str(TASK_DIR / "capitals.jsonl"))
+        (d / f"{name}.yaml").write_text(text)
     return d
 
 
@@ -76,3 +77,40 @@ def test_without_lm_eval_the_error_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(StarchatError, match=r"pip install 'starchat\[lm-eval\]'"):
         run_lm_eval(LmEvalConfig(model=str(tmp_path), tasks=["hellaswag"], output=tmp_path / "o"))
+
+
+@pytest.mark.slow
+def test_endpoint_through_chat_completions(tiny_engine_for_lm_eval, task_dir, tmp_path):
+    """lm-eval's local-chat-completions against a live `starchat serve` app: every document is one request."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
+    from serverkit import live_server
+    from starchat.server import ServerSettings, create_app
+
+    seen = []
+    engine = tiny_engine_for_lm_eval
+    original = engine.encode_prompt
+
+    def spy(messages, *a, **kw):
+        seen.append(messages)
+        return original(messages, *a, **kw)
+
+    engine.encode_prompt = spy
+    from starchat.eval.leaderboard import LmEvalConfig, run_lm_eval
+
+    with live_server(create_app(engine, ServerSettings())) as url:
+        summary = run_lm_eval(LmEvalConfig(model=url + "/v1", tasks=["starchat_tiny_gen"], output=tmp_path / "o",
+                                           include_path=[str(task_dir)], apply_chat_template=True,
+                                           endpoint_api="chat"))
+    assert summary["lm_eval_model"] == "local-chat-completions"
+    assert summary["model_args"]["model"] == "tiny-model0"  # from the server's /v1/models
+    assert 0.0 <= summary["metrics"]["exact_match[starchat_tiny_gen]"] <= 1.0
+    questions = [m[-1]["content"] for m in seen if m and m[-1]["role"] == "user"]
+    assert sorted(set(questions)) == sorted({json.loads(line)["question"]
+                                             for line in (TASK_DIR / "capitals.jsonl").read_text().splitlines()})
+
+
+@pytest.fixture
+def tiny_engine_for_lm_eval(tiny_model_dir):
+    from starchat.inference import load_engine
+
+    return load_engine(str(tiny_model_dir), backend="transformers")

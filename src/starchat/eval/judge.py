@@ -128,7 +128,8 @@ def run_judge(cfg: JudgeConfig, models: dict[str, str], judge: str | None,
     """
     if len(models) < 2:
         raise StarchatError("the judge needs at least two models")
-    prompts = jp.load_prompts(cfg.prompts)[:cfg.limit] if cfg.limit else jp.load_prompts(cfg.prompts)
+    prompts = jp.load_prompts(cfg.prompts)
+    prompts = prompts[:cfg.limit] if cfg.limit else prompts
     identity = {"prompts": cfg.prompts or jp.SHIPPED, "system": cfg.system, "temperature": cfg.temperature,
                 "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "judge": judge or "default",
                 "judge_max_new_tokens": cfg.judge_max_new_tokens, "judge_prompt": _sha(jp.JUDGE_TEMPLATE)}

@@ -21,7 +21,7 @@ from starchat.fsio import write_text_atomic
 
 # The Open LLM Leaderboard (v1) tasks the StarChat Beta card cites, with the leaderboard's few-shot counts.
 LEADERBOARD = {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0}
-INSTALL = "pip install 'starchat[lm-eval]'  (or: pip install 'lm-eval>=0.4.9,<0.5')"
+INSTALL = "pip install 'starchat[lm-eval]'  (or: pip install 'lm-eval[api]>=0.4.9,<0.5')"
 
 
 @dataclasses.dataclass
