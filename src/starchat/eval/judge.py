@@ -109,7 +109,10 @@ def _check_identity(out: Path, identity: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise StarchatError(f"{run_file} is not valid JSON: delete {out} to start over") from None
         if previous != identity:
             diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise StarchatError(f"{out} holds a judge run with other settings ({', '.join(diff)} differ): "
