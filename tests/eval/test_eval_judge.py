@@ -262,3 +262,29 @@ def test_cli_with_real_engines_and_a_judge_too_small(tiny_model_dir, tmp_path, c
     assert "context is 512 tokens" in errors[0] and "longer context" in errors[0]
     rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["model"] for r in rows} == {"one", "two"}
+
+
+class LocalJudge(RuleJudge):
+    """A judge with a chat format (one token per character), so its retry can be prefilled."""
+
+    def encode_prompt(self, messages, add_generation_prompt=True):
+        text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in messages)
+        return [ord(c) for c in text + ("<|assistant|>\n" if add_generation_prompt else "")]
+
+    def generate_batch(self, prompts, params):
+        if prompts and isinstance(prompts[0][0], int):  # the prefilled retries
+            texts = ["".join(map(chr, p)) for p in prompts]
+            self.prefilled = texts
+            return [FakeCompletion("B]] because it is shorter") for _ in texts]
+        return super().generate_batch(prompts, params)
+
+
+def test_a_local_judges_retry_is_prefilled_with_the_verdicts_start(tmp_path):
+    judge = LocalJudge(lambda a, b, retry: "They look alike to me.")
+    summary, cfg, _ = _run(tmp_path, judge, limit=1)
+    assert len(judge.prefilled) == 2
+    for text in judge.prefilled:  # the follow-up turn, then the answer's start in the assistant turn
+        assert text.endswith(f"<|user|>\n{jp.RETRY_REQUEST}<|end|>\n<|assistant|>\n{jp.RETRY_PREFILL}")
+    rows = [json.loads(line) for line in (cfg.output / "verdicts.jsonl").read_text().splitlines()]
+    assert [r["retry_raw"] for r in rows] == ["My final verdict: [[B]] because it is shorter"] * 2
+    assert {r["verdict"] for r in rows} == {"B"} and summary["metrics"]["position_bias_rate"] == 1.0

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from starchat.errors import StarchatError
 from starchat.eval import judge_prompts as jp
 from starchat.eval import judge_report
-from starchat.eval.prompting import sampling_params
+from starchat.eval.prompting import prefill_ids, sampling_params
 from starchat.fsio import write_text_atomic
 
 RETRY_MAX_NEW_TOKENS = 32  # the retry asks for the verdict alone
@@ -222,18 +222,37 @@ def _judge_all(cfg: JudgeConfig, models, judge, prompts, answers: JsonlCache, ve
 
 
 def _retry(engine, requests: list, params) -> list[str]:
-    """The retries' replies; one that no longer fits the judge's context (the first reply was long)
-    fails alone and is recorded as its error, so it counts as unparsed."""
+    """The retries' replies. Where the judge is local, its answer is prefilled with ``RETRY_PREFILL``
+    ("My final verdict: [[") so that even a small judge only has to write the label; endpoints (whose
+    chat format is the server's) get the plain follow-up. One retry that fails (say, no longer fits the
+    judge's context) is recorded as its error and counts as unparsed; the others still run."""
+    plans = [_prefilled(engine, msgs) for msgs in requests]
     try:
-        return [c.text for c in engine.generate_batch(requests, params)]
+        return [pre + c.text for (_, pre), c in zip(plans, engine.generate_batch([r for r, _ in plans], params))]
     except StarchatError:
-        out = []
-        for r in requests:
-            try:
-                out.append(engine.generate_batch([r], params)[0].text)
-            except StarchatError as e:
-                out.append(f"(retry failed: {e})")
-        return out
+        pass
+    out = []
+    for msgs, (req, pre) in zip(requests, plans):
+        try:
+            out.append(pre + engine.generate_batch([req], params)[0].text)
+        except StarchatError as e:
+            text = f"(retry failed: {e})"
+            if pre:  # the prefilled request failed: the plain follow-up may still work
+                try:
+                    text = engine.generate_batch([msgs], params)[0].text
+                except StarchatError as e2:
+                    text = f"(retry failed: {e2})"
+            out.append(text)
+    return out
+
+
+def _prefilled(engine, msgs: list[dict[str, str]]) -> tuple[Any, str]:
+    """(request, prefilled text): token ids with the verdict's start, or the messages when that is not possible."""
+    try:
+        ids = engine.encode_prompt(msgs, add_generation_prompt=True)
+        return list(ids) + prefill_ids(engine, msgs, jp.RETRY_PREFILL), jp.RETRY_PREFILL
+    except (StarchatError, NotImplementedError, AttributeError, TypeError):
+        return msgs, ""
 
 
 def _verdict_row(job, judge, raw: str, cut: bool) -> dict[str, Any]:

@@ -41,6 +41,7 @@ First explain your comparison in a few sentences. Then give your verdict on the 
 [[A]] if Assistant A's answer is better, [[B]] if Assistant B's answer is better, [[C]] for a tie."""
 
 RETRY_REQUEST = "Give only your final verdict now, exactly one of [[A]], [[B]] or [[C]]."
+RETRY_PREFILL = "My final verdict: [["  # where the judge runs locally, its retry answer starts with this
 
 
 def load_prompts(spec: str | None = None) -> list[dict[str, Any]]:
