@@ -288,3 +288,11 @@ def test_a_local_judges_retry_is_prefilled_with_the_verdicts_start(tmp_path):
     rows = [json.loads(line) for line in (cfg.output / "verdicts.jsonl").read_text().splitlines()]
     assert [r["retry_raw"] for r in rows] == ["My final verdict: [[B]] because it is shorter"] * 2
     assert {r["verdict"] for r in rows} == {"B"} and summary["metrics"]["position_bias_rate"] == 1.0
+
+
+def test_report_closes_a_code_fence_left_open_in_an_answer(tmp_path):
+    models = {"good": FixedModel("GOOD\n```python\nprint(1)"), "bad": FixedModel("BAD")}
+    _, cfg, _ = _run(tmp_path, RuleJudge(prefers_good), limit=1, models=models)
+    report = (cfg.output / "report.md").read_text()
+    quoted = report.split("**good**:")[1].split("**bad**:")[0]
+    assert quoted.count("```") == 2 and quoted.strip().endswith("> ```")

@@ -148,7 +148,10 @@ def markdown(summary: dict[str, Any], prompts: list[dict], answers: dict[tuple, 
 
 def _quote(text: str, limit: int) -> list[str]:
     text = text if len(text) <= limit else text[:limit] + " [...]"
-    return ["> " + line for line in (text or "(empty)").splitlines()] or ["> (empty)"]
+    lines = (text or "(empty)").splitlines() or ["(empty)"]
+    if sum(line.lstrip().startswith("```") for line in lines) % 2:  # a fence left open (cut, or by the model)
+        lines.append("```")  # closed here, or the rest of the report would render as code
+    return ["> " + line for line in lines]
 
 
 def _example(prompt: dict, x: str, y: str, r: dict, answers: dict[tuple, dict]) -> list[str]:
