@@ -1,5 +1,6 @@
 """`starchat eval lm-eval`: a local multiple-choice task through lm-evaluation-harness on the tiny model, offline."""
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from starchat.cli import main
 from starchat.errors import StarchatError
 
 TASK_DIR = Path(__file__).parent / "lm_eval_task"
-lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install 'starchat[lm-eval]'")
+needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
+                                   reason="lm-eval is not installed: pip install 'starchat[lm-eval]'")
 
 
 @pytest.fixture
@@ -25,6 +27,7 @@ def task_dir(tmp_path):
 
 
 @pytest.mark.slow
+@needs_lm_eval
 def test_local_task_with_chat_template_lands_in_the_summary(tiny_model_dir, task_dir, tmp_path, monkeypatch, capsys):
     from lm_eval.models.huggingface import HFLM
 
@@ -55,6 +58,7 @@ def test_local_task_with_chat_template_lands_in_the_summary(tiny_model_dir, task
     assert "acc[starchat_tiny_mc] = " in capsys.readouterr().out
 
 
+@needs_lm_eval
 def test_unknown_task_is_a_one_line_error(tmp_path, capsys):
     assert main(["eval", "lm-eval", "--model", str(tmp_path), "--tasks", "arc_challange",
                  "--output", str(tmp_path / "o")]) == 2
@@ -80,6 +84,7 @@ def test_without_lm_eval_the_error_says_how_to_install(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@needs_lm_eval
 def test_endpoint_through_chat_completions(tiny_engine_for_lm_eval, task_dir, tmp_path):
     """lm-eval's local-chat-completions against a live `starchat serve` app: every document is one request."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
