@@ -162,3 +162,36 @@ def test_cli_help_lists_every_build_option(capsys):
     for flag in ("--uncensored", "--decontaminate", "--skip-invalid", "--pack", "--truncation", "--best-path-only",
                  "--lang", "--min-turns", "--max-turns", "--refusal-phrases", "--near-dedup", "--tokenizer"):
         assert flag in out
+
+
+GOOD_LINE = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+
+
+@pytest.mark.parametrize("bad_line, what", [
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}\n', "byte"),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n', "surrogate"),
+])
+def test_text_that_is_not_utf8_names_file_and_line_and_is_skippable(tmp_path, bad_line, what, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(GOOD_LINE + bad_line)
+    rc = main(["data", "build", "--input", str(bad), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{bad}:2: not valid UTF-8" in err and what in err and len(err.strip().splitlines()) == 1
+    stats = build(BuildConfig(inputs=[str(bad)], output=str(tmp_path / "out"), skip_invalid=True))
+    assert stats["invalid"] == 1 and stats["kept"] == 1 and f"{bad}:2: not valid UTF-8" in stats["invalid_examples"][0]
+
+
+def test_a_json_file_that_is_not_utf8_names_its_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'[\n' + GOOD_LINE.rstrip() + b',\n{"text": "\xff"}\n]\n')
+    with pytest.raises(DataError, match=r"bad\.json:3: not valid UTF-8"):
+        build(BuildConfig(inputs=[str(bad)], output=str(tmp_path / "out")))
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next_run(tmp_path):
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process has this pid
+    for name in (f".out.tmp-{dead}-abc123", f".out.old-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half.arrow").write_text("x")
+    build_samples(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from starchat.data.filters import (
 )
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
-from starchat.fsio import replace_dir
+from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
 
 
 @dataclass
@@ -202,6 +201,7 @@ def build(cfg: BuildConfig) -> dict:
     out = Path(cfg.output)
     if out.exists() and not cfg.overwrite:
         raise StarchatError(f"{out} exists; pass --overwrite to replace it or choose another --output")
+    clean_stale(out)  # what a killed build left beside it
     import datasets
 
     examples, per_source, invalid_examples = collect(cfg)
@@ -220,8 +220,7 @@ def build(cfg: BuildConfig) -> dict:
              "read": sum(s["read"] for s in per_source.values()),
              "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
              "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
     try:
         dd.save_to_disk(str(tmp))
