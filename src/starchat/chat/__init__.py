@@ -31,5 +31,20 @@ def chat(model: str | None = None, backend: str = "auto", template: str | None =
                 "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves.")
     try:
         return ChatSession(engine, io, params, system, review=review, check_urls=check_urls).run()
+    except BrokenPipeError:  # `starchat chat ... | head -1`: the reader has all it wanted
+        _quiet_stdout()
+        return 0
     finally:
         engine.close()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not report the broken pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
