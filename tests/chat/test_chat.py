@@ -226,3 +226,49 @@ def test_a_closed_pipe_on_stdout_ends_the_chat_quietly_with_0(tiny_model_dir):
     p.stdout.close()
     _, err = p.communicate(b"hello\n", timeout=120)
     assert p.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+
+
+def _model_with_generation_config(src, dst, config):
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "generation_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_cli_samples_with_the_models_generation_config_unless_a_flag_is_set(monkeypatch, capsys, tiny_model_dir,
+                                                                            tmp_path):
+    from starchat.cli import main
+
+    model = _model_with_generation_config(tiny_model_dir, tmp_path / "m", {
+        "do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "max_new_tokens": 33, "eos_token_id": 0})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/params\n"))
+    assert main(["chat", "--model", str(model), "--top-k", "5"]) == 0
+    err = capsys.readouterr().err
+    # the model's values, transformers' "no penalty" for the key it left out, and the user's flag on top
+    assert "temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.0, max_new_tokens=33" in err
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"bos_token_id": 0, "eos_token_id": 0}, {}),  # what save_pretrained writes for any model: no choice made
+    ({"do_sample": False, "max_new_tokens": 64},
+     {"temperature": 0.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": 64}),
+    ({"do_sample": True, "temperature": 0.2, "top_k": 50, "top_p": 0.95, "max_new_tokens": 256},  # what train saves
+     {"temperature": 0.2, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0, "max_new_tokens": 256}),
+])
+def test_saved_sampling_defaults_of_a_checkpoint(tmp_path, config, expected):
+    from starchat.inference.params import saved_sampling_defaults
+
+    (tmp_path / "generation_config.json").write_text(json.dumps(config))
+    assert saved_sampling_defaults(str(tmp_path)) == expected
+
+
+def test_saved_sampling_defaults_of_a_gguf_come_from_its_metadata():
+    from starchat.inference.params import resolve_sampling, saved_sampling_defaults
+
+    meta = {"general.architecture": "llama", "general.sampling.temp": "0.6", "general.sampling.top_k": "40",
+            "general.sampling.penalty_repeat": "1.1"}
+    assert saved_sampling_defaults("x.gguf", meta) == {"temperature": 0.6, "top_k": 40, "repetition_penalty": 1.1}
+    assert saved_sampling_defaults("x.gguf", {"general.architecture": "llama"}) == {}
+    p = resolve_sampling("x.gguf", meta, temperature=0.0, top_p=None)
+    assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens) == (0.0, 40, 0.95, 512)
