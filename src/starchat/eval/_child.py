@@ -26,7 +26,7 @@ try:
 except NameError:
     from starchat.eval._seccomp import install_seccomp
 
-MAX_MESSAGE = 4 << 20  # a reply over 4 MiB is treated as a broken program, never read or parsed
+MAX_MESSAGE = 1 << 20  # a reply over 1 MiB is treated as a broken program, never read or parsed
 # Replies leave on fd 3 and requests arrive on fd 4; stdin is /dev/null (a program calling input() must not
 # eat requests); stdout/stderr are the program's and feed the report.
 RESP_FD, REQ_FD = 3, 4

@@ -53,9 +53,10 @@ calls ``unshare(2)`` and forks again, so the program is init of its own namespac
 * RLIMITs: CPU seconds, address space, file size, open files, process count, no core dumps; a
   wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; a minimal environment (no secrets); the interpreter
   runs isolated (``-I -S``: no PYTHON* variables, no user site, no .pth hooks).
-* The harness survives anything, at a bounded cost per reply: a reply over 4 MiB is refused from its
+* The harness survives anything, at a bounded cost per reply: a reply over 1 MiB is refused from its
   length header without being read; the rest is JSON parsed by ``json.loads`` (C, linear in the size,
-  deep nesting is a RecursionError), never after the deadline; the program's output is drained into a
+  deep nesting is a RecursionError), never after the deadline: the worst 1 MiB reply measured (350k
+  empty lists) costs the harness 0.28 s of CPU and ~60 MB. The program's output is drained into a
   bounded buffer, and every wait has a deadline.
 
 Mode ``basic`` (fallback when namespaces are refused, e.g. a container without user namespaces; a
