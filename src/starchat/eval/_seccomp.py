@@ -53,23 +53,35 @@ def seccomp_program(machine):
     return prog + [(ret, 0, 0, allow)]
 
 
+_PREPARED = []  # (libc, sock_fprog, buffer): built once in the fork server, so each fork only calls prctl
+
+
+def prepare_seccomp():
+    """Build the filter for this machine once; None where there is no table for it."""
+    if not _PREPARED:
+        prog = seccomp_program(os.uname().machine)
+        if prog is None:
+            _PREPARED.append(None)
+        else:
+            import ctypes
+            import struct
+
+            buf = ctypes.create_string_buffer(b"".join(struct.pack("<HBBI", *i) for i in prog))
+
+            class SockFprog(ctypes.Structure):
+                _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+            fprog = SockFprog(len(prog), ctypes.addressof(buf))
+            _PREPARED.append((ctypes, ctypes.CDLL(None, use_errno=True), fprog, buf))
+    return _PREPARED[0]
+
+
 def install_seccomp():
     """Load the filter into this process (after PR_SET_NO_NEW_PRIVS); returns False where none exists."""
-    prog = seccomp_program(os.uname().machine)
-    if prog is None:
+    prepared = prepare_seccomp()
+    if prepared is None:
         return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
-    insns = (SockFilter * len(prog))(*[SockFilter(*i) for i in prog])
-    fprog = SockFprog(len(prog), insns)
+    ctypes, libc, fprog, _ = prepared
     PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         err = ctypes.get_errno()
