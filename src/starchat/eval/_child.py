@@ -21,9 +21,10 @@ import os
 import struct
 import sys
 
-try:
-    install_seccomp  # noqa: B018  (defined above: the launcher runs _seccomp.py and this file as one script)
+try:  # defined above when the launcher runs _seccomp.py, _reaper.py and this file as one script
+    install_seccomp, watch  # noqa: B018
 except NameError:
+    from starchat.eval._reaper import kill_everything_below, watch
     from starchat.eval._seccomp import install_seccomp, prepare_seccomp
 
 MAX_MESSAGE = 1 << 20  # a reply over 1 MiB is treated as a broken program, never read or parsed
@@ -302,83 +303,6 @@ def _become_init(ctypes, libc, fds, namespaces):
         _check(ctypes, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
 
 
-def _descendants(procfd, root):
-    """Every process below ``root`` (host pids, read through the host's /proc held open as procfd)."""
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.open(f"{pid}/task", os.O_RDONLY | os.O_DIRECTORY, dir_fd=procfd)
-            try:
-                tids = os.listdir(tasks)
-            finally:
-                os.close(tasks)
-            for tid in tids:
-                fd = os.open(f"{pid}/task/{tid}/children", os.O_RDONLY, dir_fd=procfd)
-                try:
-                    kids = [int(k) for k in os.read(fd, 1 << 16).split()]
-                finally:
-                    os.close(fd)
-                found += kids
-                todo += kids
-        except OSError:  # it exited meanwhile
-            pass
-    return found
-
-
-def _resident_bytes(procfd, pids):
-    total = 0
-    for pid in pids:
-        try:
-            fd = os.open(f"{pid}/statm", os.O_RDONLY, dir_fd=procfd)
-            try:
-                total += int(os.read(fd, 256).split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            finally:
-                os.close(fd)
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-def _watch(child, procfd, memory_bytes, out_fd, wake_fd, stopping):
-    """Wait for the program's first process, killing it when its tree holds more than memory_bytes resident.
-    ``stopping`` fills (and wake_fd wakes us) when the zygote's kill request has killed it."""
-    import select
-    import signal
-
-    while True:
-        if stopping:
-            return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) & 0xFF
-        pid, status = os.waitpid(child, os.WNOHANG)
-        if pid:
-            return os.waitstatus_to_exitcode(status) & 0xFF
-        if memory_bytes and _resident_bytes(procfd, _descendants(procfd, os.getpid())) > memory_bytes:
-            os.kill(child, signal.SIGKILL)
-            msg = f"\nsandbox: killed: the program's processes held more than {memory_bytes >> 20} MiB\n"
-            try:
-                os.write(out_fd, msg.encode())
-            except OSError:
-                pass
-        if select.select([wake_fd], [], [], 0.05)[0]:
-            os.read(wake_fd, 512)
-
-
-def _kill_everything_below(procfd):
-    """Kill and reap every process under this one (orphans come to us: we are a child subreaper)."""
-    import signal
-
-    while True:
-        for pid in _descendants(procfd, os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
 def _spawn(fds, namespaces, memory_mb):
     """Fork the program's process tree; returns the first fork's pid to the zygote, which asks it to kill the
     tree with SIGUSR1 (the first fork is the only one that can name the program's init without a pid race)."""
@@ -428,8 +352,8 @@ def _spawn(fds, namespaces, memory_mb):
         for fd in sorted((procfd, out, wake_r, wake_w)) + [1 << 16]:
             os.closerange(last + 1, fd)
             last = fd
-        code = _watch(child, procfd, memory_mb << 20, out, wake_r, stopping)
-        _kill_everything_below(procfd)
+        code = watch(child, procfd, memory_mb << 20, out, wake_r, stopping)
+        kill_everything_below(procfd)
     except BaseException as e:  # noqa: BLE001  (report on the program's channel, then die)
         try:
             os.write(fds[1], _frame({"setup_error": f"{type(e).__name__}: {e}"}))

@@ -92,10 +92,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from starchat.eval import _child, _seccomp
+from starchat.eval import _child, _reaper, _seccomp
 
-# One script: the filter's module first, so _child.py finds install_seccomp defined.
-CHILD_SOURCE = Path(_seccomp.__file__).read_text(encoding="utf-8") + "\n" + Path(_child.__file__).read_text(encoding="utf-8")
+# One script: the filter's and the reaper's modules first, so _child.py finds their functions defined.
+CHILD_SOURCE = "\n".join(Path(m.__file__).read_text(encoding="utf-8") for m in (_seccomp, _reaper, _child))
 OUTPUT_KEEP = 4096  # bytes of the program's stdout/stderr kept for the report
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
