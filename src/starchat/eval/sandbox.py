@@ -49,7 +49,8 @@ calls ``unshare(2)`` and forks again, so the program is init of its own namespac
 * Memory: each process has RLIMIT_AS ``memory_mb``, and the first fork sums the resident memory of
   all the program's processes every 50 ms and kills the run above ``total_memory_mb`` (default
   1 GiB). The hard bound, whatever the sampling misses, is ``max_processes * memory_mb`` (16 GiB by
-  default) plus the tmpfs sizes. No cgroup is used (not covered: a burst faster than the sampling).
+  default) plus the tmpfs sizes. Pages a fork shares with its parent count in each (conservative).
+  No cgroup is used (not covered: a burst faster than the sampling).
 * RLIMITs: CPU seconds, address space, file size, open files, process count, no core dumps; a
   wall-clock timeout; ``PR_SET_NO_NEW_PRIVS``; a minimal environment (no secrets); the interpreter
   runs isolated (``-I -S``: no PYTHON* variables, no user site, no .pth hooks).
