@@ -38,3 +38,39 @@ def test_file_lock_holds_a_second_holder_back_until_released(tmp_path):
         assert not got.wait(0.3)  # a separate open file: flock makes it wait, even in this process
     assert got.wait(5)
     t.join()
+
+
+def test_replace_dir_killed_after_its_first_rename_still_leaves_a_target(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    import starchat.fsio as fsio
+
+    target, new = tmp_path / "out", tmp_path / "new"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "fresh.txt").write_text("fresh")
+    real = os.replace
+
+    def killed_after(src, dst):
+        real(src, dst)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(fsio.os, "replace", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        replace_dir(new, target)
+    assert target.is_dir() and [x.name for x in target.iterdir()] == ["fresh.txt"]
+
+
+def test_replace_dir_falls_back_to_two_renames_without_exchange(tmp_path, monkeypatch):
+    import starchat.fsio as fsio
+
+    monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    target, new = tmp_path / "out", tmp_path / "new"
+    target.mkdir()
+    new.mkdir()
+    (new / "fresh.txt").write_text("fresh")
+    replace_dir(new, target)
+    assert [x.name for x in target.iterdir()] == ["fresh.txt"] and [x.name for x in tmp_path.iterdir()] == ["out"]

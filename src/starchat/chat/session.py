@@ -49,6 +49,9 @@ HELP = """Commands:
 Ctrl-C stops a reply without leaving. Start a message with // to send a literal '/'."""
 
 
+MAX_LOAD_BYTES = 16 << 20  # a saved conversation is text; more is not one
+
+
 class ChatSession:
     def __init__(self, engine: Engine, io: ChatIO, params: SamplingParams | None = None,
                  system: str | None = None, review: bool = True, check_urls: bool = False) -> None:
@@ -112,6 +115,10 @@ class ChatSession:
             cancel.set()
             gen.close()
             self.io.info("[stopped]")
+        except BaseException:  # e.g. BrokenPipeError from `| head -1`: stop generating, then let it out
+            cancel.set()
+            gen.close()
+            raise
         text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
         if self.review:
@@ -149,7 +156,9 @@ class ChatSession:
             return self._fail("/save needs a file name, e.g. /save chat.json")
         path = Path(os.path.expanduser(arg))
         try:
-            write_text_atomic(path, json.dumps(self.conversation(), indent=2, ensure_ascii=False) + "\n")
+            # through a symlink to its target: the link itself stays (an atomic rename would replace it)
+            target = Path(os.path.realpath(path)) if path.is_symlink() else path
+            write_text_atomic(target, json.dumps(self.conversation(), indent=2, ensure_ascii=False) + "\n")
         except OSError as e:
             return self._fail(f"cannot write {path}: {e.strerror}")
         self.io.info(f"saved {len(self.conversation())} messages to {path}")
@@ -159,9 +168,18 @@ class ChatSession:
             return self._fail("/load needs a file name, e.g. /load chat.json")
         path = Path(os.path.expanduser(arg))
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with path.open("rb") as f:  # capped: /load /dev/zero must not read forever
+                raw = f.read(MAX_LOAD_BYTES + 1)
         except OSError as e:
             return self._fail(f"cannot read {path}: {e.strerror}")
+        if b"\0" in raw:
+            return self._fail(f"{path}: not a text file (it holds NUL bytes); /load reads a JSON conversation")
+        if len(raw) > MAX_LOAD_BYTES:
+            return self._fail(f"{path}: larger than {MAX_LOAD_BYTES >> 20} MiB; not a saved conversation")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return self._fail(f"{path}: not a text file (byte {e.start} is not UTF-8); /load reads a JSON conversation")
         except json.JSONDecodeError as e:
             return self._fail(f"{path}: line {e.lineno}: not valid JSON ({e.msg})")
         if isinstance(data, dict) and "messages" in data:

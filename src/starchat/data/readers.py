@@ -61,18 +61,28 @@ class ReadOptions:
 def iter_records(path: Path) -> Iterator[Record]:
     """Records of one local file, each with its line (JSONL) or index (JSON array, parquet)."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with path.open("rb") as f:  # bytes: a line that is not UTF-8 is one bad record, not a traceback
+            for lineno, raw in enumerate(f, 1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield Record(DataError(f"{where}: not valid UTF-8 (byte {e.start + 1} of the line)"), where)
+                    continue
                 if not line.strip():
                     continue
                 try:
-                    yield Record(json.loads(line), f"{path}:{lineno}")
+                    yield Record(json.loads(line), where)
                 except json.JSONDecodeError as e:
-                    yield Record(DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"),
-                                 f"{path}:{lineno}")
+                    yield Record(DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})"), where)
     elif path.suffix == ".json":
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise DataError(f"{path}:{line}: not valid UTF-8; a .json input is "
+                            "one record list, so fix the file (or convert it to .jsonl to skip bad lines)") from None
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -251,6 +261,7 @@ def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptio
                 oasst_rows.append(rec)  # trees need every row of the file first
                 continue
             msgs = CONVERTERS[file_fmt](rec.data, rec.where)
+            check_text(msgs, rec.where)
         except DataError as e:
             _invalid(e, name, stats, opts)
             continue
@@ -258,7 +269,25 @@ def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptio
     if oasst_rows:
         from starchat.data.oasst import read_oasst
 
-        yield from read_oasst(name, oasst_rows, opts, lambda e: _invalid(e, name, stats, opts))
+        for ex in read_oasst(name, oasst_rows, opts, lambda e: _invalid(e, name, stats, opts)):
+            try:
+                check_text(ex.messages, ex.where)
+            except DataError as e:
+                _invalid(e, name, stats, opts)
+                continue
+            yield ex
+
+
+def check_text(messages: list[dict[str, str]], where: str) -> None:
+    """Refuse text that cannot be written as UTF-8: JSON's ``\\ud800`` escapes decode to lone surrogates."""
+    for i, m in enumerate(messages):
+        for key, value in m.items():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise DataError(f"{where}: not valid UTF-8 (field 'messages[{i}].{key}' holds a lone "
+                                    f"surrogate {value[e.start]!r} at character {e.start})") from None
 
 
 def _invalid(err: DataError, name: str, stats: ReadStats, opts: ReadOptions) -> None:

@@ -7,21 +7,35 @@ warm interpreter saves a Python start per program. Everything up to ``exec(progr
 that the process belongs to the program, so nothing here decides a verdict: this side only returns
 plain-data results of calls, and the harness's checker judges them.
 The wire helpers (``encode``, ``decode``) are shared with the parent by import.
+
+Process lifetime: the first fork (trusted, outside the program's pid namespace) is the program's parent
+and its only reaper. It kills the program's init (PID 1 of the namespace: the kernel then kills every
+process in it, setsid daemons included) when the zygote asks, when the zygote dies (PDEATHSIG), or when
+the program's processes together hold more resident memory than allowed; as a child subreaper it also
+kills whatever is left under it (basic mode, where there is no pid namespace).
 """
 
+import json
 import marshal
 import os
 import struct
 import sys
 
-MAX_MESSAGE = 16 << 20  # a reply over 16 MiB is treated as a broken program, not buffered
+try:  # defined above when the launcher runs _seccomp.py, _reaper.py and this file as one script
+    install_seccomp, watch  # noqa: B018
+except NameError:
+    from starchat.eval._reaper import kill_everything_below, watch
+    from starchat.eval._seccomp import install_seccomp, prepare_seccomp
+
+MAX_MESSAGE = 1 << 20  # a reply over 1 MiB is treated as a broken program, never read or parsed
 # Replies leave on fd 3 and requests arrive on fd 4; stdin is /dev/null (a program calling input() must not
 # eat requests); stdout/stderr are the program's and feed the report.
 RESP_FD, REQ_FD = 3, 4
 
 
-# ---- wire format: 8-byte length + payload (harness -> child: marshal; child -> harness: a Python literal
-# of lists, dicts with one tag key, str, int, float, bool and None, so every value round-trips exactly) --
+# ---- wire format: 8-byte length + payload (harness -> child: marshal; child -> harness: JSON of lists,
+# dicts with one tag key, str, int, float, bool and None, so every value round-trips exactly; JSON, not a
+# Python literal, because ast.literal_eval costs the harness ~300 bytes of memory per reply byte) --------
 
 def encode(value, depth=0):
     """Plain data -> tagged literal, or TypeError for anything that is not a builtin value type."""
@@ -69,8 +83,8 @@ def decode(value):
 
 
 def send(fd, obj):
-    """Child -> harness: a Python literal (the harness parses it with ast.literal_eval, never marshal)."""
-    data = repr(obj).encode()
+    """Child -> harness: JSON (the harness parses it with json.loads, never marshal)."""
+    data = _dumps(obj)
     view = memoryview(struct.pack("<Q", len(data)) + data)
     while view:
         view = view[os.write(fd, view):]
@@ -150,10 +164,16 @@ def _isolate_filesystem(tmpfs_mb, expose):
         _check(ctypes, libc.mount(src, path.encode(), None, MS_BIND | MS_REC, None), f"expose {path}")
         os.close(fd)
     opts = f"size={tmpfs_mb}m,mode=1777".encode()
-    for target in (b"/tmp", b"/dev/shm", b"/var/tmp"):
-        if os.path.isdir(target):
-            rc = libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, opts)
-            _check(ctypes, rc, f"mount tmpfs on {target.decode()}")
+    # /run and /var/run hold the host's daemons' sockets (the seccomp filter refuses AF_UNIX too).
+    targets = [("/tmp", opts), ("/dev/shm", opts), ("/var/tmp", opts), ("/run", b"size=1m,mode=755"),
+               ("/var/run", b"size=1m,mode=755")]
+    done = set()
+    for target, o in targets:
+        real = os.path.realpath(target)
+        if os.path.isdir(real) and real not in done:
+            done.add(real)
+            rc = libc.mount(b"tmpfs", real.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, o)
+            _check(ctypes, rc, f"mount tmpfs on {real}")
     os.makedirs("/tmp/work", mode=0o777, exist_ok=True)
     os.chmod("/tmp/work", 0o777)
     return "/tmp/work"
@@ -200,7 +220,10 @@ def setup(cfg):
         os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
     if cfg.get("drop_caps"):
         _drop_all_capabilities()
+    ctypes, libc = _libc()
+    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG again: the uid change above cleared it
     _no_new_privs()
+    install_seccomp()
     return workdir
 
 
@@ -262,9 +285,12 @@ def _enter_namespaces(ctypes, libc):
 def _become_init(ctypes, libc, fds, namespaces):
     """Called in the second fork (pid 1 of the new pid namespace): wire the fds, private mounts, fresh /proc."""
     PR_SET_PDEATHSIG, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 1 << 18
-    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # the harness kills our parent on timeout: we follow
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # our parent dies only after killing us; this covers the rest
     import fcntl
+    import signal
 
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # the zygote's kill request is for our parent, not us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     # Park the fds high first, so that placing one cannot overwrite another that is still to be placed.
     req, resp, out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -277,28 +303,57 @@ def _become_init(ctypes, libc, fds, namespaces):
         _check(ctypes, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
 
 
-def _spawn(fds, namespaces):
-    """Fork the program's process tree; returns the first fork's pid (its process group) to the zygote."""
+def _spawn(fds, namespaces, memory_mb):
+    """Fork the program's process tree; returns the first fork's pid to the zygote, which asks it to kill the
+    tree with SIGUSR1 (the first fork is the only one that can name the program's init without a pid race)."""
+    zygote_pid = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 70
     try:
+        import signal
+
         os.setsid()
         ctypes, libc = _libc()
+        procfd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # the host's /proc, before the program's hides it
         if namespaces:
             _enter_namespaces(ctypes, libc)
+        libc.prctl(1, signal.SIGUSR1, 0, 0, 0)  # PR_SET_PDEATHSIG: the zygote's death is a kill request
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the program come to us
+        if os.getppid() != zygote_pid:
+            os._exit(code)
         child = os.fork()
         if child == 0:
             try:
+                os.close(procfd)
                 _become_init(ctypes, libc, fds, namespaces)
                 run_program()
             except BaseException as e:  # noqa: BLE001  (shown in the sample's output)
                 os.write(2, f"sandbox: {type(e).__name__}: {e}\n".encode())
             finally:
                 os._exit(0)
-        os.closerange(0, 1 << 16)  # drop our copies: the harness must see EOF as soon as the program dies
-        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) & 0xFF
+        import fcntl
+
+        out = fcntl.fcntl(fds[2], fcntl.F_DUPFD, 100)
+        stopping = []
+
+        def on_stop(*_):
+            stopping.append(True)
+            os.kill(child, signal.SIGKILL)
+
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)  # a kill request ends the watcher's wait at once
+        signal.signal(signal.SIGUSR1, on_stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        # drop our other copies: the harness must see EOF as soon as the program dies
+        last = -1
+        for fd in sorted((procfd, out, wake_r, wake_w)) + [1 << 16]:
+            os.closerange(last + 1, fd)
+            last = fd
+        code = watch(child, procfd, memory_mb << 20, out, wake_r, stopping)
+        kill_everything_below(procfd)
     except BaseException as e:  # noqa: BLE001  (report on the program's channel, then die)
         try:
             os.write(fds[1], _frame({"setup_error": f"{type(e).__name__}: {e}"}))
@@ -307,8 +362,12 @@ def _spawn(fds, namespaces):
     os._exit(code)
 
 
+def _dumps(obj):
+    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _frame(obj):
-    data = repr(obj).encode()
+    data = _dumps(obj)
     return struct.pack("<Q", len(data)) + data
 
 
@@ -324,52 +383,95 @@ def run_program():
     os._exit(0)
 
 
-# What HumanEval-style programs commonly import; the rest is imported on demand.
-PRELOAD = ("traceback", "resource", "fcntl", "math", "re", "string", "collections", "itertools", "functools", "heapq",
-           "bisect", "hashlib", "random", "typing", "statistics", "fractions", "decimal", "copy", "operator")
+# What HumanEval-style programs commonly import; the rest is imported on demand. Not threading: with it
+# loaded, every fork's set-up and program load took about three times as long (measured).
+PRELOAD = ("traceback", "resource", "fcntl", "select", "json", "math", "re", "string", "collections",
+           "itertools", "functools", "heapq", "bisect", "hashlib", "random", "typing", "statistics", "fractions",
+           "decimal", "copy", "operator")
 
 
 def zygote(sock_fd, namespaces, extra_path):
-    """Serve b"spawn" (with 3 fds: requests, replies, output) and b"kill PID" on a SOCK_SEQPACKET socket."""
+    """Serve b"spawn MEMORY_MB" (with 3 fds: requests, replies, output) and b"kill PID" on a SOCK_SEQPACKET
+    socket. On EOF (the harness is gone) it asks every live program's first fork to kill its tree."""
     import socket
     import signal
+    import time
 
     sys.path.extend(p for p in extra_path.split(os.pathsep) if p)
     _libc()  # import ctypes once here, so forks start with it loaded
+    prepare_seccomp()  # and the filter built
     for name in PRELOAD:  # forks start with these loaded: faster, and importable after dropping privileges
         try:
             __import__(name)
         except ImportError:
             pass
+    # Blocked here and in every fork until its handler is in place: a kill request is never lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     sock = socket.socket(fileno=sock_fd)
+    live = set()
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 256, 3)
         except OSError:
-            return
+            msg, fds = b"", []
         if not msg:
+            for pid in live:
+                _stop(pid, signal, time)
             return
-        if msg == b"spawn" and len(fds) == 3:
-            pid = _spawn(fds, namespaces)
+        if msg.startswith(b"spawn") and len(fds) == 3:
+            pid = _spawn(fds, namespaces, int(msg.split()[1]) if len(msg.split()) > 1 else 0)
             for fd in fds:
                 os.close(fd)
+            live.add(pid)
             sock.send(b"%d" % pid)
         elif msg.startswith(b"kill "):
             pid = int(msg[5:])
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            if pid in live:
+                live.discard(pid)
+                _stop(pid, signal, time)
             sock.send(b"ok")
         else:
             for fd in fds:
                 os.close(fd)
             sock.send(b"error: bad request")
+
+
+def _stop(pid, signal, time):
+    """Ask a first fork to kill its program's tree, and reap it; SIGKILL it if it does not exit in 2 s."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # gone already (or no pidfd): plain polling below
+        pidfd = None
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 2
+    try:
+        while True:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                os.waitpid(pid, 0)
+                return
+            if pidfd is not None:
+                select.select([pidfd], [], [], left)  # readable when it exits
+            else:
+                time.sleep(0.002)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 if __name__ == "__main__":

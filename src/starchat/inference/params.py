@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from starchat.errors import StarchatError
 
@@ -59,6 +62,70 @@ class SamplingParams:
         except ValueError:
             raise StarchatError(f"parameter {key}={value!r} is not a number") from None
         return self.replace(**{key: parsed})
+
+
+# What transformers' generate() uses for a key a generation_config.json leaves out.
+_HF_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+_GGUF_KEYS = {"general.sampling.temp": "temperature", "general.sampling.top_k": "top_k",
+              "general.sampling.top_p": "top_p", "general.sampling.penalty_repeat": "repetition_penalty"}
+
+
+def saved_sampling_defaults(model: str | None, gguf_metadata: dict | None = None) -> dict[str, float | int]:
+    """The sampling defaults a model carries, as SamplingParams fields ({} when it carries none).
+
+    * A checkpoint (local folder, or a hub ID in the local cache) whose ``generation_config.json`` sets
+      any of do_sample, temperature, top_k, top_p, repetition_penalty or max_new_tokens: the model then
+      samples as transformers' ``generate()`` would, so a key it leaves out takes transformers' default
+      (no repetition penalty, top_p 1.0, ...), ``do_sample: false`` means greedy (temperature 0); only
+      max_new_tokens keeps ours when absent (transformers' default length is 20 tokens).
+    * A GGUF model: its ``general.sampling.*`` metadata (temp, top_k, top_p, penalty_repeat), key by key,
+      from the metadata llama.cpp read (``gguf_metadata``; gguf's Python reader takes seconds).
+    """
+    if gguf_metadata is not None:
+        out: dict[str, float | int] = {}
+        for key, name in _GGUF_KEYS.items():
+            try:
+                value = float(gguf_metadata[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            out[name] = int(value) if name == "top_k" else value
+        return out
+    if not model or model.endswith(".gguf") or os.path.isfile(model):
+        return {}
+    cfg = _generation_config(model)
+    keys = ("do_sample", "max_new_tokens", *_HF_DEFAULTS)
+    if not any(k in cfg for k in keys):
+        return {}  # only token ids (what save_pretrained writes for every model): no sampling choice made
+    out = {k: cfg.get(k, v) for k, v in _HF_DEFAULTS.items()}
+    if cfg.get("do_sample") is False:
+        out["temperature"] = 0.0
+    if isinstance(cfg.get("max_new_tokens"), int):
+        out["max_new_tokens"] = cfg["max_new_tokens"]
+    return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _generation_config(model: str) -> dict:
+    path = Path(model) / "generation_config.json"
+    if not path.is_file():
+        if Path(model).exists():
+            return {}
+        try:  # a hub ID: the file the engine itself reads (from the local cache when offline)
+            from transformers import GenerationConfig
+
+            return GenerationConfig.from_pretrained(model).to_diff_dict()
+        except Exception:  # noqa: BLE001  (no such model, no network: the engine will say so)
+            return {}
+    try:
+        data = json.loads(path.read_bytes()[: 1 << 20])
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_sampling(model: str | None, gguf_metadata: dict | None = None, **flags) -> SamplingParams:
+    """Our defaults, overridden by the model's saved ones, overridden by every flag that is not None."""
+    saved = saved_sampling_defaults(model, gguf_metadata)
+    return SamplingParams(**{**saved, **{k: v for k, v in flags.items() if v is not None}})
 
 
 @dataclass

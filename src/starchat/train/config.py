@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import os
 import types
 import typing
@@ -223,9 +224,12 @@ def _coerce(value: Any, tp, key: str, where: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # YAML's .inf/.nan, or "inf" on the command line: NaN weights later
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
@@ -251,9 +255,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(_read_recipe_text(path)) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such recipe file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a recipe file") from None
+        except yaml.reader.ReaderError as e:  # a control character: binary data, not a recipe
+            raise ConfigError(f"{path}: not a text file (character {e.character!r} at byte {e.position}); "
+                              "pass a YAML recipe") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f"line {mark.line + 1}: " if mark else ""
@@ -274,6 +283,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if validate:
         validate_config(cfg, str(path) if path else "config")
     return cfg
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _read_recipe_text(path: Path) -> str:
+    """The recipe's text, read with a size cap (a recipe is never megabytes; /dev/zero never ends)."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_RECIPE_BYTES >> 20} MiB; not a recipe file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass a YAML recipe") from None
 
 
 def parse_overrides(argv: list[str]) -> dict[str, str]:

@@ -110,6 +110,10 @@ def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> Prep
                                        template=template, truncation=cfg.truncation)
         stats[f"{name}_tokenize"] = tstats
         if len(tok) == 0:
+            if not any(m.get("role") == "assistant" and m.get("content") for row in d["messages"] for m in row):
+                raise DataError(f"data: no {name} dialogue has an assistant turn (column "
+                                f"'{cfg.messages_column}' holds only system/user turns); the model learns from "
+                                "assistant replies, so add them")
             raise DataError(f"data: no {name} dialogue has assistant tokens left after truncation to "
                             f"data.max_length={cfg.max_length}; raise data.max_length or check the data")
         if cfg.packing:

