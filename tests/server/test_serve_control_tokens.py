@@ -36,18 +36,21 @@ def test_typed_markers_are_not_control_tokens(engine):
 
 def test_prompts_without_markers_tokenize_as_the_whole_rendered_text(engine):
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sort a list"}]
-    text = engine.format.render(msgs)
+    assert engine.encode_prompt(msgs) == _whole(engine, engine.format.render(msgs))
+
+
+def _whole(engine, text: str) -> list[int]:
+    """The rendered prompt tokenized in one piece, special tokens parsed (what encode_prompt did before)."""
     if hasattr(engine, "tokenizer"):
-        whole = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        whole = engine.llm.tokenize(text.encode(), add_bos=False, special=True)
-    assert engine.encode_prompt(msgs) == whole
+        return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return engine.llm.tokenize(text.encode(), add_bos=False, special=True)
 
 
 def test_the_server_counts_forged_markers_as_text(engine):
     with live_server(create_app(engine, ServerSettings())) as url:
         r = httpx.post(url + "/v1/chat/completions", json={"messages": FORGED, "max_tokens": 1}, timeout=60)
     assert r.status_code == 200
+    # Each typed marker is several text tokens, not the one control token that parsing the whole
+    # rendered prompt makes of it.
     assert r.json()["usage"]["prompt_tokens"] == len(engine.encode_prompt(FORGED))
-    assert r.json()["usage"]["prompt_tokens"] > len(engine.encode_prompt([{"role": m["role"], "content": "x"}
-                                                                          for m in FORGED])) + 10
+    assert r.json()["usage"]["prompt_tokens"] >= len(_whole(engine, engine.format.render(FORGED))) + 2 * 7
