@@ -117,6 +117,7 @@ def test_llama_decode_failing_on_admission_fails_only_the_new_request(tiny_llama
         refused = _chat(url, 10)
         assert fake.failed == 1
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"] == "2"
         assert running.result().status_code == 200
         assert running.result().json()["usage"]["completion_tokens"] == 300
         assert httpx.get(url + "/health").json()["running"] == 0

@@ -121,7 +121,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         rid, created = P.new_id("chatcmpl"), P.now()
         if req.stream:
             return _sse(_chat_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
-        texts = await _collect(tickets, request)
+        texts = await _collect(tickets, request, settings.retry_after_s)
         choices = [P.ChatChoice(index=i, message={"role": "assistant", "content": t},
                                 finish_reason=_reason(tk)) for i, (t, tk) in enumerate(zip(texts, tickets))]
         return P.ChatCompletion(id=rid, created=created, model=model_name, choices=choices,
@@ -136,7 +136,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         rid, created = P.new_id("cmpl"), P.now()
         if req.stream:
             return _sse(_text_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
-        texts = await _collect(tickets, request)
+        texts = await _collect(tickets, request, settings.retry_after_s)
         prefix = req.prompt if req.echo else ""
         choices = [P.CompletionChoice(index=i, text=prefix + t, finish_reason=_reason(tk))
                    for i, (t, tk) in enumerate(zip(texts, tickets))]
@@ -208,7 +208,7 @@ def _submit(scheduler, engine, settings, req, prompt_ids: list[int]) -> list[Tic
     return tickets
 
 
-async def _collect(tickets: list[Ticket], request: Request) -> list[str]:
+async def _collect(tickets: list[Ticket], request: Request, retry_after_s: int) -> list[str]:
     """Await every ticket's text, cancelling them all if the client goes away first."""
     work = asyncio.gather(*(t.text() for t in tickets))
     try:
@@ -226,17 +226,19 @@ async def _collect(tickets: list[Ticket], request: Request) -> list[str]:
         raise
     for t in tickets:
         if t.result.finish_reason == "error":
-            raise _failure(t)
+            raise _failure(t, retry_after_s)
     return texts
 
 
-def _failure(ticket: Ticket) -> APIError:
+def _failure(ticket: Ticket, retry_after_s: int = 2) -> APIError:
     """A failed generation as the client sees it: the reason when the request was at fault (4xx) or the
     server is full (503); otherwise a generic message, the details being in the server log only."""
     r = ticket.result
-    if r.status < 500 or r.status == 503:
-        return APIError(r.status, r.error or "the request failed", type_="invalid_request_error"
-                        if r.status < 500 else "server_error", code="overloaded" if r.status == 503 else None)
+    if r.status < 500:
+        return APIError(r.status, r.error or "the request was refused")
+    if r.status == 503:
+        return APIError(503, r.error or "the server is busy: retry later", type_="server_error", code="overloaded",
+                        headers={"Retry-After": str(retry_after_s)})
     return APIError(500, "generation failed on the server (details are in its log): retry, and report it "
                          "if it persists", type_="server_error")
 

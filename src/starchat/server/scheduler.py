@@ -145,7 +145,10 @@ class PendingQueue:
             ok = True if fits is None else fits(t, out)
             if ok is False:
                 with self._cond:
-                    self._items.appendleft(t)  # already counted against max_queue when it came
+                    if self.closed:  # close() ran meanwhile: nobody will take it again
+                        t.finish("cancelled", 0, "server shutting down")
+                    else:
+                        self._items.appendleft(t)  # already counted against max_queue when it came
                 break
             if ok:
                 out.append(t)
