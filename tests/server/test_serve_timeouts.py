@@ -59,6 +59,28 @@ def test_a_connection_that_sends_nothing_is_closed(url):
         assert time.monotonic() - start < 3
 
 
+def test_fifty_silent_connections_are_all_closed(url):
+    socks = [_connect(url) for _ in range(50)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.1\r\n")  # a request line, then nothing
+        deadline = time.monotonic() + 5
+        open_ = set(range(50))
+        while open_ and time.monotonic() < deadline:
+            for i in list(open_):
+                try:
+                    if socks[i].recv(100) == b"":
+                        open_.discard(i)
+                except socket.timeout:
+                    pass
+                except OSError:
+                    open_.discard(i)
+        assert not open_, f"{len(open_)} of 50 connections still open after 5 s"
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_headers_trickled_a_byte_at_a_time_are_cut_off(url):
     with _connect(url) as s:
         _, closed_after = _trickle(s, HEAD * 50, every=0.02)

@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body")
     p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp: the longest prompt + reply of one request")
     p.add_argument("--kv-tokens", type=int, default=16384,
-                   help="llama.cpp: KV cache cells shared by all slots (memory grows with it)")
+                   help="KV cache positions shared by the running requests (llama.cpp cells; transformers: rows x "
+                        "longest row); each reserves prompt + max_tokens, the rest wait (memory grows with it)")
     p.add_argument("--header-timeout", type=float, default=10.0,
                    help="seconds a client has to send its request headers (else the connection is closed)")
     p.add_argument("--body-timeout", type=float, default=30.0,
