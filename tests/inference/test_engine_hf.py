@@ -124,3 +124,15 @@ def test_cancel_before_generate_returns_cancelled(hf_engine):
     cancel.set()
     c = hf_engine.generate(MSGS, GREEDY.replace(max_new_tokens=50), cancel=cancel)
     assert c.finish_reason == "cancelled" and c.completion_tokens < 50
+
+
+def test_batched_stop_criterion_flags_each_row_when_its_stop_string_is_complete():
+    import torch
+
+    from starchat.inference.hf import _StopStrings
+
+    pieces = {0: "", 1: "ab", 2: "<|", 3: "st", 4: "op|>", 5: "z"}
+    crit = _StopStrings(lambda ids: "".join(pieces[i] for i in ids), ["<|stop|>"], prompt_width=1)
+    rows = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 1, 1, 5, 2, 3]])
+    flags = [crit(rows[:, :n], None).tolist() for n in range(2, 7)]
+    assert flags == [[False, False], [False, False], [False, False], [True, False], [True, False]]

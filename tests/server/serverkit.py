@@ -13,14 +13,17 @@ from starchat.inference import Engine, SamplingParams
 
 @contextlib.contextmanager
 def live_server(app) -> Iterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1 (a free port, bound before the server starts); yields the base URL."""
+    """Run ``app`` under uvicorn on 127.0.0.1 (a free port, bound before the server starts), configured as
+    `starchat serve` configures it (its settings' deadlines and limits); yields the base URL."""
     import uvicorn
+
+    from starchat.server.run import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, app.state.settings, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

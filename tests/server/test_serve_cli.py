@@ -42,7 +42,8 @@ def test_starchat_serve_runs_on_loopback_with_an_api_key(tiny_model_dir):
         assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 401
         r = httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer k1"}, timeout=60)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
-        assert httpx.get(url + "/health").json()["slots"] == 4
+        assert httpx.get(url + "/health").json() == {"status": "ok"}  # public, but says nothing more
+        assert httpx.get(url + "/health", headers={"Authorization": "Bearer k1"}).json()["slots"] == 4
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]

@@ -26,7 +26,12 @@ def register(sub) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body")
     p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp: the longest prompt + reply of one request")
     p.add_argument("--kv-tokens", type=int, default=16384,
-                   help="llama.cpp: KV cache cells shared by all slots (memory grows with it)")
+                   help="KV cache positions shared by the running requests (llama.cpp cells; transformers: rows x "
+                        "longest row); each reserves prompt + max_tokens, the rest wait (memory grows with it)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send its request headers (else the connection is closed)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client has to send its request body after the headers (else 408)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="vLLM: shard the model over this many GPUs")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of GPU memory to use")
@@ -41,7 +46,8 @@ def _serve(args) -> int:
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
                               max_batch=args.max_batch, kv_tokens=args.kv_tokens, max_queue=args.max_queue,
-                              max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes)
+                              max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes,
+                              header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout)
     engine_kw = {}
     if args.n_ctx:
         engine_kw["n_ctx"] = args.n_ctx

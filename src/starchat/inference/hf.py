@@ -14,6 +14,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 from starchat.errors import StarchatError
 from starchat.inference.engine import Generation, Prompt
 from starchat.inference.params import Completion, SamplingParams
+from starchat.inference.textstream import TextAssembler
 from starchat.inference.tokenizer_engine import TokenizerEngine
 
 _DONE = object()
@@ -133,14 +134,20 @@ class _StopFlag(StoppingCriteria):
 
 
 class _StopStrings(StoppingCriteria):
-    """Per row: True once the row's generated text contains a stop string."""
+    """Per row: True once the row's generated text contains a stop string.
+
+    Each row feeds its new token to its own TextAssembler, so a step costs O(1) per row whatever the
+    stop strings (re-decoding a window as long as the longest stop string made every step cost that).
+    """
 
     def __init__(self, decode, stop: Sequence[str], prompt_width: int) -> None:
         self.decode, self.stop, self.width = decode, list(stop), prompt_width
-        # A stop string of n characters spans at most n tokens; a few more give the decoder context.
-        self.window = max(len(s) for s in self.stop) + 4
+        self.rows: list[TextAssembler] | None = None
 
     def __call__(self, input_ids, scores, **kw):
-        start = max(self.width, input_ids.shape[1] - self.window)
-        done = [any(s in self.decode(row[start:].tolist()) for s in self.stop) for row in input_ids]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        if self.rows is None:  # the first call sees each row's prompt and first new token
+            self.rows = [TextAssembler(self.decode, self.stop, prompt_tail=row[:self.width].tolist())
+                         for row in input_ids]
+        for asm, tok in zip(self.rows, input_ids[:, -1].tolist()):
+            asm.feed(tok)
+        return torch.tensor([asm.stopped for asm in self.rows], dtype=torch.bool, device=input_ids.device)

@@ -56,6 +56,9 @@ class LlamaCppEngine(Engine):
             if len(end_ids) == 1:
                 eog.append(end_ids[0])
         self.eos_token_ids = list(dict.fromkeys(eog)) or [self.llm.token_eos()]
+        # The texts of control tokens (<|im_start|>...): message content holding one is tokenized apart.
+        self._control = [self._piece(t) for t in range(self.llm.n_vocab())
+                         if llama_cpp.llama_vocab_get_attr(vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
 
     def _piece(self, token: int) -> str:
         if token < 0:
@@ -63,9 +66,12 @@ class LlamaCppEngine(Engine):
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
-        text = self.format.render(messages, add_generation_prompt)
-        # The template writes any BOS itself; special=True turns its markers into their tokens.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        ids: list[int] = []
+        for text, template in self.format.render_pieces(messages, add_generation_prompt, self._control):
+            # The template writes any BOS itself; special=True turns its markers into their tokens, and
+            # special=False leaves control-token text in message content as plain text.
+            ids += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=template)
+        return ids
 
     def encode_text(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from starchat.errors import StarchatError
 
+SEED_MAX = 2**32 - 1  # llama.cpp takes a uint32 seed; torch takes more, but one range for every backend
+MAX_STOP_CHARS = 4096  # all stop strings together: longer ones are a mistake or abuse (each costs every token)
+
 
 @dataclass
 class SamplingParams:
@@ -41,6 +44,12 @@ class SamplingParams:
             self.stop = [self.stop]
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise StarchatError(f"sampling parameter stop={self.stop!r}: each stop string must be a non-empty string")
+        if sum(len(s) for s in self.stop) > MAX_STOP_CHARS:
+            raise StarchatError(f"sampling parameter stop: the stop strings total "
+                                f"{sum(len(s) for s in self.stop)} characters, more than {MAX_STOP_CHARS}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed <= SEED_MAX):
+            raise StarchatError(f"sampling parameter seed={self.seed!r} must be an integer in 0..{SEED_MAX}")
 
     def replace(self, **changes) -> "SamplingParams":
         return dataclasses.replace(self, **changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,6 +39,36 @@ class ChatFormat:
         except Exception as e:  # jinja errors, raise_exception() in the template
             raise TemplateError(f"the {self.source} chat template failed on these messages: {e}") from None
         return rendered[0]
+
+    def render_pieces(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                      control: Sequence[str] = ()) -> list[tuple[str, bool]]:
+        """The rendered prompt as ``(text, is_template)`` pieces: engines tokenize template pieces with
+        special-token parsing and message content without it, so text a user or system prompt types
+        (``<|im_start|>``, ``<|end|>``) stays text and only the template's own markers are control tokens.
+
+        ``control``: the model's control-token texts. When no content holds one (the usual case) the
+        prompt is one template piece, tokenized exactly as before. Otherwise each content is wrapped in
+        random markers, the template rendered again, and the text cut at the markers. Not covered: a
+        template that rewrites or drops the markers; that is refused rather than risk parsing content.
+        """
+        msgs = validate_messages(messages)
+        if not any(c in m["content"] for m in msgs for c in control if c):
+            return [(self.render(msgs, add_generation_prompt), True)]
+        nonce = secrets.token_hex(8)
+        start, end = f"\ue000{nonce}\ue001", f"\ue002{nonce}\ue003"
+        marked = self.render([{**m, "content": f"{start}{m['content']}{end}"} for m in msgs], add_generation_prompt)
+        pieces, pos = [], 0
+        while (i := marked.find(start, pos)) >= 0:
+            j = marked.find(end, i)
+            if j < 0 or marked.find(start, i + len(start), j) >= 0:
+                break
+            pieces += [(marked[pos:i], True), (marked[i + len(start):j], False)]
+            pos = j + len(end)
+        pieces.append((marked[pos:], True))
+        if any(start in t or end in t for t, _ in pieces):
+            raise TemplateError(f"the {self.source} chat template transforms message content, so content holding "
+                                "control-token text cannot be kept as text: remove it from the messages")
+        return [(t, special) for t, special in pieces if t]
 
     @property
     def end_token(self) -> str | None:

@@ -37,9 +37,14 @@ class TokenizerEngine(Engine):
         return ids
 
     def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
-        text = self.format.render(messages, add_generation_prompt)
-        # The template writes any BOS itself, as transformers' apply_chat_template does.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        tok = self.tokenizer
+        control = [t.content for t in tok.added_tokens_decoder.values() if t.special]
+        ids: list[int] = []
+        for text, template in self.format.render_pieces(messages, add_generation_prompt, control):
+            # The template writes any BOS itself, as transformers' apply_chat_template does; message
+            # content is tokenized with split_special_tokens, so it can never spell a control token.
+            ids += tok(text, add_special_tokens=False, split_special_tokens=not template)["input_ids"]
+        return ids
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]

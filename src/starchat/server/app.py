@@ -16,9 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from starchat.errors import StarchatError
 from starchat.inference import SamplingParams
+from starchat.inference.params import SEED_MAX
 from starchat.server import protocol as P
 from starchat.server.scheduler import QueueFull, Ticket
 from starchat.server.settings import ServerSettings
+from starchat.server.timeouts import BodyDeadline
 
 log = logging.getLogger("starchat.server")
 
@@ -58,7 +60,8 @@ def make_scheduler(engine, settings: ServerSettings):
     if isinstance(engine, TransformersEngine):
         from starchat.server.batcher import ContinuousBatcher
 
-        return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
+        return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                                 kv_tokens=settings.kv_tokens)
     from starchat.server.scheduler import SlotScheduler
 
     return SlotScheduler([engine], max_queue=settings.max_queue)
@@ -77,10 +80,14 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         yield
         scheduler.stop()
 
-    app = FastAPI(title="starchat", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # With a key, the API's description is not public either: /docs and /openapi.json are off.
+    public_docs = settings.api_key is None
+    app = FastAPI(title="starchat", lifespan=lifespan, docs_url="/docs" if public_docs else None,
+                  redoc_url=None, openapi_url="/openapi.json" if public_docs else None)
     app.state.engine, app.state.settings, app.state.scheduler = engine, settings, scheduler
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground():
@@ -91,11 +98,18 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         icon = resources.files("starchat.server").joinpath("static/favicon.ico").read_bytes()
         return Response(icon, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
 
+    auth = _auth(settings.api_key)
+
     @app.get("/health")
-    async def health():
+    async def health(request: Request):
+        """Public, for load balancers; the model and the load only to callers with the key (when one is set)."""
+        try:
+            await auth(request)
+        except APIError:
+            return {"status": "ok"}
         return {"status": "ok", "model": model_name, **scheduler.stats()}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth(settings.api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
 
     @v1.get("/models")
     async def models() -> P.ModelList:
@@ -112,7 +126,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         rid, created = P.new_id("chatcmpl"), P.now()
         if req.stream:
             return _sse(_chat_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
-        texts = await _collect(tickets, request)
+        texts = await _collect(tickets, request, settings.retry_after_s)
         choices = [P.ChatChoice(index=i, message={"role": "assistant", "content": t},
                                 finish_reason=_reason(tk)) for i, (t, tk) in enumerate(zip(texts, tickets))]
         return P.ChatCompletion(id=rid, created=created, model=model_name, choices=choices,
@@ -120,12 +134,14 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/completions")
     async def completions(req: P.CompletionRequest, request: Request):
-        prompt_ids = await asyncio.to_thread(engine.encode_text, req.prompt)
+        prompt_ids = await asyncio.to_thread(engine.encode_text, req.prompt) if req.prompt else []
+        if not req.prompt or not prompt_ids:
+            raise APIError(400, "the prompt is empty: send some text to complete", param="prompt")
         tickets = _submit(scheduler, engine, settings, req, prompt_ids)
         rid, created = P.new_id("cmpl"), P.now()
         if req.stream:
             return _sse(_text_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
-        texts = await _collect(tickets, request)
+        texts = await _collect(tickets, request, settings.retry_after_s)
         prefix = req.prompt if req.echo else ""
         choices = [P.CompletionChoice(index=i, text=prefix + t, finish_reason=_reason(tk))
                    for i, (t, tk) in enumerate(zip(texts, tickets))]
@@ -171,19 +187,23 @@ def _params(engine, settings: ServerSettings, req, prompt_len: int) -> SamplingP
     given = {k: getattr(req, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")
              if getattr(req, k) is not None}
     try:
-        return defaults.replace(**given, max_new_tokens=min(wanted or settings.default_max_tokens, room),
-                                stop=list(req.stop), seed=req.seed)
+        params = defaults.replace(**given, max_new_tokens=min(wanted or settings.default_max_tokens, room),
+                                  stop=list(req.stop), seed=req.seed)
     except StarchatError as e:
         raise APIError(400, str(e)) from None
+    return params
 
 
 def _submit(scheduler, engine, settings, req, prompt_ids: list[int]) -> list[Ticket]:
     params = _params(engine, settings, req, len(prompt_ids))
+    why = scheduler.refusal(len(prompt_ids), params.max_new_tokens)
+    if why:  # it could never run here: say so now rather than queue it
+        raise APIError(400, why, param="max_tokens", code="context_length_exceeded")
     tickets: list[Ticket] = []
     try:
         for i in range(req.n):
             # n choices with a seed must still differ from each other, and repeat across calls.
-            p = params if params.seed is None or i == 0 else params.replace(seed=params.seed + i)
+            p = params if params.seed is None or i == 0 else params.replace(seed=(params.seed + i) % (SEED_MAX + 1))
             tickets.append(scheduler.submit(Ticket(prompt_ids, p)))
     except QueueFull:
         for t in tickets:
@@ -193,7 +213,7 @@ def _submit(scheduler, engine, settings, req, prompt_ids: list[int]) -> list[Tic
     return tickets
 
 
-async def _collect(tickets: list[Ticket], request: Request) -> list[str]:
+async def _collect(tickets: list[Ticket], request: Request, retry_after_s: int) -> list[str]:
     """Await every ticket's text, cancelling them all if the client goes away first."""
     work = asyncio.gather(*(t.text() for t in tickets))
     try:
@@ -211,8 +231,21 @@ async def _collect(tickets: list[Ticket], request: Request) -> list[str]:
         raise
     for t in tickets:
         if t.result.finish_reason == "error":
-            raise APIError(500, f"generation failed: {t.result.error}", type_="server_error")
+            raise _failure(t, retry_after_s)
     return texts
+
+
+def _failure(ticket: Ticket, retry_after_s: int = 2) -> APIError:
+    """A failed generation as the client sees it: the reason when the request was at fault (4xx) or the
+    server is full (503); otherwise a generic message, the details being in the server log only."""
+    r = ticket.result
+    if r.status < 500:
+        return APIError(r.status, r.error or "the request was refused")
+    if r.status == 503:
+        return APIError(503, r.error or "the server is busy: retry later", type_="server_error", code="overloaded",
+                        headers={"Retry-After": str(retry_after_s)})
+    return APIError(500, "generation failed on the server (details are in its log): retry, and report it "
+                         "if it persists", type_="server_error")
 
 
 def _reason(ticket: Ticket) -> str:
@@ -281,10 +314,9 @@ def _sse(chunks, tickets: list[Ticket]) -> StreamingResponse:
         try:
             async for c in chunks:
                 yield f"data: {c.model_dump_json(exclude_none=False)}\n\n"
-            bad = [t.result.error for t in tickets if t.result.finish_reason == "error"]
+            bad = [t for t in tickets if t.result.finish_reason == "error"]
             if bad:
-                err = P.ErrorResponse(error=P.ErrorBody(message=f"generation failed: {bad[0]}", type="server_error"))
-                yield f"data: {err.model_dump_json()}\n\n"
+                yield f"data: {P.ErrorResponse(error=_failure(bad[0]).body).model_dump_json()}\n\n"
             yield "data: [DONE]\n\n"
         finally:  # normal end, or cancelled by a client disconnect
             for t in tickets:
@@ -307,6 +339,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return error_response(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "unsupported_field":  # an OpenAI feature we do not implement: 400, named
+            where = ".".join(loc + [first["ctx"]["first"]])
+            prefix = ".".join(loc) + ": " if loc else ""
+            return error_response(400, f"{prefix}{first.get('msg')}", param=where, code="unsupported_parameter")
         where = ".".join(loc) or "body"
         msgs = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
                          for e in errs)
@@ -315,7 +351,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crashed(request, exc: Exception):
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+        # The exception's text stays in the log: it can hold paths, prompts or other requests' data.
+        return error_response(500, "internal server error (details are in the server log)", type_="server_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):

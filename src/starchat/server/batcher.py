@@ -7,12 +7,16 @@ every row with its own parameters in one batched call (`sampler.py`), each with 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from transformers import DynamicCache
 
 from starchat.inference.textstream import TextAssembler
 from starchat.server.sampler import sample_rows
 from starchat.server.scheduler import BatchingScheduler, Ticket
+
+log = logging.getLogger("starchat.server")
 
 
 class _Row:
@@ -55,9 +59,11 @@ class ContinuousBatcher(BatchingScheduler):
 
     kind = "continuous-batching"
 
-    def __init__(self, engine, max_batch: int = 16, max_queue: int = 64):
-        """``engine``: a TransformersEngine (its ``model``, ``decode``, ``eos_token_ids``, ``pad_token_id``)."""
+    def __init__(self, engine, max_batch: int = 16, max_queue: int = 64, kv_tokens: int = 16384):
+        """``engine``: a TransformersEngine (its ``model``, ``decode``, ``eos_token_ids``, ``pad_token_id``);
+        ``kv_tokens``: the KV cache positions the batch may hold (rows x its longest row, padding included)."""
         super().__init__(max_batch, max_queue)
+        self.kv_tokens = kv_tokens
         self.engine = engine
         self.model = engine.model.eval()
         self.device = engine.model.device
@@ -69,6 +75,20 @@ class ContinuousBatcher(BatchingScheduler):
 
     def stats(self) -> dict:
         return {**super().stats(), "peak_batch": self.peak_rows}
+
+    def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
+        if prompt_len + max_new_tokens > self.kv_tokens:
+            return (f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
+                    f"{self.kv_tokens} KV cache positions of this server (--kv-tokens): shorten it or lower max_tokens")
+        return None
+
+    def _fits(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
+        """Rows are right-aligned in one left-padded cache, so it holds (rows x the longest row) positions;
+        each row is counted at its full size (prompt + max_new_tokens) so no decode step can overflow."""
+        sizes = [_size(r.ticket) for r in self.rows] + [_size(t) for t in taken] + [_size(ticket)]
+        if len(sizes) * max(sizes) <= self.kv_tokens:
+            return True
+        return self._refuse_or_wait(ticket, taken)
 
     def _step(self, new: list[Ticket]) -> None:
         with torch.inference_mode():
@@ -82,8 +102,19 @@ class ContinuousBatcher(BatchingScheduler):
         self.cache, self.mask = None, None
 
     def _prefill(self, tickets: list[Ticket]) -> None:
-        """Run the new prompts as one left-padded batch, sample their first token, merge into the batch."""
-        rows = [_Row(t, self.engine.decode, self.eos_ids, self.device) for t in tickets]
+        """Run the new prompts as one left-padded batch, sample their first token, merge into the batch.
+
+        A failure here (out of memory, a bad request) fails the new requests alone: the running batch's
+        cache is only touched by the merge at the end."""
+        rows = admit_rows(tickets, lambda t: _Row(t, self.engine.decode, self.eos_ids, self.device))
+        if not rows:
+            return
+        try:
+            self._prefill_rows(rows)
+        except Exception as e:
+            fail_new(rows, e)
+
+    def _prefill_rows(self, rows: list[_Row]) -> None:
         longest = max(len(r.ids) for r in rows)
         ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         new_mask = torch.zeros((len(rows), longest), dtype=torch.long)
@@ -95,11 +126,11 @@ class ContinuousBatcher(BatchingScheduler):
         new_cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
                          past_key_values=new_cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :]
+        first = _sample(rows, out.logits[:, -1, :])
         self.cache, self.mask = _merge(self.cache, self.mask, out.past_key_values, new_mask)
         self.rows.extend(rows)
         self.peak_rows = max(self.peak_rows, len(self.rows))
-        for r, tok in zip(rows, _sample(rows, logits)):
+        for r, tok in zip(rows, first):
             r.done = r.push(tok)
 
     def _decode(self) -> None:
@@ -140,6 +171,30 @@ class ContinuousBatcher(BatchingScheduler):
                 layer.values = layer.values[..., lead:, :]
             mask = mask[:, lead:]
         self.mask = mask
+
+
+def _size(ticket: Ticket) -> int:
+    """The KV cache positions a request may come to hold."""
+    return len(ticket.prompt_ids) + ticket.params.max_new_tokens
+
+
+def admit_rows(tickets: list[Ticket], make) -> list:
+    """``make(ticket)`` for each ticket; one that raises is failed alone, the others go on."""
+    rows = []
+    for t in tickets:
+        try:
+            rows.append(make(t))
+        except Exception as e:
+            log.exception("admitting a request failed")
+            t.finish("error", 0, f"{type(e).__name__}: {e}")
+    return rows
+
+
+def fail_new(rows: list, e: Exception) -> None:
+    """Fail the requests of a prefill that raised; the rows already running are not touched."""
+    log.exception("prefill of %d new requests failed", len(rows))
+    for r in rows:
+        r.ticket.finish("error", r.n_new, f"{type(e).__name__}: {e}")
 
 
 def _sample(rows: list[_Row], logits: torch.Tensor) -> list[int]:

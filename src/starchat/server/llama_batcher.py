@@ -9,13 +9,16 @@ batcher; a finished or cancelled sequence has its KV cells removed and its slot 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 import torch
 
-from starchat.server.batcher import _Row, _sample
+from starchat.server.batcher import _Row, _sample, _size, admit_rows
 from starchat.server.scheduler import BatchingScheduler, Ticket
+
+log = logging.getLogger("starchat.server")
 
 class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
@@ -39,9 +42,37 @@ class LlamaCppBatcher(BatchingScheduler):
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create the serving context (out of memory?)")
         self.n_ctx = cp.n_ctx
+        self.n_batch = cp.n_batch  # tokens the llama_batch buffer holds
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(engine.llm._model.model))
         self.batch = L.llama_batch_init(cp.n_batch, 0, 1)
-        self.free_seqs = list(range(slots))
+
+    def stats(self) -> dict:
+        return {**super().stats(), "kv_tokens": self.n_ctx,
+                "kv_reserved": sum(_size(r.ticket) for r in list(self.rows))}
+
+    def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
+        if prompt_len + max_new_tokens > min(self.n_ctx, self.n_batch):
+            return (f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
+                    f"{self.n_ctx}-cell KV cache of this server (--kv-tokens): shorten it or lower max_tokens")
+        return None
+
+    def _fits(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
+        """Admission: each request reserves its prompt + max_new_tokens cells of the shared KV cache, and one
+        step's batch (a token per running row + the new prompts) must fit the llama_batch buffer, so
+        llama_decode never runs out of either; a request that does not fit waits for running ones to end."""
+        cells = sum(_size(r.ticket) for r in self.rows) + sum(_size(t) for t in taken) + _size(ticket)
+        tokens = len(self.rows) + sum(len(t.prompt_ids) for t in taken) + len(ticket.prompt_ids)
+        if cells <= self.n_ctx and tokens <= self.n_batch:
+            return True
+        return self._refuse_or_wait(ticket, taken)
+
+    def _new_row(self, t: Ticket) -> _Row:
+        r = _Row(t, self.engine.decode, self.eos_ids, "cpu")
+        # The lowest sequence id no running row holds: derived, never kept in a list that a failure could leak.
+        used = {x.seq for x in self.rows}
+        r.seq = next(s for s in range(self.capacity) if s not in used)
+        self.rows.append(r)
+        return r
 
     def _step(self, new: list[Ticket]) -> None:
         b, n = self.batch, 0
@@ -54,17 +85,20 @@ class LlamaCppBatcher(BatchingScheduler):
 
         for r in self.rows:  # the next token of every running sequence
             r.out = add(r.ids[-1], len(r.ids) - 1, r.seq, True)
-        for t in new:
-            r = _Row(t, self.engine.decode, self.eos_ids, "cpu")
-            r.seq = self.free_seqs.pop()
-            for pos, tok in enumerate(t.prompt_ids):
-                r.out = add(tok, pos, r.seq, pos == len(t.prompt_ids) - 1)
-            self.rows.append(r)
+        running = n
+        fresh = admit_rows(new, self._new_row)
+        for r in fresh:
+            for pos, tok in enumerate(r.ticket.prompt_ids):
+                r.out = add(tok, pos, r.seq, pos == len(r.ticket.prompt_ids) - 1)
         b.n_tokens = n
         rc = self.L.llama_decode(self.ctx, b)
+        if rc != 0 and fresh:
+            rc = self._without(fresh, running, rc)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}: the {self.n_ctx}-token KV cache shared by the slots "
                                "is full; raise --kv-tokens, or lower --max-batch or the requests' max_tokens")
+        if not self.rows:
+            return
         logits = torch.from_numpy(np.stack([
             np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, r.out), shape=(self.n_vocab,))
             for r in self.rows]))
@@ -80,13 +114,28 @@ class LlamaCppBatcher(BatchingScheduler):
                 keep.append(r)
         self.rows = keep
 
+    def _without(self, fresh: list[_Row], running: int, rc: int) -> int:
+        """A step with new prompts failed: fail those alone (503, retry) and decode the running rows again."""
+        log.error("llama_decode returned %d admitting %d requests: they are refused, the others go on", rc, len(fresh))
+        mem = self.L.llama_get_memory(self.ctx)
+        for r in fresh:
+            self.rows.remove(r)
+            self._free(r)
+            r.ticket.finish("error", 0, f"llama_decode returned {rc}: no room in the KV cache now, retry later",
+                            status=503)
+        for r in self.rows:  # drop whatever of this step llama.cpp kept, so positions stay consecutive
+            self.L.llama_memory_seq_rm(mem, r.seq, len(r.ids) - 1, -1)
+        if not self.rows:
+            return 0
+        self.batch.n_tokens = running  # the running rows' tokens are the batch's first entries
+        return self.L.llama_decode(self.ctx, self.batch)
+
     def _release_all(self) -> None:
         for r in self.rows:
             self._free(r)
 
     def _free(self, row: _Row) -> None:
         self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)
-        self.free_seqs.append(row.seq)
 
     def stop(self) -> None:
         super().stop()

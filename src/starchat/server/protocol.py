@@ -4,44 +4,117 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from starchat.inference.params import MAX_STOP_CHARS, SEED_MAX
+
+# OpenAI fields this server does not implement, with the values that ask for nothing (accepted).
+# Any other value, or a field in neither the model nor this table, is refused with a 400 naming it:
+# silently ignoring e.g. `tools` or `response_format` would hand back something the client did not ask for.
+NEUTRAL = {
+    "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none", "auto"),
+    "functions": (None, []), "function_call": (None, "none", "auto"), "parallel_tool_calls": (None, True, False),
+    "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}), "best_of": (None, 1), "suffix": (None, ""), "store": (None, False),
+    "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,), "service_tier": (None, "auto"),
+    "user": None, "metadata": None,  # metadata about the caller: nothing to honour, any value is fine
+}
+MESSAGE_NEUTRAL = {"tool_calls": (None, []), "function_call": (None,), "refusal": (None,), "audio": (None,),
+                   "name": (None,)}
 
 
-class ChatMessage(BaseModel):
-    # Extra keys (name, tool_call_id...) are accepted and ignored, as OpenAI clients send them.
-    model_config = ConfigDict(extra="allow")
+def _known(given: dict, fields, neutral: dict) -> dict:
+    """``given`` less its neutral extras; raises (answered 400) for keys that are neither fields nor neutral."""
+    bad = [k for k, v in given.items() if k not in fields and (
+        k not in neutral or (neutral[k] is not None and not any(_same(v, n) for n in neutral[k])))]
+    if bad:
+        raise PydanticCustomError("unsupported_field", "{fields}: not supported by this server; leave {it} out",
+                                  {"fields": ", ".join(bad), "it": "it" if len(bad) == 1 else "them",
+                                   "first": bad[0]})
+    return {k: v for k, v in given.items() if k in fields}
+
+
+def _same(v, n) -> bool:
+    if n is None or isinstance(n, bool) or isinstance(v, bool):
+        return v is n or (type(v) is type(n) and v == n)
+    return v == n
+
+
+def check_text(s: str, where: str) -> str:
+    """Refuse lone surrogates (valid JSON escapes, but not text any tokenizer can encode)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} holds a lone surrogate (U+{ord(s[e.start]):04X} at character {e.start}): "
+                         "send valid Unicode text") from None
+    return s
+
+
+class _Strict(BaseModel):
+    """A request object whose unknown keys are refused, naming them (`NEUTRAL` values excepted)."""
+
+    model_config = ConfigDict(extra="forbid")  # `_known_keys` names what is refused first
+    neutral: ClassVar[dict] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, v):
+        return _known(v, cls.model_fields, cls.neutral) if isinstance(v, dict) else v
+
+
+class ChatMessage(_Strict):
+    neutral: ClassVar[dict] = MESSAGE_NEUTRAL
     role: Literal["system", "developer", "user", "assistant"]  # "developer": newer clients' name for system
     content: str | list[dict] | None = ""
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, v):
+        """Only text: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+        if v is None:
+            return v
+        if isinstance(v, str):
+            return check_text(v, "content")
+        if not isinstance(v, list):
+            raise ValueError("content must be a string or a list of text parts")
+        for i, p in enumerate(v):
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                raise ValueError(f"content part {i} is {kind!r}: only {{\"type\": \"text\", \"text\": "
+                                 "...} parts are supported (no images or audio)")
+            check_text(p["text"], f"content part {i}")
+        return v
 
     def as_dict(self) -> dict:
         return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
 
     def text(self) -> str:
-        """The content as plain text; list content keeps its text parts (images are not supported)."""
+        """The content as plain text: a list of parts is joined (only text parts pass validation)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return "".join(p["text"] for p in self.content)
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _SamplingFields(BaseModel):
-    """Fields shared by /v1/chat/completions and /v1/completions; unknown fields are accepted."""
+class _SamplingFields(_Strict):
+    """Fields shared by /v1/chat/completions and /v1/completions; unknown ones are refused (`NEUTRAL`)."""
 
-    model_config = ConfigDict(extra="allow")
+    neutral: ClassVar[dict] = NEUTRAL
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = Field(default=None, validate_default=True)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -59,7 +132,10 @@ class _SamplingFields(BaseModel):
             raise ValueError("at most 4 stop sequences are allowed")
         if any(not s for s in stops):
             raise ValueError("stop sequences must be non-empty strings")
-        return stops
+        if sum(len(s) for s in stops) > MAX_STOP_CHARS:
+            raise ValueError(f"the stop sequences total {sum(len(s) for s in stops)} characters; "
+                             f"at most {MAX_STOP_CHARS} are allowed")
+        return [check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -79,8 +155,8 @@ class CompletionRequest(_SamplingFields):
         if isinstance(v, list):
             if len(v) != 1:
                 raise ValueError("send exactly one prompt per request (a list of one string is accepted)")
-            return v[0]
-        return v
+            v = v[0]
+        return check_text(v, "prompt")
 
 
 class Usage(BaseModel):

@@ -16,12 +16,29 @@ def build(model: str | None = None, backend: str = "auto", template: str | None 
     return create_app(load_engine(model, backend=backend, template=template, **engine_kw), settings)
 
 
+def uvicorn_config(app, settings: ServerSettings, **kw):
+    """uvicorn's Config with the server's connection bounds: header/body/keep-alive deadlines, header size
+    and connection count (see timeouts.py)."""
+    import uvicorn
+
+    from starchat.server.timeouts import MAX_HEADER_BYTES, header_deadline_protocol
+
+    return uvicorn.Config(app, host=settings.host, port=settings.port, http=header_deadline_protocol(
+        settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=settings.max_connections, **kw)
+
+
 def serve(model: str | None = None, backend: str = "auto", template: str | None = None,
           settings: ServerSettings | None = None, **engine_kw) -> None:
+    import sys
+
     import uvicorn
 
     settings = settings or ServerSettings()
+    warning = settings.exposure_warning()
+    if warning:
+        print(f"starchat: {warning}", file=sys.stderr, flush=True)
     app = build(model, backend, template, settings, **engine_kw)
     where = f"http://{settings.host}:{settings.port}"
     print(f"starchat: serving {app.state.engine.model_name} at {where}/v1 (playground: {where}/)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.Server(uvicorn_config(app, settings, log_level="info")).run()

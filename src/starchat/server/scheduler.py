@@ -26,7 +26,8 @@ class QueueFull(RuntimeError):
 class Result:
     finish_reason: str = "stop"  # "stop" | "length" | "cancelled" | "error"
     completion_tokens: int = 0
-    error: str | None = None
+    error: str | None = None  # for the server log; shown to the client only when `status` is below 500
+    status: int = 500  # the HTTP status of an error: 4xx when the request itself is at fault
 
 
 class Ticket:
@@ -55,8 +56,9 @@ class Ticket:
         if text:
             self._push(text, done=False)
 
-    def finish(self, finish_reason: str, completion_tokens: int, error: str | None = None) -> None:
-        self.result = Result(finish_reason, completion_tokens, error)
+    def finish(self, finish_reason: str, completion_tokens: int, error: str | None = None,
+               status: int = 500) -> None:
+        self.result = Result(finish_reason, completion_tokens, error, status)
         self._push("", done=True)
 
     def _push(self, text: str, done: bool) -> None:
@@ -129,17 +131,30 @@ class PendingQueue:
                     return None
                 self._cond.wait(left)
 
-    def take(self, room: int, block: bool) -> list[Ticket] | None:
-        """Up to ``room`` live tickets; with ``block``, waits for the first. None once the queue is closed."""
+    def take(self, room: int, block: bool, fits=None) -> list[Ticket] | None:
+        """Up to ``room`` live tickets; with ``block``, waits for the first. None once the queue is closed.
+
+        ``fits(ticket, taken)``: True to take it, False to leave it first in line (it waits: nothing
+        behind it jumps ahead), None when it was refused (``fits`` finished it) and the next is looked at.
+        """
         out: list[Ticket] = []
-        if room <= 0:
-            return out
-        first = self.pop(timeout=None if block else 0)
-        if first is None:
-            return None if (block and self.closed) else out
-        out.append(first)
-        while len(out) < room and (t := self.pop(timeout=0)) is not None:
-            out.append(t)
+        t = self.pop(timeout=None if block else 0) if room > 0 else None
+        if t is None:
+            return None if (room > 0 and block and self.closed) else out
+        while t is not None:
+            ok = True if fits is None else fits(t, out)
+            if ok is False:
+                with self._cond:
+                    if self.closed:  # close() ran meanwhile: nobody will take it again
+                        t.finish("cancelled", 0, "server shutting down")
+                    else:
+                        self._items.appendleft(t)  # already counted against max_queue when it came
+                break
+            if ok:
+                out.append(t)
+            if len(out) >= room:
+                break
+            t = self.pop(timeout=0)
         return out
 
     def close(self) -> None:
@@ -178,6 +193,10 @@ class QueueScheduler:
     def submit(self, ticket: Ticket) -> Ticket:
         self.pending.push(ticket)
         return ticket
+
+    def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
+        """Why a request of this size can never run here (None: it can, maybe after waiting its turn)."""
+        return None
 
     def stats(self) -> dict:
         return {"scheduler": self.kind, "slots": self.capacity, "running": self.running,
@@ -218,12 +237,29 @@ class BatchingScheduler(QueueScheduler):
     def _release_all(self) -> None:
         """Free the backend's state for every row (KV cache, sequence ids, requests)."""
 
+    def _fits(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
+        """Admission (see `PendingQueue.take`): may ``ticket`` join the running rows and ``taken`` now?"""
+        return True
+
+    def _refuse_or_wait(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
+        """For a ticket that does not fit now: it waits for running rows to end, unless nothing runs
+        (then it never will fit), and it is failed alone with a 400."""
+        if self.rows or taken:
+            return False
+        n = len(ticket.prompt_ids)
+        ticket.finish("error", 0, self.refusal(n, ticket.params.max_new_tokens)
+                      or f"a request of {n} prompt tokens + max_tokens={ticket.params.max_new_tokens} "
+                         "does not fit this server's KV cache: shorten it or lower max_tokens", status=400)
+        return None
+
     def _loop(self) -> None:
         while True:
-            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows)
+            new = self.pending.take(self.capacity - len(self.rows), block=not self.rows, fits=self._fits)
             if new is None:  # the queue was closed: the server is stopping
                 self._end_all("cancelled", "server shutting down")
                 return
+            if not new and not self.rows:  # every ticket taken was refused or cancelled
+                continue
             try:
                 self._step(new)
             except Exception as e:  # fail the requests in this step, keep serving
