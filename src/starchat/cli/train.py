@@ -46,6 +46,12 @@ def _train(args) -> int:
 
     overrides = {ALIASES.get(k, k): v for k, v in parse_overrides(args.overrides).items()}
     cfg = load_config(args.config, overrides)
+    from starchat.train.run import finished
+
+    if finished(cfg):  # before launching anything: a finished run is left as it is
+        print(f"training already finished: {cfg.training.output_dir} holds this run's final model; nothing to do "
+              "(--overwrite trains it again)")
+        return 0
     if cfg.training.accelerate_config and not already_launched():
         argv = [args.config]
         for k, v in overrides.items():
