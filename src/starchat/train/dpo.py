@@ -231,6 +231,23 @@ def _check_vocabulary(model_path: str, cfg: TrainConfig, tokenizer) -> None:
                             "from the output of `starchat train` (method: sft)")
 
 
+def disable_attention_dropout(model) -> int:
+    """Zero the float dropout rates that attention code reads (GPT-BigCode's `attn_dropout`, Llama's
+    `attention_dropout`); returns how many were set.
+
+    Why: TRL disables dropout by zeroing `nn.Dropout` modules only, so a StarCoder policy kept dropping
+    attention weights in training while its reference did not (a DPO loss of 0.69332 instead of ln 2 at
+    step 0 on the tiny test model). Not covered: rates read straight from the config at call time.
+    """
+    n = 0
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float) and value > 0:
+                setattr(module, name, 0.0)
+                n += 1
+    return n
+
+
 def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
     """The DPO counterpart of run.build: (trainer, tokenizer, data_stats, resume_checkpoint)."""
     from starchat.train.model import (load_model, load_tokenizer, peft_lora_config, prepare_for_lora,
@@ -253,6 +270,9 @@ def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
     elif cfg.dpo.reference == "model":
         # Loaded as the policy is (revision, dtype, attention kernel), which TRL's own copy would not do.
         ref_model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
+    for m in (model, ref_model):
+        if m is not None:
+            disable_attention_dropout(m)  # as TRL's disable_dropout (on by default) does for nn.Dropout
     _, marker = sft_trainer_class()
     trainer = _trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=data.train,
                                eval_dataset=data.eval, processing_class=tokenizer, peft_config=peft_config,
