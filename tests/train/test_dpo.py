@@ -223,3 +223,49 @@ def test_lora_dpo_trains_adapters_against_the_base(make_dpo_overrides, tmp_path)
     hist = _history(out)
     assert next(e for e in hist if "loss" in e)["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert [e for e in hist if "eval_loss" in e][-1]["eval_rewards/margins"] > 0
+
+
+@pytest.mark.slow
+def test_qlora_dpo_on_a_4bit_base(make_dpo_overrides, make_plain_base, tmp_path):
+    """bitsandbytes' CPU 4-bit kernels: adapters train against the 4-bit base with the adapters off."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starchat.templates import prepare_tokenizer
+    from starchat.train.model import resize_embeddings
+
+    plain = make_plain_base(128, seed=3)  # 128 wide: bitsandbytes' CPU packing needs blocks of 64
+    start = tmp_path / "sft-128"
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(plain))
+    model = AutoModelForCausalLM.from_pretrained(plain)
+    resize_embeddings(model, len(tok))
+    model.save_pretrained(start)
+    tok.save_pretrained(start)
+    seen = {}
+
+    class Inspect(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen["4bit"] = sum(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+                               for m in model.modules())
+            seen["trainable"] = [n for n, p in model.named_parameters() if p.requires_grad]
+
+    over = make_dpo_overrides(tmp_path)
+    over.update({"model.name_or_path": str(start), "model.load_in_4bit": True, "lora.enabled": True, "lora.r": 8,
+                 "lora.alpha": 16, "training.num_train_epochs": 1, "training.learning_rate": 1e-2})
+    out = train(load_config(None, over), callbacks=[Inspect()])
+    assert seen["4bit"] == 8 and seen["trainable"] and all("lora_" in n for n in seen["trainable"])
+    hist = _history(out)
+    assert next(e for e in hist if "loss" in e)["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert [e for e in hist if "eval_loss" in e][-1]["eval_rewards/margins"] > 0
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_jsonl_of_pairs_is_read_too(make_dpo_overrides, pairs_dir, tmp_path):
+    import datasets
+
+    path = tmp_path / "pairs.jsonl"
+    datasets.load_from_disk(str(pairs_dir))["train"].to_json(str(path))
+    over = make_dpo_overrides(tmp_path)
+    over.update({"data.dataset": str(path), "data.test_split": ""})
+    trainer, *_ = build(load_config(None, over))
+    assert len(trainer.train_dataset) == 24 and trainer.eval_dataset is None
