@@ -194,10 +194,10 @@ def _usage(t: dict, end_token_id: int) -> list[str]:
 def _data_lines(d: dict, dpo: dict | None, dataset_stats: dict | None) -> list[str]:
     splits = f"(splits `{d['train_split']}` / `{d['test_split'] or '-'}`)"
     if dpo:
-        prompt = dpo.get("max_prompt_length")
+        prompt = dpo.get("max_prompt_length") or dpo["max_length"] // 2
         lines = [f"Preference pairs: {d['dataset']} {splits}, at most {dpo['max_length']} tokens of prompt and "
-                 f"reply" + (f" (prompts cut to their last {prompt} tokens)" if prompt else "")
-                 + f", longer pairs {'dropped' if dpo.get('truncation') == 'drop' else 'cut'}."]
+                 f"reply (prompts cut to their last {prompt} tokens), longer pairs "
+                 f"{'dropped' if dpo.get('truncation') == 'drop' else 'cut'}."]
     else:
         lines = [f"Dataset: {d['dataset']} {splits}, max length {d['max_length']}, "
                  + (f"packed into blocks of {d['block_size']} tokens." if d["packing"] else "unpacked.")]

@@ -167,8 +167,8 @@ class DpoConfig:
     precompute_batch_size: int | None = _f(None, "Batch size of the reference pass with reference: precomputed "
                                                  "(default: the train/eval batch size).")
     max_length: int = _f(1024, "Longest prompt + reply in tokens (for the longer of the two replies).")
-    max_prompt_length: int | None = _f(512, "Prompts longer than this keep their last max_prompt_length tokens "
-                                            "(none: keep whole prompts).")
+    max_prompt_length: int | None = _f(None, "Prompts longer than this keep their last max_prompt_length tokens "
+                                             "(default: half of dpo.max_length).")
     truncation: str = _f("drop", "Pairs longer than max_length after the prompt is cut: 'drop' (skip and count "
                                  "them) or 'cut' (keep the first max_length tokens: the reply loses its end token).")
 

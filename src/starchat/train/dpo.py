@@ -77,7 +77,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_length: int | None,
+def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_length: int,
                    truncation: str = "drop", batch_size: int = 500):
     """Pairs -> (Dataset[prompt_ids, chosen_ids, rejected_ids], stats), with the SFT loss mask.
 
@@ -104,7 +104,7 @@ def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_leng
             (cs, ce), (rs, re_) = _last_reply(tc["labels"]), _last_reply(tr["labels"])
             p = min(cs, rs, _common_prefix(tc["input_ids"][:cs], tr["input_ids"][:rs]))
             prompt, chosen, rejected = tc["input_ids"][:p], tc["input_ids"][p:ce], tr["input_ids"][p:re_]
-            if max_prompt_length is not None and len(prompt) > max_prompt_length:
+            if len(prompt) > max_prompt_length:
                 prompt = prompt[-max_prompt_length:]  # the end of the prompt is what the reply answers
                 stats["truncated_prompts"] += 1
             room = max_length - len(prompt)
@@ -167,7 +167,8 @@ def prepare_pairs(cfg: TrainConfig, tokenizer, run_dir: Path) -> PreparedData:
         if limit:
             d = d.select(range(min(limit, len(d))))
         check_pairs(d, f"{dc.dataset}[{split}]")
-        tok, s = tokenize_pairs(d, tokenizer, cfg.model.template, p.max_length, p.max_prompt_length, p.truncation)
+        tok, s = tokenize_pairs(d, tokenizer, cfg.model.template, p.max_length,
+                                p.max_prompt_length or p.max_length // 2, p.truncation)
         stats[f"{name}_tokenize"] = s
         if len(tok) == 0:
             raise DataError(f"data: every {name} pair is longer than dpo.max_length={p.max_length} tokens; raise "
