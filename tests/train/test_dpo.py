@@ -269,3 +269,18 @@ def test_a_jsonl_of_pairs_is_read_too(make_dpo_overrides, pairs_dir, tmp_path):
     over.update({"data.dataset": str(path), "data.test_split": ""})
     trainer, *_ = build(load_config(None, over))
     assert len(trainer.train_dataset) == 24 and trainer.eval_dataset is None
+
+
+@pytest.mark.slow
+def test_the_nano_cpu_dpo_recipe_runs_on_a_tiny_stand_in(tiny_model_dir, pairs_dir, tmp_path):
+    """The shipped recipe's settings (precomputed reference, baseline evaluation, per-epoch checkpoints)
+    with the tiny model and pairs standing in for .runs/nano-cpu and its sampled pairs."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "nano-cpu-dpo.yaml"
+    cfg = load_config(recipe, {"model.name_or_path": str(tiny_model_dir), "data.dataset": str(pairs_dir),
+                               "training.output_dir": str(tmp_path / "nano-dpo"), "training.disable_tqdm": True})
+    out = train(cfg)
+    evals = [e for e in _history(out) if "eval_loss" in e]
+    assert len(evals) == 3 and evals[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert "- reference: precomputed" in (out / "README.md").read_text()
