@@ -139,7 +139,8 @@ class LoraConfig:
     alpha: int = _f(32, "LoRA scaling alpha.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
     target_modules: list[str] | str = _f("all-linear", "Modules to adapt: a list of names or 'all-linear'.")
-    train_new_tokens: bool = _f(True, "Also train the embedding and lm_head rows of the tokens the template added.")
+    train_new_tokens: bool = _f(True, "Also train the embedding and lm_head rows of the tokens the template added "
+                                      "(SFT; DPO starts from a model whose rows SFT trained).")
 
 
 # TRL's DPOTrainer loss names (trl 1.16 `DPOConfig.loss_type`).

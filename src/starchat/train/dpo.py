@@ -12,8 +12,8 @@ LoRA through peft) is TRL's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import logging
 import shutil
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from starchat.templates import TemplateError, validate_messages
 from starchat.train.config import TrainConfig
 from starchat.train.data import DataError, PreparedData, load_raw
 
-logger = logging.getLogger(__name__)
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -266,7 +265,7 @@ def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
         # The reference is the base with the adapters off. The dialogue tokens' rows are not adapted:
         # they were trained by SFT, and TRL's log-probs read lm_head.weight directly.
         model = prepare_for_lora(model, cfg.model.load_in_4bit)
-        lcfg = type(cfg.lora)(**{**cfg.lora.__dict__, "train_new_tokens": False})
+        lcfg = dataclasses.replace(cfg.lora, train_new_tokens=False)
         peft_config = peft_lora_config(model, lcfg, tokenizer, cfg.model.template)
     elif cfg.dpo.reference == "model":
         # Loaded as the policy is (revision, dtype, attention kernel), which TRL's own copy would not do.
