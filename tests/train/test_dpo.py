@@ -104,6 +104,18 @@ def test_dpo_raises_the_chosen_minus_rejected_margin_on_its_training_pairs(dpo_r
 
 
 @pytest.mark.slow
+def test_the_final_model_is_the_checkpoint_of_lowest_validation_loss(dpo_run):
+    _, out = dpo_run
+    res = json.loads((out / "trainer_results.json").read_text())
+    evals = [(e["step"], e["eval_loss"]) for e in res["log_history"] if "eval_loss" in e]
+    best_step = min(evals[1:], key=lambda x: x[1])[0]  # checkpoints exist from the first epoch on
+    assert res["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    final, best = load_file(out / "model.safetensors"), load_file(f"{res['best_checkpoint']}/model.safetensors")
+    for name, t in best.items():
+        assert (final[name] - t).abs().max().item() == 0, name
+
+
+@pytest.mark.slow
 def test_card_has_the_dpo_table_the_rewards_plot_and_a_snippet_path_that_works_anywhere(dpo_run, tmp_path,
                                                                                         monkeypatch):
     _, out = dpo_run
