@@ -5,7 +5,8 @@ the chosen reply, the same function cut to its first half as the rejected one), 
 learning rate, beta, reference (a frozen copy of the starting model), fp32 and no activation
 checkpointing; one epoch each on this machine's CPU. Tokens/s counts the non-pad tokens each side
 feeds its policy (prompt + chosen and prompt + rejected per pair). Also: starchat with
-`dpo.reference: precomputed`, whose time includes the reference pass done before training.
+`dpo.reference: precomputed`, whose time includes the reference pass done before training, and TRL
+with the model's attention dropout off (TRL's disable_dropout misses it; starchat turns it off).
 Run: `PYTHONPATH=src python bench/dpo_bench.py [--pairs 96] [--repeats 2]`.
 """
 
@@ -64,14 +65,18 @@ def run_starchat(model_dir, data_dir, work, args, reference: str) -> tuple[float
     return tokens / (time.perf_counter() - t0), tokens
 
 
-def run_trl(model_dir, data_dir, work, args) -> tuple[float, int]:
-    """The plain TRL script a user would write: DPOTrainer on the conversational pairs."""
+def run_trl(model_dir, data_dir, work, args, attention_dropout: bool = True) -> tuple[float, int]:
+    """The plain TRL script a user would write: DPOTrainer on the conversational pairs.
+
+    ``attention_dropout=False`` also zeroes the model's attention-dropout rate, which TRL's
+    disable_dropout leaves on and starchat turns off: it shows how much of the difference that is.
+    """
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **({} if attention_dropout else {"attn_pdrop": 0.0}))
     train = datasets.load_from_disk(str(data_dir))["train"]
     cfg = DPOConfig(output_dir=str(work / "trl"), num_train_epochs=1, per_device_train_batch_size=args.batch_size,
                     learning_rate=1e-5, beta=0.1, max_length=args.max_length, save_strategy="no",
@@ -110,6 +115,7 @@ def main() -> None:
         _, model_dir = make_tokenizer_and_model(rows, work, args.n_embd)
         results: dict[str, tuple] = {}
         runs = (("trl", lambda: run_trl(model_dir, data_dir, work, args)),
+                ("trl_no_attn_dropout", lambda: run_trl(model_dir, data_dir, work, args, attention_dropout=False)),
                 ("starchat", lambda: run_starchat(model_dir, data_dir, work, args, "model")),
                 ("starchat_precomputed", lambda: run_starchat(model_dir, data_dir, work, args, "precomputed")))
         # Interleaved repeats, best of each: one-time costs and a shared CPU's drifting load favour no side.
