@@ -120,6 +120,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ({"method": "dpo", "dpo.reference": "none"}, "dpo.reference must be one of"),
     ({"method": "dpo", "dpo.max_prompt_length": "1024"}, "the reply needs room"),
     ({"method": "dpo", "training.new_token_lr_multiplier": "50"}, "new_token_lr_multiplier is for SFT"),
+    ({"method": "dpo", "data.from_code": "stdlib"}, "data.from_code builds dialogues for SFT"),
 ])
 def test_bad_values_are_rejected(tmp_path, over, msg):
     with pytest.raises(StarchatError, match=msg):

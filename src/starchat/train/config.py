@@ -435,6 +435,9 @@ def _validate_dpo(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: dpo.label_smoothing must be in [0, 0.5), got {p.label_smoothing}")
     if p.loss_type == "exo_pair" and p.label_smoothing == 0:
         raise ConfigError(f"{where}: dpo.loss_type exo_pair needs dpo.label_smoothing > 0 (the EXO paper: 1e-3)")
+    if cfg.data.from_code:
+        raise ConfigError(f"{where}: data.from_code builds dialogues for SFT; a DPO run reads preference pairs "
+                          "(build them with `starchat data pairs`): remove data.from_code")
     if cfg.training.new_token_lr_multiplier != 1.0:
         raise ConfigError(f"{where}: training.new_token_lr_multiplier is for SFT, where the dialogue tokens are "
                           "new; DPO starts from a model that knows them: set it to 1.0")
