@@ -134,3 +134,57 @@ def test_a_dataset_without_assistant_turns_says_so(tiny_overrides, tmp_path):
         train(load_config(None, tiny_overrides))
     assert "truncation" not in str(e.value)
     assert _no_training_happened(tiny_overrides)
+
+def _bad_pairs(tmp_path, make_dpo_overrides, rows):
+    from conftest import save_splits
+
+    over = make_dpo_overrides(tmp_path)
+    over["data.dataset"] = str(save_splits(tmp_path / "pairs", rows, rows))
+    return over
+
+
+GOOD = {"prompt": [{"role": "user", "content": "Add 1 and 2?"}],
+        "chosen": [{"role": "assistant", "content": "3"}], "rejected": [{"role": "assistant", "content": "4"}]}
+
+
+@pytest.mark.parametrize("row, msg", [
+    ({"prompt": GOOD["prompt"], "chosen": GOOD["chosen"]}, r"no column 'rejected' \(columns: \['prompt', 'chosen'\]\)"),
+    ({**GOOD, "prompt": "Add 1 and 2?"}, r"\[train\]\[0\]\.prompt: must be a list of \{role, content\} messages"),
+    ({**GOOD, "chosen": [{"speaker": "assistant", "text": "3"}]}, r"\[train\]\[0\]\.chosen\[0\]: a message needs 'role'"),
+    ({**GOOD, "prompt": GOOD["prompt"] + GOOD["chosen"]}, r"\[train\]\[0\]\.prompt: must end with a user turn"),
+    ({**GOOD, "rejected": GOOD["rejected"] * 2}, r"\[train\]\[0\]\.rejected: must be exactly one assistant message"),
+    ({**GOOD, "chosen": [{"role": "assistant", "content": "  "}]}, r"\[train\]\[0\]\.chosen: the reply is empty"),
+    ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: chosen and rejected are the same reply"),
+], ids=["missing-column", "prompt-not-messages", "mistyped-message", "prompt-ends-with-reply", "two-replies",
+        "empty-reply", "identical"])
+def test_bad_preference_rows_name_the_row_and_field(make_dpo_overrides, tmp_path, row, msg):
+    over = _bad_pairs(tmp_path, make_dpo_overrides, [row, row])
+    with pytest.raises(StarchatError, match=msg):
+        train(load_config(None, over))
+    assert not list((Path(over["training.output_dir"]) / "checkpoints").glob("checkpoint-*"))
+
+
+def test_a_dpo_start_without_the_dialogue_tokens_is_refused_before_training(make_dpo_overrides, plain_base_dir,
+                                                                           tmp_path):
+    over = make_dpo_overrides(tmp_path)
+    over["model.name_or_path"] = str(plain_base_dir)
+    with pytest.raises(StarchatError, match=r"lacks the dialogue tokens <\|system\|> <\|user\|> <\|assistant\|> "
+                                            r"<\|end\|>.*method: sft"):
+        train(load_config(None, over))
+    assert _no_training_happened(over)
+
+
+def test_a_dpo_start_whose_embeddings_miss_the_dialogue_tokens_is_refused(make_dpo_overrides, plain_base_dir,
+                                                                          tmp_path):
+    """The tokenizer was prepared, the model never resized (so the tokens' rows were never trained)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starchat.templates import prepare_tokenizer
+
+    half = tmp_path / "half"
+    AutoModelForCausalLM.from_pretrained(plain_base_dir).save_pretrained(half)
+    prepare_tokenizer(AutoTokenizer.from_pretrained(plain_base_dir)).save_pretrained(half)
+    over = make_dpo_overrides(tmp_path)
+    over["model.name_or_path"] = str(half)
+    with pytest.raises(StarchatError, match=r"embedding rows for a tokenizer of \d+: its dialogue tokens were never"):
+        train(load_config(None, over))

@@ -26,8 +26,45 @@ BASE = "model:\n  name_or_path: m\ndata:\n  dataset: d\ntraining:\n  output_dir:
 
 def test_recipes_are_found():
     names = {p.name for p in RECIPES}
-    assert {"starchat-alpha.yaml", "starchat-beta.yaml", "nano-cpu.yaml"} <= names
-    assert len(RECIPES) >= 5
+    assert {"starchat-alpha.yaml", "starchat-beta.yaml", "nano-cpu.yaml", "starchat2-dpo.yaml",
+            "nano-cpu-dpo.yaml"} <= names
+    assert len(RECIPES) >= 7
+
+
+def test_starchat2_dpo_recipe_has_the_handbook_numbers():
+    cfg = load_config(REPO / "recipes" / "starchat2-dpo.yaml")
+    t, p = cfg.training, cfg.dpo
+    assert cfg.method == "dpo" and cfg.model.name_or_path == "HuggingFaceH4/starchat2-15b-sft-v0.1"
+    assert (p.beta, p.max_length, p.max_prompt_length, p.loss_type) == (0.05, 1024, 512, "sigmoid")
+    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.num_train_epochs, t.seed) == \
+        (5e-7, "cosine", 0.1, 2, 42)
+    assert t.per_device_train_batch_size * t.num_processes * t.gradient_accumulation_steps == 128
+    assert t.bf16 and t.accelerate_config == "zero3"
+
+
+def test_nano_cpu_dpo_recipe_continues_the_nano_loop():
+    cfg = load_config(REPO / "recipes" / "nano-cpu-dpo.yaml")
+    assert cfg.method == "dpo" and cfg.model.name_or_path == ".runs/nano-cpu"
+    assert (cfg.data.dataset, cfg.training.output_dir) == (".runs/data/nano-cpu-pairs", ".runs/nano-cpu-dpo")
+    assert cfg.training.use_cpu and not cfg.training.accelerate_config
+
+
+def test_method_is_a_top_level_key_and_dpo_a_section(tmp_path):
+    assert load_config(_yaml(tmp_path, BASE)).method == "sft"
+    cfg = load_config(_yaml(tmp_path, "method: dpo\ndpo:\n  beta: 0.2\n" + BASE), ["--dpo.reference", "precomputed"])
+    assert (cfg.method, cfg.dpo.beta, cfg.dpo.reference) == ("dpo", 0.2, "precomputed")
+    assert load_config(_yaml(tmp_path, BASE), ["--method", "dpo"]).method == "dpo"
+
+
+def test_sft_runs_keep_their_fingerprint():
+    """Output dirs of SFT runs from before `method` existed are still the same run (they resume)."""
+    from starchat.train.checkpoint import run_fingerprint
+    from starchat.train.config import TrainConfig
+
+    d = TrainConfig().to_dict()
+    old = {k: v for k, v in d.items() if k not in ("method", "dpo")}
+    assert run_fingerprint(d) == run_fingerprint(old)
+    assert run_fingerprint({**d, "method": "dpo"}) != run_fingerprint(d)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -80,6 +117,13 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     ({"training.max_grad_norm": "nan"}, "max_grad_norm must be a finite number"),
     ({"lora.dropout": "-inf"}, "dropout must be a finite number"),
     ({"training.new_token_lr_multiplier": "10", "training.accelerate_config": "zero3"}, "zero3 shards them"),
+    ({"method": "ppo"}, r"method must be one of \('sft', 'dpo'\)"),
+    ({"method": "dpo", "dpo.beta": "0"}, "dpo.beta must be > 0"),
+    ({"method": "dpo", "dpo.loss_type": "sigmod"}, "dpo.loss_type must be one of"),
+    ({"method": "dpo", "dpo.reference": "none"}, "dpo.reference must be one of"),
+    ({"method": "dpo", "dpo.max_prompt_length": "1024"}, "the reply needs room"),
+    ({"method": "dpo", "training.new_token_lr_multiplier": "50"}, "new_token_lr_multiplier is for SFT"),
+    ({"method": "dpo", "data.from_code": "stdlib"}, "data.from_code builds dialogues for SFT"),
 ])
 def test_bad_values_are_rejected(tmp_path, over, msg):
     with pytest.raises(StarchatError, match=msg):

@@ -217,3 +217,31 @@ def test_zero3_shards_on_cpu_resizes_the_embeddings_and_resumes(plain_base_dir, 
     again = _results(out)
     assert again["global_step"] == res["global_step"]
     assert again["best_eval_loss"] == pytest.approx(res["best_eval_loss"], rel=1e-3)
+
+
+def _dpo_recipe(tmp_path, model_dir, pairs_dir, out: str, batch: int, reference: str) -> str:
+    recipe = tmp_path / f"{out}.yaml"
+    recipe.write_text(
+        f"method: dpo\nmodel:\n  name_or_path: {model_dir}\ndata:\n  dataset: {pairs_dir}\n"
+        f"dpo:\n  max_length: 128\n  reference: {reference}\n"
+        f"training:\n  output_dir: {tmp_path / out}\n  num_train_epochs: 1\n  per_device_train_batch_size: {batch}\n"
+        "  learning_rate: 1.0e-3\n  lr_scheduler_type: constant\n  warmup_ratio: 0.0\n  use_cpu: true\n"
+        "  disable_tqdm: true\n")
+    return str(recipe)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, reference", [("ddp", "precomputed"), ("zero3", "model")])
+def test_dpo_on_two_processes_matches_one_process(tiny_model_dir, pairs_dir, tmp_path, config, reference):
+    """DPO through the same launch path: ddp with the reference log-probs precomputed once and shared by the
+    ranks, and DeepSpeed ZeRO-3 with a sharded frozen reference model."""
+    if config == "zero3":
+        pytest.importorskip("deepspeed")
+    _train(_dpo_recipe(tmp_path, tiny_model_dir, pairs_dir, "one", 4, reference))
+    run = _train(_dpo_recipe(tmp_path, tiny_model_dir, pairs_dir, config, 2, reference),
+                 "--accelerate-config", config, "--num-processes", "2")
+    assert run.stdout.count("model written to") == 1
+    one, two = _results(tmp_path / "one"), _results(tmp_path / config)
+    assert two["global_step"] == one["global_step"]
+    assert two["best_eval_loss"] == pytest.approx(one["best_eval_loss"], rel=0.02)
+    assert "- num_devices: 2" in (tmp_path / config / "README.md").read_text()

@@ -75,3 +75,25 @@ def test_output_reads_the_same_in_transformers_4(trained):
 
     seen = assert_same_model(trained)
     assert seen["eos"] == seen["end_id"] and seen["prompt"].endswith("<|end|>\n<|assistant|>")
+
+
+def test_rerunning_the_finished_run_changes_nothing(trained, make_overrides, tmp_path_factory, caplog):
+    """No re-evaluation, no `train_loss: 0`, no second results row: every file stays as it was."""
+    over = make_overrides(trained.parent)
+    over["training.num_train_epochs"] = 8
+    before = {p.relative_to(trained): p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    with caplog.at_level("WARNING", logger="starchat.train.run"):
+        assert train(load_config(None, over)) == trained
+    assert "already holds the final model of this run; nothing to do" in caplog.text
+    after = {p.relative_to(trained): p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys() and all(after[k] == before[k] for k in before)
+
+
+def test_card_snippet_loads_the_model_from_another_directory(trained, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    card = (trained / "README.md").read_text()
+    path = card.split('pipeline("text-generation", model=')[1].split(",")[0].strip("'\"")
+    assert path == str(trained.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert AutoTokenizer.from_pretrained(path).eos_token == "<|end|>"

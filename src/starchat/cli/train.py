@@ -26,7 +26,7 @@ def _fields_help() -> str:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="fine-tune a model on dialogues (1 CPU to N GPUs)",
+        "train", help="fine-tune a model on dialogues, or DPO on preference pairs (1 CPU to N GPUs)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune a base model on dialogues. Every recipe key can be overridden as "
                     "--section.key VALUE (booleans: true/false; lists: comma-separated). Rerunning the same "
@@ -35,7 +35,8 @@ def register(sub) -> None:
                "--num-processes N (all machines), and for a multi-node run, on each machine: --num-machines N "
                "--machine-rank R --main-process-ip ADDR [--main-process-port P]\n\nconfiguration keys:"
                + _fields_help())
-    p.add_argument("config", metavar="CONFIG.yaml", help="recipe YAML with sections model, data, training, lora")
+    p.add_argument("config", metavar="CONFIG.yaml", help="recipe YAML: method (sft or dpo) and sections model, data, "
+                                                         "training, lora, dpo")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
     p.set_defaults(func=_train)
 
@@ -46,6 +47,12 @@ def _train(args) -> int:
 
     overrides = {ALIASES.get(k, k): v for k, v in parse_overrides(args.overrides).items()}
     cfg = load_config(args.config, overrides)
+    from starchat.train.run import finished
+
+    if finished(cfg):  # before launching anything: a finished run is left as it is
+        print(f"training already finished: {cfg.training.output_dir} holds this run's final model; nothing to do "
+              "(--overwrite trains it again)")
+        return 0
     if cfg.training.accelerate_config and not already_launched():
         argv = [args.config]
         for k, v in overrides.items():

@@ -14,6 +14,7 @@ from starchat.fsio import write_text_atomic
 
 COMPLETE_MARKER = "starchat_checkpoint_complete"
 RUN_FILE = "starchat_run.json"
+FINISHED_MARKER = "starchat_run_finished"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -74,6 +75,9 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
 def run_fingerprint(cfg_dict: dict) -> str:
     """What makes two runs 'the same run': everything but bookkeeping that may change on a rerun."""
     d = json.loads(json.dumps(cfg_dict))
+    if d.get("method", "sft") == "sft":  # runs from before `method` existed stay the same run
+        d.pop("method", None)
+        d.pop("dpo", None)
     t = d.get("training", {})
     for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
               "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
@@ -110,3 +114,19 @@ def claim_output_dir(output_dir: Path, cfg_dict: dict, overwrite: bool) -> bool:
     if not same:
         write_text_atomic(run_file, json.dumps({"fingerprint": fp, "config": cfg_dict}, indent=2) + "\n")
     return same
+
+
+def mark_finished(output_dir: Path) -> None:
+    """Record that output_dir holds the run's final model (written after every final file is in place)."""
+    write_text_atomic(output_dir / FINISHED_MARKER, json.dumps({"finished": True}) + "\n")
+
+
+def is_finished(output_dir: Path, cfg_dict: dict) -> bool:
+    """True when output_dir holds the final model of this same run (same fingerprint, finished marker)."""
+    if not (output_dir / FINISHED_MARKER).is_file():
+        return False
+    try:
+        recorded = json.loads((output_dir / RUN_FILE).read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return recorded == run_fingerprint(cfg_dict)

@@ -54,17 +54,21 @@ class DataConfig:
     """The dialogues to train on."""
 
     dataset: str = _f("", "A directory written by `starchat data build` / `starchat data from-code` "
-                          "(a DatasetDict on disk), a hub dataset ID, or a .jsonl/.json file.")
+                          "(a DatasetDict on disk), a hub dataset ID, or a .jsonl/.json file. With method dpo: "
+                          "preference pairs (`starchat data build --kind preference`, `starchat data pairs`).")
     from_code: list[str] = _f([], "When data.dataset does not exist yet, build it first with `starchat data "
                                   "from-code` from these packages or source trees ('stdlib': Python's standard library).")
     dataset_config: str | None = _f(None, "Hub dataset configuration name, if it has several.")
     train_split: str = _f("train", "Split to train on.")
     test_split: str = _f("test", "Split to evaluate on every epoch; '' to skip evaluation.")
-    messages_column: str = _f("messages", "Column with OpenAI-style [{role, content}, ...] dialogues.")
-    max_length: int = _f(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns.")
+    messages_column: str = _f("messages", "Column with OpenAI-style [{role, content}, ...] dialogues (SFT; "
+                                          "DPO reads the columns prompt, chosen and rejected).")
+    max_length: int = _f(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns (SFT; DPO: "
+                               "dpo.max_length).")
     truncation: str = _f("turns", "Long dialogues: 'turns' (drop whole trailing turns), 'cut' (cut the tokens) "
                                   "or 'drop' (skip the dialogue).")
-    packing: bool = _f(True, "Pack several dialogues per row (position_ids restart per dialogue, no padding).")
+    packing: bool = _f(True, "Pack several dialogues per row (position_ids restart per dialogue, no padding; "
+                             "SFT only).")
     block_size: int = _f(2048, "Row length when packing.")
     max_train_samples: int | None = _f(None, "Use only the first N training dialogues (quick experiments).")
     max_eval_samples: int | None = _f(None, "Use only the first N evaluation dialogues.")
@@ -136,34 +140,73 @@ class LoraConfig:
     alpha: int = _f(32, "LoRA scaling alpha.")
     dropout: float = _f(0.05, "Dropout on the LoRA path.")
     target_modules: list[str] | str = _f("all-linear", "Modules to adapt: a list of names or 'all-linear'.")
-    train_new_tokens: bool = _f(True, "Also train the embedding and lm_head rows of the tokens the template added.")
+    train_new_tokens: bool = _f(True, "Also train the embedding and lm_head rows of the tokens the template added "
+                                      "(SFT; DPO starts from a model whose rows SFT trained).")
+
+
+# TRL's DPOTrainer loss names (trl 1.16 `DPOConfig.loss_type`).
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class DpoConfig:
+    """Preference tuning with TRL's DPOTrainer (used when the recipe says `method: dpo`).
+
+    The data is a preference dataset (columns prompt, chosen, rejected as message lists). The loss
+    covers each reply and its end-of-turn token, never the prompt.
+    """
+
+    beta: float = _f(0.1, "How far the policy may move from the reference: higher keeps it closer (the implicit "
+                          "rewards are beta * log-ratio to the reference). starchat2 used 0.05.")
+    loss_type: str = _f("sigmoid", "TRL's DPO loss: sigmoid (the DPO paper), ipo, hinge, robust, ... (see "
+                                   "trl.DPOConfig.loss_type).")
+    label_smoothing: float = _f(0.0, "Assumed share of flipped preference labels (robust/exo_pair losses).")
+    reference: str = _f("model", "The reference policy: 'model' (a frozen copy of the starting model, or with LoRA "
+                                 "the base with the adapters off) or 'precomputed' (the starting model's "
+                                 "log-probabilities of every pair computed once before training; no second model "
+                                 "in memory).")
+    precompute_batch_size: int | None = _f(None, "Batch size of the reference pass with reference: precomputed "
+                                                 "(default: the train/eval batch size).")
+    max_length: int = _f(1024, "Longest prompt + reply in tokens (for the longer of the two replies).")
+    max_prompt_length: int | None = _f(None, "Prompts longer than this keep their last max_prompt_length tokens "
+                                             "(default: half of dpo.max_length).")
+    truncation: str = _f("drop", "Pairs longer than max_length after the prompt is cut: 'drop' (skip and count "
+                                 "them) or 'cut' (keep the first max_length tokens: the reply loses its end token).")
 
 
 @dataclass
 class TrainConfig:
-    """The whole run: one YAML file with these four sections."""
+    """The whole run: one YAML file with a `method` and these sections."""
 
+    method: str = _f("sft", "Training method: 'sft' (supervised fine-tuning on dialogues) or 'dpo' (preference "
+                            "tuning on chosen/rejected pairs, with the dpo section).")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-_SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "lora": LoraConfig}
+METHODS = ("sft", "dpo")
+_SECTION_CLASSES = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "lora": LoraConfig,
+                    "dpo": DpoConfig}
+SECTIONS = dict(_SECTION_CLASSES)
+_TOP_LEVEL = ("method",)  # scalar keys at the top of a recipe, beside the sections
 
 
 def all_keys() -> list[str]:
-    """Every valid `section.key`."""
-    return [f"{s}.{f.name}" for s, c in _SECTION_CLASSES.items() for f in dataclasses.fields(c)]
+    """Every valid `section.key` (and the top-level keys)."""
+    return [*_TOP_LEVEL, *(f"{s}.{f.name}" for s, c in _SECTION_CLASSES.items() for f in dataclasses.fields(c))]
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
     """(key, type, default, doc) for every field, for `--help`."""
-    rows = []
+    top = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    rows = [(k, "str", top[k].default, top[k].metadata.get("doc", "")) for k in _TOP_LEVEL]
     for s, c in _SECTION_CLASSES.items():
         hints = typing.get_type_hints(c)
         for f in dataclasses.fields(c):
@@ -238,6 +281,9 @@ def _coerce(value: Any, tp, key: str, where: str) -> Any:
 
 
 def _set(cfg: TrainConfig, key: str, value: Any, where: str) -> None:
+    if key in _TOP_LEVEL:
+        setattr(cfg, key, _coerce(value, str, key, where))
+        return
     section, _, name = key.partition(".")
     if section not in _SECTION_CLASSES or not name:
         raise _unknown(key, where)
@@ -270,6 +316,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of sections {list(_SECTION_CLASSES)}")
         for section, body in data.items():
+            if section in _TOP_LEVEL:
+                _set(cfg, section, body, str(path))
+                continue
             if section not in _SECTION_CLASSES:
                 raise _unknown(str(section), str(path))
             if not isinstance(body, dict):
@@ -322,6 +371,10 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
 
 
 _CHOICES = {
+    "method": METHODS,
+    "dpo.loss_type": DPO_LOSS_TYPES,
+    "dpo.reference": ("model", "precomputed"),
+    "dpo.truncation": ("drop", "cut"),
     "training.eval_strategy": ("epoch", "steps", "no"),
     "training.save_strategy": ("epoch", "steps", "no"),
     "training.report_to": ("none", "tensorboard", "wandb"),
@@ -333,9 +386,10 @@ _CHOICES = {
 def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     """Reject values that would only fail later (or silently do the wrong thing)."""
     for key, choices in _CHOICES.items():
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) not in choices:
-            raise ConfigError(f"{where}: {key} must be one of {choices}, got {getattr(getattr(cfg, section), name)!r}")
+        section, _, name = key.partition(".")
+        value = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
     t, d = cfg.training, cfg.data
     if not cfg.model.name_or_path:
         raise ConfigError(f"{where}: model.name_or_path is required (a hub ID or a local checkpoint)")
@@ -381,11 +435,36 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if t.report_to != "none" and importlib.util.find_spec(t.report_to) is None:
         raise ConfigError(f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
                           f"pip install 'starchat[{t.report_to}]', or set training.report_to none")
+    if cfg.method == "dpo":
+        _validate_dpo(cfg, where)
     if t.accelerate_config:
         from starchat.train.launch import resolve_accelerate_config
 
         resolve_accelerate_config(t.accelerate_config)
     return cfg
+
+
+def _validate_dpo(cfg: TrainConfig, where: str) -> None:
+    p = cfg.dpo
+    if p.beta <= 0:
+        raise ConfigError(f"{where}: dpo.beta must be > 0, got {p.beta}")
+    if p.max_length < 8:
+        raise ConfigError(f"{where}: dpo.max_length must be >= 8, got {p.max_length}")
+    if p.max_prompt_length is not None and not 1 <= p.max_prompt_length < p.max_length:
+        raise ConfigError(f"{where}: dpo.max_prompt_length must be in 1 .. dpo.max_length - 1 (got "
+                          f"{p.max_prompt_length}, max_length {p.max_length}): the reply needs room")
+    if p.precompute_batch_size is not None and p.precompute_batch_size < 1:
+        raise ConfigError(f"{where}: dpo.precompute_batch_size must be >= 1, got {p.precompute_batch_size}")
+    if not 0 <= p.label_smoothing < 0.5:
+        raise ConfigError(f"{where}: dpo.label_smoothing must be in [0, 0.5), got {p.label_smoothing}")
+    if p.loss_type == "exo_pair" and p.label_smoothing == 0:
+        raise ConfigError(f"{where}: dpo.loss_type exo_pair needs dpo.label_smoothing > 0 (the EXO paper: 1e-3)")
+    if cfg.data.from_code:
+        raise ConfigError(f"{where}: data.from_code builds dialogues for SFT; a DPO run reads preference pairs "
+                          "(build them with `starchat data pairs`): remove data.from_code")
+    if cfg.training.new_token_lr_multiplier != 1.0:
+        raise ConfigError(f"{where}: training.new_token_lr_multiplier is for SFT, where the dialogue tokens are "
+                          "new; DPO starts from a model that knows them: set it to 1.0")
 
 
 def dump_config(cfg: TrainConfig) -> str:

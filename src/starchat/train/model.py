@@ -91,8 +91,12 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name_or_path
 
 
-def load_tokenizer(cfg: ModelConfig, model_path: str):
-    """The base tokenizer prepared for the dialogue template; a clear error when the base has none."""
+def load_tokenizer(cfg: ModelConfig, model_path: str, require_dialogue_tokens: bool = False):
+    """The base tokenizer prepared for the dialogue template; a clear error when the base has none.
+
+    With ``require_dialogue_tokens`` (DPO, which starts from a model trained in the format), a tokenizer
+    that lacks the template's tokens is an error instead of getting new, untrained ones.
+    """
     from transformers import AutoTokenizer
 
     source = cfg.tokenizer or model_path
@@ -104,6 +108,13 @@ def load_tokenizer(cfg: ModelConfig, model_path: str):
             "set model.tokenizer to a tokenizer directory or hub ID") from None
     if tok is None or isinstance(tok, bool):
         raise StarchatError(f"model: {source!r} has no tokenizer; set model.tokenizer")
+    if require_dialogue_tokens:
+        missing = [t for t in get_template(cfg.template).special_tokens if t not in tok.get_vocab()]
+        if missing:
+            raise StarchatError(
+                f"model.name_or_path: {cfg.name_or_path!r} lacks the dialogue tokens {' '.join(missing)} of template "
+                f"{cfg.template!r}: DPO starts from a model fine-tuned in that format. Train one first with "
+                "`starchat train` (method: sft) and point model.name_or_path at its output_dir")
     return prepare_tokenizer(tok, cfg.template)
 
 
@@ -218,11 +229,25 @@ def new_token_ids(tokenizer, template: str) -> list[int]:
 
 def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: bool = False):
     """Wrap the model in peft LoRA adapters; the dialogue tokens' embedding and lm_head rows stay trainable."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = prepare_for_lora(model, quantized)
+    return get_peft_model(model, peft_lora_config(model, lcfg, tokenizer, template))
+
+
+def prepare_for_lora(model, quantized: bool):
+    """QLoRA: peft's preparation of a 4-bit base (norms in fp32, input gradients); a no-op otherwise."""
+    if not quantized:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def peft_lora_config(model, lcfg: LoraConfig, tokenizer, template: str):
+    """The peft LoraConfig of the lora section (with the dialogue tokens' rows when lora.train_new_tokens)."""
+    from peft import LoraConfig as PeftLoraConfig
+
     kwargs = {}
     if lcfg.train_new_tokens:
         ids = new_token_ids(tokenizer, template)
@@ -232,9 +257,8 @@ def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: boo
         if out is not None and out.weight is not model.get_input_embeddings().weight:
             targets[_module_name(model, out)] = ids
         kwargs["trainable_token_indices"] = targets
-    pcfg = PeftLoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+    return PeftLoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
                           target_modules=lcfg.target_modules, task_type="CAUSAL_LM", **kwargs)
-    return get_peft_model(model, pcfg)
 
 
 def _module_name(model, module) -> str:

@@ -65,6 +65,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
     """transformers TrainingArguments from the typed config."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_argument_kwargs(cfg, run_dir, has_eval))
+
+
+def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) -> dict:
+    """The TrainingArguments keywords of the typed config (SFT's TrainingArguments and DPO's DPOConfig share them)."""
     t = cfg.training
     eval_strategy = t.eval_strategy if has_eval else "no"
     # TrainingArguments takes mixed precision from accelerate's environment unless bf16/fp16 is set, so
@@ -74,7 +79,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
         logger.warning("the accelerate config asks for mixed precision %r; training.bf16/fp16 say %r, which is used",
                        launched, t.mixed_precision)
     os.environ["ACCELERATE_MIXED_PRECISION"] = t.mixed_precision
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir),
         num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -107,17 +112,11 @@ def build(cfg: TrainConfig, callbacks=None):
     from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
 
     validate_config(cfg)
-    out = Path(cfg.training.output_dir)
-    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if is_main_process() else True
-    run_dir = out / CHECKPOINT_SUBDIR
-    resume = None
-    if same_run and is_main_process():
-        if cfg.training.resume:
-            ckpt.remove_incomplete(run_dir)
-        else:  # starting this run over: its old checkpoints must not mix with the new ones
-            shutil.rmtree(run_dir, ignore_errors=True)
-    if same_run and cfg.training.resume:
-        resume = ckpt.last_complete_checkpoint(run_dir)
+    run_dir, resume = _claim(cfg)
+    if cfg.method == "dpo":
+        from starchat.train.dpo import build_dpo
+
+        return build_dpo(cfg, run_dir, resume, callbacks)
 
     ensure_dataset(cfg.data)
     model_path = resolve_model_path(cfg.model)
@@ -142,8 +141,41 @@ def build(cfg: TrainConfig, callbacks=None):
     return trainer, tokenizer, data.stats, resume
 
 
+def _claim(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """Claim output_dir for this run (see checkpoint.claim_output_dir); returns (checkpoint dir, checkpoint to
+    resume from or None)."""
+    out = Path(cfg.training.output_dir)
+    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if is_main_process() else True
+    run_dir = out / CHECKPOINT_SUBDIR
+    resume = None
+    if is_main_process():  # training again: until it ends, this directory holds no finished run
+        (out / ckpt.FINISHED_MARKER).unlink(missing_ok=True)
+    if same_run and is_main_process():
+        if cfg.training.resume:
+            ckpt.remove_incomplete(run_dir)
+        else:  # starting this run over: its old checkpoints must not mix with the new ones
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if same_run and cfg.training.resume:
+        resume = ckpt.last_complete_checkpoint(run_dir)
+    return run_dir, resume
+
+
+def finished(cfg: TrainConfig) -> bool:
+    """True when output_dir already holds this run's final model, so rerunning the command has nothing to do
+    (with training.resume false or --overwrite it trains again)."""
+    t = cfg.training
+    return t.resume and not t.overwrite and ckpt.is_finished(Path(t.output_dir), cfg.to_dict())
+
+
 def train(cfg: TrainConfig, callbacks=None) -> Path:
-    """Train as configured; resume from the last complete checkpoint of the same run; return the output dir."""
+    """Train as configured; resume from the last complete checkpoint of the same run; return the output dir.
+
+    A run that already finished is left exactly as it is (no re-evaluation, no second results row).
+    """
+    validate_config(cfg)
+    if finished(cfg):
+        logger.warning("%s already holds the final model of this run; nothing to do", cfg.training.output_dir)
+        return Path(cfg.training.output_dir)
     trainer, tokenizer, stats, resume = build(cfg, callbacks)
     if resume is not None:
         logger.warning("resuming from %s", resume)
@@ -191,6 +223,7 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
             shutil.rmtree(dest)
         os.replace(f, dest)
     tmp.rmdir()
+    ckpt.mark_finished(out)  # last: only a run whose final files are all in place counts as finished
 
 
 def _jsonable(obj):
