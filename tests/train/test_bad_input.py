@@ -135,6 +135,7 @@ def test_a_dataset_without_assistant_turns_says_so(tiny_overrides, tmp_path):
     assert "truncation" not in str(e.value)
     assert _no_training_happened(tiny_overrides)
 
+
 def _bad_pairs(tmp_path, make_dpo_overrides, rows):
     from conftest import save_splits
 
