@@ -100,7 +100,7 @@ class Script:
 
     def __init__(self, fail=0, status=503, refuse=(), body=None, always_fail=()):
         self.fail, self.status, self.refuse, self.body = fail, status, set(refuse), body
-        self.always_fail = set(always_fail)  # messages whose request always fails
+        self.always_fail = set(always_fail)  # messages (or, over 3 characters, parts of them) that always fail
         self.requests: list[dict] = []
         self.lock = threading.Lock()
 
@@ -126,9 +126,10 @@ def _handler(script: Script):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with script.lock:
                 script.requests.append(req)
-                failing = script.fail > 0
+                failing = script.fail > 0 and req.get("max_tokens") != 1  # knob probes are not counted
                 script.fail -= failing
-                failing = failing or req.get("messages", [{}])[-1].get("content") in script.always_fail
+                content = req.get("messages", [{}])[-1].get("content", "")
+                failing = failing or any(s == content or len(s) > 3 and s in content for s in script.always_fail)
             if failing:
                 return self._send(script.status, {"error": {"message": "overloaded", "type": "server_error"}})
             refused = sorted(script.refuse & set(req))
@@ -165,7 +166,7 @@ def test_503s_are_retried_with_backoff_then_answered():
     with scripted(script) as url:
         engine = load_engine(url)
         assert engine.generate([{"role": "user", "content": "abc"}], PLAIN).text == "ABC"
-    assert len(script.requests) == 3
+    assert sum(r["messages"][0]["content"] == "abc" for r in script.requests) == 3  # 2 failures, then the answer
 
 
 def test_503s_beyond_the_retries_say_so_and_keep_the_finished_requests():
@@ -211,3 +212,64 @@ def test_malformed_body_is_one_line():
         engine = load_engine(url)
         with pytest.raises(StarchatError, match="malformed body"):
             engine.generate([{"role": "user", "content": "x"}], PLAIN)
+
+
+# ---- the commands ---------------------------------------------------------------------------------
+
+def test_eval_humaneval_through_the_endpoint_gives_the_local_results(server, tiny_engine, tmp_path, capsys):
+    from starchat.cli import main
+    from starchat.eval.humaneval import HumanEvalConfig, run_model
+
+    out = tmp_path / "remote"
+    assert main(["eval", "humaneval", "--model", server, "--limit", "3", "--temperature", "0", "--max-new-tokens",
+                 "8", "--output", str(out), "--no-progress"]) == 0
+    # batch_size 1: the server decodes each request as the engine does alone (its padded batches may differ)
+    local = run_model(tiny_engine, HumanEvalConfig(output=tmp_path / "local", limit=3, temperature=0, batch_size=1,
+                                                   max_new_tokens=8, progress=False), "local")
+    rows = lambda d: [json.loads(x) for x in (d / "samples.jsonl").open()]  # noqa: E731
+    assert [(r["raw"], r["finish_reason"]) for r in rows(out)] == [(r["raw"], r["finish_reason"])
+                                                                  for r in rows(tmp_path / "local")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == f"{tiny_engine.model_name} at {server}" and summary["kind"] == "humaneval"
+    assert summary["pass_at_k"] == local["pass_at_k"]
+
+
+def test_prefill_and_template_are_refused_for_endpoints(capsys):
+    from starchat.cli import main
+
+    assert main(["eval", "humaneval", "--model", "http://127.0.0.1:9/v1", "--prefill", "--no-progress"]) == 2
+    assert "--prefill writes the start of the answer in the model's own chat format" in capsys.readouterr().err
+    with pytest.raises(StarchatError, match="applies its own chat format; drop --template"):
+        load_engine("http://127.0.0.1:9/v1", template="starchat")
+
+
+def test_chat_through_the_endpoint(server, tiny_engine):
+    import io
+
+    from starchat.chat import chat
+
+    out, err = io.StringIO(), io.StringIO()
+    script = "/params temperature=0 repetition_penalty=2.0 max_new_tokens=8\nhi\n"
+    assert chat(server, stdin=io.StringIO(script), stdout=out, stderr=err, interactive=False, review=False) == 0
+    ref = tiny_engine.generate([{"role": "user", "content": "hi"}],
+                               SamplingParams(temperature=0, repetition_penalty=2.0, max_new_tokens=8)).text
+    assert ref.strip() and out.getvalue().strip() == ref.strip()
+
+
+def test_a_failed_batch_keeps_its_finished_samples_and_the_rerun_resumes(tmp_path):
+    from starchat.eval.humaneval import HumanEvalConfig, run_model
+    from starchat.eval.programs import load_problems
+
+    problems = load_problems(limit=3)
+    script = Script(always_fail={problems["HumanEval/1"]["prompt"].strip()[:60]})
+    cfg = HumanEvalConfig(output=tmp_path / "run", limit=3, batch_size=3, temperature=0, progress=False)
+    with scripted(script) as url:
+        engine = load_engine(url, max_retries=0)
+        with pytest.raises(StarchatError, match="2 of 3 requests.*rerun the same command to resume"):
+            run_model(engine, cfg, "fake")
+        assert sorted(json.loads(x)["task_id"] for x in (cfg.output / "samples.jsonl").open()) == \
+            ["HumanEval/0", "HumanEval/2"]
+        script.always_fail.clear()
+        before = len(script.requests)
+        summary = run_model(engine, cfg, "fake")
+    assert summary["num_samples"] == 3 and len(script.requests) - before == 1  # only the missing one

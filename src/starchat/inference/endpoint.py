@@ -10,8 +10,9 @@ What it does, and how:
   from 0.5 s, capped at 8 s, ``Retry-After`` honoured), ``max_retries`` times; every request has an
   explicit read timeout and a short connect timeout.
 * The StarChat knobs outside the OpenAI spec (``top_k``, ``repetition_penalty``) go as extra body
-  fields; stop strings and seeds pass through. A knob the server ignores is reported once: the first
-  time a knob matters (not neutral, not greedy), one request with an invalid value of it and
+  fields (always, neutral values too: a server's defaults need not be neutral); stop strings and seeds
+  pass through. A knob the server ignores is reported once: the first time its value changes sampling
+  (top_k > 0 when not greedy, a penalty other than 1), one request with an invalid value of it and
   ``max_tokens=1`` is sent. A server that implements the knob validates it and answers 400/422; one
   that answers 200 ignored it. A 400/422 saying the field is unknown/unsupported (OpenAI's own API)
   means the same. Either way the knob is reported once and no longer sent.
@@ -187,13 +188,13 @@ class EndpointEngine(Engine):
             kw["stop"] = list(params.stop)
         if params.seed is not None:
             kw["seed"] = params.seed
-        extra: dict[str, Any] = {}
-        if params.top_k and params.temperature > 0:  # off, or greedy: the knob cannot matter
-            extra["top_k"] = params.top_k
+        # Always sent, neutral values too: a server's own defaults need not be neutral (ours: the cards' 1.2).
+        extra: dict[str, Any] = {"top_k": params.top_k, "repetition_penalty": params.repetition_penalty}
+        # Probed only where the value changes sampling: a server ignoring a neutral value changes nothing.
+        if params.top_k and params.temperature > 0:
+            self._check_knob("top_k")
         if params.repetition_penalty != 1.0:
-            extra["repetition_penalty"] = params.repetition_penalty
-        for knob in list(extra):
-            self._check_knob(knob)
+            self._check_knob("repetition_penalty")
         for name in self.ignored:
             kw.pop(name, None)
             extra.pop(name, None)
