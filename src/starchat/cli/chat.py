@@ -12,8 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("chat", help="chat with a model in the terminal",
                        description="Chat with a model. With no --model: SmolLM2-135M-Instruct, offline. "
                                    "With stdin from a pipe: answer it and exit (echo 'question' | starchat chat).")
-    p.add_argument("--model", "-m", default=None, help="model directory, hub ID, .gguf file or http(s)://HOST[:PORT]/v1 "
-                                                         "endpoint (default: offline SmolLM2)")
+    p.add_argument("--model", "-m", default=None,
+                   help="model directory, hub ID, .gguf file or http(s)://HOST[:PORT]/v1 endpoint (default: offline SmolLM2)")
     p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "vllm"],
                    help="default: llamacpp for .gguf files, transformers otherwise")
     p.add_argument("--template", default=None,

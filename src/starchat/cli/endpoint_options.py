@@ -25,7 +25,8 @@ def endpoint_kwargs(args) -> dict:
             if getattr(args, flag, None):
                 from starchat.errors import StarchatError
 
-                raise StarchatError(f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST/v1")
+                raise StarchatError(f"--{flag.replace('_', '-')} applies to an endpoint: "
+                                    "give --model http(s)://HOST[:PORT]/v1")
         return {}
     kw = {"served_model": args.served_model, "api_key": args.api_key, "timeout": args.request_timeout}
     if getattr(args, "concurrency", None):

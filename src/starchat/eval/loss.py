@@ -92,7 +92,8 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
     loss = total / count
     metrics = {"loss": loss, "perplexity": math.exp(loss), "token_accuracy": hits / count,
                "end_token_accuracy": end_hits / max(ends, 1)}
-    return {"kind": "loss", "metrics": metrics, "added_tokens": missing, "model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
+    return {"kind": "loss", "metrics": metrics, "added_tokens": missing,
+            "model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
             "assistant_tokens": count, "loss": loss, "perplexity": math.exp(loss),
             # greedy decoding ends a reply only where <|end|> is the top prediction
             "token_accuracy": hits / count, "end_token_accuracy": end_hits / max(ends, 1),

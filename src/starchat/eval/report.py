@@ -58,8 +58,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     for k, v in summary["pass_at_k"].items():
         lines.append(f"| {k} | {v:.4f} |")
     lines += [f"| problems | {summary['num_problems']} |", f"| samples | {summary['num_samples']} |", ""]
-    settings = {k: v for k, v in summary.items() if k in ("model", "source", "temperature", "max_new_tokens",
-                                                          "prefill", "sandbox", "timeout_s", "created")}
+    settings = {k: v for k, v in summary.items() if k in ("model", "source", "problems", "temperature",
+                                                          "max_new_tokens", "prefill", "sandbox", "timeout_s",
+                                                          "created")}
     lines += ["## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()] + [""]
     lines += ["## Outcomes", "", "| status | samples |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary["status_counts"].items()] + [""]

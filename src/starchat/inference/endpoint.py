@@ -96,7 +96,7 @@ class EndpointEngine(Engine):
                                     timeout=openai.Timeout(timeout, connect=connect_timeout))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
         self.concurrency = concurrency
-        self._knob_lock = threading.Lock()
+        self._knob_lock = threading.RLock()  # also guards `ignored` (requests run in several threads)
         self._checked: set[str] = set()  # knobs probed already
         self.ignored: list[str] = []  # fields the server ignores or refuses: no longer sent
         self.model_name, self.context_length = self._discover(served_model)
@@ -221,9 +221,13 @@ class EndpointEngine(Engine):
             self._ignore(knob, f"accepted the invalid value {knob}={PROBES[knob]}, so it ignores it")
 
     def _ignore(self, field: str, why: str) -> None:
-        if field not in self.ignored:
+        with self._knob_lock:
+            if field in self.ignored:
+                return
             self.ignored.append(field)
-            self.notify(f"{self.url} {why}: {field} is not applied there, so sampling differs from a local run")
+            effect = ("streamed replies come without token counts" if field == "stream_options"
+                      else "sampling differs from a local run")
+            self.notify(f"{self.url} {why}: {field} is not applied there, so {effect}")
 
     def _create(self, kind: str, prompt: Prompt, params: SamplingParams, stream: bool = False):
         """One request; a field the server refuses by name is dropped (and reported once), then retried."""
