@@ -241,6 +241,8 @@ def test_prefill_and_template_are_refused_for_endpoints(capsys):
     assert "--prefill writes the start of the answer in the model's own chat format" in capsys.readouterr().err
     with pytest.raises(StarchatError, match="applies its own chat format; drop --template"):
         load_engine("http://127.0.0.1:9/v1", template="starchat")
+    assert main(["chat", "--served-model", "m"]) == 2  # endpoint options without an endpoint
+    assert "--served-model applies to an endpoint" in capsys.readouterr().err
 
 
 def test_chat_through_the_endpoint(server, tiny_engine):
