@@ -94,12 +94,12 @@ class EndpointEngine(Engine):
         key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # servers without auth ignore it
         self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=max_retries,
                                     timeout=openai.Timeout(timeout, connect=connect_timeout))
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
-        self.concurrency = concurrency
         self._knob_lock = threading.RLock()  # also guards `ignored` (requests run in several threads)
         self._checked: set[str] = set()  # knobs probed already
         self.ignored: list[str] = []  # fields the server ignores or refuses: no longer sent
         self.model_name, self.context_length = self._discover(served_model)
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="endpoint")
 
     # -- setup ---------------------------------------------------------------------------
     def _discover(self, served_model: str | None) -> tuple[str, int | None]:
