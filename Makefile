@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/infer_bench.py
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/eval_bench.py
+	$(BIN)/python bench/endpoint_bench.py --limit 20
 	$(BIN)/python bench/train_bench.py --dialogues 192 --repeats 3
 	$(BIN)/python bench/dpo_bench.py --pairs 96 --repeats 3
 

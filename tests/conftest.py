@@ -77,3 +77,28 @@ def tiny_model_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def make_plain_base(base_tokenizer_dir, tmp_path_factory):
+    """A function (n_embd, seed) -> a tiny GPT-BigCode on the base tokenizer only: no dialogue tokens yet,
+    so training (and eval loss) must resize it."""
+    import torch
+    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+    def make(n_embd: int, seed: int):
+        tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
+        torch.manual_seed(seed)
+        cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=256, n_embd=n_embd, n_layer=2, n_head=4,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        out = tmp_path_factory.mktemp(f"plain-base-{n_embd}")
+        GPTBigCodeForCausalLM(cfg).save_pretrained(out)
+        tok.save_pretrained(out)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def plain_base_dir(make_plain_base):
+    return make_plain_base(32, seed=1)

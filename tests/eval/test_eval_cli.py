@@ -14,22 +14,53 @@ def test_humaneval_samples_prints_pass_at_1(canonical_samples, tmp_path, capsys)
     assert {p.name for p in out.iterdir()} >= {"samples.jsonl", "summary.json", "report.md"}
 
 
-def test_compare_two_summaries(tmp_path, problems, capsys):
-    good = tmp_path / "good.jsonl"
-    bad = tmp_path / "bad.jsonl"
+def _humaneval_run(tmp_path, problems, name, wrong=()):
+    """A scored run over the first 3 problems, canonical except the ``wrong`` ones."""
     tasks = list(problems)[:3]
-    good.write_text("".join(json.dumps({"task_id": t, "completion": problems[t]["canonical_solution"]}) + "\n"
-                            for t in tasks))
-    bad.write_text("".join(json.dumps({"task_id": t, "completion": problems[t]["canonical_solution"] if t != tasks[1]
-                                       else "    return None\n"}) + "\n" for t in tasks))
-    for f in (good, bad):
-        assert main(["eval", "humaneval", "--samples", str(f), "--limit", "3", "--output", str(tmp_path / f.stem),
-                     "--no-progress"]) == 0
+    f = tmp_path / f"{name}.jsonl"
+    f.write_text("".join(json.dumps({"task_id": t, "completion": "    return None\n" if t in wrong
+                                     else problems[t]["canonical_solution"]}) + "\n" for t in tasks))
+    assert main(["eval", "humaneval", "--samples", str(f), "--limit", "3", "--output", str(tmp_path / name),
+                 "--no-progress"]) == 0
+    return tmp_path / name
+
+
+def test_compare_three_runs_in_one_markdown_table(tmp_path, problems, capsys):
+    tasks = list(problems)[:3]
+    good = _humaneval_run(tmp_path, problems, "good")
+    bad = _humaneval_run(tmp_path, problems, "bad", wrong={tasks[1]})
+    worse = _humaneval_run(tmp_path, problems, "worse", wrong={tasks[0], tasks[1]})
     capsys.readouterr()
-    assert main(["eval", "compare", str(tmp_path / "good"), str(tmp_path / "bad" / "summary.json")]) == 0
+    assert main(["eval", "compare", str(good), str(bad / "summary.json"), str(worse), "--markdown"]) == 0
     table = capsys.readouterr().out
-    assert "| pass@1 | 1.0000 | 0.6667 | -0.3333 |" in table
-    assert f"Solved only by A (1): {tasks[1]}" in table
+    assert "| pass@1 | 1.0000 | 0.6667 (-0.3333) | 0.3333 (-0.6667) |" in table
+    assert "| kind | humaneval | humaneval | humaneval |" in table
+    assert "| metric | good | bad | worse |" in table  # runs of no model are named by their directories
+    assert f"Solved only by good (1): {tasks[1]}" in table and "Solved only by bad (0): -" in table
+
+
+def test_compare_runs_of_different_kinds(tmp_path, problems, capsys):
+    """A humaneval run, a loss result and a summary of a kind added later (kind + flat metrics)."""
+    he = _humaneval_run(tmp_path, problems, "he")
+    (tmp_path / "loss.json").write_text(json.dumps({"kind": "loss", "model": "base", "metrics": {"loss": 1.5}}))
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "summary.json").write_text(json.dumps({"kind": "judge", "name": "a-vs-b",
+                                                                 "metrics": {"win_rate": 0.625}}))
+    capsys.readouterr()
+    assert main(["eval", "compare", str(he), str(tmp_path / "loss.json"), str(tmp_path / "judge")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["metric", "he", "base", "a-vs-b"]
+    assert lines[2].split() == ["kind", "humaneval", "loss", "judge"]
+    assert ["loss", "-", "1.5000", "-"] in [ln.split() for ln in lines]
+    assert ["win_rate", "-", "-", "0.6250"] in [ln.split() for ln in lines]
+
+
+def test_compare_needs_two_runs_and_metrics(tmp_path, capsys):
+    (tmp_path / "x.json").write_text(json.dumps({"kind": "judge", "metrics": {"a": "high"}}))
+    assert main(["eval", "compare", str(tmp_path / "x.json")]) == 2
+    assert "two or more runs" in capsys.readouterr().err
+    assert main(["eval", "compare", str(tmp_path / "x.json"), str(tmp_path / "x.json")]) == 2
+    assert "field 'metrics' must be a flat object of numbers" in capsys.readouterr().err
 
 
 def test_bad_samples_file_is_one_line_error(tmp_path, capsys):

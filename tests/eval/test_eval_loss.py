@@ -1,5 +1,6 @@
 """Validation loss over assistant tokens agrees with transformers' own loss on the same labels."""
 
+import json
 import math
 from pathlib import Path
 
@@ -70,3 +71,28 @@ def test_missing_split_is_a_clear_error(built_data, tiny_model_dir):
 
     with pytest.raises(StarchatError, match="no split 'validation'"):
         eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), split="validation", progress=False))
+
+
+def test_a_base_without_dialogue_tokens_is_prepared_as_train_prepares_it(built_data, plain_base_dir, tmp_path,
+                                                                          capsys):
+    """`eval loss` on the base before fine-tuning: the loss a training run starts from (issue 16)."""
+    import datasets
+    import torch
+
+    from starchat.cli import main
+    from starchat.data.tokenize import tokenize_messages
+    from starchat.train.config import ModelConfig
+    from starchat.train.model import load_model, load_tokenizer
+
+    out = tmp_path / "before.json"
+    assert main(["eval", "loss", "--model", str(plain_base_dir), "--data", str(built_data), "--limit", "1",
+                 "--output", str(out)]) == 0
+    assert "has no dialogue tokens: added <|system|> <|user|> <|assistant|> <|end|>" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    mcfg = ModelConfig(name_or_path=str(plain_base_dir))
+    tok = load_tokenizer(mcfg, str(plain_base_dir))
+    model = load_model(mcfg, str(plain_base_dir), tok)  # what `starchat train` starts from
+    row = tokenize_messages(datasets.load_from_disk(str(built_data))["test"][0]["messages"], tok, max_length=2048)
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])).loss.item()
+    assert res["kind"] == "loss" and res["metrics"]["loss"] == pytest.approx(ref, rel=1e-4)

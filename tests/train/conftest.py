@@ -57,31 +57,6 @@ def tiny_overrides(make_overrides, tmp_path):
     return make_overrides(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def make_plain_base(base_tokenizer_dir, tmp_path_factory):
-    """A function (n_embd, seed) -> a tiny GPT-BigCode on the base tokenizer only: no dialogue tokens yet,
-    so training must resize it."""
-    import torch
-    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
-
-    def make(n_embd: int, seed: int):
-        tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
-        torch.manual_seed(seed)
-        cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=256, n_embd=n_embd, n_layer=2, n_head=4,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-        out = tmp_path_factory.mktemp(f"plain-base-{n_embd}")
-        GPTBigCodeForCausalLM(cfg).save_pretrained(out)
-        tok.save_pretrained(out)
-        return out
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def plain_base_dir(make_plain_base):
-    return make_plain_base(32, seed=1)
-
-
 def _pairs(n: int, offset: int = 0) -> list[dict]:
     """Preference rows (CONTRACTS item 1): the right sum is chosen, a wrong one rejected; extra columns too."""
     rows = []

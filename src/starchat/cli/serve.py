@@ -42,7 +42,13 @@ def _serve(args) -> int:
     # Before torch loads: idle OpenMP workers sleep instead of spinning. The server's event loop shares
     # the cores with them, and on a busy machine spinning workers made a forward pass ~15x slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from starchat.inference.endpoint import is_endpoint
     from starchat.server import ServerSettings, serve
+
+    if is_endpoint(args.model):
+        from starchat.errors import StarchatError
+
+        raise StarchatError(f"{args.model} is already a server: point clients at it instead of serving it again")
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
                               max_batch=args.max_batch, kv_tokens=args.kv_tokens, max_queue=args.max_queue,

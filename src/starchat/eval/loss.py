@@ -51,17 +51,24 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
 
     from starchat.data.collate import DataCollatorForDialogues
     from starchat.data.tokenize import IGNORE_INDEX, tokenize_dataset
-    from starchat.templates import end_token_id
+    from starchat.templates import end_token_id, get_template, prepare_tokenizer
+    from starchat.train.model import resize_embeddings
     from starchat.train.new_tokens import accuracy_counts
 
     ds = _load_split(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in get_template(cfg.template).special_tokens if t not in vocab]
+    if missing:  # a base before fine-tuning: prepared as `starchat train` prepares it, for a before/after
+        prepare_tokenizer(tokenizer, cfg.template)
     rows, stats = tokenize_dataset(ds, tokenizer, max_length=cfg.max_length, template=cfg.template)
     if len(rows) == 0:
         raise StarchatError(f"{cfg.data} [{cfg.split}]: no dialogue has assistant tokens to score")
     lengths = rows["length"]
     rows = rows.select(sorted(range(len(rows)), key=lambda i: -lengths[i]))  # similar lengths together: less padding
     model = AutoModelForCausalLM.from_pretrained(cfg.model)
+    if missing:  # the new rows start at the mean embedding, exactly as training starts them
+        resize_embeddings(model, len(tokenizer))
     model.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -83,7 +90,10 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
             h, _, eh, e = accuracy_counts(logits[:, :-1].argmax(-1), labels, end_id, IGNORE_INDEX)
             hits, end_hits, ends = hits + h, end_hits + eh, ends + e
     loss = total / count
-    return {"model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
+    metrics = {"loss": loss, "perplexity": math.exp(loss), "token_accuracy": hits / count,
+               "end_token_accuracy": end_hits / max(ends, 1)}
+    return {"kind": "loss", "metrics": metrics, "added_tokens": missing,
+            "model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
             "assistant_tokens": count, "loss": loss, "perplexity": math.exp(loss),
             # greedy decoding ends a reply only where <|end|> is the top prediction
             "token_accuracy": hits / count, "end_token_accuracy": end_hits / max(ends, 1),

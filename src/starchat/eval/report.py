@@ -1,4 +1,4 @@
-"""pass@k, the summary JSON, the markdown report, and comparing two summaries."""
+"""pass@k, the summary JSON, the markdown report, and comparing runs of any kind (`eval compare`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         per_task[r["task_id"]][0] += 1
         per_task[r["task_id"]][1] += bool(r["passed"])
     counts = {t: (n, c) for t, (n, c) in sorted(per_task.items(), key=lambda kv: _task_key(kv[0]))}
-    return {
+    summary = {
+        "kind": "humaneval",
         **meta,
         "num_problems": len(counts),
         "num_samples": len(rows),
@@ -41,6 +42,8 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         "status_counts": dict(Counter(r["status"] for r in rows).most_common()),
         "per_task": {t: {"n": n, "correct": c} for t, (n, c) in counts.items()},
     }
+    summary["metrics"] = run_metrics(summary)  # what `eval compare` shows
+    return summary
 
 
 def _task_key(task_id: str):
@@ -55,8 +58,9 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     for k, v in summary["pass_at_k"].items():
         lines.append(f"| {k} | {v:.4f} |")
     lines += [f"| problems | {summary['num_problems']} |", f"| samples | {summary['num_samples']} |", ""]
-    settings = {k: v for k, v in summary.items() if k in ("model", "source", "temperature", "max_new_tokens",
-                                                          "prefill", "sandbox", "timeout_s", "created")}
+    settings = {k: v for k, v in summary.items() if k in ("model", "source", "problems", "temperature",
+                                                          "max_new_tokens", "prefill", "sandbox", "timeout_s",
+                                                          "created")}
     lines += ["## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()] + [""]
     lines += ["## Outcomes", "", "| status | samples |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary["status_counts"].items()] + [""]
@@ -71,40 +75,101 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
+    """A run's summary (a summary.json, its directory, or `eval loss --output`'s file) with ``kind`` and ``metrics``.
+
+    The shape every ``starchat eval`` command writes, and all that ``compare`` reads: ``kind`` (humaneval,
+    loss, judge, lm-eval, ...), ``metrics`` (a flat dict: metric name -> number), and optionally ``name`` or
+    ``model`` for the column title and humaneval's ``per_task``. Summaries written before ``kind`` existed
+    are read too (humaneval's ``pass_at_k``, loss's ``loss``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "summary.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StarchatError(f"{path}: not found; give a summary.json written by `starchat eval humaneval`") from None
+        raise StarchatError(f"{path}: not found; give a run directory or a summary.json written by `starchat eval`") \
+            from None
     except json.JSONDecodeError as e:
         raise StarchatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict) or "pass_at_k" not in data or "per_task" not in data:
-        raise StarchatError(f"{path}: missing 'pass_at_k' or 'per_task'; is it a `starchat eval humaneval` summary?")
+    if not isinstance(data, dict):
+        raise StarchatError(f"{path}: expected a JSON object with 'kind' and 'metrics'")
+    if "metrics" not in data:  # older summaries
+        if "pass_at_k" in data:
+            data = {**data, "kind": "humaneval", "metrics": dict(data["pass_at_k"])}
+        elif "loss" in data:
+            data = {**data, "kind": "loss", "metrics": {k: data[k] for k in LOSS_METRICS if k in data}}
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise StarchatError(f"{path}: field 'metrics' must be a flat object of numbers; "
+                            "is it a summary written by `starchat eval`?")
     return data
 
 
-def compare(a_path: str | Path, b_path: str | Path) -> str:
-    """Two summaries side by side as markdown: pass@k, and the problems only one of them solves."""
-    a, b = load_summary(a_path), load_summary(b_path)
-    name_a = a.get("model") or a.get("source") or str(a_path)
-    name_b = b.get("model") or b.get("source") or str(b_path)
-    lines = [f"| metric | A: {name_a} | B: {name_b} | B - A |", "| --- | --- | --- | --- |"]
-    for k in sorted(set(a["pass_at_k"]) | set(b["pass_at_k"]), key=lambda s: int(s.split("@")[1])):
-        va, vb = a["pass_at_k"].get(k), b["pass_at_k"].get(k)
-        diff = f"{vb - va:+.4f}" if va is not None and vb is not None else "-"
-        lines.append(f"| {k} | {_fmt(va)} | {_fmt(vb)} | {diff} |")
-    lines.append(f"| problems | {a['num_problems']} | {b['num_problems']} | |")
-    solved_a = {t for t, v in a["per_task"].items() if v["correct"]}
-    solved_b = {t for t, v in b["per_task"].items() if v["correct"]}
-    common = set(a["per_task"]) & set(b["per_task"])
-    only_a = sorted((solved_a & common) - solved_b, key=_task_key)
-    only_b = sorted((solved_b & common) - solved_a, key=_task_key)
-    lines += ["", f"Solved only by A ({len(only_a)}): {', '.join(only_a) or '-'}",
-              f"Solved only by B ({len(only_b)}): {', '.join(only_b) or '-'}"]
+LOSS_METRICS = ("loss", "perplexity", "token_accuracy", "end_token_accuracy")
+
+
+def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """humaneval's flat metrics for its summary: pass@k, and how many problems and samples they cover."""
+    return {**summary["pass_at_k"], "problems": summary["num_problems"], "samples": summary["num_samples"]}
+
+
+def compare(paths: Iterable[str | Path], markdown_table: bool = False) -> str:
+    """Two or more runs of any kind in one table (metrics as rows, runs as columns, the change against the
+    first run beside each value); for humaneval runs also the problems only one run solves."""
+    paths = list(paths)
+    if len(paths) < 2:
+        raise StarchatError("eval compare needs two or more runs (directories or summary.json files)")
+    runs = [load_summary(p) for p in paths]
+    names = _names(runs, paths)
+    rows = [["metric", *names], ["kind", *(str(r.get("kind", "?")) for r in runs)]]
+    order: list[str] = []
+    for r in runs:
+        order += [m for m in r["metrics"] if m not in order]
+    for m in order:
+        vals = [r["metrics"].get(m) for r in runs]
+        base = vals[0]
+        cells = [_fmt(vals[0])] + [_fmt(v) + (f" ({v - base:+.4g})" if v is not None and base is not None
+                                              and v != base else "") for v in vals[1:]]
+        rows.append([m, *cells])
+    text = _table(rows, markdown_table)
+    return text + _solved_only(runs, names)
+
+
+def _names(runs, paths) -> list[str]:
+    dirs = [Path(p).name if Path(p).is_dir() else Path(p).parent.name if Path(p).name == "summary.json"
+            else Path(p).stem for p in paths]
+    names = [str(r.get("name") or r.get("model") or d) for r, d in zip(runs, dirs)]
+    if len(set(names)) < len(names):  # same model in two runs: tell them apart by their directories
+        names = [n if n == d else f"{n} ({d})" for n, d in zip(names, dirs)]
+    return names
+
+
+def _table(rows: list[list[str]], markdown_table: bool) -> str:
+    if markdown_table:
+        head, *body = rows
+        out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def _solved_only(runs, names) -> str:
+    """Problems that exactly one of the humaneval runs solves, among those all of them tried."""
+    per = [r.get("per_task") for r in runs]
+    if any(not isinstance(p, dict) for p in per):
+        return ""
+    common = set.intersection(*(set(p) for p in per))
+    solved = [{t for t in common if p[t].get("correct")} for p in per]
+    lines = [""]
+    for i, name in enumerate(names):
+        others = set().union(*(s for j, s in enumerate(solved) if j != i))
+        only = sorted(solved[i] - others, key=_task_key)
+        lines.append(f"Solved only by {name} ({len(only)}): {', '.join(only) or '-'}")
     return "\n".join(lines)
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+    if v is None:
+        return "-"
+    return str(v) if isinstance(v, int) else f"{v:.4f}"

