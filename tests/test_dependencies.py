@@ -24,7 +24,7 @@ SOURCE_KEYS = {"index-url", "extra-index-url", "find-links", "no-index", "cert",
                "proxy", "timeout", "default-timeout", "retries"}
 # Two dry runs cover every extra: if core + A + B resolves, core + A does. vllm pins torch, so it gets its own.
 RESOLVE_SETS = {"cpu": "dev,gpu,tensorboard,wandb,plot", "vllm": "vllm,gpu"}
-RESOLVE_TIMEOUT_S = 300
+RESOLVE_TIMEOUT_S = 420
 
 
 def _requirements(extras: list[str]) -> list[Requirement]:
