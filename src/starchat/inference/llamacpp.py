@@ -86,8 +86,8 @@ class LlamaCppEngine(Engine):
         self.llm.close()
 
 
-
 def chain_seed(params: SamplingParams) -> int:
+    """The request's seed, or a fresh one: chat and the serving slots draw it the same way."""
     return params.seed if params.seed is not None else random.randrange(2**31)
 
 
