@@ -51,6 +51,16 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _release_gpu() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -345,6 +355,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - one failed step must not hide the others' figures
                 res = {"error": f"{type(e).__name__}: {e}", "traceback_tail": traceback.format_exc()[-2000:]}
             res["step_s"] = round(time.perf_counter() - t0, 1)
+            _release_gpu()  # the next step's server or launcher needs the memory this process cached
             results["steps"][name] = res
             print(f"{name}: {json.dumps(res)[:400]}", flush=True)
             results["total_s"] = round(time.perf_counter() - t_all, 1)

@@ -3,7 +3,9 @@
 `chat` streams through `LlamaCppEngine` (llama-cpp-python's `Llama.generate`, llama.cpp's sampler chain),
 `eval` calls the engine's `generate_batch`, and `serve` runs the request in a slot of the llama.cpp batcher,
 which builds its own chain per sequence (`sampler_chain`). Sampled, not greedy, with a repetition penalty, so
-the seed, the chain's order and the penalty window all have to match.
+the seed, the chain's order and the penalty window all have to match. Not covered: a request decoded in one
+batch with other sequences; llama.cpp's matrix products over another batch shape change the logits in the
+last bits, so its sampled text may part from the chat's after a few tokens (as in llama.cpp's own server).
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ def engine():
 
 
 def _serve(engine, prompts_params):
-    """Texts of requests submitted together to one batcher with 4 slots (they share every decode step)."""
-    batcher = LlamaCppBatcher(engine, slots=4, kv_tokens=4096)
+    """Texts of requests submitted one after another to one batcher with 2 slots (each finishes first)."""
+    batcher = LlamaCppBatcher(engine, slots=2, kv_tokens=2048)
     batcher.start()
 
     async def go():
-        tickets = [batcher.submit(Ticket(engine.prompt_ids(m), p)) for m, p in prompts_params]
-        return await asyncio.gather(*(t.text() for t in tickets))
+        return [await batcher.submit(Ticket(engine.prompt_ids(m), p)).text() for m, p in prompts_params]
 
     try:
         return asyncio.run(go())
@@ -50,8 +51,9 @@ def test_chat_eval_and_serve_sample_the_same_text_for_a_seed(engine):
     assert "".join(engine.stream(MSGS, PARAMS.replace(seed=12))) != chat  # the seed does decide
 
 
-def test_a_served_request_samples_the_same_beside_other_requests(engine):
+def test_a_slot_reused_after_another_request_samples_the_same(engine):
+    """The previous request's KV cells and sampler chain are gone: the next one in that slot starts clean."""
     chat = engine.generate(MSGS, PARAMS).text
     other = [{"role": "user", "content": "Name three sorting algorithms."}]
-    texts = _serve(engine, [(other, PARAMS.replace(seed=1)), (MSGS, PARAMS), (other, PARAMS.replace(seed=2))])
-    assert texts[1] == chat
+    texts = _serve(engine, [(other, PARAMS.replace(seed=1)), (other, PARAMS.replace(seed=2)), (MSGS, PARAMS)])
+    assert texts[2] == chat
