@@ -130,7 +130,8 @@ def step_zero3(a, w) -> dict:
         return _failed(first)
     seconds = time.perf_counter() - t0
     w_rows = AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().weight.shape[0]
-    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    last = max((out / "checkpoints").glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))
+    shutil.rmtree(last)  # the last checkpoint lost: the rerun must resume from the one before
     again = _starchat(*cmd, timeout=400)
     return {"seconds": seconds, "vocab_rows": w_rows, "tokenizer_len": len(AutoTokenizer.from_pretrained(out)),
             "resized": w_rows == len(tok), "resume_returncode": again.returncode,
