@@ -18,6 +18,8 @@ from starchat.inference import SamplingParams, load_engine
 from starchat.server.llama_batcher import LlamaCppBatcher
 from starchat.server.scheduler import Ticket
 
+pytestmark = pytest.mark.slow  # ~25 s on 2 cores: the default GGUF, 40 tokens, several times
+
 MSGS = [{"role": "user", "content": "Write a Python function that reverses a list."}]
 PARAMS = SamplingParams(temperature=0.9, top_k=40, top_p=0.9, repetition_penalty=1.3, max_new_tokens=40, seed=11)
 
