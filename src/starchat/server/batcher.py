@@ -28,7 +28,6 @@ class _Row:
         self.ids = list(ticket.prompt_ids)
         self.max_new = p.max_new_tokens
         self.n_new = 0
-        self.seen = 0  # tokens already read from an engine's cumulative output (vLLM)
         self.seq = self.out = -1  # llama.cpp: the row's sequence id, and its logits' index in the batch
         self.done: str | None = None  # finish reason once the row has ended
         self.eos_ids = eos_ids

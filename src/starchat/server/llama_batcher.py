@@ -3,8 +3,9 @@
 Like llama.cpp's own server (`-np`): each request gets a sequence id (a slot) in a context whose KV
 cache is shared by all slots. Every step sends one `llama_batch` holding the next token of each running
 sequence plus the prompts of newly admitted ones, so all slots share each pass over the weights. Rows
-are sampled with the batched sampler and finished through the same text/stop logic as the transformers
-batcher; a finished or cancelled sequence has its KV cells removed and its slot reused.
+are sampled each by its own llama.cpp sampler chain, built like the chat's (`inference.llamacpp.sampler_chain`),
+so a seed gives the same text in `chat`, `serve` and `eval`; they finish through the same text/stop logic as the
+transformers batcher; a finished or cancelled sequence has its KV cells removed and its slot reused.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
-import torch
-
-from starchat.server.batcher import _Row, _sample, _size, admit_rows
+from starchat.inference.llamacpp import sampler_chain
+from starchat.server.batcher import _Row, _size, admit_rows
 from starchat.server.scheduler import BatchingScheduler, Ticket
 
 log = logging.getLogger("starchat.server")
+
 
 class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
@@ -38,12 +38,14 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.n_seq_max = slots
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
         cp.n_threads = cp.n_threads_batch = os.cpu_count() or 1
-        self.ctx = L.llama_init_from_model(engine.llm._model.model, cp)
+        cp.flash_attn_type = engine.llm.context_params.flash_attn_type  # the chat's attention: the same logits
+        self.ctx = L.llama_init_from_model(engine.llm.model, cp)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create the serving context (out of memory?)")
         self.n_ctx = cp.n_ctx
         self.n_batch = cp.n_batch  # tokens the llama_batch buffer holds
-        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(engine.llm._model.model))
+        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(engine.llm.model))
+        self.penalty_last_n = engine.llm.last_n_tokens_size  # the chat's repetition-penalty window
         self.batch = L.llama_batch_init(cp.n_batch, 0, 1)
 
     def stats(self) -> dict:
@@ -68,6 +70,7 @@ class LlamaCppBatcher(BatchingScheduler):
 
     def _new_row(self, t: Ticket) -> _Row:
         r = _Row(t, self.engine.decode, self.eos_ids, "cpu")
+        r.chain = sampler_chain(self.L, t.params, self.n_vocab, self.penalty_last_n)
         # The lowest sequence id no running row holds: derived, never kept in a list that a failure could leak.
         used = {x.seq for x in self.rows}
         r.seq = next(s for s in range(self.capacity) if s not in used)
@@ -99,11 +102,8 @@ class LlamaCppBatcher(BatchingScheduler):
                                "is full; raise --kv-tokens, or lower --max-batch or the requests' max_tokens")
         if not self.rows:
             return
-        logits = torch.from_numpy(np.stack([
-            np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, r.out), shape=(self.n_vocab,))
-            for r in self.rows]))
-        for r, tok in zip(self.rows, _sample(self.rows, logits)):
-            r.done = r.push(tok)
+        for r in self.rows:  # each row's own chain, on its logits (batch index r.out); it accepts the token
+            r.done = r.push(self.L.llama_sampler_sample(r.chain, self.ctx, r.out))
         keep = []
         for r in self.rows:
             reason = "cancelled" if r.ticket.cancelled else r.done
@@ -136,6 +136,9 @@ class LlamaCppBatcher(BatchingScheduler):
 
     def _free(self, row: _Row) -> None:
         self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)
+        chain, row.chain = getattr(row, "chain", None), None
+        if chain is not None:
+            self.L.llama_sampler_free(chain)
 
     def stop(self) -> None:
         super().stop()

@@ -49,7 +49,11 @@ def _fmt(x, digits: int = 4) -> str:
 
 def plot_losses(log_history: list[dict], path: Path) -> Path | None:
     """Training and validation loss against the step, as a PNG (matplotlib's Agg backend, no display)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `plot` extra: the card is written without the picture
+        logger.warning("no loss_curve.png: matplotlib is not installed (pip install 'starchat[plot]')")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -79,6 +80,11 @@ def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) ->
         logger.warning("the accelerate config asks for mixed precision %r; training.bf16/fp16 say %r, which is used",
                        launched, t.mixed_precision)
     os.environ["ACCELERATE_MIXED_PRECISION"] = t.mixed_precision
+    from transformers import TrainingArguments
+
+    # transformers 5.23 calls it activation_checkpointing; 5.20 (what vllm 0.33 allows) only gradient_checkpointing.
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         output_dir=str(run_dir),
         num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
@@ -94,7 +100,7 @@ def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) ->
         metric_for_best_model="eval_loss", greater_is_better=False,
         logging_steps=t.logging_steps, logging_first_step=True, report_to=t.report_to,
         dataloader_num_workers=t.dataloader_num_workers, use_cpu=t.use_cpu, disable_tqdm=t.disable_tqdm,
-        activation_checkpointing=cfg.model.gradient_checkpointing,
+        **{checkpointing: cfg.model.gradient_checkpointing},
         # Our columns (input_ids, labels, position_ids) are exactly what the model takes.
         remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         save_only_model=False,
