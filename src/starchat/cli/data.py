@@ -9,7 +9,8 @@ from dataclasses import fields
 from starchat.data.build import BuildConfig
 
 _FLAGS = {
-    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca"]),
+    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text", "hh"]),
+    "kind": dict(choices=["dialogue", "preference"]),
     "truncation": dict(choices=["turns", "cut", "drop"]),
 }
 
