@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from starchat.errors import StarchatError
+from starchat.eval.scoring import flagged_shares
 from starchat.fsio import write_text_atomic as write_atomic  # noqa: F401  (used as report.write_atomic)
 
 KS = (1, 10, 100)
@@ -39,6 +40,7 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         "samples_per_problem": min((n for n, _ in counts.values()), default=0),
         "pass_at_k": pass_at_k(counts),
         "status_counts": dict(Counter(r["status"] for r in rows).most_common()),
+        "flagged": flagged_shares(rows),  # shares of replies: not compiling, bandit findings, cut off
         "per_task": {t: {"n": n, "correct": c} for t, (n, c) in counts.items()},
     }
 
@@ -54,6 +56,7 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines += ["| metric | value |", "| --- | --- |"]
     for k, v in summary["pass_at_k"].items():
         lines.append(f"| {k} | {v:.4f} |")
+    lines += _flag_lines(summary)
     lines += [f"| problems | {summary['num_problems']} |", f"| samples | {summary['num_samples']} |", ""]
     settings = {k: v for k, v in summary.items() if k in ("model", "source", "temperature", "max_new_tokens",
                                                           "prefill", "sandbox", "timeout_s", "created")}
@@ -68,6 +71,16 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             lines.append(f"- {r['task_id']} #{r['sample_index']}: {r['status']} {err}".rstrip())
         lines.append("")
     return "\n".join(lines)
+
+
+FLAG_LABELS = {"syntax": "Python that does not compile", "security": "with bandit findings",
+               "cut_off": "cut off at the token limit"}
+
+
+def _flag_lines(summary: dict[str, Any]) -> list[str]:
+    """Report rows for the shares of flagged replies (starchat.eval.scoring); '-' where unknown."""
+    flags = summary.get("flagged") or {}
+    return [f"| {label} | {_fmt(flags.get(key))} |" for key, label in FLAG_LABELS.items() if key in flags]
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
@@ -92,9 +105,10 @@ def compare(a_path: str | Path, b_path: str | Path) -> str:
     name_b = b.get("model") or b.get("source") or str(b_path)
     lines = [f"| metric | A: {name_a} | B: {name_b} | B - A |", "| --- | --- | --- | --- |"]
     for k in sorted(set(a["pass_at_k"]) | set(b["pass_at_k"]), key=lambda s: int(s.split("@")[1])):
-        va, vb = a["pass_at_k"].get(k), b["pass_at_k"].get(k)
-        diff = f"{vb - va:+.4f}" if va is not None and vb is not None else "-"
-        lines.append(f"| {k} | {_fmt(va)} | {_fmt(vb)} | {diff} |")
+        lines.append(_side_by_side(k, a["pass_at_k"].get(k), b["pass_at_k"].get(k)))
+    fa, fb = a.get("flagged") or {}, b.get("flagged") or {}
+    lines += [_side_by_side(label, fa.get(key), fb.get(key)) for key, label in FLAG_LABELS.items()
+              if fa.get(key) is not None or fb.get(key) is not None]
     lines.append(f"| problems | {a['num_problems']} | {b['num_problems']} | |")
     solved_a = {t for t, v in a["per_task"].items() if v["correct"]}
     solved_b = {t for t, v in b["per_task"].items() if v["correct"]}
@@ -104,6 +118,11 @@ def compare(a_path: str | Path, b_path: str | Path) -> str:
     lines += ["", f"Solved only by A ({len(only_a)}): {', '.join(only_a) or '-'}",
               f"Solved only by B ({len(only_b)}): {', '.join(only_b) or '-'}"]
     return "\n".join(lines)
+
+
+def _side_by_side(label: str, va: float | None, vb: float | None) -> str:
+    diff = f"{vb - va:+.4f}" if va is not None and vb is not None else "-"
+    return f"| {label} | {_fmt(va)} | {_fmt(vb)} | {diff} |"
 
 
 def _fmt(v: float | None) -> str:
