@@ -69,8 +69,12 @@ def _build(args) -> int:
     from starchat.data.build import build
     from starchat.data.report import print_stats
 
-    cfg = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
-    stats = build(cfg)
+    return _run(args, BuildConfig, build, print_stats)
+
+
+def _run(args, cls, fn, print_stats) -> int:
+    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    stats = fn(cfg)
     print_stats(stats)
     print(f"wrote {cfg.output} (train {stats['splits']['train']}, test {stats['splits']['test']}) and {cfg.output}/stats.json")
     return 0
@@ -94,8 +98,4 @@ def _pairs(args) -> int:
     from starchat.data.pairs import PairsConfig, build_pairs
     from starchat.data.report import print_pairs_stats
 
-    cfg = PairsConfig(**{f.name: getattr(args, f.name) for f in fields(PairsConfig)})
-    stats = build_pairs(cfg)
-    print_pairs_stats(stats)
-    print(f"wrote {cfg.output} (train {stats['splits']['train']}, test {stats['splits']['test']}) and {cfg.output}/stats.json")
-    return 0
+    return _run(args, PairsConfig, build_pairs, print_pairs_stats)

@@ -10,6 +10,7 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from starchat.data.filters import (
     DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
@@ -212,6 +213,25 @@ def tokenize_splits(dd, cfg: BuildConfig):
     return datasets.DatasetDict(out), stats
 
 
+def save_atomic(out: Path, dd, stats: dict, extra: Callable[[Path], None] | None = None) -> None:
+    """Write ``dd`` and ``stats.json`` (and whatever ``extra(tmp)`` adds) to a temporary folder beside
+    ``out`` and rename it into place: a reader never sees a half-written dataset."""
+    import datasets
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
+    try:
+        dd.save_to_disk(str(tmp))
+        if extra is not None:
+            extra(tmp)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build(cfg: BuildConfig) -> dict:
     """Run the whole pipeline and write ``cfg.output`` atomically; returns the stats."""
     out = Path(cfg.output)
@@ -237,17 +257,11 @@ def build(cfg: BuildConfig) -> dict:
              "read": sum(s["read"] for s in per_source.values()),
              "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
              "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
-    try:
-        dd.save_to_disk(str(tmp))
+
+    def add_tokenized(tmp: Path) -> None:
         if cfg.tokenizer:
             tdd, stats["tokenized"] = tokenize_splits(dd, cfg)
             tdd.save_to_disk(str(tmp / "tokenized"))
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    save_atomic(out, dd, stats, add_tokenized)
     return stats

@@ -208,9 +208,8 @@ def _write(out: Path, pairs: list[tuple[list[dict], tuple, tuple, str]], stats: 
     """The preference DatasetDict (split by prompt, as `data build` splits) + stats.json + the reply log."""
     import datasets
 
-    from starchat.data.build import split
+    from starchat.data.build import save_atomic, split
     from starchat.data.readers import Example
-    from starchat.fsio import replace_dir
 
     examples = [Example(prompt, source=pid, where=pid, group=pid, meta={"best": b, "worst": w})
                 for prompt, b, w, pid in pairs]
@@ -233,18 +232,8 @@ def _write(out: Path, pairs: list[tuple[list[dict], tuple, tuple, str]], stats: 
         return datasets.Dataset.from_dict(cols, features=features)
 
     stats["splits"] = {"train": len(train), "test": len(test)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.disable_progress_bars()
-    try:
-        datasets.DatasetDict({"train": table(train), "test": table(test)}).save_to_disk(str(tmp))
-        shutil.copyfile(log_path, tmp / "replies.jsonl")
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    dd = datasets.DatasetDict({"train": table(train), "test": table(test)})
+    save_atomic(out, dd, stats, lambda tmp: shutil.copyfile(log_path, tmp / "replies.jsonl"))
     return stats
 
 
