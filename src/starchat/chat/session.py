@@ -115,7 +115,7 @@ class ChatSession:
             self.io.info("[stopped]")
         text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
-        self.finish_reason = gen.completion.finish_reason if gen.completion is not None else "cancelled"
+        self.finish_reason = getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
         if self.review:
             self._review(text, self.check_urls)
         return True

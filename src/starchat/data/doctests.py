@@ -41,11 +41,14 @@ class _ToCandidate(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call):
         f = node.func
         name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-        self.generic_visit(node)
-        if name == self.entry_point:
+        if name == self.entry_point:  # `add(...)` or `module.add(...)`
             self.calls += 1
             node.func = ast.Name("candidate", ast.Load())
         elif not (isinstance(f, ast.Name) and f.id in SAFE_BUILTINS):
+            self.ok = False
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             self.ok = False
         return node
 
@@ -91,7 +94,8 @@ def doctest_asserts(text: str, entry_point: str, limit: int = 10) -> list[str]:
         except SyntaxError:
             ok = False
         if ok:
-            out.append(f"    assert {call} == {want}\n")
+            bare = isinstance(ast.parse(call, mode="eval").body, ast.Call)  # else parenthesize: `(a == b) == True`
+            out.append(f"    assert {call if bare else f'({call})'} == {want}\n")
         if len(out) >= limit:
             break
     return out

