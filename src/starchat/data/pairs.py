@@ -93,13 +93,15 @@ class Scorer:
         for (p, j), c in zip(items, completions):
             text, finish = c.text, getattr(c, "finish_reason", None)
             problem = p.problem()
-            program = programs.chat_program(problem, text) if problem else None
+            # Only a row with tests has a program to run (and to compile); otherwise the review alone
+            # judges the fenced code, so a prose answer is not taken for broken Python.
+            program = programs.chat_program(problem, text) if problem and problem["test"] else None
             flags = scoring.review_flags(text, finish, program)
             flags["empty"] = int(not text.strip())
             flags["passed"] = None
             rows.append({"task_id": p.id, "sample_index": j, "reply": text, "finish_reason": finish,
                          "completion_tokens": getattr(c, "completion_tokens", None), "flags": flags, "status": None})
-            if problem and problem["test"] and program is not None:
+            if program is not None:
                 jobs.append((len(rows) - 1, programs.job_for(problem, program)))
         results = run_many([job for _, job in jobs], self.limits, self.workers) if jobs else []
         for (i, _), res in zip(jobs, results):
@@ -114,7 +116,10 @@ def _encode_check(engine, prompts: list[PromptRow], cfg: PairsConfig) -> tuple[l
     context = getattr(engine, "context_length", None)
     ok, too_long = [], []
     for p in prompts:
-        n = len(engine.encode_prompt(p.messages(cfg.system), add_generation_prompt=True))
+        try:  # also renders every prompt with the chat template before anything is generated
+            n = len(engine.encode_prompt(p.messages(cfg.system), add_generation_prompt=True))
+        except (AttributeError, NotImplementedError):  # an engine that cannot count tokens (a remote one)
+            return prompts, []
         (too_long if context and n + min(cfg.max_new_tokens, 16) > context else ok).append(p)
     return ok, [p.id for p in too_long]
 

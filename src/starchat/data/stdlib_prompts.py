@@ -19,7 +19,7 @@ import functools
 import hashlib
 
 NANO_TRAIN_ROWS = 120  # recipes/nano-cpu.yaml: data.max_train_samples
-PAIRS_PROMPTS = 40  # sized so `data pairs -k 4` on nano-cpu takes a few minutes on 2 CPU cores
+PAIRS_PROMPTS = 32  # sized so `data pairs -k 4` on nano-cpu takes a few minutes on 2 CPU cores
 MAX_PROMPT_CHARS = 600  # shorter requests keep generation quick on the CPU
 NAMES = ("stdlib-pairs", "stdlib-eval")
 
