@@ -180,14 +180,15 @@ def test_bad_settings_fail_before_generation(tmp_path, change, message):
     ({"prompt": [{"role": "user", "content": "q"}, {"role": "user", "content": "r"}]}, "prompt"),
     ({"prompt": "   "}, "non-empty user turn"),
     ({"prompt": "q", "entry_point": 3}, "field 'entry_point' must be str"),
+    ({"id": "a", "prompt": "other"}, "id 'a' is used by two different prompts"),
 ])
 def test_bad_prompt_rows_name_their_line(tmp_path, row, message):
     engine = ScriptedEngine({})
-    src = _prompts(tmp_path, [{"prompt": "fine"}, row])
+    src = _prompts(tmp_path, [{"id": "a", "prompt": "fine"}, row])
     with pytest.raises(StarchatError, match=message) as e:
         build_pairs(PairsConfig(model="m", prompts=src, output=str(tmp_path / "o"), progress=False),
                     engine=engine, make_params=Params)
-    assert f"{src}:2" in str(e.value) and engine.generated == 0
+    assert (f"{src}:2" in str(e.value) or "id 'a'" in str(e.value)) and engine.generated == 0
 
 
 def test_model_without_chat_template_fails_before_generation(tmp_path, base_tokenizer_dir):
@@ -203,12 +204,27 @@ def test_model_without_chat_template_fails_before_generation(tmp_path, base_toke
     assert not (tmp_path / "o.partial").exists()
 
 
-def test_cli_pairs_help_lists_the_scoring_options():
-    from starchat.cli import build_parser
+def test_cli_pairs_prints_the_table_and_the_rule(tmp_path, monkeypatch, capsys):
+    import starchat.inference
 
-    text = build_parser().parse_args(["data", "pairs", "--prompts", "stdlib-pairs", "--output", "x", "-k", "3",
-                                      "--weights", "url=0", "--no-overlap"])
-    assert (text.k, text.weights, text.overlap) == (3, "url=0", False)
+    from starchat.cli import main
+
+    script = {**FILLER, "Explain tuples.": [("Tuples are", "length"), ("Tuples are immutable.", "stop")]}
+    monkeypatch.setattr(starchat.inference, "load_engine", lambda **kw: ScriptedEngine(script))
+    src = _prompts(tmp_path, [{"id": "t", "prompt": "Explain tuples."}, {"id": "f", "prompt": "Filler?"}])
+    monkeypatch.setattr("starchat.eval.prompting.sampling_params", Params)
+    rc = main(["data", "pairs", "--model", "m", "--prompts", src, "--output", str(tmp_path / "o"), "-k", "2",
+               "--no-progress", "--no-overlap"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "prompts with a pair" in out and "score = +4*passed" in out and "train 1, test 1" in out
+
+
+def test_cli_k_below_2_is_one_line_and_exit_2(tmp_path, capsys):
+    from starchat.cli import main
+
+    rc = main(["data", "pairs", "--prompts", "stdlib-pairs", "--output", str(tmp_path / "o"), "-k", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == "starchat data: error: -k 1: need at least 2 replies per prompt to make a pair"
 
 
 def test_scorer_ranks_by_the_documented_rule():

@@ -146,10 +146,6 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     gen_s, t_start = 0.0, time.monotonic()
     pending: Future | None = None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairs-score") if cfg.overlap else None
-
-    def done(fut_or_n):
-        bar.update(fut_or_n)
-
     try:
         for items in batches:
             t0 = time.monotonic()
@@ -158,12 +154,12 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
             gen_s += time.monotonic() - t0
             if pool is None:
                 scorer(items, completions)
-                done(len(items))
+                bar.update(len(items))
                 continue
             if pending is not None:
                 pending.result()  # at most one batch waits for scoring: memory stays bounded
             pending = pool.submit(scorer, items, completions)
-            pending.add_done_callback(lambda f, n=len(items): done(n))
+            pending.add_done_callback(lambda f, n=len(items): bar.update(n))
         if pending is not None:
             pending.result()
     finally:

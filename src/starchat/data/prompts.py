@@ -132,12 +132,16 @@ def load_prompts(spec: str, limit: int | None = None) -> list[PromptRow]:
             if isinstance(rec.data, DataError):
                 raise rec.data
             rows.append(row_from_record(rec.data, rec.where))
-    seen, out = set(), []
+    seen, ids, out = set(), set(), []
     for r in rows:
         key = exact_key(r.prompt)
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
+        if key in seen:
+            continue
+        if r.id in ids:  # the per-reply log is keyed by id
+            raise DataError(f"--prompts {spec}: id {r.id!r} is used by two different prompts; ids must be unique")
+        seen.add(key)
+        ids.add(r.id)
+        out.append(r)
     out = out[:limit] if limit else out
     if not out:
         raise DataError(f"--prompts {spec}: no prompts found")
