@@ -229,5 +229,5 @@ def test_cli_k_below_2_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_scorer_ranks_by_the_documented_rule():
     flags = scoring.review_flags(SHELL, "stop")
-    assert flags["high"] == 1 and scoring.score({**flags, "passed": True}) == 4 - 3 - 1  # high + low (B404)
+    assert flags["high"] == 1 and scoring.score({**flags, "passed": True}) == 4 - 3 - 0.5  # high + low (B404)
     assert pairs_mod.scoring is scoring

@@ -7,7 +7,7 @@ can be recomputed from a log with other weights.
 
 The score is a weighted sum (DEFAULT_WEIGHTS, override with ``parse_weights("syntax=-5,url=0")``):
 
-    score = 4*passed - 3*syntax - 3*high - 2*medium - 1*low - 1*unclosed - 0.5*url - 1*cut_off
+    score = 4*passed - 3*syntax - 3*high - 2*medium - 0.5*low - 1*unclosed - 0.5*url - 1*cut_off
 
 where each term is 1 when it applies and 0 otherwise: ``passed`` the row's tests pass in the sandbox
 (0 when they fail or the row has none); ``syntax`` a Python block (or the extracted program) does
@@ -23,7 +23,7 @@ from typing import Any
 
 from starchat.errors import StarchatError
 
-DEFAULT_WEIGHTS: dict[str, float] = {"passed": 4.0, "syntax": -3.0, "high": -3.0, "medium": -2.0, "low": -1.0,
+DEFAULT_WEIGHTS: dict[str, float] = {"passed": 4.0, "syntax": -3.0, "high": -3.0, "medium": -2.0, "low": -0.5,
                                      "unclosed": -1.0, "url": -0.5, "cut_off": -1.0}
 
 
@@ -72,9 +72,10 @@ def score(flags: dict[str, Any], weights: dict[str, float] | None = None) -> flo
 
 
 def flagged(flags: dict[str, Any]) -> dict[str, bool]:
-    """The three shares `eval` reports: does not compile, has bandit findings, cut off."""
+    """The three shares `eval` reports: does not compile, has bandit findings of medium or high severity
+    (what the chat warns about; low ones are notes like `import subprocess` or `assert`), cut off."""
     return {"syntax": bool(flags.get("syntax")),
-            "security": bool(flags.get("high") or flags.get("medium") or flags.get("low")),
+            "security": bool(flags.get("high") or flags.get("medium")),
             "cut_off": bool(flags.get("cut_off"))}
 
 
