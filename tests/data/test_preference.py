@@ -129,3 +129,10 @@ def test_cli_kind_preference(tmp_path, capsys):
     assert rc == 0 and "train 5, test 1" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["data", "build", "--kind", "pairs", "--input", str(SAMPLES / "text.jsonl"), "--output", str(tmp_path / "x")])
+
+
+def test_dialogue_formats_and_tokenizer_are_refused_for_preference_data(tmp_path):
+    with pytest.raises(DataError, match=r"--format .guanaco. is not one of .* \(for --kind preference\)"):
+        _build(tmp_path, [SAMPLES / "text.jsonl"], format="guanaco")
+    with pytest.raises(DataError, match="tokenized at training time"):
+        _build(tmp_path, [SAMPLES / "text.jsonl"], tokenizer="any")
