@@ -44,6 +44,14 @@ def test_cut_off_block_is_reported_and_still_checked():
     assert kinds("```python\ndef f(:\n") == ["unclosed", "syntax"]
 
 
+def test_open_fence_says_cut_off_only_when_generation_hit_the_limit():
+    text = "```python\nx = 1\n"
+    assert "cut off at the token limit" in review(text, finish_reason="length")[0].message
+    for finish in ("stop", None):
+        message = review(text, finish_reason=finish)[0].message
+        assert "cut off" not in message and "left open" in message
+
+
 def test_untagged_block_is_python_only_when_it_starts_like_python():
     assert kinds("```\ndef f(:\n```") == ["syntax"]
     assert kinds("```\n$ ls -la (\n```") == []  # shell output is not Python

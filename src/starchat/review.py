@@ -2,7 +2,8 @@
 
 What it checks:
 - fenced code blocks: Python blocks (tagged python/py, or untagged ones that start like Python) must
-  compile; JSON blocks must parse; a block left open means the reply was cut off;
+  compile; JSON blocks must parse; a block left open is flagged, as cut off when generation hit the token
+  limit (``finish_reason="length"``), else as a fence the model never closed;
 - Python blocks that compile go through bandit (the PyCQA security linter) for insecure calls
   (shell=True, pickle on untrusted data, disabled TLS checks, weak hashes, hard-coded passwords, ...);
 - URLs: every link is listed as unverified; with check_urls each one is requested (HEAD, then GET).
@@ -153,12 +154,20 @@ def check_url(url: str, timeout: float = 5.0) -> str | None:
     return status
 
 
-def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", timeout: float = 5.0) -> list[Finding]:
-    """Everything worth a warning in one reply."""
+def unclosed_message(finish_reason: str | None) -> str:
+    """Why a code fence is open: "cut off" only when generation hit the token limit."""
+    if finish_reason == "length":
+        return "not closed: the reply was cut off at the token limit (raise max_new_tokens)"
+    return "not closed: the code fence was left open (the reply ended without a closing ```)"
+
+
+def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", timeout: float = 5.0,
+           finish_reason: str | None = None) -> list[Finding]:
+    """Everything worth a warning in one reply; ``finish_reason`` ("stop", "length", ...) says how it ended."""
     findings: list[Finding] = []
     for n, block in enumerate(code_blocks(text), 1):
         if not block.closed:
-            findings.append(Finding("unclosed", "not closed: the reply was cut off (raise max_new_tokens)", n))
+            findings.append(Finding("unclosed", unclosed_message(finish_reason), n))
         source = _python_source(block)
         if source is not None:
             err = check_syntax(source)

@@ -139,10 +139,10 @@ def test_a_conversation_longer_than_the_context_is_an_error_not_a_crash(chat_eng
 class _Reply:
     """A finished generation of fixed text, shaped like the engine's stream."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, finish_reason: str = "stop") -> None:
         from types import SimpleNamespace
 
-        self.text, self.completion = text, SimpleNamespace(text=text)
+        self.text, self.completion = text, SimpleNamespace(text=text, finish_reason=finish_reason)
 
     def __iter__(self):
         yield self.text
@@ -154,11 +154,11 @@ class _Reply:
 class _Scripted:
     """An engine that always answers with one fixed reply."""
 
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
+    def __init__(self, reply: str, finish_reason: str = "stop") -> None:
+        self.reply, self.finish_reason = reply, finish_reason
 
     def stream(self, conversation, params, cancel=None):
-        return _Reply(self.reply)
+        return _Reply(self.reply, self.finish_reason)
 
 
 def test_reply_with_broken_python_and_a_link_gets_warnings_on_stderr_only():
@@ -168,6 +168,15 @@ def test_reply_with_broken_python_and_a_link_gets_warnings_on_stderr_only():
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert warnings == ["warning: code block 1, line 1: Python that does not compile: invalid syntax",
                         "warning: unverified link (models invent URLs): https://example.invalid/docs"]
+
+
+@pytest.mark.parametrize("finish, says", [("length", "the reply was cut off at the token limit (raise max_new_tokens)"),
+                                          ("stop", "the code fence was left open (the reply ended without a closing ```)")])
+def test_open_fence_is_cut_off_only_at_the_token_limit(finish, says):
+    _, rc, _, err = run(_Scripted("Here:\n```python\nx = 1\n", finish), "q\n")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert rc == 0 and warnings == [f"warning: code block 1: not closed: {says}"]
+    assert ("cut off" in warnings[0]) == (finish == "length")
 
 
 def test_review_can_be_turned_off():

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 OUT = Path(__file__).parent / "samples"
+PREF_OUT = Path(__file__).parent / "samples-preference"  # not in samples/: dialogue tests read that whole folder
 
 QA = [
     ("How do I sort a list of dictionaries by a key in Python?",
@@ -127,6 +128,37 @@ def oasst_tree(rows):
             for r in by_parent[None]]
 
 
+WORSE = "I am not sure, maybe search the web."
+
+
+def preference_samples(dials):
+    """One file per preference format: the good reply chosen, a vague one rejected. Planted: a second pair
+    for an already seen prompt (dedup by prompt) and one quoting HumanEval (decontamination). oasst1 pairs
+    come from the oasst samples' ranked sibling replies."""
+    PREF_OUT.mkdir(parents=True, exist_ok=True)
+    single = [(q, a) for q, a in QA[:8]] + [QA[0], CONTAMINATED]
+    single[8] = (QA[0][0], "Call `list.sort(key=...)` to sort in place.")  # same prompt, other pair
+    write_jsonl(PREF_OUT / "trl.jsonl", [
+        {"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+         "rejected": [{"role": "assistant", "content": WORSE}]} for q, a in single])
+    multi = [turns for s, turns in dials if s is not None]
+    rows = []
+    for turns in multi:  # UltraFeedback-binarized: string prompt, chosen/rejected as whole dialogues
+        msgs = [{"role": "system", "content": SYSTEM}] + [{"role": r, "content": t} for r, t in turns]
+        rows.append({"prompt": turns[-2][1], "prompt_id": f"p{len(rows)}", "score_chosen": 9.0, "score_rejected": 2.0,
+                     "chosen": msgs, "rejected": msgs[:-1] + [{"role": "assistant", "content": WORSE}],
+                     "messages": msgs})
+    rows += [{"prompt": q, "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+              "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": WORSE}]} for q, a in QA[8:12]]
+    write_jsonl(PREF_OUT / "trl_implicit.jsonl", rows)
+    write_jsonl(PREF_OUT / "text.jsonl", [{"prompt": q, "chosen": a, "rejected": WORSE} for q, a in QA[12:18]])
+
+    def hh(turns):
+        return "".join(f"\n\n{'Human' if r == 'user' else 'Assistant'}: {t}" for r, t in turns)
+    write_jsonl(PREF_OUT / "hh.jsonl", [{"chosen": hh(t), "rejected": hh(t[:-1] + [("assistant", WORSE)])}
+                                        for t in multi + [[("user", q), ("assistant", a)] for q, a in QA[18:22]]])
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     dials = dialogues()
@@ -157,6 +189,7 @@ def main():
     alpaca.append({"instruction": "Translate this Python to JavaScript.", "input": "print(sum([1, 2, 3]))",
                    "output": "```javascript\nconsole.log([1, 2, 3].reduce((a, b) => a + b, 0));\n```"})
     (OUT / "alpaca.json").write_text(json.dumps(alpaca, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    preference_samples(dials)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,11 @@ def test_review_endpoint_flags_broken_python_and_never_fetches_links(server):
     assert [(f["kind"], f["block"], f["line"]) for f in findings] == [("syntax", 1, 1), ("url", None, None)]
     assert findings[1]["text"].startswith("unverified link")  # listed, not requested (no SSRF)
     assert httpx.post(server + "/v1/review", json={}).status_code == 422
+
+
+def test_review_endpoint_says_cut_off_only_for_a_length_finish(server):
+    text = "```python\nx = 1\n"
+    said = {finish: httpx.post(server + "/v1/review", json={"text": text, "finish_reason": finish}).json()["findings"][0]["text"]
+            for finish in ("length", "stop", None)}
+    assert "cut off at the token limit" in said["length"]
+    assert "left open" in said["stop"] and said["stop"] == said[None] and "cut off" not in said[None]

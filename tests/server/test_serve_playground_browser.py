@@ -248,3 +248,22 @@ def test_settings_are_reachable_on_a_narrow_screen(browser, tiny_engine):
         assert missing == []  # favicon included
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("finish, says", [("length", "cut off at the token limit"), ("stop", "left open")])
+def test_open_fence_warning_follows_the_finish_reason(page, tiny_engine, finish, says):
+    def chunk(delta, reason):
+        return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+    first, last = chunk({"content": "Here:\n```python\nx = 1\n"}, None), chunk({}, finish)
+    body = f"data: {first}\n\ndata: {last}\n\ndata: [DONE]\n\n"
+    app = create_app(tiny_engine, ServerSettings())
+    with live_server(app) as url:
+        page.route("**/v1/chat/completions", lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream"}, body=body))
+        page.goto(url + "/")
+        page.fill("#prompt", "Set x")
+        page.click("#send")
+        page.wait_for_selector(".msg.assistant .warnings li")
+        warnings = page.locator(".msg.assistant .warnings li").all_inner_texts()
+        assert len(warnings) == 1 and says in warnings[0] and ("cut off" in warnings[0]) == (finish == "length")

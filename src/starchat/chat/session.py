@@ -57,6 +57,7 @@ class ChatSession:
                  system: str | None = None, review: bool = True, check_urls: bool = False) -> None:
         self.engine, self.io = engine, io
         self.review, self.check_urls = review, check_urls  # see starchat.review
+        self.finish_reason: str | None = None  # how the last reply ended: only "length" is "cut off"
         self.params = params or SamplingParams()
         self.system = system or None
         self.messages: list[dict[str, str]] = []  # user/assistant turns; the system prompt is kept apart
@@ -121,6 +122,7 @@ class ChatSession:
             raise
         text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
+        self.finish_reason = getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
         if self.review:
             self._review(text, self.check_urls)
         return True
@@ -128,7 +130,7 @@ class ChatSession:
     def _review(self, text: str, check_urls: bool) -> None:
         from starchat.review import review
 
-        for finding in review(text, check_urls=check_urls):
+        for finding in review(text, check_urls=check_urls, finish_reason=self.finish_reason):
             self.io.warn(str(finding))
 
     def _fail(self, message: str) -> None:
@@ -207,7 +209,7 @@ class ChatSession:
             return self._fail("/review: there is no reply to check yet")
         from starchat.review import review
 
-        findings = review(self.messages[-1]["content"], check_urls=True)
+        findings = review(self.messages[-1]["content"], check_urls=True, finish_reason=self.finish_reason)
         for finding in findings:
             self.io.warn(str(finding))
         if not findings:

@@ -9,23 +9,39 @@ from dataclasses import fields
 from starchat.data.build import BuildConfig
 
 _FLAGS = {
-    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca"]),
+    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text", "hh"]),
+    "kind": dict(choices=["dialogue", "preference"]),
     "truncation": dict(choices=["turns", "cut", "drop"]),
 }
 
 
-def _field_docs() -> dict[str, str]:
-    """The attribute docstrings of BuildConfig (the line under each field), for --help."""
+def _field_docs(cls=BuildConfig) -> dict[str, str]:
+    """The attribute docstrings of a config dataclass (the line under each field), for --help."""
     import ast
     import inspect
 
-    tree = ast.parse(inspect.getsource(BuildConfig))
+    tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             docs[node.target.id] = nxt.value.value
     return docs
+
+
+def _add_fields(parser, cls, docs: dict[str, str], skip=()) -> None:
+    """One --flag per field of the config dataclass ``cls``, with its docstring as help."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kw = dict(help=docs.get(f.name, ""), default=f.default, **_FLAGS.get(f.name, {}))
+        base = str(f.type).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
+        if base == "bool":
+            kw["action"] = argparse.BooleanOptionalAction  # --pack / --no-pack: never "False" parsed as True
+        else:
+            kw["type"] = {"int": int, "float": float}.get(base, str)
+        parser.add_argument(flag, **kw)
 
 
 def register(sub) -> None:
@@ -39,18 +55,9 @@ def register(sub) -> None:
                    help=docs["inputs"] + " Repeat for several sources.")
     b.add_argument("--output", required=True, help=docs["output"])
     b.add_argument("--decontaminate", action="append", default=[], metavar="BENCHMARK", help=docs["decontaminate"])
-    for f in fields(BuildConfig):
-        if f.name in ("inputs", "output", "decontaminate"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kw = dict(help=docs.get(f.name, ""), default=f.default, **_FLAGS.get(f.name, {}))
-        base = str(f.type).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
-        if base == "bool":
-            kw["action"] = argparse.BooleanOptionalAction  # --pack / --no-pack: never "False" parsed as True
-        else:
-            kw["type"] = {"int": int, "float": float}.get(base, str)
-        b.add_argument(flag, **kw)
+    _add_fields(b, BuildConfig, docs, skip=("inputs", "output", "decontaminate"))
     b.set_defaults(func=_build)
+    _register_pairs(dsub)
     try:  # `data from-code` belongs to the training stage; present once that stage has landed
         importlib.import_module("starchat.data.from_code").register_from_code(dsub)
     except ModuleNotFoundError as e:
@@ -62,8 +69,33 @@ def _build(args) -> int:
     from starchat.data.build import build
     from starchat.data.report import print_stats
 
-    cfg = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
-    stats = build(cfg)
+    return _run(args, BuildConfig, build, print_stats)
+
+
+def _run(args, cls, fn, print_stats) -> int:
+    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    stats = fn(cfg)
     print_stats(stats)
     print(f"wrote {cfg.output} (train {stats['splits']['train']}, test {stats['splits']['test']}) and {cfg.output}/stats.json")
     return 0
+
+
+def _register_pairs(dsub) -> None:
+    from starchat.data.pairs import PairsConfig
+
+    p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    docs = _field_docs(PairsConfig)
+    p.add_argument("--model", default=None, help=docs["model"])
+    p.add_argument("--prompts", required=True, help=docs["prompts"])
+    p.add_argument("--output", required=True, help=docs["output"])
+    p.add_argument("-k", type=int, default=4, help=docs["k"])
+    _add_fields(p, PairsConfig, docs, skip=("model", "prompts", "output", "k"))
+    p.set_defaults(func=_pairs)
+
+
+def _pairs(args) -> int:
+    from starchat.data.pairs import PairsConfig, build_pairs
+    from starchat.data.report import print_pairs_stats
+
+    return _run(args, PairsConfig, build_pairs, print_pairs_stats)

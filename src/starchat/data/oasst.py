@@ -37,9 +37,9 @@ def _check_row(rec: Record) -> dict:
     return row
 
 
-def read_oasst(name: str, records: list[Record], opts: ReadOptions,
-               on_invalid: Callable[[DataError], None]) -> Iterator[Example]:
-    """Dialogues along root-to-leaf paths; ``opts.best_path_only`` follows the best-ranked reply."""
+def load_tree(records: list[Record], opts: ReadOptions, on_invalid: Callable[[DataError], None]):
+    """The messages of every tree: (children by parent id, where each message came from). Deleted
+    messages, and those in another language than ``opts.lang``, are left out with their subtrees."""
     rows: dict[str, dict] = {}
     where: dict[str, str] = {}
     for rec in records:
@@ -58,10 +58,23 @@ def read_oasst(name: str, records: list[Record], opts: ReadOptions,
         if row.get("deleted") or (opts.lang and row.get("lang") != opts.lang):
             continue  # a dropped message takes its whole subtree with it
         children.setdefault(row.get("parent_id"), []).append(row)
+    return children, where
+
+
+def roots(children: dict, where: dict, on_invalid: Callable[[DataError], None]) -> Iterator[dict]:
+    """The trees' first messages; a tree that starts with an assistant message is invalid."""
     for root in children.get(None, []):
         if root["role"] != "prompter":
             on_invalid(DataError(f"{where[root['message_id']]}: field 'role': a tree must start with a prompter message"))
             continue
+        yield root
+
+
+def read_oasst(name: str, records: list[Record], opts: ReadOptions,
+               on_invalid: Callable[[DataError], None]) -> Iterator[Example]:
+    """Dialogues along root-to-leaf paths; ``opts.best_path_only`` follows the best-ranked reply."""
+    children, where = load_tree(records, opts, on_invalid)
+    for root in roots(children, where, on_invalid):
         for path in _paths(root, children, opts.best_path_only):
             while path and path[-1]["role"] == "prompter":
                 path = path[:-1]  # a trailing question has no reply to learn from

@@ -235,20 +235,31 @@ class ReadStats:
 
 
 def read_source(source: str, fmt: str = "auto", opts: ReadOptions | None = None,
-                stats: ReadStats | None = None) -> Iterator[Example]:
-    """All dialogues of one source (file, folder or hub name), converted to messages."""
+                stats: ReadStats | None = None, kind: str = "dialogue") -> Iterator[Example]:
+    """All dialogues (``kind="preference"``: pairs, see starchat.data.preference) of one source
+    (file, folder or hub name), converted to messages."""
     opts = opts or ReadOptions()
     stats = stats if stats is not None else ReadStats()
-    if fmt not in FORMATS:
-        raise DataError(f"--format {fmt!r} is not one of {FORMATS}")
+    if kind == "preference":
+        from starchat.data import preference as pref
+
+        formats, detect, converters, trees = pref.FORMATS, pref.detect_format, pref.CONVERTERS, pref.read_oasst_pairs
+    else:
+        from starchat.data.oasst import read_oasst
+
+        formats, detect, converters, trees = FORMATS, detect_format, CONVERTERS, read_oasst
+    if fmt not in formats:
+        raise DataError(f"--format {fmt!r} is not one of {formats} (for --kind {kind})")
     files = source_files(source)
     streams = [(str(f), iter_records(f)) for f in files] if files is not None else [(source, iter_hub_records(source))]
     for name, records in streams:
-        yield from _read_stream(name, records, fmt, opts, stats)
+        yield from _read_stream(name, records, fmt, opts, stats, detect, converters, trees)
 
 
-def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptions,
-                 stats: ReadStats) -> Iterator[Example]:
+def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptions, stats: ReadStats,
+                 detect: Callable = detect_format, converters: dict = CONVERTERS,
+                 trees: Callable | None = None) -> Iterator[Example]:
+    """A converter returns messages, or (messages, meta) for preference pairs; oasst rows go to ``trees``."""
     file_fmt = None if fmt == "auto" else fmt
     oasst_rows: list[Record] = []
     for rec in records:
@@ -256,20 +267,19 @@ def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptio
         try:
             if isinstance(rec.data, DataError):
                 raise rec.data
-            file_fmt = file_fmt or detect_format(rec.data, rec.where)
+            file_fmt = file_fmt or detect(rec.data, rec.where)
             if file_fmt == "oasst":
                 oasst_rows.append(rec)  # trees need every row of the file first
                 continue
-            msgs = CONVERTERS[file_fmt](rec.data, rec.where)
+            out = converters[file_fmt](rec.data, rec.where)
+            msgs, meta = out if isinstance(out, tuple) else (out, {})
             check_text(msgs, rec.where)
         except DataError as e:
             _invalid(e, name, stats, opts)
             continue
-        yield Example(msgs, source=name, where=rec.where, group=rec.where)
-    if oasst_rows:
-        from starchat.data.oasst import read_oasst
-
-        for ex in read_oasst(name, oasst_rows, opts, lambda e: _invalid(e, name, stats, opts)):
+        yield Example(msgs, source=name, where=rec.where, group=rec.where, meta=meta)
+    if oasst_rows and trees is not None:
+        for ex in trees(name, oasst_rows, opts, lambda e: _invalid(e, name, stats, opts)):
             try:
                 check_text(ex.messages, ex.where)
             except DataError as e:

@@ -55,3 +55,33 @@ def print_stats(stats: dict, console: Console | None = None) -> None:
     console.print(stats_table(stats))
     if "tokenized" in stats:
         console.print(token_table(stats["tokenized"]))
+
+
+def pairs_table(stats: dict) -> Table:
+    """`starchat data pairs`: prompts with a pair and why the others have none, what the replies showed,
+    and the scoring rule."""
+    t = Table(title="starchat data pairs", caption=stats["scoring_rule"])
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_row("prompts", str(stats["prompts"]))
+    t.add_row("prompts with a pair", str(stats["prompts_with_pair"]))
+    for why, n in sorted(stats["no_pair"].items()):
+        t.add_row(f"  no pair: {why.replace('_', ' ')}", str(n))
+    c = stats["criteria"]
+    labels = {"replies": "replies", "tests_passed": "  tests passed", "tests_failed": "  tests failed",
+              "no_tests": "  no tests", "syntax": "  Python that does not compile", "high": "  bandit high",
+              "medium": "  bandit medium", "low": "  bandit low", "unclosed": "  code fence left open",
+              "url": "  unverified links", "cut_off": "  cut off at the token limit", "empty": "  empty"}
+    for key, label in labels.items():
+        t.add_row(label, str(c.get(key, 0)))
+    for key in ("train", "test"):
+        t.add_row(f"{key} pairs", str(stats.get("splits", {}).get(key, 0)))
+    g = stats["generation"]
+    if g.get("replies_per_minute"):
+        t.add_row("replies generated+scored per minute", f"{g['replies_per_minute']}")
+    return t
+
+
+def print_pairs_stats(stats: dict, console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 120)
+    console.print(pairs_table(stats))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starchat.errors import StarchatError
-from starchat.eval import programs, prompting, report
+from starchat.eval import programs, prompting, report, scoring
 from starchat.eval.sandbox import Limits, Result, run_many, sandbox_mode
 
 
@@ -112,7 +112,7 @@ def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
     def record(i: int, res: Result) -> None:
         s = todo[i]
         log.add(_row(s["task_id"], s["sample_index"], problems[s["task_id"]]["prompt"], s["completion"],
-                     progs[i], res))
+                     progs[i], res, flags=scoring.review_flags(s["completion"], None, progs[i])))
         bar.update()
 
     try:
@@ -186,5 +186,6 @@ def _score_replies(problems, tasks, index, completions, cfg: HumanEvalConfig, lo
     progs = [programs.chat_program(problems[t], r) for t, r in zip(tasks, replies)]
     results = run_many([programs.job_for(problems[t], p) for t, p in zip(tasks, progs)], cfg.limits, cfg.workers)
     for t, reply, prog, res, c in zip(tasks, replies, progs, results, completions):
-        log.add(_row(t, index, problems[t]["prompt"], reply, prog, res,
-                     finish_reason=getattr(c, "finish_reason", None)))
+        finish = getattr(c, "finish_reason", None)
+        log.add(_row(t, index, problems[t]["prompt"], reply, prog, res, finish_reason=finish,
+                     flags=scoring.review_flags(reply, finish, prog)))

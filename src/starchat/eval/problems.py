@@ -39,6 +39,7 @@ from starchat.eval import plus
 # it is imported only when the name is asked for.
 BUILTIN: dict[str, str] = {
     "humaneval": "starchat.eval.problems:human_eval",
+    "stdlib-eval": "starchat.data.stdlib_prompts:stdlib_eval_problems",  # held out from nano-cpu and stdlib-pairs
 }
 
 NEEDED = ("task_id", "prompt", "entry_point", "test")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from starchat.errors import StarchatError
+from starchat.eval.scoring import flagged_shares
 from starchat.fsio import write_text_atomic as write_atomic  # noqa: F401  (used as report.write_atomic)
 
 KS = (1, 10, 100)
@@ -40,6 +41,7 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
         "samples_per_problem": min((n for n, _ in counts.values()), default=0),
         "pass_at_k": pass_at_k(counts),
         "status_counts": dict(Counter(r["status"] for r in rows).most_common()),
+        "flagged": flagged_shares(rows),  # shares of replies: not compiling, bandit findings, cut off
         "per_task": {t: {"n": n, "correct": c} for t, (n, c) in counts.items()},
     }
     summary["metrics"] = run_metrics(summary)  # what `eval compare` shows
@@ -57,6 +59,7 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines += ["| metric | value |", "| --- | --- |"]
     for k, v in summary["pass_at_k"].items():
         lines.append(f"| {k} | {v:.4f} |")
+    lines += _flag_lines(summary)
     lines += [f"| problems | {summary['num_problems']} |", f"| samples | {summary['num_samples']} |", ""]
     settings = {k: v for k, v in summary.items() if k in ("model", "source", "problems", "temperature",
                                                           "max_new_tokens", "prefill", "sandbox", "timeout_s",
@@ -72,6 +75,16 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             lines.append(f"- {r['task_id']} #{r['sample_index']}: {r['status']} {err}".rstrip())
         lines.append("")
     return "\n".join(lines)
+
+
+FLAG_LABELS = {"syntax": "Python that does not compile", "security": "with bandit findings",
+               "cut_off": "cut off at the token limit"}
+
+
+def _flag_lines(summary: dict[str, Any]) -> list[str]:
+    """Report rows for the shares of flagged replies (starchat.eval.scoring); '-' where unknown."""
+    flags = summary.get("flagged") or {}
+    return [f"| {label} | {_fmt(flags.get(key))} |" for key, label in FLAG_LABELS.items() if key in flags]
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
@@ -109,8 +122,11 @@ LOSS_METRICS = ("loss", "perplexity", "token_accuracy", "end_token_accuracy")
 
 
 def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """humaneval's flat metrics for its summary: pass@k, and how many problems and samples they cover."""
-    return {**summary["pass_at_k"], "problems": summary["num_problems"], "samples": summary["num_samples"]}
+    """humaneval's flat metrics for its summary: pass@k, the shares of flagged replies (where known), and how
+    many problems and samples they cover."""
+    flags = {f"share {FLAG_LABELS[k]}": v for k, v in (summary.get("flagged") or {}).items()
+             if k in FLAG_LABELS and v is not None}
+    return {**summary["pass_at_k"], **flags, "problems": summary["num_problems"], "samples": summary["num_samples"]}
 
 
 def compare(paths: Iterable[str | Path], markdown_table: bool = False) -> str:

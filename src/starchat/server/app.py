@@ -152,7 +152,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
     async def review_reply(req: P.ReviewRequest) -> P.ReviewResponse:
         from starchat.review import review
 
-        findings = await asyncio.to_thread(review, req.text)
+        findings = await asyncio.to_thread(review, req.text, finish_reason=req.finish_reason)
         return P.ReviewResponse(findings=[P.ReviewFinding(**vars(f), text=str(f)) for f in findings])
 
     app.include_router(v1)

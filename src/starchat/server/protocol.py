@@ -252,6 +252,8 @@ class ReviewRequest(BaseModel):
     would let anyone make it reach internal addresses (SSRF)."""
 
     text: str
+    # How generation ended (a completion's finish_reason): an open code fence is "cut off" only with "length".
+    finish_reason: str | None = None
 
 
 class ReviewFinding(BaseModel):
