@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--n-ctx", type=int, default=None, help="llama.cpp: the longest prompt + reply of one request")
     p.add_argument("--kv-tokens", type=int, default=16384,
                    help="llama.cpp: KV cache cells shared by all slots (memory grows with it)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for llama.cpp and torch (default: the CPUs this process may use that "
+                        "other jobs leave idle)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="vLLM: shard the model over this many GPUs")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of GPU memory to use")
@@ -34,9 +37,7 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    # Before torch loads: idle OpenMP workers sleep instead of spinning. The server's event loop shares
-    # the cores with them, and on a busy machine spinning workers made a forward pass ~15x slower.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OMP_WAIT_POLICY=PASSIVE and the thread count were set by the CLI (starchat.threads) before this.
     from starchat.server import ServerSettings, serve
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,

@@ -24,9 +24,12 @@ class LlamaCppEngine(Engine):
         if not os.path.isfile(model):
             raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
         self._llama_cpp = llama_cpp
+        from starchat import threads
+
+        self.n_threads = n_threads or threads.current()  # by default what other jobs leave idle
 
         def load(ctx: int):
-            return Llama(model_path=model, n_ctx=ctx, n_threads=n_threads or os.cpu_count(),
+            return Llama(model_path=model, n_ctx=ctx, n_threads=self.n_threads, n_threads_batch=self.n_threads,
                          n_gpu_layers=n_gpu_layers, verbose=False)
 
         try:

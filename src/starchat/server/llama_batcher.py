@@ -9,8 +9,6 @@ batcher; a finished or cancelled sequence has its KV cells removed and its slot 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -34,7 +32,7 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.n_ubatch = 512
         cp.n_seq_max = slots
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
-        cp.n_threads = cp.n_threads_batch = os.cpu_count() or 1
+        cp.n_threads = cp.n_threads_batch = engine.n_threads  # starchat.threads' choice, or --threads
         self.ctx = L.llama_init_from_model(engine.llm._model.model, cp)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create the serving context (out of memory?)")
