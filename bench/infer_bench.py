@@ -91,7 +91,12 @@ def bench_llamacpp(args) -> dict:
     path = default_model_path()
     threads = os.cpu_count()
     engine = load_engine(path, n_ctx=2048, n_threads=threads)
-    raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, verbose=False)
+    import llama_cpp
+
+    from starchat.inference.llamacpp import amx_guard
+
+    with amx_guard(llama_cpp):  # the same weight layout as the engine's (no AMX repacking where it crashes)
+        raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
     q = QUESTIONS[13]  # asks for an explanation with an example: a long reply
     params = CARDS.replace(max_new_tokens=args.tokens, seed=1)
     prompt_ids = engine.encode_prompt(msgs(q))
