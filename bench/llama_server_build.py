@@ -3,7 +3,8 @@
 The anchor for the serving bench must be the llama.cpp a user would run instead, at the same version
 as the one starchat calls, built with the same (default) ggml options as llama-cpp-python's build:
 native CPU flags and OpenMP on. It lives in the bench's scratch directory (``.runs/bench``), is never
-a dependency, and is cached: a second call returns the binary at once.
+a dependency, and is cached: a second call returns the binary at once (``STARCHAT_BENCH_DIR`` points
+another checkout at the same cache).
 
     python bench/llama_server_build.py [--scratch .runs/bench] [--jobs 2]
 """
@@ -19,7 +20,8 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SCRATCH = ROOT / ".runs" / "bench"
+# STARCHAT_BENCH_DIR: another checkout's scratch dir, to reuse a build made there.
+DEFAULT_SCRATCH = Path(os.environ.get("STARCHAT_BENCH_DIR") or ROOT / ".runs" / "bench")
 
 # Release build of the server alone: no curl/openssl (nothing is downloaded at run time), no web UI
 # (its prebuilt assets would be fetched from a hub), shared/static as llama.cpp defaults.
