@@ -111,7 +111,7 @@ async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_toke
     try:
         async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
             if r.status_code != 200:
-                return {"ok": False, "why": f"HTTP {r.status_code}"}
+                return {"ok": False, "why": f"HTTP {r.status_code}: {(await r.aread())[:300]!r}"}
             async for line in r.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -141,7 +141,9 @@ async def run_clients(url: str, n_clients: int, per_client: int, max_tokens: int
     ok = [r for r in results if r["ok"]]
     ttfts = sorted(r["ttft"] for r in ok)
     tokens = sum(r["tokens"] for r in ok)
-    return {"clients": n_clients, "requests": len(results), "failed": len(results) - len(ok), "tokens": tokens,
+    why = next((r["why"] for r in results if not r["ok"]), None)
+    return {"clients": n_clients, "requests": len(results), "failed": len(results) - len(ok), "why": why,
+            "tokens": tokens,
             "wall_s": wall, "tok_s": tokens / wall, "ttft_p50": _pct(ttfts, 50), "ttft_p95": _pct(ttfts, 95)}
 
 
@@ -193,12 +195,18 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     ours = lambda port: [sys.executable, "-m", "starchat", "serve", "--model", model, "--backend", "llamacpp",  # noqa: E731
                          "--port", str(port), "--max-batch", slots, "--kv-tokens", kv, "--threads", n]
     # -c is the KV cells of all slots together; --kv-unified shares them as starchat's slots do.
+    import llama_cpp
+
+    from starchat.inference.llamacpp import amx_repacking
+
+    # The same weight layout as starchat's engine: no AMX repacking where the build has it (it segfaults).
+    same_weights = ["--no-repack"] if amx_repacking(llama_cpp) else []
     theirs = lambda port: [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", kv,  # noqa: E731
-                           "-np", slots, "--kv-unified", "-t", n, "-tb", n]
+                           "-np", slots, "--kv-unified", "-t", n, "-tb", n, *same_weights]
     # The same rule in both: llama-server's min-p (on by default) off, its penalty over the whole context
     # as transformers' (and starchat's) repetition penalty.
     their_sampling = {k: v for k, v in sampling.items() if k != "repetition_penalty"}
-    their_sampling.update(repeat_penalty=sampling["repetition_penalty"], repeat_last_n=-1, min_p=0.0)
+    their_sampling.update(repeat_penalty=sampling["repetition_penalty"], repeat_last_n=4096, min_p=0.0)
     best: dict[str, dict] = {}
     sides = (("starchat", ours, sampling), ("llama-server", theirs, their_sampling))
     for r in range(args.repeats):
@@ -206,6 +214,8 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
             res = run_round(cmd, samp, args)
             print(f"  round {r + 1} {name:<13}{res['tok_s']:7.1f} tok/s  TTFT p50 {res['ttft_p50']:.3f}s "
                   f"p95 {res['ttft_p95']:.3f}s  {res['tokens']} tokens  failed {res['failed']}", flush=True)
+            if not res["tokens"]:
+                raise RuntimeError(f"{name}: every request failed, e.g. {res['why']}")
             if name not in best or res["tok_s"] > best[name]["tok_s"]:
                 best[name] = res
     a, b = best["starchat"], best["llama-server"]
