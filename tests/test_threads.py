@@ -12,7 +12,7 @@ from starchat.errors import StarchatError
 @pytest.fixture
 def clean_env(monkeypatch):
     """No OpenMP settings of the test run's own; apply()'s writes are undone after the test."""
-    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "LOCAL_WORLD_SIZE", threads._OURS):
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "LOCAL_WORLD_SIZE", "RAYON_NUM_THREADS", threads._OURS):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(threads, "_applied", None)
     if "torch" in sys.modules:
@@ -75,6 +75,7 @@ def test_apply_sets_passive_wait_unless_the_user_chose(clean_env):
     fixed_machine(clean_env, 2, 0.0)
     threads.apply()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["RAYON_NUM_THREADS"] == "2"  # the tokenizers' pool too
     clean_env.setenv("OMP_WAIT_POLICY", "ACTIVE")
     threads.apply()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

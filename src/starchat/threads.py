@@ -11,8 +11,8 @@ and one thread per core fights every other job for every core (llama.cpp chat 17
   process may run on (``os.sched_getaffinity``: taskset, cgroups' cpusets, containers) minus the
   ones other processes keep busy (the 1-minute load average), shared among the ranks of a run on
   this machine (``LOCAL_WORLD_SIZE``), at least 1. It goes to torch (``OMP_NUM_THREADS`` before it
-  loads, ``torch.set_num_threads`` if it already has) and is llama.cpp's default ``n_threads``
-  (:func:`current`).
+  loads, ``torch.set_num_threads`` if it already has), to the tokenizers' Rust pool
+  (``RAYON_NUM_THREADS`` unless set) and is llama.cpp's default ``n_threads`` (:func:`current`).
 
 Not covered: the load is read once at start (a job that starts later is not seen), and the 1-minute
 average lags a job that has just started by tens of seconds.
@@ -104,6 +104,7 @@ def apply(requested: int | None = None) -> ThreadPlan:
     p = plan(requested)
     if p.source != "OMP_NUM_THREADS":
         os.environ["OMP_NUM_THREADS"] = os.environ[_OURS] = str(p.threads)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(p.threads))  # the tokenizers' batch encoder (data build)
     torch = sys.modules.get("torch")
     if torch is not None:  # already loaded (a test, an embedding program): it no longer reads the env
         torch.set_num_threads(p.threads)
