@@ -1,8 +1,9 @@
 """A busy CPU: nano-cpu optimizer steps/s with one competing CPU-bound process against none.
 
 Runs `starchat train recipes/nano-cpu.yaml` for a few optimizer steps (``--steps``; no evaluation, no
-checkpoints) twice, as a user would, with the CLI's thread policy (starchat.threads): once on the
-machine as it is, once with one extra process spinning a core. Steps/s come from the Trainer's own
+checkpoints) twice, as a user would: once on the machine as it is with every CPU (what the thread
+policy picks when idle), once with one extra process spinning a core and the CLI's thread policy
+(starchat.threads) choosing. Steps/s come from the Trainer's own
 train_runtime. Two jobs sharing the cores should cost about 2x; the target is no worse than 2.5x.
 The 1-minute load average that the policy reads lags, so each run first waits (bounded) for it to
 show the machine's state; the threads the policy would pick at launch are printed.
@@ -80,7 +81,9 @@ def main() -> None:
         train_steps_per_s(1, work)
         for r in range(args.rounds):
             wait_load(lambda x: x < 0.5 * cpus, args.wait)
-            idle = train_steps_per_s(args.steps, work)
+            # The reference gets every CPU, what the policy picks on an idle machine, even when the
+            # load average still shows the previous run.
+            idle = train_steps_per_s(args.steps, work, {"OMP_NUM_THREADS": str(cpus)})
             base = os.getloadavg()[0]
             spin = competitor()
             try:
