@@ -8,6 +8,7 @@ import random
 import threading
 from typing import Any, Iterator, Mapping, Sequence
 
+from starchat import threads
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
 from starchat.inference.params import SamplingParams
@@ -62,8 +63,6 @@ class LlamaCppEngine(Engine):
         if not os.path.isfile(model):
             raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
         self._llama_cpp = llama_cpp
-        from starchat import threads
-
         self.n_threads = n_threads or threads.current()  # by default what other jobs leave idle
 
         def load(ctx: int):
