@@ -195,12 +195,12 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     ours = lambda port: [sys.executable, "-m", "starchat", "serve", "--model", model, "--backend", "llamacpp",  # noqa: E731
                          "--port", str(port), "--max-batch", slots, "--kv-tokens", kv, "--threads", n]
     # -c is the KV cells of all slots together; --kv-unified shares them as starchat's slots do.
-    import llama_cpp
-
-    from starchat.inference.llamacpp import amx_repacking
-
-    # The same weight layout as starchat's engine: no AMX repacking where the build has it (it segfaults).
-    same_weights = ["--no-repack"] if amx_repacking(llama_cpp) else []
+    # Our llama-server is a native build: on an AMX CPU it has the AMX repacking that segfaults there
+    # (see starchat.inference.llamacpp.amx_guard), so it runs without extra weight buffers, as starchat's
+    # engine does on such a build. For the default Q4_1 GGUF no other repacking applies (llama.cpp keeps
+    # every tensor in plain CPU buffers), so both sides use the same weight layout.
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    same_weights = ["--no-repack"] if " amx_int8" in cpu_flags else []
     theirs = lambda port: [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", kv,  # noqa: E731
                            "-np", slots, "--kv-unified", "-t", n, "-tb", n, *same_weights]
     # The same rule in both: llama-server's min-p (on by default) off, its penalty over the whole context
