@@ -93,7 +93,8 @@ def plan(requested: int | None = None, env=None) -> ThreadPlan:
     user = _env_threads(env)
     if user is not None:
         return ThreadPlan(user, "OMP_NUM_THREADS", cpus, load)
-    ranks = int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
+    ranks = env.get("LOCAL_WORLD_SIZE", "1")
+    ranks = int(ranks) if ranks.isdigit() else 1  # set by torchrun/accelerate for their ranks
     return ThreadPlan(pick_threads(cpus, load, ranks), "affinity and load", cpus, load)
 
 
