@@ -32,14 +32,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# About 20 minutes on an idle 2-core machine, plus one build of llama-server (cached in .runs/bench).
 bench: $(STAMP)
 	$(BIN)/python bench/data_bench.py
-	$(BIN)/python bench/infer_bench.py
-	$(BIN)/python bench/serve_bench.py
-	$(BIN)/python bench/eval_bench.py
-	$(BIN)/python bench/endpoint_bench.py --limit 20
-	$(BIN)/python bench/train_bench.py --dialogues 192 --repeats 3
-	$(BIN)/python bench/dpo_bench.py --pairs 96 --repeats 3
+	$(BIN)/python bench/infer_bench.py --repeats 3
+	$(BIN)/python bench/serve_bench.py --only llama-server
+	$(BIN)/python bench/eval_bench.py --generate 8 --max-new-tokens 256
+	$(BIN)/python bench/train_bench.py --dialogues 96 --repeats 2
+	$(BIN)/python bench/busy_bench.py --steps 3
+	$(BIN)/python bench/endpoint_bench.py --limit 8
+	$(BIN)/python bench/dpo_bench.py --pairs 48 --repeats 2
 
 clean:
 	rm -rf $(VENV) .runs

@@ -136,3 +136,39 @@ def test_batched_stop_criterion_flags_each_row_when_its_stop_string_is_complete(
     rows = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 1, 1, 5, 2, 3]])
     flags = [crit(rows[:, :n], None).tolist() for n in range(2, 7)]
     assert flags == [[False, False], [False, False], [False, False], [True, False], [True, False]]
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.2, 50, 0.95), (0.7, 0, 0.9), (1.0, 10, 1.0), (0.5, 200, 0.5)])
+def test_fused_sampling_keeps_what_transformers_warpers_keep(temperature, top_k, top_p):
+    """_TopKTopP (one top-k, the nucleus among its candidates) = Temperature -> TopK -> TopP, value for value."""
+    import torch
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    from starchat.inference.hf import _TopKTopP
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1.0, 4.0):
+        logits = torch.randn(3, 5000, generator=gen) * scale
+        ref = TemperatureLogitsWarper(temperature)(None, logits.clone()) if temperature != 1.0 else logits.clone()
+        if top_k:
+            ref = TopKLogitsWarper(top_k)(None, ref)
+        if top_p < 1.0:
+            ref = TopPLogitsWarper(top_p)(None, ref)
+        out = _TopKTopP(temperature, top_k, top_p)(None, logits.clone())
+        assert torch.equal(torch.isinf(out), torch.isinf(ref))
+        assert torch.equal(out[~torch.isinf(out)], ref[~torch.isinf(ref)])
+
+
+def test_engine_samples_the_tokens_plain_generate_samples(hf_engine):
+    """Same seed: the engine's sampling gives the tokens of model.generate with transformers' own warpers."""
+    import torch
+
+    params = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.0, max_new_tokens=16, seed=3)
+    ids = hf_engine.prompt_ids(MSGS)
+    ours = hf_engine.generate(ids, params)
+    torch.manual_seed(3)
+    out = hf_engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                   do_sample=True, temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=16,
+                                   eos_token_id=hf_engine.eos_token_ids, pad_token_id=hf_engine.pad_token_id)
+    theirs = out[0, len(ids):].tolist()
+    assert ours.token_ids == [t for t in theirs if t not in hf_engine.eos_token_ids][:len(ours.token_ids)]
+    assert len(ours.token_ids) >= 8

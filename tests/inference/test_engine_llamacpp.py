@@ -42,3 +42,19 @@ def test_broken_gguf_gives_one_clear_error(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(StarchatError, match="could not load"):
         load_engine(str(bad))
+
+
+def test_amx_builds_load_without_weight_repacking(gguf_engine, monkeypatch):
+    """A native build on an AMX CPU segfaulted on every prompt of 2+ tokens (AMX repacking): it is left off."""
+    import llama_cpp
+
+    from starchat.inference.llamacpp import KEEP_AMX_ENV, amx_repacking
+
+    if b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info():
+        pytest.skip("this llama.cpp build has no AMX")
+    assert gguf_engine.llm.model_params.use_extra_bufts is False
+    reply = gguf_engine.generate([{"role": "user", "content": "Name a sorting algorithm."}],
+                                 SamplingParams(max_new_tokens=4, seed=0))
+    assert reply.completion_tokens > 0
+    monkeypatch.setenv(KEEP_AMX_ENV, "1")
+    assert not amx_repacking(llama_cpp)

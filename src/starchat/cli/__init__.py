@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from starchat import threads
+
+        threads.apply(getattr(args, "threads", None))  # before any command loads torch or llama.cpp
         return int(args.func(args) or 0)
     except CLIError as e:
         print(f"starchat {args.command}: error: {e}", file=sys.stderr)

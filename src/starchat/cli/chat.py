@@ -30,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="makes sampling repeatable")
     p.add_argument("--n-ctx", type=int, default=None, help="context to allocate for GGUF models (default 4096)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for GGUF models (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for llama.cpp and torch (default: the CPUs this process may use that "
+                        "other jobs leave idle)")
     p.add_argument("--no-review", action="store_true",
                    help="do not check replies for Python that does not compile, insecure code and links")
     p.add_argument("--check-urls", action="store_true", help="request every link a reply has (needs the network)")

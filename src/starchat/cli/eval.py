@@ -32,6 +32,8 @@ def register(sub) -> None:
     h.add_argument("--batch-size", type=int, default=8, help="prompts per generate_batch call")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--backend", default="auto", help="inference backend (auto, transformers, llama.cpp, vllm)")
+    h.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for generation (default: the CPUs this process may use that other jobs leave idle)")
     h.add_argument("--workers", type=int, default=None, help="sandboxed programs at once (default: CPU count)")
     h.add_argument("--timeout", type=float, default=10.0, help="seconds per program, tests included")
     h.add_argument("--output", default=None, help="results directory (default .runs/eval/humaneval-NAME); "
@@ -52,6 +54,8 @@ def register(sub) -> None:
     lo.add_argument("--template", default="starchat", help="chat format the model was trained with")
     lo.add_argument("--limit", type=int, default=None, help="only the first N dialogues")
     lo.add_argument("--output", default=None, help="also write the result to this JSON file")
+    lo.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: the CPUs this process may use that other jobs leave idle)")
     lo.set_defaults(func=_loss)
 
     from starchat.cli.eval_judge import register_judge, register_lm_eval

@@ -32,6 +32,9 @@ def register(sub) -> None:
                    help="seconds a client has to send its request headers (else the connection is closed)")
     p.add_argument("--body-timeout", type=float, default=30.0,
                    help="seconds a client has to send its request body after the headers (else 408)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for llama.cpp and torch (default: the CPUs this process may use that "
+                        "other jobs leave idle)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="vLLM: shard the model over this many GPUs")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vLLM: fraction of GPU memory to use")
@@ -39,9 +42,7 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    # Before torch loads: idle OpenMP workers sleep instead of spinning. The server's event loop shares
-    # the cores with them, and on a busy machine spinning workers made a forward pass ~15x slower.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OMP_WAIT_POLICY=PASSIVE and the thread count were set by the CLI (starchat.threads) before this.
     from starchat.inference.endpoint import is_endpoint
     from starchat.server import ServerSettings, serve
 

@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import threading
 from typing import Any, Iterator, Mapping, Sequence
 
+from starchat import threads
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
 from starchat.inference.params import SamplingParams
 from starchat.inference.templating import select_format
 
 DEFAULT_N_CTX = 4096  # the context to allocate when the GGUF's own is longer: KV memory grows with it
+# Set to 1 to keep llama.cpp's AMX weight repacking on a machine where it works (see amx_guard).
+KEEP_AMX_ENV = "STARCHAT_LLAMA_AMX"
+_LOAD_LOCK = threading.Lock()
+
+
+def amx_repacking(llama_cpp) -> bool:
+    """Whether this llama.cpp build would repack the weights for AMX (a native build on an AMX CPU)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() and os.environ.get(KEEP_AMX_ENV) != "1"
+
+
+@contextlib.contextmanager
+def amx_guard(llama_cpp):
+    """While loading: no extra weight buffers (AMX repacking) where the build has AMX.
+
+    The AMX kernels segfault on the first batch of more than one token on some AMX machines
+    (ggml-org/llama.cpp#20824; every prompt crashed llama-cpp-python 0.3.36 built natively on this
+    project's Sapphire Rapids-class VMs). `Llama` has no knob for it, so its default model params are
+    wrapped for the load, under a lock. Not covered: other extra buffer types are off too there.
+    """
+    if not amx_repacking(llama_cpp):
+        yield
+        return
+    lib = llama_cpp.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    with _LOAD_LOCK:
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
 
 
 class LlamaCppEngine(Engine):
@@ -24,10 +63,12 @@ class LlamaCppEngine(Engine):
         if not os.path.isfile(model):
             raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
         self._llama_cpp = llama_cpp
+        self.n_threads = n_threads or threads.current()  # by default what other jobs leave idle
 
         def load(ctx: int):
-            return Llama(model_path=model, n_ctx=ctx, n_threads=n_threads or os.cpu_count(),
-                         n_gpu_layers=n_gpu_layers, verbose=False)
+            with amx_guard(llama_cpp):
+                return Llama(model_path=model, n_ctx=ctx, n_threads=self.n_threads,
+                             n_threads_batch=self.n_threads, n_gpu_layers=n_gpu_layers, verbose=False)
 
         try:
             self.llm = load(n_ctx or DEFAULT_N_CTX)

@@ -11,7 +11,6 @@ transformers batcher; a finished or cancelled sequence has its KV cells removed 
 from __future__ import annotations
 
 import logging
-import os
 
 from starchat.inference.llamacpp import sampler_chain
 from starchat.server.batcher import _Row, _size, admit_rows
@@ -37,7 +36,7 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.n_ubatch = 512
         cp.n_seq_max = slots
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
-        cp.n_threads = cp.n_threads_batch = os.cpu_count() or 1
+        cp.n_threads = cp.n_threads_batch = engine.n_threads  # starchat.threads' choice, or --threads
         cp.flash_attn_type = engine.llm.context_params.flash_attn_type  # the chat's attention: the same logits
         self.ctx = L.llama_init_from_model(engine.llm.model, cp)
         if not self.ctx:
