@@ -15,6 +15,7 @@ from starchat.templates import render
 from starchat.train import load_config, train
 from starchat.train.checkpoint import COMPLETE_MARKER
 from starchat.train.run import build
+from test_resume import Killed, KillAfterSave  # tests/train is on sys.path (rootdir conftest)
 
 
 def _logp_margin(model_dir, pairs) -> float:
@@ -140,19 +141,6 @@ def test_card_has_the_dpo_table_the_rewards_plot_and_a_snippet_path_that_works_a
     monkeypatch.chdir(tmp_path)
     pipe = pipeline("text-generation", model=path, device="cpu")
     assert pipe.tokenizer.eos_token == "<|end|>"
-
-
-class Killed(RuntimeError):
-    pass
-
-
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Killed(f"killed after step {self.step}")
 
 
 @pytest.mark.slow
