@@ -76,12 +76,12 @@ def _failed(run: subprocess.CompletedProcess) -> dict:
     return {"error": f"exit {run.returncode}", "output_tail": (run.stdout + run.stderr)[-3000:]}
 
 
-def _recipe(path: Path, model_dir: Path, data: Path, out: Path, bf16: bool, **extra: dict) -> Path:
+def _recipe(path: Path, model_dir: Path, dataset: Path, out: Path, bf16: bool, **extra: dict) -> Path:
     """A recipe YAML: tiny runs that save every 2 steps; ``extra``: {section: {key: value}} on top."""
     import yaml
 
     cfg = {"model": {"name_or_path": str(model_dir), "torch_dtype": "bfloat16" if bf16 else "float32"},
-           "data": {"dataset": str(data), "test_split": "", "max_length": 512, "block_size": 512, "packing": True},
+           "data": {"dataset": str(dataset), "test_split": "", "max_length": 512, "block_size": 512, "packing": True},
            "training": {"output_dir": str(out), "max_steps": 4, "learning_rate": 1e-4, "bf16": bf16,
                         "use_cpu": not bf16, "per_device_train_batch_size": 2, "save_strategy": "steps",
                         "save_steps": 2, "eval_strategy": "no", "load_best_model_at_end": False,
@@ -190,10 +190,10 @@ def step_dpo(a, w) -> dict:
     pairs = [{"prompt": [{"role": "user", "content": r["messages"][0]["content"]}],
               "chosen": [{"role": "assistant", "content": r["messages"][1]["content"]}],
               "rejected": [{"role": "assistant", "content": "I don't know."}]} for r in w.rows[:64]]
-    data = w.work / "pairs"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs)}).save_to_disk(str(data))
+    pairs_dir = w.work / "pairs"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs)}).save_to_disk(str(pairs_dir))
     where = {"method": "dpo"} if key == "method" else {key.split(".")[0]: {"method": "dpo"}}
-    recipe = _recipe(w.work / "dpo.yaml", w.model, data, w.work / "dpo-run", bf16=not a.cpu, **where,
+    recipe = _recipe(w.work / "dpo.yaml", w.model, pairs_dir, w.work / "dpo-run", bf16=not a.cpu, **where,
                      data={"packing": False})
     _check_recipe(recipe)
     if a.cpu:

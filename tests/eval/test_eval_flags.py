@@ -39,8 +39,9 @@ def test_flagged_shares_in_summary_report_and_compare(tmp_path, problems):
     clean = run_model(FakeEngine(problems), HumanEvalConfig(output=tmp_path / "b", limit=4, progress=False), "clean",
                       make_params=FakeParams)
     assert clean["flagged"] == {"syntax": 0.0, "security": 0.0, "cut_off": 0.0}
-    table = compare(tmp_path / "a", tmp_path / "b")
-    assert "| with bandit findings | 0.2500 | 0.0000 | -0.2500 |" in table
+    table = compare([tmp_path / "a", tmp_path / "b"], markdown_table=True)
+    assert "| share with bandit findings | 0.2500 | 0.0000 (-0.25) |" in table
+    assert "| share cut off at the token limit | 0.2500 | 0.0000 (-0.25) |" in table
 
 
 def test_samples_without_finish_reason_leave_cut_off_unknown(tmp_path, problems):

@@ -9,6 +9,7 @@ import pytest
 from starchat.cli import main
 from starchat.errors import StarchatError
 from starchat.train import launch
+from starchat.train.checkpoint import FINISHED_MARKER
 from starchat.train.config import TrainingConfig, load_config
 
 
@@ -212,6 +213,7 @@ def test_zero3_shards_on_cpu_resizes_the_embeddings_and_resumes(plain_base_dir, 
     assert torch.allclose(w[base.shape[0]:], one_w[base.shape[0]:], atol=0.02)  # same start, same training
 
     shutil.rmtree(last)  # the last checkpoint lost: the rerun resumes from the ZeRO partitions before it
+    (out / FINISHED_MARKER).unlink()  # and the run no longer counts as finished (else the rerun does nothing)
     run = _train(zero3, "--accelerate-config", "zero3", "--num-processes", "2")
     assert "resuming from" in run.stderr
     again = _results(out)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import textwrap
 
 # Short forms accepted on the command line for the most used keys.
@@ -65,7 +67,24 @@ def _train(args) -> int:
     _leave_process_group()
     if is_main_process():  # every rank returns here; one line is enough
         print(f"model written to {out}")
+    if already_launched():
+        _exit_rank()
     return 0
+
+
+def _exit_rank() -> None:
+    """A launched rank whose run is finished and written leaves without tearing the interpreter down.
+
+    Closing the process group was not enough: a ZeRO-3 rank still died at exit with SIGABRT ("terminate
+    called without an active exception", a native thread of gloo/DeepSpeed destroyed while joinable),
+    which failed a finished run. Everything is on disk by now; logs and streams are flushed first.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _leave_process_group() -> None:
