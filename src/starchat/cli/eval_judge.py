@@ -8,7 +8,7 @@ from pathlib import Path
 def register_judge(ev) -> None:
     j = ev.add_parser("judge", help="pairwise judge: answers of 2+ models to coding prompts, judged by a model",
                       description="Answer a prompt set with every --model, judge each pair of answers in both "
-                                  "orders with --judge, and report win/tie/loss with 95%% bootstrap intervals.")
+                                  "orders with --judge, and report win/tie/loss with 95% bootstrap intervals.")
     j.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
                    help="a model to compare (path, hub id, .gguf, http(s)://HOST/v1 or 'default'); "
                         "give it twice or more; NAME= labels it")
