@@ -110,6 +110,8 @@ def step_sft(a, w) -> dict:
 def step_zero3(a, w) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from starchat.train.checkpoint import FINISHED_MARKER
+
     tok, base = make_tokenizer_and_model(w.rows, w.work / "z3", **SHAPE_TINY)
     base_rows = len(tok) - 4  # a base without the 4 dialogue tokens: ZeRO-3 must resize
     m = AutoModelForCausalLM.from_pretrained(base)
@@ -132,6 +134,7 @@ def step_zero3(a, w) -> dict:
     w_rows = AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().weight.shape[0]
     last = max((out / "checkpoints").glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))
     shutil.rmtree(last)  # the last checkpoint lost: the rerun must resume from the one before
+    (out / FINISHED_MARKER).unlink(missing_ok=True)  # and the run no longer counts as finished
     again = _starchat(*cmd, timeout=400)
     return {"seconds": seconds, "vocab_rows": w_rows, "tokenizer_len": len(AutoTokenizer.from_pretrained(out)),
             "resized": w_rows == len(tok), "resume_returncode": again.returncode,
