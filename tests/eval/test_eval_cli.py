@@ -68,3 +68,24 @@ def test_bad_samples_file_is_one_line_error(tmp_path, capsys):
     bad.write_text("not json\n")
     assert main(["eval", "humaneval", "--samples", str(bad), "--output", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "bad.jsonl:1: not valid JSON" in capsys.readouterr().err
+
+
+def test_compare_writes_its_table_into_a_model_card(tmp_path, problems, capsys):
+    """--card puts the before/after table into the card before its last section; a rerun of the same title
+    replaces that section, another title goes beside it."""
+    tasks = list(problems)[:3]
+    before = _humaneval_run(tmp_path, problems, "before", wrong={tasks[0]})
+    after = _humaneval_run(tmp_path, problems, "after")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "README.md").write_text("# m\n\n### Training results\n\nrows\n\n### Framework versions\n\n- x\n")
+    for title in ("HumanEval 3", "stdlib-eval", "HumanEval 3"):
+        assert main(["eval", "compare", str(before), str(after), "--card", str(model), "--card-title", title]) == 0
+    card = (model / "README.md").read_text()
+    assert card.count("## Evaluation: before and after") == 1 and card.count("### HumanEval 3") == 1
+    assert card.index("### Training results") < card.index("### HumanEval 3") < card.index("### stdlib-eval") \
+        < card.index("### Framework versions")
+    assert "| pass@1 | 0.6667 | 1.0000 (+0.3333) |" in card
+    capsys.readouterr()
+    assert main(["eval", "compare", str(before), str(after), "--card", str(tmp_path / "nowhere")]) == 2
+    assert "no model card there" in capsys.readouterr().err

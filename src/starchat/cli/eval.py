@@ -68,6 +68,11 @@ def register(sub) -> None:
                                   "'kind' and 'metrics'; changes are against the first run.")
     c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
     c.add_argument("--markdown", action="store_true", help="print a markdown table")
+    c.add_argument("--card", default=None, metavar="MODEL_DIR",
+                   help="also write the table into this trained model's card (README.md), under 'Evaluation: "
+                        "before and after'; a rerun with the same --card-title replaces its section")
+    c.add_argument("--card-title", default=None,
+                   help="the card section's title (default: the runs' names and kind)")
     c.set_defaults(func=_compare)
 
 
@@ -137,7 +142,12 @@ def _loss(args) -> int:
 
 
 def _compare(args) -> int:
-    from starchat.eval.report import compare
+    from starchat.eval.report import compare, load_summary, write_card_section
 
     print(compare(args.runs, markdown_table=args.markdown))
+    if args.card:
+        kinds = sorted({str(load_summary(r).get("kind", "?")) for r in args.runs})
+        title = args.card_title or f"{' vs '.join(_slug(r) for r in args.runs)} ({', '.join(kinds)})"
+        card = write_card_section(args.card, title, compare(args.runs, markdown_table=True))
+        print(f"wrote the table into {card}")
     return 0

@@ -1,8 +1,9 @@
-"""pass@k, the summary JSON, the markdown report, and comparing runs of any kind (`eval compare`)."""
+"""pass@k, the summary JSON, the markdown report, and comparing runs of any kind (`eval compare`, also into a model card)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -189,3 +190,30 @@ def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
     return str(v) if isinstance(v, int) else f"{v:.4f}"
+
+
+def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
+    """Put ``body`` (e.g. `eval compare --markdown`'s table) into the model card ``model_dir/README.md`` as the
+    subsection ``title`` of "Evaluation: before and after", atomically. A section of the same title written
+    before is replaced, others are kept (the before/after of several prompt sets live side by side); the
+    section goes before "### Framework versions", where the card written by `starchat train` ends."""
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        raise StarchatError(f"{card}: no model card there; --card takes a `starchat train` output directory")
+    text = card.read_text(encoding="utf-8")
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "compare"
+    start, end = f"<!-- starchat:compare {slug} -->", f"<!-- /starchat:compare {slug} -->"
+    block = f"{start}\n### {title}\n\n{body.strip()}\n{end}\n"
+    if start in text and end in text:  # a rerun: the same section again, in place
+        head, rest = text.split(start, 1)
+        write_atomic(card, head + block + rest.split(end, 1)[1].lstrip("\n"))
+        return card
+    heading = "## Evaluation: before and after\n\n"
+    if heading not in text:
+        cut = text.find("### Framework versions")
+        text = text[:cut] + heading + text[cut:] if cut >= 0 else text.rstrip("\n") + "\n\n" + heading
+    at = text.index(heading) + len(heading)
+    ours = re.match(r"(?:<!-- starchat:compare .*?<!-- /starchat:compare [^>]*-->\n+)*", text[at:], re.S)
+    at += ours.end()  # after the sections written before: they keep their order
+    write_atomic(card, text[:at] + block + "\n" + text[at:])
+    return card
