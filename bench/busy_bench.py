@@ -90,9 +90,10 @@ def main() -> None:
                 wait_load(lambda x: x > base + 0.6, args.wait)
                 busy = train_steps_per_s(args.steps, work)
                 if args.before and r == 0:
-                    # Before the policy: every core, and no OMP_WAIT_POLICY (libgomp spins, then sleeps).
+                    # Before the policy: every core, and libgomp's own wait (it spins ~ms, then sleeps).
                     best["before"] = train_steps_per_s(args.steps, work, {"OMP_NUM_THREADS": str(cpus),
-                                                                          "OMP_WAIT_POLICY": ""})
+                                                                          "OMP_WAIT_POLICY": "",
+                                                                          "GOMP_SPINCOUNT": ""})
             finally:
                 spin.kill()
                 spin.wait()

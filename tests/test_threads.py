@@ -12,7 +12,8 @@ from starchat.errors import StarchatError
 @pytest.fixture
 def clean_env(monkeypatch):
     """No OpenMP settings of the test run's own; apply()'s writes are undone after the test."""
-    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "LOCAL_WORLD_SIZE", "RAYON_NUM_THREADS", threads._OURS):
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "RAYON_NUM_THREADS",
+              threads._OURS):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(threads, "_applied", None)
     if "torch" in sys.modules:
@@ -71,14 +72,18 @@ def test_a_rank_chooses_again_for_its_share_of_what_the_launcher_inherited(clean
     assert threads.plan().threads == 4
 
 
-def test_apply_sets_passive_wait_unless_the_user_chose(clean_env):
+def test_apply_sets_a_short_spin_unless_the_user_chose(clean_env):
     fixed_machine(clean_env, 2, 0.0)
     threads.apply()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and os.environ["GOMP_SPINCOUNT"] == "1000"
     assert os.environ["RAYON_NUM_THREADS"] == "2"  # the tokenizers' pool too
-    clean_env.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    threads.apply()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        clean_env.delenv("OMP_WAIT_POLICY", raising=False)
+        clean_env.delenv("GOMP_SPINCOUNT", raising=False)
+        clean_env.setenv(k, "ACTIVE" if k == "OMP_WAIT_POLICY" else "0")
+        threads.apply()  # either one set by the user: neither is written
+        assert os.environ.get("OMP_WAIT_POLICY", "unset") == ("ACTIVE" if k == "OMP_WAIT_POLICY" else "unset")
+        assert os.environ.get("GOMP_SPINCOUNT", "unset") == ("0" if k == "GOMP_SPINCOUNT" else "unset")
 
 
 def test_apply_sets_torch_threads_when_torch_is_loaded(clean_env):

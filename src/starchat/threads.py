@@ -5,8 +5,13 @@ waiting steal the cores the other threads need (a torch step ~8x slower with a l
 and one thread per core fights every other job for every core (llama.cpp chat 17-112 s with 2 threads,
 3-11 s with 1). The CLI calls :func:`apply` once, after parsing and before torch or llama.cpp load:
 
-- ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (idle OpenMP workers sleep; torch and the
-  OpenMP build of llama.cpp both read it when they load);
+- OpenMP workers spin only briefly before they sleep, unless the user set ``OMP_WAIT_POLICY`` or
+  ``GOMP_SPINCOUNT``: ``GOMP_SPINCOUNT=1000`` for GNU libgomp (torch's and llama.cpp's), and
+  ``OMP_WAIT_POLICY=PASSIVE`` for other runtimes (libgomp takes the spin count over the policy). Sleeping at
+  once (PASSIVE alone) costs llama.cpp dearly: it waits at a barrier after every op, and waking its threads
+  each time made a 16-row decode step 1.3-1.7x slower on an idle machine; a short spin is as fast as
+  spinning forever there, and on a busy CPU as good as PASSIVE for both torch and llama.cpp
+  (figures: README, Benchmarks);
 - a thread count: ``--threads`` if given, else the user's ``OMP_NUM_THREADS``, else the CPUs this
   process may run on (``os.sched_getaffinity``: taskset, cgroups' cpusets, containers) minus the
   ones other processes keep busy (the 1-minute load average), shared among the ranks of a run on
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 # Marks an OMP_NUM_THREADS that we wrote (not the user): child processes (the ranks `accelerate launch`
 # starts) inherit it and choose again for their share instead of taking it as the user's.
 _OURS = "STARCHAT_AUTO_OMP_NUM_THREADS"
+SPIN_COUNT = 1000  # libgomp spins before a waiting worker sleeps: microseconds, not its default's milliseconds
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ def plan(requested: int | None = None, env=None) -> ThreadPlan:
 def apply(requested: int | None = None) -> ThreadPlan:
     """Set the policy for this process (see the module docstring); returns the plan."""
     global _applied
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  # the user's choice stands
+        os.environ["OMP_WAIT_POLICY"], os.environ["GOMP_SPINCOUNT"] = "PASSIVE", str(SPIN_COUNT)
     p = plan(requested)
     if p.source != "OMP_NUM_THREADS":
         os.environ["OMP_NUM_THREADS"] = os.environ[_OURS] = str(p.threads)

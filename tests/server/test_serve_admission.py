@@ -114,7 +114,8 @@ def test_llama_decode_failing_on_admission_fails_only_the_new_request(tiny_llama
         running = pool.submit(_chat, url, 300)
         _wait_running(url)
         fake.ready = True
-        refused = _chat(url, 10)
+        # Another question: with the running one's, the prompt cache would leave a single token to prefill.
+        refused = _chat(url, 10, messages=[{"role": "user", "content": "Something else entirely, please."}])
         assert fake.failed == 1
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
         assert refused.headers["retry-after"] == "2"

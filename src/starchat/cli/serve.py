@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    # OMP_WAIT_POLICY=PASSIVE and the thread count were set by the CLI (starchat.threads) before this.
+    # The OpenMP wait and the thread count were set by the CLI (starchat.threads) before this.
     from starchat.inference.endpoint import is_endpoint
     from starchat.server import ServerSettings, serve
 

@@ -3,8 +3,8 @@
 Replies come from the shared engine (``load_engine``, batched through ``generate_batch``; any
 backend). Each is scored by starchat.eval.scoring (tests in the sandbox where the row has them,
 `starchat.review` findings, whether it ran to the token limit), and logged to a per-reply JSONL
-as soon as it is scored, so an interrupted run resumes where it stopped. Scoring batch i runs on a
-thread while batch i+1 generates. A prompt gives a pair when its best and worst replies score
+as soon as it is scored, so an interrupted run resumes where it stopped. Scoring batch i runs in a
+process of its own while batch i+1 generates. A prompt gives a pair when its best and worst replies score
 differently; the output is a preference DatasetDict (prompt / chosen / rejected, CONTRACTS item 1)
 written atomically, plus stats.json with why the other prompts gave none.
 """
@@ -12,9 +12,9 @@ written atomically, plus stats.json with why the other prompts gave none.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +22,8 @@ from typing import Any, Callable
 from starchat.data.prompts import PromptRow, load_prompts
 from starchat.errors import StarchatError
 from starchat.eval import scoring
+
+logger = logging.getLogger("starchat.data")
 
 
 @dataclass
@@ -79,36 +81,97 @@ def _check(cfg: PairsConfig) -> None:
         raise StarchatError(f"{cfg.output} exists; pass --overwrite to replace it or choose another --output")
 
 
+def score_replies(items: list[tuple[PromptRow, int, str, str | None, int | None]], limits,
+                  workers: int | None) -> list[dict]:
+    """The log rows of a batch of replies ``(prompt row, sample index, text, finish reason, tokens)``: review
+    flags, then the rows' tests in the sandbox. Plain data in and out, so the scoring process runs it too."""
+    from starchat.eval import programs
+    from starchat.eval.sandbox import run_many
+
+    rows, jobs = [], []
+    for p, j, text, finish, n_tokens in items:
+        problem = p.problem()
+        # Only a row with tests has a program to run (and to compile); otherwise the review alone
+        # judges the fenced code, so a prose answer is not taken for broken Python.
+        program = programs.chat_program(problem, text) if problem and problem["test"] else None
+        flags = scoring.review_flags(text, finish, program)
+        flags["empty"] = int(not text.strip())
+        flags["passed"] = None
+        rows.append({"task_id": p.id, "sample_index": j, "reply": text, "finish_reason": finish,
+                     "completion_tokens": n_tokens, "flags": flags, "status": None})
+        if program is not None:
+            jobs.append((len(rows) - 1, programs.job_for(problem, program)))
+    results = run_many([job for _, job in jobs], limits, workers) if jobs else []
+    for (i, _), res in zip(jobs, results):
+        rows[i]["flags"]["passed"] = res.passed
+        rows[i]["status"], rows[i]["error"] = res.status, res.error[:500]
+    return rows
+
+
 class Scorer:
-    """Scores one batch of replies: review flags, then the rows' tests in the sandbox; logs each reply."""
+    """Scores batches of replies and logs each reply; with ``overlap`` in a process of its own.
 
-    def __init__(self, log, limits, workers: int | None):
+    bandit and the review are pure Python: on a thread they would hold the GIL that generation (Python
+    between torch calls, much of a small model's time) needs, so overlapping them on threads gains nothing.
+    The scoring process gets plain data (prompt rows and reply texts) and sends back the log rows; this
+    process writes the log, so resuming reads the same file either way. At most one batch is in flight."""
+
+    def __init__(self, log, limits, workers: int | None, overlap: bool):
         self.log, self.limits, self.workers = log, limits, workers
+        self.pool = self.pending = None
+        if overlap:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    def __call__(self, items: list[tuple[PromptRow, int]], completions: list[Any]) -> None:
-        from starchat.eval import programs
-        from starchat.eval.sandbox import run_many
+            # spawn, not fork: this process runs torch's and llama.cpp's threads, which a fork does not copy.
+            # It ignores Ctrl-C, so the batch it holds is still scored and logged when the run is interrupted.
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_ignore_sigint)
+            self.pending = self.pool.submit(_warm_up)  # imports bandit while the first batch generates
 
-        rows, jobs = [], []
-        for (p, j), c in zip(items, completions):
-            text, finish = c.text, getattr(c, "finish_reason", None)
-            problem = p.problem()
-            # Only a row with tests has a program to run (and to compile); otherwise the review alone
-            # judges the fenced code, so a prose answer is not taken for broken Python.
-            program = programs.chat_program(problem, text) if problem and problem["test"] else None
-            flags = scoring.review_flags(text, finish, program)
-            flags["empty"] = int(not text.strip())
-            flags["passed"] = None
-            rows.append({"task_id": p.id, "sample_index": j, "reply": text, "finish_reason": finish,
-                         "completion_tokens": getattr(c, "completion_tokens", None), "flags": flags, "status": None})
-            if program is not None:
-                jobs.append((len(rows) - 1, programs.job_for(problem, program)))
-        results = run_many([job for _, job in jobs], self.limits, self.workers) if jobs else []
-        for (i, _), res in zip(jobs, results):
-            rows[i]["flags"]["passed"] = res.passed
-            rows[i]["status"], rows[i]["error"] = res.status, res.error[:500]
-        for row in rows:
+    def submit(self, items: list[tuple[PromptRow, int]], completions: list[Any], done: Callable[[int], None]) -> None:
+        """Score (and log) one batch; with a pool this returns once the previous batch is logged."""
+        data = [(p, j, c.text, getattr(c, "finish_reason", None), getattr(c, "completion_tokens", None))
+                for (p, j), c in zip(items, completions)]
+        if self.pool is None:
+            self._log(score_replies(data, self.limits, self.workers), done)
+            return
+        self.wait(done)
+        self.pending = self.pool.submit(score_replies, data, self.limits, self.workers)
+
+    def wait(self, done: Callable[[int], None]) -> None:
+        """Log the batch in flight, if any."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self._log(pending.result(), done)
+
+    def _log(self, rows: list[dict] | None, done: Callable[[int], None]) -> None:
+        for row in rows or []:
             self.log.add(row)
+        done(len(rows or []))
+
+    def close(self) -> None:
+        """Log the batch still in flight (an interrupted run keeps it), then stop the scoring process."""
+        if self.pool is None:
+            return
+        try:
+            self.wait(lambda n: None)
+        except Exception as e:  # noqa: BLE001 - already failing; the replies not logged are sampled again on resume
+            logger.warning("the last batch's scores were lost (%s); a rerun samples those replies again", e)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _warm_up() -> None:
+    from starchat.review import check_security
+
+    check_security("import os\n")
 
 
 def _encode_check(engine, prompts: list[PromptRow], cfg: PairsConfig) -> tuple[list[PromptRow], list[str]]:
@@ -133,7 +196,7 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     from starchat.eval.sandbox import Limits
 
     make_params = make_params or prompting.sampling_params
-    scorer = Scorer(log, Limits(timeout=cfg.timeout, cpu_seconds=max(1, int(cfg.timeout + 0.999))), cfg.workers)
+    limits = Limits(timeout=cfg.timeout, cpu_seconds=max(1, int(cfg.timeout + 0.999)))
     batches = []
     for start in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[start:start + cfg.batch_size]
@@ -144,27 +207,17 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     total = sum(len(b) for b in batches)
     bar = tqdm(total=total, desc="generate+score", unit="reply", disable=not cfg.progress, dynamic_ncols=True)
     gen_s, t_start = 0.0, time.monotonic()
-    pending: Future | None = None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairs-score") if cfg.overlap else None
+    scorer = Scorer(log, limits, cfg.workers, cfg.overlap and bool(batches))
     try:
         for items in batches:
             t0 = time.monotonic()
             params = make_params(cfg.temperature, cfg.max_new_tokens, [], cfg.seed + items[0][1])
             completions = engine.generate_batch([p.messages(cfg.system) for p, _ in items], params)
             gen_s += time.monotonic() - t0
-            if pool is None:
-                scorer(items, completions)
-                bar.update(len(items))
-                continue
-            if pending is not None:
-                pending.result()  # at most one batch waits for scoring: memory stays bounded
-            pending = pool.submit(scorer, items, completions)
-            pending.add_done_callback(lambda f, n=len(items): bar.update(n))
-        if pending is not None:
-            pending.result()
+            scorer.submit(items, completions, bar.update)
+        scorer.wait(bar.update)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        scorer.close()
         bar.close()
     wall = time.monotonic() - t_start
     return {"replies": total, "generation_seconds": round(gen_s, 2), "wall_seconds": round(wall, 2),

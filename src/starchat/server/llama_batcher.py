@@ -5,12 +5,20 @@ cache is shared by all slots. Every step sends one `llama_batch` holding the nex
 sequence plus the prompts of newly admitted ones, so all slots share each pass over the weights. Rows
 are sampled each by its own llama.cpp sampler chain, built like the chat's (`inference.llamacpp.sampler_chain`),
 so a seed gives the same text in `chat`, `serve` and `eval`; they finish through the same text/stop logic as the
-transformers batcher; a finished or cancelled sequence has its KV cells removed and its slot reused.
+transformers batcher.
+
+Prompt cache (as llama-server's ``cache_prompt``): a finished or cancelled sequence keeps its KV cells, and a
+new request whose prompt starts with the same tokens (the next turn of a chat resends the whole conversation;
+many requests share a system prompt) shares them (``llama_memory_seq_cp`` tags the cells with its sequence id
+too, nothing is copied) and prefills only the rest. A finished sequence's cells go, oldest first, when the
+cells or sequence ids are needed. Not covered: a prefix whose cells were evicted is computed again, and a
+prompt is always decoded from its last token at least (its logits are not kept).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from starchat.inference.llamacpp import sampler_chain
 from starchat.server.batcher import _Row, _size, admit_rows
@@ -22,9 +30,11 @@ log = logging.getLogger("starchat.server")
 class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
 
-    def __init__(self, engine, slots: int = 16, max_queue: int = 64, kv_tokens: int = 16384):
+    def __init__(self, engine, slots: int = 16, max_queue: int = 64, kv_tokens: int = 16384,
+                 prompt_cache: bool = True):
         """``engine``: a starchat LlamaCppEngine (its weights are shared, the context is our own);
-        ``kv_tokens``: KV cells shared by all slots, at least one full context."""
+        ``kv_tokens``: KV cells shared by all slots, at least one full context; ``prompt_cache``: keep finished
+        sequences' cells for requests that start with the same tokens."""
         import llama_cpp as L
 
         super().__init__(slots, max_queue)
@@ -34,7 +44,8 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.n_ctx = max(engine.context_length, min(slots * engine.context_length, kv_tokens))
         cp.n_batch = cp.n_ctx  # a whole prompt fits in one call; llama.cpp splits it into micro-batches
         cp.n_ubatch = 512
-        cp.n_seq_max = slots
+        # As many sequence ids again for finished sequences kept by the prompt cache.
+        cp.n_seq_max = min(2 * slots, L.llama_max_parallel_sequences()) if prompt_cache else slots
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
         cp.n_threads = cp.n_threads_batch = engine.n_threads  # starchat.threads' choice, or --threads
         cp.flash_attn_type = engine.llm.context_params.flash_attn_type  # the chat's attention: the same logits
@@ -46,10 +57,15 @@ class LlamaCppBatcher(BatchingScheduler):
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(engine.llm.model))
         self.penalty_last_n = engine.llm.last_n_tokens_size  # the chat's repetition-penalty window
         self.batch = L.llama_batch_init(cp.n_batch, 0, 1)
+        self.n_seq = cp.n_seq_max
+        self.prompt_cache = prompt_cache
+        self.cached: OrderedDict[int, list[int]] = OrderedDict()  # seq id -> tokens in its cells, oldest first
+        self.reused_tokens = 0  # prompt tokens taken from the cache instead of prefilled
 
     def stats(self) -> dict:
         return {**super().stats(), "kv_tokens": self.n_ctx,
-                "kv_reserved": sum(_size(r.ticket) for r in list(self.rows))}
+                "kv_reserved": sum(_size(r.ticket) for r in list(self.rows)),
+                "prompt_cache": {"sequences": len(self.cached), "reused_tokens": self.reused_tokens}}
 
     def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
         if prompt_len + max_new_tokens > min(self.n_ctx, self.n_batch):
@@ -70,11 +86,53 @@ class LlamaCppBatcher(BatchingScheduler):
     def _new_row(self, t: Ticket) -> _Row:
         r = _Row(t, self.engine.decode, self.eos_ids, "cpu")
         r.chain = sampler_chain(self.L, t.params, self.n_vocab, self.penalty_last_n)
-        # The lowest sequence id no running row holds: derived, never kept in a list that a failure could leak.
-        used = {x.seq for x in self.rows}
-        r.seq = next(s for s in range(self.capacity) if s not in used)
+        r.seq, r.kv = self._place(t.prompt_ids)
         self.rows.append(r)
         return r
+
+    def _place(self, prompt: list[int]) -> tuple[int, int]:
+        """A sequence id for a new prompt, and how many of its first tokens it already holds in the KV cache.
+
+        The longest common prefix with a cached or running sequence is shared (at most all but the last
+        prompt token: its logits are needed). The id is the lowest one nobody holds (derived, never kept in a
+        list that a failure could leak), else the oldest cached sequence's, which is dropped, or taken over
+        when it is the prefix's source itself."""
+        mem = self.L.llama_get_memory(self.ctx)
+        sources = [(seq, toks) for seq, toks in self.cached.items()]
+        sources += [(r.seq, r.ids[:r.kv]) for r in self.rows]
+        src, lcp = -1, 0
+        for seq, toks in sources if self.prompt_cache else ():
+            n = _common_prefix(toks, prompt)
+            if n > lcp:
+                src, lcp = seq, n
+        lcp = max(0, min(lcp, len(prompt) - 1))
+        held = {r.seq for r in self.rows} | set(self.cached)
+        seq = next((s for s in range(self.n_seq) if s not in held), None)
+        if seq is None:  # every id is held, at most capacity - 1 by running rows: the oldest cached one goes
+            seq = next(iter(self.cached))
+            del self.cached[seq]
+            if seq == src:  # the prefix's source itself: keep its first lcp cells, drop the rest
+                self.L.llama_memory_seq_rm(mem, seq, lcp, -1)
+                self.reused_tokens += lcp
+                return seq, lcp
+            self.L.llama_memory_seq_rm(mem, seq, -1, -1)
+        if lcp > 0:
+            self.L.llama_memory_seq_cp(mem, src, seq, 0, lcp)
+            self.reused_tokens += lcp
+            if src in self.cached:
+                self.cached.move_to_end(src)  # recently useful: evicted last
+        return seq, lcp
+
+    def _make_room(self) -> None:
+        """Drop cached sequences, oldest first, until they and every running request's reservation fit the
+        cells (shared cells are counted twice: the decode never runs out)."""
+        reserved = sum(_size(r.ticket) for r in self.rows)
+        cached = sum(len(t) for t in self.cached.values())
+        mem = self.L.llama_get_memory(self.ctx)
+        while self.cached and reserved + cached > self.n_ctx:
+            seq, toks = self.cached.popitem(last=False)
+            self.L.llama_memory_seq_rm(mem, seq, -1, -1)
+            cached -= len(toks)
 
     def _step(self, new: list[Ticket]) -> None:
         b, n = self.batch, 0
@@ -85,13 +143,19 @@ class LlamaCppBatcher(BatchingScheduler):
             n += 1
             return n - 1
 
-        for r in self.rows:  # the next token of every running sequence
+        old = list(self.rows)
+        for r in old:  # the next token of every running sequence
             r.out = add(r.ids[-1], len(r.ids) - 1, r.seq, True)
         running = n
-        fresh = admit_rows(new, self._new_row)
-        for r in fresh:
-            for pos, tok in enumerate(r.ticket.prompt_ids):
-                r.out = add(tok, pos, r.seq, pos == len(r.ticket.prompt_ids) - 1)
+        fresh = admit_rows(new, self._new_row)  # may share running rows' cells: those before this step's token
+        for r in old:
+            r.kv = len(r.ids)
+        self._make_room()
+        for r in fresh:  # the prompts, after what they share with the cache
+            prompt = r.ticket.prompt_ids
+            for pos in range(r.kv, len(prompt)):
+                r.out = add(prompt[pos], pos, r.seq, pos == len(prompt) - 1)
+            r.kv = len(prompt)
         b.n_tokens = n
         rc = self.L.llama_decode(self.ctx, b)
         if rc != 0 and fresh:
@@ -108,7 +172,7 @@ class LlamaCppBatcher(BatchingScheduler):
             reason = "cancelled" if r.ticket.cancelled else r.done
             if reason:
                 r.ticket.finish(reason, r.n_new)
-                self._free(r)
+                self._free(r, keep=self.prompt_cache)
             else:
                 keep.append(r)
         self.rows = keep
@@ -124,6 +188,7 @@ class LlamaCppBatcher(BatchingScheduler):
                             status=503)
         for r in self.rows:  # drop whatever of this step llama.cpp kept, so positions stay consecutive
             self.L.llama_memory_seq_rm(mem, r.seq, len(r.ids) - 1, -1)
+            r.kv = len(r.ids)  # the batch decodes each row's last token again
         if not self.rows:
             return 0
         self.batch.n_tokens = running  # the running rows' tokens are the batch's first entries
@@ -132,9 +197,16 @@ class LlamaCppBatcher(BatchingScheduler):
     def _release_all(self) -> None:
         for r in self.rows:
             self._free(r)
+        mem = self.L.llama_get_memory(self.ctx)
+        while self.cached:
+            self.L.llama_memory_seq_rm(mem, self.cached.popitem()[0], -1, -1)
 
-    def _free(self, row: _Row) -> None:
-        self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)
+    def _free(self, row: _Row, keep: bool = False) -> None:
+        """Give back a row's sampler and its sequence id; ``keep``: its cells stay, for the prompt cache."""
+        if keep:
+            self.cached[row.seq] = row.ids[:row.kv]
+        else:
+            self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)
         chain, row.chain = getattr(row, "chain", None), None
         if chain is not None:
             self.L.llama_sampler_free(chain)
@@ -144,3 +216,11 @@ class LlamaCppBatcher(BatchingScheduler):
         if not any(t.is_alive() for t in self._threads):  # never free what a running step still uses
             self.L.llama_batch_free(self.batch)
             self.L.llama_free(self.ctx)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
