@@ -231,3 +231,15 @@ def test_scorer_ranks_by_the_documented_rule():
     flags = scoring.review_flags(SHELL, "stop")
     assert flags["high"] == 1 and scoring.score({**flags, "passed": True}) == 4 - 3 - 0.5  # high + low (B404)
     assert pairs_mod.scoring is scoring
+
+
+def test_scoring_overlaps_generation_only_where_it_is_not_on_this_cpu(tmp_path):
+    """By default the scoring process runs beside an endpoint's or a GPU's generation, not beside a CPU engine."""
+    rows = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(2)]
+    script = {f"Question {i}?": [f"Short answer {i}.", (f"Long answer {i}", "length")] for i in range(2)}
+    remote = ScriptedEngine({**script, **FILLER})
+    remote.on_local_cpu = False
+    here, _ = _run(tmp_path / "here", rows, script)
+    there, out = _run(tmp_path / "there", rows, script, engine=remote)
+    assert not here["generation"]["overlap"] and there["generation"]["overlap"]
+    assert here["criteria"] == there["criteria"] and len(out) == 2

@@ -60,8 +60,9 @@ class PairsConfig:
     """Sandboxed programs at once (default: CPU count)."""
     timeout: float = 10.0
     """Seconds per sandboxed program, tests included."""
-    overlap: bool = True
-    """Score batch i while batch i+1 generates (off: one after the other)."""
+    overlap: bool | None = None
+    """Score batch i in a process of its own while batch i+1 generates; default: only where generation is not on
+    this machine's CPU (an endpoint, a GPU): beside a CPU engine it takes the cores generation needs."""
     progress: bool = True
     """Show progress bars."""
     overwrite: bool = False
@@ -207,7 +208,8 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     total = sum(len(b) for b in batches)
     bar = tqdm(total=total, desc="generate+score", unit="reply", disable=not cfg.progress, dynamic_ncols=True)
     gen_s, t_start = 0.0, time.monotonic()
-    scorer = Scorer(log, limits, cfg.workers, cfg.overlap and bool(batches))
+    overlap = cfg.overlap if cfg.overlap is not None else not getattr(engine, "on_local_cpu", True)
+    scorer = Scorer(log, limits, cfg.workers, overlap and bool(batches))
     try:
         for items in batches:
             t0 = time.monotonic()
@@ -220,7 +222,8 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
         scorer.close()
         bar.close()
     wall = time.monotonic() - t_start
-    return {"replies": total, "generation_seconds": round(gen_s, 2), "wall_seconds": round(wall, 2),
+    return {"replies": total, "overlap": overlap, "generation_seconds": round(gen_s, 2),
+            "wall_seconds": round(wall, 2),
             "replies_per_minute": round(60 * total / wall, 2) if wall > 0 and total else None}
 
 

@@ -70,6 +70,7 @@ class EndpointEngine(Engine):
     """A model behind an OpenAI-compatible ``/v1`` URL."""
 
     eos_token_ids: list[int] = []
+    on_local_cpu = False  # the server's hardware generates
 
     def __init__(self, url: str, template: str | None = None, served_model: str | None = None,
                  api_key: str | None = None, concurrency: int = 8, timeout: float = 600.0,

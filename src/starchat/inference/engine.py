@@ -91,6 +91,7 @@ class Engine(ABC):
     model_name: str
     context_length: int
     eos_token_ids: list[int]
+    on_local_cpu: bool = True  # generation runs on this machine's CPU (work beside it takes its cores)
 
     def __init__(self) -> None:
         # One generation at a time per model: the backends keep state (KV cache, RNG).

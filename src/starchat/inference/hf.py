@@ -35,6 +35,7 @@ class TransformersEngine(TokenizerEngine):
             raise StarchatError(f"cannot load model {model!r} as {where}: {str(e).splitlines()[0]}") from None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
+        self.on_local_cpu = str(self.device).startswith("cpu")
         self.model_name = gguf_file or (os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model)
         cfg = self.model.config
         self.context_length = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))

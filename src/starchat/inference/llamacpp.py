@@ -63,6 +63,7 @@ class LlamaCppEngine(Engine):
         if not os.path.isfile(model):
             raise StarchatError(f"GGUF file {model!r} does not exist: check the path (or omit --model for the default)")
         self._llama_cpp = llama_cpp
+        self.on_local_cpu = n_gpu_layers == 0
         self.n_threads = n_threads or threads.current()  # by default what other jobs leave idle
 
         def load(ctx: int):

@@ -75,6 +75,8 @@ def generation_eos(model: str, fallback) -> int | list[int] | None:
 class VLLMEngine(TokenizerEngine):
     """A model on vLLM: continuous batching and a paged KV cache on the GPU(s)."""
 
+    on_local_cpu = False
+
     def __init__(self, model: str, template: str | None = None, **kw: Any) -> None:
         super().__init__()
         try:
