@@ -155,3 +155,17 @@ def test_out_of_range_seed_is_refused_at_validation_and_others_go_on(engine, see
         assert bad.status_code == 422 and bad.json()["error"]["param"] == "seed"
         assert running.result().status_code == 200
         assert running.result().json()["usage"]["completion_tokens"] == 200
+
+
+def test_cached_sequences_give_way_when_their_cells_are_needed(tiny_llama_engine):
+    """The prompt cache keeps finished sequences only while every running reservation still fits: with room
+    for about two, five long requests in a row all finish, and the two newest stay cached."""
+    app = _app(_no_end(tiny_llama_engine), ServerSettings(max_batch=2, kv_tokens=1024))
+    with live_server(app) as url:
+        for i in range(5):
+            r = _chat(url, 400, messages=[{"role": "user", "content": f"Story number {i}."}])
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 400
+        deadline = time.monotonic() + 10  # the reply is sent before its sequence is put in the cache
+        while app.state.scheduler.stats()["prompt_cache"]["sequences"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.scheduler.stats()["prompt_cache"]["sequences"] == 2
