@@ -140,8 +140,9 @@ def generation_vs_raw(n: int, max_tokens: int, rounds: int, slots: int) -> None:
     from starchat.inference.llamacpp import amx_guard
 
     with amx_guard(llama_cpp):  # the same weight layout as the engine's (no AMX repacking where it crashes)
+        # flash attention as the engine runs it (and llama-server by default): the loop's best setting, same logits
         llm = Llama(model_path=engine.model_path, n_ctx=engine.context_length, n_threads=engine.n_threads,
-                    n_threads_batch=engine.n_threads, verbose=False)
+                    n_threads_batch=engine.n_threads, flash_attn=True, verbose=False)
     problems = list(programs.load_problems(None, n).values())
     temperature = 0.2
     secs = {"starchat": 0.0, "raw": 0.0}

@@ -98,7 +98,8 @@ def bench_llamacpp(args) -> dict:
     from starchat.inference.llamacpp import amx_guard
 
     with amx_guard(llama_cpp):  # the same weight layout as the engine's (no AMX repacking where it crashes)
-        raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+        raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attn=True,
+                    verbose=False)  # flash attention as the engine runs it: the same logits
     q = QUESTIONS[13]  # asks for an explanation with an example: a long reply
     params = CARDS.replace(max_new_tokens=args.tokens, seed=1)
     prompt_ids = engine.encode_prompt(msgs(q))

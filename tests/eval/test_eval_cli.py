@@ -36,7 +36,7 @@ def test_compare_three_runs_in_one_markdown_table(tmp_path, problems, capsys):
     assert "| pass@1 | 1.0000 | 0.6667 (-0.3333) | 0.3333 (-0.6667) |" in table
     assert "| kind | humaneval | humaneval | humaneval |" in table
     assert "| metric | good | bad | worse |" in table  # runs of no model are named by their directories
-    assert f"Solved only by good (1): {tasks[1]}" in table and "Solved only by bad (0): -" in table
+    assert f"|\n\n- Solved only by good (1): {tasks[1]}\n- Solved only by bad (0): -" in table
 
 
 def test_compare_runs_of_different_kinds(tmp_path, problems, capsys):
@@ -86,6 +86,7 @@ def test_compare_writes_its_table_into_a_model_card(tmp_path, problems, capsys):
     assert card.index("### Training results") < card.index("### HumanEval 3") < card.index("### stdlib-eval") \
         < card.index("### Framework versions")
     assert "| pass@1 | 0.6667 | 1.0000 (+0.3333) |" in card
+    assert card.count("-->\n\n") == 2  # each section stands apart from the next, after a rerun too
     capsys.readouterr()
     assert main(["eval", "compare", str(before), str(after), "--card", str(tmp_path / "nowhere")]) == 2
     assert "no model card there" in capsys.readouterr().err

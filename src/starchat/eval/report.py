@@ -149,7 +149,10 @@ def compare(paths: Iterable[str | Path], markdown_table: bool = False) -> str:
                                               and v != base else "") for v in vals[1:]]
         rows.append([m, *cells])
     text = _table(rows, markdown_table)
-    return text + _solved_only(runs, names)
+    solved = _solved_only(runs, names)
+    if markdown_table and solved:  # a list after a blank line: a line right after a table is read as a row
+        solved = "\n" + solved.replace("\nSolved only", "\n- Solved only")
+    return text + solved
 
 
 def _names(runs, paths) -> list[str]:
@@ -206,7 +209,7 @@ def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
     block = f"{start}\n### {title}\n\n{body.strip()}\n{end}\n"
     if start in text and end in text:  # a rerun: the same section again, in place
         head, rest = text.split(start, 1)
-        write_atomic(card, head + block + rest.split(end, 1)[1].lstrip("\n"))
+        write_atomic(card, head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
         return card
     heading = "## Evaluation: before and after\n\n"
     if heading not in text:
