@@ -68,10 +68,8 @@ class LlamaCppEngine(Engine):
 
         def load(ctx: int):
             with amx_guard(llama_cpp):
-                # Flash attention, as llama-server's default (auto) picks: without it, llama.cpp's CPU attention
-                # gave a sequence whose KV cells sit among another's (every slot of `serve`, a shared prompt
-                # prefix) logits up to 0.6 off those of the same tokens alone; with it they are bit-identical
-                # (tests/server/test_serve_sampling_parity.py), and prefill is ~15% faster on this CPU.
+                # Flash attention, as llama-server's default (auto) picks: prefill ~15% faster on this CPU, and
+                # `serve`'s slots (the same context settings) then compute what llama-server computes.
                 return Llama(model_path=model, n_ctx=ctx, n_threads=self.n_threads, flash_attn=True,
                              n_threads_batch=self.n_threads, n_gpu_layers=n_gpu_layers, verbose=False)
 

@@ -4,7 +4,8 @@ Like llama.cpp's own server (`-np`): each request gets a sequence id (a slot) in
 cache is shared by all slots. Every step sends one `llama_batch` holding the next token of each running
 sequence plus the prompts of newly admitted ones, so all slots share each pass over the weights. Rows
 are sampled each by its own llama.cpp sampler chain, built like the chat's (`inference.llamacpp.sampler_chain`),
-so a seed gives the same text in `chat`, `serve` and `eval`; they finish through the same text/stop logic as the
+so a seed gives the same text in `chat`, `serve` and `eval` for a request decoded alone (beside others,
+llama.cpp's logits depend on what else the KV cache holds); rows finish through the same text/stop logic as the
 transformers batcher.
 
 Prompt cache (as llama-server's ``cache_prompt``): a finished or cancelled sequence keeps its KV cells, and a
