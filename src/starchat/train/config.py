@@ -97,7 +97,8 @@ class TrainingConfig:
                                              "many times larger. They start at the mean embedding, so a short run "
                                              "(tens of steps) otherwise never learns to emit <|end|>. Not with "
                                              "zero3/fsdp.")
-    optim: str = _f("adamw_torch", "Optimizer name as in transformers (adamw_torch, paged_adamw_8bit, ...).")
+    optim: str = _f("adamw_torch_fused", "Optimizer name as in transformers (adamw_torch_fused, its default: one "
+                    "fused kernel for all parameters; adamw_torch, paged_adamw_8bit, ...).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
     seed: int = _f(42, "Seed for initialisation, data order and dropout.")
     bf16: bool = _f(False, "Train in bfloat16 mixed precision (GPUs with bf16 support).")
