@@ -225,3 +225,14 @@ def end_token_id(tokenizer, template: str | DialogueTemplate = "starchat") -> in
     if tid is None or tid == tokenizer.unk_token_id:
         raise TemplateError(f"{tok!r} is not in the tokenizer's vocabulary: call prepare_tokenizer first")
     return tid
+
+
+def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
+    """How many leading token ids two sequences share (a chosen and a rejected dialogue; a new prompt and a
+    cached one)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

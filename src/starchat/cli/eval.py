@@ -144,10 +144,13 @@ def _loss(args) -> int:
 def _compare(args) -> int:
     from starchat.eval.report import compare, load_summary, write_card_section
 
-    print(compare(args.runs, markdown_table=args.markdown))
+    table = compare(args.runs, markdown_table=args.markdown)
+    print(table)
     if args.card:
-        kinds = sorted({str(load_summary(r).get("kind", "?")) for r in args.runs})
-        title = args.card_title or f"{' vs '.join(_slug(r) for r in args.runs)} ({', '.join(kinds)})"
-        card = write_card_section(args.card, title, compare(args.runs, markdown_table=True))
-        print(f"wrote the table into {card}")
+        title = args.card_title
+        if not title:
+            kinds = sorted({str(load_summary(r).get("kind", "?")) for r in args.runs})
+            title = f"{' vs '.join(_slug(r) for r in args.runs)} ({', '.join(kinds)})"
+        markdown = table if args.markdown else compare(args.runs, markdown_table=True)
+        print(f"wrote the table into {write_card_section(args.card, title, markdown)}")
     return 0

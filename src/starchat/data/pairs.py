@@ -117,8 +117,9 @@ class Scorer:
     The scoring process gets plain data (prompt rows and reply texts) and sends back the log rows; this
     process writes the log, so resuming reads the same file either way. At most one batch is in flight."""
 
-    def __init__(self, log, limits, workers: int | None, overlap: bool):
-        self.log, self.limits, self.workers = log, limits, workers
+    def __init__(self, log, limits, workers: int | None, overlap: bool, logged: Callable[[int], None]):
+        """``logged(n)``: called as each batch of n replies is logged (the progress bar)."""
+        self.log, self.limits, self.workers, self.logged = log, limits, workers, logged
         self.pool = self.pending = None
         if overlap:
             import multiprocessing
@@ -130,33 +131,33 @@ class Scorer:
                                             initializer=_ignore_sigint)
             self.pending = self.pool.submit(_warm_up)  # imports bandit while the first batch generates
 
-    def submit(self, items: list[tuple[PromptRow, int]], completions: list[Any], done: Callable[[int], None]) -> None:
+    def submit(self, items: list[tuple[PromptRow, int]], completions: list[Any]) -> None:
         """Score (and log) one batch; with a pool this returns once the previous batch is logged."""
         data = [(p, j, c.text, getattr(c, "finish_reason", None), getattr(c, "completion_tokens", None))
                 for (p, j), c in zip(items, completions)]
         if self.pool is None:
-            self._log(score_replies(data, self.limits, self.workers), done)
+            self._log(score_replies(data, self.limits, self.workers))
             return
-        self.wait(done)
+        self.wait()
         self.pending = self.pool.submit(score_replies, data, self.limits, self.workers)
 
-    def wait(self, done: Callable[[int], None]) -> None:
+    def wait(self) -> None:
         """Log the batch in flight, if any."""
         pending, self.pending = self.pending, None
         if pending is not None:
-            self._log(pending.result(), done)
+            self._log(pending.result())
 
-    def _log(self, rows: list[dict] | None, done: Callable[[int], None]) -> None:
+    def _log(self, rows: list[dict] | None) -> None:
         for row in rows or []:
             self.log.add(row)
-        done(len(rows or []))
+        self.logged(len(rows or []))
 
     def close(self) -> None:
         """Log the batch still in flight (an interrupted run keeps it), then stop the scoring process."""
         if self.pool is None:
             return
         try:
-            self.wait(lambda n: None)
+            self.wait()
         except Exception as e:  # noqa: BLE001 - already failing; the replies not logged are sampled again on resume
             logger.warning("the last batch's scores were lost (%s); a rerun samples those replies again", e)
         finally:
@@ -209,15 +210,15 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     bar = tqdm(total=total, desc="generate+score", unit="reply", disable=not cfg.progress, dynamic_ncols=True)
     gen_s, t_start = 0.0, time.monotonic()
     overlap = cfg.overlap if cfg.overlap is not None else not getattr(engine, "on_local_cpu", True)
-    scorer = Scorer(log, limits, cfg.workers, overlap and bool(batches))
+    scorer = Scorer(log, limits, cfg.workers, overlap and bool(batches), bar.update)
     try:
         for items in batches:
             t0 = time.monotonic()
             params = make_params(cfg.temperature, cfg.max_new_tokens, [], cfg.seed + items[0][1])
             completions = engine.generate_batch([p.messages(cfg.system) for p, _ in items], params)
             gen_s += time.monotonic() - t0
-            scorer.submit(items, completions, bar.update)
-        scorer.wait(bar.update)
+            scorer.submit(items, completions)
+        scorer.wait()
     finally:
         scorer.close()
         bar.close()

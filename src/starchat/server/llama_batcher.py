@@ -24,6 +24,7 @@ from collections import OrderedDict
 from starchat.inference.llamacpp import sampler_chain
 from starchat.server.batcher import _Row, _size, admit_rows
 from starchat.server.scheduler import BatchingScheduler, Ticket
+from starchat.templates import common_prefix
 
 log = logging.getLogger("starchat.server")
 
@@ -103,7 +104,7 @@ class LlamaCppBatcher(BatchingScheduler):
         sources += [(r.seq, r.ids[:r.kv]) for r in self.rows]
         src, lcp = -1, 0
         for seq, toks in sources if self.prompt_cache else ():
-            n = _common_prefix(toks, prompt)
+            n = common_prefix(toks, prompt)
             if n > lcp:
                 src, lcp = seq, n
         lcp = max(0, min(lcp, len(prompt) - 1))
@@ -217,11 +218,3 @@ class LlamaCppBatcher(BatchingScheduler):
         if not any(t.is_alive() for t in self._threads):  # never free what a running step still uses
             self.L.llama_batch_free(self.batch)
             self.L.llama_free(self.ctx)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

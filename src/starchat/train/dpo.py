@@ -19,7 +19,7 @@ from pathlib import Path
 
 from starchat.errors import StarchatError
 from starchat.fsio import file_lock
-from starchat.templates import TemplateError, validate_messages
+from starchat.templates import TemplateError, common_prefix, validate_messages
 from starchat.train.config import TrainConfig
 from starchat.train.data import DataError, PreparedData, load_raw
 
@@ -67,15 +67,6 @@ def _last_reply(labels: list[int]) -> tuple[int, int]:
     return start, end
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_length: int,
                    truncation: str = "drop", batch_size: int = 500):
     """Pairs -> (Dataset[prompt_ids, chosen_ids, rejected_ids], stats), with the SFT loss mask.
@@ -101,7 +92,7 @@ def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_leng
         n = len(rows["prompt"])
         for tc, tr in zip(toks[:n], toks[n:]):
             (cs, ce), (rs, re_) = _last_reply(tc["labels"]), _last_reply(tr["labels"])
-            p = min(cs, rs, _common_prefix(tc["input_ids"][:cs], tr["input_ids"][:rs]))
+            p = min(cs, rs, common_prefix(tc["input_ids"][:cs], tr["input_ids"][:rs]))
             prompt, chosen, rejected = tc["input_ids"][:p], tc["input_ids"][p:ce], tr["input_ids"][p:re_]
             if len(prompt) > max_prompt_length:
                 prompt = prompt[-max_prompt_length:]  # the end of the prompt is what the reply answers
