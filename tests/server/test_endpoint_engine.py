@@ -4,6 +4,7 @@ and against a tiny scripted HTTP server that fails, refuses fields or answers ga
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import socket
 import threading
@@ -54,10 +55,33 @@ def test_batch_matches_the_local_engine_with_finish_reasons(remote, tiny_engine)
     assert NOTES == []  # our server implements top_k and repetition_penalty: nothing reported
 
 
+class _Paced:
+    """The tiny model, 10 ms per forward pass (a sleep, which lets go of the GIL): the server streams faster
+    than it generates, so its deltas are not merged (a client that falls behind gets the missed text in one)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def eval(self):
+        return self
+
+    def __call__(self, *args, **kwargs):
+        time.sleep(0.01)
+        return self._model(*args, **kwargs)
+
+
 def test_stream_gives_the_same_text_and_stop_strings_pass_through(remote, tiny_engine):
     ref = tiny_engine.generate(PROMPTS[1], GREEDY).text
-    gen = remote.stream(PROMPTS[1], GREEDY)
-    deltas = list(gen)
+    paced = copy.copy(tiny_engine)
+    paced.model = _Paced(tiny_engine.model)
+    with live_server(create_app(paced, ServerSettings())) as url:
+        engine = load_engine(url + "/v1")
+        gen = engine.stream(PROMPTS[1], GREEDY)
+        deltas = list(gen)
+        engine.close()
     assert "".join(deltas) == ref and len(deltas) > 3
     assert gen.completion.finish_reason == "length" and gen.completion.completion_tokens == 12
     stop = ref[5:8]
