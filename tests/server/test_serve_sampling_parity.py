@@ -12,6 +12,7 @@ ggml-org/llama.cpp#4113, #24962), so such a request can take another path than a
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -44,6 +45,9 @@ def _serve(engine, prompts_params, stats=None, prompt_cache=True):
         return asyncio.run(go())
     finally:
         if stats is not None:
+            deadline = time.monotonic() + 10  # a reply is sent before its row leaves and its cells are cached
+            while batcher.running and time.monotonic() < deadline:
+                time.sleep(0.01)
             stats.update(batcher.stats())
         batcher.stop()
 

@@ -29,6 +29,7 @@ class _Row:
         self.max_new = p.max_new_tokens
         self.n_new = 0
         self.seq = self.out = -1  # llama.cpp: the row's sequence id, and its logits' index in the batch
+        self.kv = 0  # llama.cpp: how many of its first tokens (ids) its KV cells hold
         self.done: str | None = None  # finish reason once the row has ended
         self.eos_ids = eos_ids
         self.text = TextAssembler(decode, p.stop, prompt_tail=ticket.prompt_ids)

@@ -100,13 +100,11 @@ class LlamaCppBatcher(BatchingScheduler):
         list that a failure could leak), else the oldest cached sequence's, which is dropped, or taken over
         when it is the prefix's source itself."""
         mem = self.L.llama_get_memory(self.ctx)
-        sources = [(seq, toks) for seq, toks in self.cached.items()]
-        sources += [(r.seq, r.ids[:r.kv]) for r in self.rows]
         src, lcp = -1, 0
-        for seq, toks in sources if self.prompt_cache else ():
-            n = common_prefix(toks, prompt)
-            if n > lcp:
-                src, lcp = seq, n
+        if self.prompt_cache:  # a running row's cells hold its first r.kv tokens
+            shared = [(seq, common_prefix(toks, prompt)) for seq, toks in self.cached.items()]
+            shared += [(r.seq, min(r.kv, common_prefix(r.ids, prompt))) for r in self.rows]
+            src, lcp = max(shared, key=lambda s: s[1], default=(-1, 0))
         lcp = max(0, min(lcp, len(prompt) - 1))
         held = {r.seq for r in self.rows} | set(self.cached)
         seq = next((s for s in range(self.n_seq) if s not in held), None)
@@ -152,7 +150,8 @@ class LlamaCppBatcher(BatchingScheduler):
         fresh = admit_rows(new, self._new_row)  # may share running rows' cells: those before this step's token
         for r in old:
             r.kv = len(r.ids)
-        self._make_room()
+        if fresh:  # only new rows add reservations
+            self._make_room()
         for r in fresh:  # the prompts, after what they share with the cache
             prompt = r.ticket.prompt_ids
             for pos in range(r.kv, len(prompt)):
