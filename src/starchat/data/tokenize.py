@@ -15,10 +15,18 @@ Truncation policy (``max_length``), counted in ``truncated`` tokens:
 - ``drop``: drop dialogues longer than ``max_length``.
 
 A dialogue left with no trained token is dropped and counted as ``no_assistant_tokens``.
+
+Control-token text in message content (a user pasting ``<|end|>`` or ``<|endoftext|>``) is encoded as
+plain text, never as the control token, as the inference engines do: otherwise a message could end its
+turn early or spell another role's header, and the mask would train on it. Such dialogues (rare) are
+encoded piecewise: the content's control-token text alone with the tokenizer's ``encode_special_tokens``,
+the rest as usual; they are counted in ``control_text_dialogues``. What it does not cover: added tokens
+that are not special (the tokenizer matches those in any text, as it does at inference).
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +50,54 @@ def _spans(segments: list[tuple[str, bool]]) -> tuple[str, list[tuple[int, int]]
             nxt = segments[i + 1] if i + 1 < len(segments) else None
             ends.append(pos + (len(nxt[0]) if nxt is not None and not nxt[1] else 0))
     return "".join(text), spans, ends
+
+
+def _control_pattern(tokenizer) -> re.Pattern | None:
+    """A regex of the tokenizer's special (control) tokens' text, longest first; None if it has none."""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content}
+    if not specials:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
+
+
+def _literal_runs(dialogue, tmpl, pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
+    """Character ranges of ``text`` (the rendered dialogue) that message content spelled as control tokens.
+
+    The dialogue is rendered again with each such match replaced by as many NUL characters, so every
+    position keeps its place; the ranges are where the two renderings differ."""
+    masked = [{**m, "content": pattern.sub(lambda x: "\0" * len(x.group()), m["content"])}
+              if isinstance(m.get("content"), str) else m for m in dialogue]
+    other = "".join(seg for seg, _ in render_segments(masked, tmpl))
+    runs: list[tuple[int, int]] = []
+    for i, (a, b) in enumerate(zip(text, other)):
+        if a != b:
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+    return runs
+
+
+def _encode_pieces(backend, text: str, literal: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids and offsets of ``text`` with the ``literal`` ranges encoded as plain text (control tokens not matched)."""
+    pieces, pos = [], 0
+    for a, b in literal:
+        pieces += [(pos, a, False)] if pos < a else []
+        pieces.append((a, b, True))
+        pos = b
+    pieces += [(pos, len(text), False)] if pos < len(text) else []
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    before = backend.encode_special_tokens
+    try:
+        for a, b, as_text in pieces:
+            backend.encode_special_tokens = as_text
+            enc = backend.encode(text[a:b], add_special_tokens=False)
+            ids += enc.ids
+            offsets += [(s + a, e + a) for s, e in enc.offsets]
+    finally:
+        backend.encode_special_tokens = before
+    return ids, offsets
 
 
 def _labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -98,22 +154,28 @@ def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, 
         backend.no_truncation()
         backend.no_padding()
     encodings = backend.encode_batch([r[0] for r in rendered], add_special_tokens=False)
+    pattern = _control_pattern(tokenizer)
     out: list[dict | None] = []
-    for (text, spans, ends), enc in zip(rendered, encodings):
+    for d, (text, spans, ends), enc in zip(dialogues, rendered, encodings):
         ids, offsets = enc.ids, enc.offsets
+        literal = pattern is not None and any(isinstance(m.get("content"), str) and pattern.search(m["content"])
+                                              for m in d)
+        if literal:
+            ids, offsets = _encode_pieces(backend, text, _literal_runs(d, tmpl, pattern, text))
         labels = _labels(ids, offsets, spans)
         cut = _truncate(ids, labels, offsets, ends, max_length, truncation)
         if cut is None:
             out.append(None)
             continue
         ids_k, labels_k, truncated = cut
-        out.append({"input_ids": ids_k, "labels": labels_k, "truncated": truncated, "length": len(ids_k)})
+        out.append({"input_ids": ids_k, "labels": labels_k, "truncated": truncated, "length": len(ids_k),
+                    "control_text": bool(literal)})
     return out
 
 
 def tokenize_messages(messages: Sequence[Mapping[str, Any]], tokenizer, template="starchat",
                       max_length: int | None = None, truncation: str = "turns") -> dict | None:
-    """One dialogue: ``{"input_ids", "labels", "truncated", "length"}``, or None if it was dropped."""
+    """One dialogue: ``{"input_ids", "labels", "truncated", "length", "control_text"}``, or None if dropped."""
     return tokenize_batch([messages], tokenizer, template, max_length, truncation)[0]
 
 
@@ -130,7 +192,7 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
         raise StarchatError(f"the dataset has no {column!r} column (columns: {ds.column_names}); "
                             f"build it with `starchat data build`")
     stats = {"dialogues": len(ds), "kept": 0, "tokens": 0, "trained_tokens": 0, "truncated_tokens": 0,
-             "truncated_dialogues": 0, "dropped": {"too_long": 0, "no_assistant_tokens": 0}}
+             "truncated_dialogues": 0, "control_text_dialogues": 0, "dropped": {"too_long": 0, "no_assistant_tokens": 0}}
     cols: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
     for start in range(0, len(ds), batch_size):
         batch = ds[start:start + batch_size][column]
@@ -150,6 +212,7 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
             stats["trained_tokens"] += n_trained
             stats["truncated_tokens"] += row["truncated"]
             stats["truncated_dialogues"] += bool(row["truncated"])
+            stats["control_text_dialogues"] += row["control_text"]
     import pyarrow as pa
 
     lists = pa.list_(pa.int32())
