@@ -108,3 +108,30 @@ def test_stdlib_eval_is_a_human_eval_problems_file(tmp_path):
     for p in problems.values():
         assert {"task_id", "prompt", "entry_point", "test"} <= set(p) and "candidate(" in p["test"]
         assert ast.parse(p["prompt"]).body[0].name == p["entry_point"]
+
+
+def test_examples_may_use_names_bound_to_literals_earlier():
+    doc = textwrap.dedent('''\
+        Mean of data.
+
+        >>> data = [1, 2, 6]
+        >>> mean(data)
+        3
+        >>> m = mean(data)
+        >>> mean(data) + m
+        6
+        >>> data = (4, 8)
+        >>> mean(data)
+        6
+        >>> for data in [[1]]: pass
+        >>> mean(data)
+        1
+        ''')
+    check = doctest_check(doc, "mean")
+    assert check.splitlines() == ["def check(candidate):", "    data = [1, 2, 6]", "    assert candidate(data) == 3",
+                                  "    data = (4, 8)", "    assert candidate(data) == 6"]
+    scope = {}
+    exec(check, scope)
+    scope["check"](lambda xs: sum(xs) // len(xs))
+    with pytest.raises(AssertionError):
+        scope["check"](lambda xs: max(xs))
