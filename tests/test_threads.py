@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -26,7 +27,7 @@ def clean_env(monkeypatch):
 
 def fixed_machine(mp, cpus: int, load: float) -> None:
     mp.setattr(threads, "usable_cpus", lambda: cpus)
-    mp.setattr(threads, "load_average", lambda: load)
+    mp.setattr(threads, "busy_cpus", lambda: load)
 
 
 @pytest.mark.parametrize("cpus,load,ranks,want", [
@@ -52,6 +53,24 @@ def test_usable_cpus_follows_the_affinity_mask():
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
         os._exit(0 if threads.usable_cpus() == 1 else 1)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_busy_cpus_sees_a_competitor_now_and_not_one_that_has_finished():
+    if threads._cpu_ticks(set(os.sched_getaffinity(0))) is None:
+        pytest.skip("no /proc/stat here")
+    if threads.busy_cpus(0.3) > threads.usable_cpus() - 1:
+        pytest.skip("no idle CPU here to see a competitor start and stop on")
+    import subprocess
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        during = threads.busy_cpus(0.3)
+    finally:
+        hog.kill()
+        hog.wait()
+    after = threads.busy_cpus(0.3)  # the 1-minute load average would still count the hog for a minute
+    assert during >= 0.8 and after <= during - 0.6, (during, after)
 
 
 def test_plan_order_threads_flag_then_user_env_then_load(clean_env):
