@@ -47,10 +47,12 @@ class VLLMScheduler(BatchingScheduler):
                 row.ticket.put(row.text.finish())
                 row.done = "length" if out.outputs[0].finish_reason == "length" else "stop"
             if row.done:
+                # Out of the rows before the client hears the end: `running` (/health) never counts a
+                # request its client has seen finish.
+                del self.rows[out.request_id]
                 if not out.finished:
                     self.core.abort_request([out.request_id])
                 row.ticket.finish(row.done, row.n_new)
-                del self.rows[out.request_id]
 
     def _drop_cancelled(self) -> None:
         gone = [rid for rid, r in self.rows.items() if r.ticket.cancelled]
