@@ -65,8 +65,7 @@ def _literal_runs(dialogue, tmpl, pattern: re.Pattern, text: str) -> list[tuple[
 
     The dialogue is rendered again with each such match replaced by as many NUL characters, so every
     position keeps its place; the ranges are where the two renderings differ."""
-    masked = [{**m, "content": pattern.sub(lambda x: "\0" * len(x.group()), m["content"])}
-              if isinstance(m.get("content"), str) else m for m in dialogue]
+    masked = [{**m, "content": pattern.sub(lambda x: "\0" * len(x.group()), m["content"])} for m in dialogue]
     other = "".join(seg for seg, _ in render_segments(masked, tmpl))
     runs: list[tuple[int, int]] = []
     for i, (a, b) in enumerate(zip(text, other)):
@@ -158,8 +157,8 @@ def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, 
     out: list[dict | None] = []
     for d, (text, spans, ends), enc in zip(dialogues, rendered, encodings):
         ids, offsets = enc.ids, enc.offsets
-        literal = pattern is not None and any(isinstance(m.get("content"), str) and pattern.search(m["content"])
-                                              for m in d)
+        # render_segments has checked every content is a string
+        literal = pattern is not None and any(pattern.search(m["content"]) for m in d)
         if literal:
             ids, offsets = _encode_pieces(backend, text, _literal_runs(d, tmpl, pattern, text))
         labels = _labels(ids, offsets, spans)
