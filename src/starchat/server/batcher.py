@@ -147,16 +147,18 @@ class ContinuousBatcher(BatchingScheduler):
 
     def _retire(self) -> None:
         """Finish rows that are done or cancelled, then shrink the cache to the rows left."""
-        keep = []
+        keep, done = [], []
         for i, r in enumerate(self.rows):
             reason = "cancelled" if r.ticket.cancelled else r.done
             if reason:
-                r.ticket.finish(reason, r.n_new)
+                done.append((r, reason))
             else:
                 keep.append(i)
-        if len(keep) == len(self.rows):
+        if not done:
             return
         self.rows = [self.rows[i] for i in keep]
+        for r, reason in done:  # after they left the rows: `running` never counts a request seen finished
+            r.ticket.finish(reason, r.n_new)
         if not keep:
             self.cache, self.mask = None, None
             return

@@ -168,15 +168,17 @@ class LlamaCppBatcher(BatchingScheduler):
             return
         for r in self.rows:  # each row's own chain, on its logits (batch index r.out); it accepts the token
             r.done = r.push(self.L.llama_sampler_sample(r.chain, self.ctx, r.out))
-        keep = []
+        keep, done = [], []
         for r in self.rows:
             reason = "cancelled" if r.ticket.cancelled else r.done
             if reason:
-                r.ticket.finish(reason, r.n_new)
-                self._free(r, keep=self.prompt_cache)
+                done.append((r, reason))
             else:
                 keep.append(r)
         self.rows = keep
+        for r, reason in done:  # after they left the rows: `running` never counts a request seen finished
+            r.ticket.finish(reason, r.n_new)
+            self._free(r, keep=self.prompt_cache)
 
     def _without(self, fresh: list[_Row], running: int, rc: int) -> int:
         """A step with new prompts failed: fail those alone (503, retry) and decode the running rows again."""
