@@ -132,7 +132,7 @@ def add_fim_tokens(tokenizer) -> FimSpec:
     tokens keep their ids; resize the model's embeddings to ``len(tokenizer)`` afterwards (``starchat.train``
     initialises the new rows as it does the dialogue tokens').
 
-    The middle ends at the base's ``<|endoftext|>`` where it has one (SmolLM2, StarCoder), else at ``<|end|>``.
+    The middle ends at the base's ``<|endoftext|>`` where it has one (SmolLM2, StarCoder), else at its eos.
     """
     spec = FimSpec.from_tokenizer(tokenizer)
     if spec is not None:
@@ -140,13 +140,11 @@ def add_fim_tokens(tokenizer) -> FimSpec:
     vocab = tokenizer.get_vocab()
     new = [t for t in ADDED if t not in vocab]
     tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
-    vocab = set(tokenizer.get_vocab())
-    eot = next((t for t in _DOC_ENDS if t in vocab), None) or "<|end|>"
-    if eot not in vocab:
-        raise FimError("the tokenizer has neither <|endoftext|> nor <|end|> to end a middle: call "
+    spec = FimSpec.from_tokenizer(tokenizer)  # StarCoder's spellings: read back like any StarCoder vocabulary
+    if spec is None:
+        raise FimError("the tokenizer has neither <|endoftext|> nor an eos token to end a middle: call "
                        "templates.prepare_tokenizer first")
-    stop = tuple(dict.fromkeys([eot, "<fim_pad>", *(["<|end|>"] if "<|end|>" in vocab else [])]))
-    return FimSpec("starchat", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", eot, "<fim_pad>", None, None, stop)
+    return spec
 
 
 def load_spec(model_dir: str | os.PathLike, tokenizer=None) -> FimSpec | None:
