@@ -43,8 +43,10 @@ def table(results: Path = RESULTS) -> str:
     rows = ["| benchmark | anchor | result | target | | measured | data |", "|---|---|---|---|---|---|---|"]
     for name, d in summaries:
         result = d["headline"] if d["headline"] is not None else "not measured yet"
-        rows.append(f"| `{_cell(d['benchmark'])}` | {_cell(d['anchor'])} | {_cell(result)} | {_cell(d['target'])} "
-                    f"| {met.get(d['met'], '-')} | {_cell(d['date'] or 'earlier run')} | `bench/results/{name}` |")
+        rows.append(
+            f"| `{_cell(d['benchmark'])}` | {_cell(d['anchor'])} | {_cell(result)} | {_cell(d['target'])} "
+            f"| {met.get(d['met'], '-')} | {_cell(d['date'] or 'earlier run')} | `bench/results/{name}` |"
+        )
     if raw:
         rows.append("")
         rows.append("Raw output of the last local runs: " + ", ".join(f"`bench/results/{n}`" for n in raw) + ".")
