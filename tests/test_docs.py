@@ -83,3 +83,66 @@ def test_an_unreadable_results_file_is_one_line_naming_it(tmp_path):
     (tmp_path / "broken.json").write_text('{"steps": {}}')  # a script's raw output: listed, not tabled
     out = table.table(tmp_path)
     assert "| `bench/x.py` | a | 2x |" in out and "`bench/results/broken.json`" in out.splitlines()[-1]
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """(where, command line) for every `starchat ...` in README.md and the docs: code blocks and inline code."""
+    import re
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        if "_incoming" in page.parts:
+            continue
+        text = page.read_text(encoding="utf-8")
+        blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+        lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+        prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
+        lines += re.findall(r"`((?:\.venv/bin/)?starchat [^`\n]*)`", prose)
+        for line in lines:
+            line = re.split(r"(?:^|\s)#\s", line)[0]  # a comment
+            for m in re.finditer(r"(?:^|[\s|;(])(?:\.venv/bin/)?starchat((?: +[^|;)]*)?)", line):
+                found.append((page.relative_to(ROOT).as_posix(), "starchat" + m.group(1)))
+    return found
+
+
+def test_every_documented_command_and_option_exists():
+    """Each `starchat CMD [SUB] --option` in README.md and docs/ is a real subcommand and a real option of it
+    (for `train`: a real recipe key or shorthand)."""
+    import shlex
+
+    from starchat.cli import build_parser
+    from starchat.cli.train import ALIASES
+    from starchat.train.config import field_docs
+
+    recipe_keys = {k for k, *_ in field_docs()} | set(ALIASES) | {"section.key"}
+    wrong, checked = [], 0
+    for where, line in _documented_commands():
+        try:
+            words = shlex.split(line)[1:]
+        except ValueError:
+            words = line.split()[1:]
+        parser, path = build_parser(), ["starchat"]
+        while parser._subparsers is not None and words and not words[0].startswith("-"):
+            choices = parser._subparsers._group_actions[0].choices
+            if words[0] not in choices:
+                if words[0] not in ("COMMAND", "..."):  # a placeholder in prose
+                    wrong.append(f"{where}: `{line}`: no command {' '.join(path + words[:1])!r}")
+                parser = None
+                break
+            path.append(words.pop(0))
+            parser = choices[path[-1]]
+        if parser is None or len(path) == 1:
+            continue
+        checked += 1
+        for w in words:
+            opt = w.strip("[]").split("=")[0]
+            if not opt.startswith("--") or opt == "--":
+                continue
+            if opt in parser._option_string_actions:
+                continue
+            key = opt[2:].replace("-", "_") if "." not in opt else opt[2:]
+            if path[1] == "train" and key in recipe_keys:
+                continue
+            wrong.append(f"{where}: `{line}`: {' '.join(path)} has no option {opt}")
+    assert checked > 50, f"only {checked} documented commands found: the extraction is broken"
+    assert not wrong, "\n".join(wrong)
