@@ -7,6 +7,7 @@ after the last newline are dropped without asking: a write cut by an interruptio
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -23,6 +24,10 @@ logger = logging.getLogger("starchat.data")
 MAX_LINE_BYTES = 4 << 20
 """A reply is bounded by --max-new-tokens; a line this long is not one the run wrote."""
 FLAG_NAMES = (*DEFAULT_WEIGHTS, "empty")
+FIELDS = (("task_id", (str,), "a string"), ("sample_index", (int,), "an integer >= 0"), ("reply", (str,), "a string"),
+          ("finish_reason", (str, type(None)), "a string or null"),
+          ("completion_tokens", (int, type(None)), "an integer or null"), ("flags", (dict,), "an object"))
+"""What selecting and counting the pairs reads from a line: (field, JSON types, what it must be)."""
 
 
 class ReplyLog:
@@ -52,7 +57,7 @@ class ReplyLog:
         lines: dict[tuple[str, int], int] = {}
         end = 0  # byte offset after the last complete line
         with self.path.open("rb") as f:
-            for n in range(1, 1 << 62):
+            for n in itertools.count(1):
                 raw = f.readline(MAX_LINE_BYTES + 1)
                 if not raw.endswith(b"\n"):
                     if len(raw) > MAX_LINE_BYTES:
@@ -83,10 +88,7 @@ class ReplyLog:
             raise self._damaged(n, f"not JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise self._damaged(n, f"a {type(row).__name__}, not a JSON object")
-        for key, types, what in (("task_id", (str,), "a string"), ("sample_index", (int,), "an integer >= 0"),
-                                 ("reply", (str,), "a string"), ("finish_reason", (str, type(None)), "a string or null"),
-                                 ("completion_tokens", (int, type(None)), "an integer or null"),
-                                 ("flags", (dict,), "an object")):
+        for key, types, what in FIELDS:
             value = row.get(key)
             if not isinstance(value, types) or isinstance(value, bool) or (key == "sample_index" and value < 0):
                 raise self._damaged(n, f"field {key!r} must be {what}, got {json.dumps(value)[:80]}")
