@@ -16,9 +16,9 @@ import logging
 import math
 import shutil
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from starchat.data.preference import same_reply
