@@ -157,8 +157,8 @@ GOOD = {"prompt": [{"role": "user", "content": "Add 1 and 2?"}],
     ({**GOOD, "chosen": [{"role": "assistant", "content": "  "}]}, r"\[train\]\[0\]: field 'chosen' is an empty reply"),
     ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
     # the rule `data build --kind preference` applies (check_pair): whitespace around a reply does not count
-    ({**GOOD, "rejected": [{"role": "assistant", "content": " 3\n"}]}, r"\[train\]\[0\]: fields 'chosen' and "
-                                                                         r"'rejected' are the same reply"),
+    ({**GOOD, "rejected": [{"role": "assistant", "content": " 3\n"}]},
+     r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
     ({**GOOD, "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}, *GOOD["prompt"]]},
      r"\[train\]\[0\]: field 'prompt' has an empty assistant turn"),
 ], ids=["missing-column", "prompt-not-messages", "mistyped-message", "prompt-ends-with-reply", "two-replies",
@@ -215,7 +215,7 @@ def test_a_model_config_without_a_context_length_says_what_is_assumed(tiny_overr
 
     with caplog.at_level("WARNING", logger="starchat"):
         check_context(load_config(None, tiny_overrides), "unused", PretrainedConfig())
-    assert [r.getMessage() for r in caplog.records if "context length" in r.getMessage()] == [
-        f"model {tiny_overrides['model.name_or_path']} gives no context length in its config (none of "
-        "max_position_embeddings, n_positions, n_ctx, max_seq_len, seq_length, max_sequence_length, seq_len); "
-        "assuming data.max_length=64 fits"]
+    expected = (f"model {tiny_overrides['model.name_or_path']} gives no context length in its config (none of "
+                "max_position_embeddings, n_positions, n_ctx, max_seq_len, seq_length, max_sequence_length, seq_len); "
+                "assuming data.max_length=64 fits")
+    assert [r.getMessage() for r in caplog.records if "context length" in r.getMessage()] == [expected]
