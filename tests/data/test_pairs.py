@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import multiprocessing
+import os
+import signal
 
 import datasets
 import pytest
@@ -165,6 +168,8 @@ def test_overlapped_and_sequential_scoring_agree(tmp_path):
     (dict(k=1), "at least 2 replies"),
     (dict(temperature=0.0), "must be > 0"),
     (dict(weights="speed=1"), "unknown criterion 'speed'"),
+    (dict(weights="passed=inf"), "passed=inf: each weight must be a finite number"),  # inf - inf: every prompt was a tie
+    (dict(weights="url=-inf,syntax=nan"), "syntax=nan, url=-inf: each weight must be"),
 ])
 def test_bad_settings_fail_before_generation(tmp_path, change, message):
     engine = ScriptedEngine({})
@@ -243,3 +248,68 @@ def test_scoring_overlaps_generation_only_where_it_is_not_on_this_cpu(tmp_path):
     there, out = _run(tmp_path / "there", rows, script, engine=remote)
     assert not here["generation"]["overlap"] and there["generation"]["overlap"]
     assert here["criteria"] == there["criteria"] and len(out) == 2
+
+
+QUESTIONS = [{"id": f"p{i}", "prompt": f"Question {i}?"} for i in range(2)]
+ANSWERS = {**FILLER, **{f"Question {i}?": [f"Short answer {i}.", (f"Long answer {i}", "length")] for i in range(2)}}
+
+
+def _interrupted(tmp_path):
+    """A run stopped after its first batch: OUTPUT.partial holds a log of 2 replies (lines 1 and 2)."""
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, QUESTIONS, ANSWERS, engine=ScriptedEngine(ANSWERS, fail_after=2), batch_size=2)
+    log = tmp_path / "pairs.partial" / "samples.jsonl"
+    return log, [json.loads(line) for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda row: json.dumps({**row, "flags": "passed"}).encode(), "field 'flags' must be an object"),
+    (lambda row: json.dumps({**row, "flags": {**row["flags"], "high": "many"}}).encode(),
+     "field 'flags.high' must be a number"),
+    (lambda row: json.dumps({**row, "reply": ["Short answer."]}).encode(), "field 'reply' must be a string"),
+    (lambda row: json.dumps({**row, "sample_index": "0"}).encode(), "field 'sample_index' must be an integer"),
+    (lambda row: b"\x93\xfe\x00garbage\xff", "not UTF-8 text"),
+    (lambda row: b"[1, 2]", "a list, not a JSON object"),
+], ids=["flags-not-object", "flag-not-number", "reply-not-string", "index-not-int", "random-bytes", "not-object"])
+def test_a_damaged_resume_log_line_is_file_line_and_how_to_recover(tmp_path, damage, message):
+    log, rows = _interrupted(tmp_path)
+    log.write_bytes(json.dumps(rows[0]).encode() + b"\n" + damage(rows[1]) + b"\n")
+    engine = ScriptedEngine(ANSWERS)
+    with pytest.raises(StarchatError, match=message) as e:
+        _run(tmp_path, QUESTIONS, ANSWERS, engine=engine, batch_size=2)
+    assert str(e.value).startswith(f"{log}:2: ") and "delete that line" in str(e.value)
+    assert engine.generated == 0
+
+
+def test_a_reply_logged_twice_is_refused(tmp_path):
+    log, rows = _interrupted(tmp_path)
+    log.write_text(log.read_text() + json.dumps({**rows[0], "reply": "Another answer."}) + "\n")
+    with pytest.raises(StarchatError, match=f"{log}:3: reply 0 of prompt 'p0' is logged twice .also on line 1."):
+        _run(tmp_path, QUESTIONS, ANSWERS, batch_size=2)
+
+
+def test_a_line_cut_by_an_interruption_is_sampled_again(tmp_path):
+    log, rows = _interrupted(tmp_path)
+    log.write_text(log.read_text() + json.dumps(rows[0])[:20])  # no newline: the write was cut
+    engine = ScriptedEngine(ANSWERS)
+    stats, out = _run(tmp_path, QUESTIONS, ANSWERS, engine=engine, batch_size=2)
+    assert engine.generated == 4 and len(out) == 2 and stats["criteria"]["replies"] == 6
+
+
+class KillsTheScorer(ScriptedEngine):
+    """Kills the scoring process (as the OOM killer would) when the third batch is generated."""
+
+    def generate_batch(self, prompts, params):
+        if self.generated == 4:
+            for child in multiprocessing.active_children():  # the scoring pool's process, started by this run
+                os.kill(child.pid, signal.SIGKILL)
+        return super().generate_batch(prompts, params)
+
+
+def test_a_killed_scoring_process_ends_the_run_with_one_line_and_a_rerun_resumes(tmp_path):
+    with pytest.raises(StarchatError, match=r"the scoring process died .* rerun the same command to resume"):
+        _run(tmp_path, QUESTIONS, ANSWERS, engine=KillsTheScorer(ANSWERS), batch_size=2, overlap=True)
+    engine = ScriptedEngine(ANSWERS)
+    stats, out = _run(tmp_path, QUESTIONS, ANSWERS, engine=engine, batch_size=2, overlap=True)
+    assert 2 <= engine.generated <= 4  # the first batch was logged before the kill, so it is not sampled again
+    assert len(out) == 2 and stats["criteria"]["replies"] == 6

@@ -152,12 +152,17 @@ GOOD = {"prompt": [{"role": "user", "content": "Add 1 and 2?"}],
     ({"prompt": GOOD["prompt"], "chosen": GOOD["chosen"]}, r"no column 'rejected' \(columns: \['prompt', 'chosen'\]\)"),
     ({**GOOD, "prompt": "Add 1 and 2?"}, r"\[train\]\[0\]\.prompt: must be a list of \{role, content\} messages"),
     ({**GOOD, "chosen": [{"speaker": "assistant", "text": "3"}]}, r"\[train\]\[0\]\.chosen\[0\]: a message needs 'role'"),
-    ({**GOOD, "prompt": GOOD["prompt"] + GOOD["chosen"]}, r"\[train\]\[0\]\.prompt: must end with a user turn"),
-    ({**GOOD, "rejected": GOOD["rejected"] * 2}, r"\[train\]\[0\]\.rejected: must be exactly one assistant message"),
-    ({**GOOD, "chosen": [{"role": "assistant", "content": "  "}]}, r"\[train\]\[0\]\.chosen: the reply is empty"),
-    ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: chosen and rejected are the same reply"),
+    ({**GOOD, "prompt": GOOD["prompt"] + GOOD["chosen"]}, r"\[train\]\[0\]: field 'prompt' must end with a user turn"),
+    ({**GOOD, "rejected": GOOD["rejected"] * 2}, r"\[train\]\[0\]: field 'rejected' must be exactly one assistant reply"),
+    ({**GOOD, "chosen": [{"role": "assistant", "content": "  "}]}, r"\[train\]\[0\]: field 'chosen' is an empty reply"),
+    ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
+    # the rule `data build --kind preference` applies (check_pair): whitespace around a reply does not count
+    ({**GOOD, "rejected": [{"role": "assistant", "content": " 3\n"}]},
+     r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
+    ({**GOOD, "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}, *GOOD["prompt"]]},
+     r"\[train\]\[0\]: field 'prompt' has an empty assistant turn"),
 ], ids=["missing-column", "prompt-not-messages", "mistyped-message", "prompt-ends-with-reply", "two-replies",
-        "empty-reply", "identical"])
+        "empty-reply", "identical", "identical-but-whitespace", "empty-prompt-turn"])
 def test_bad_preference_rows_name_the_row_and_field(make_dpo_overrides, tmp_path, row, msg):
     over = _bad_pairs(tmp_path, make_dpo_overrides, [row, row])
     with pytest.raises(StarchatError, match=msg):
@@ -189,3 +194,28 @@ def test_a_dpo_start_whose_embeddings_miss_the_dialogue_tokens_is_refused(make_d
     over["model.name_or_path"] = str(half)
     with pytest.raises(StarchatError, match=r"embedding rows for a tokenizer of \d+: its dialogue tokens were never"):
         train(load_config(None, over))
+
+
+@pytest.mark.parametrize("key", ["data.max_length", "dpo.max_length"])
+def test_a_max_length_above_the_model_context_is_refused_before_training(make_overrides, make_dpo_overrides,
+                                                                         tmp_path, key):
+    """The tiny model has 512 positions; a longer dialogue or pair was an IndexError in the middle of the run."""
+    over = make_dpo_overrides(tmp_path) if key.startswith("dpo") else make_overrides(tmp_path)
+    over[key] = 1024
+    with pytest.raises(StarchatError, match=rf"{key}=1024 is above the context of model '.*': 512 tokens "
+                                            r"\(n_positions in its config\); set " + key + " to 512 or less"):
+        train(load_config(None, over))
+    assert _no_training_happened(over)
+
+
+def test_a_model_config_without_a_context_length_says_what_is_assumed(tiny_overrides, caplog):
+    from transformers import PretrainedConfig
+
+    from starchat.train.run import check_context
+
+    with caplog.at_level("WARNING", logger="starchat"):
+        check_context(load_config(None, tiny_overrides), "unused", PretrainedConfig())
+    expected = (f"model {tiny_overrides['model.name_or_path']} gives no context length in its config (none of "
+                "max_position_embeddings, n_positions, n_ctx, max_seq_len, seq_length, max_sequence_length, seq_len); "
+                "assuming data.max_length=64 fits")
+    assert [r.getMessage() for r in caplog.records if "context length" in r.getMessage()] == [expected]

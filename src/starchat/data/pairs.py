@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from starchat.data.preference import same_reply
 from starchat.data.prompts import PromptRow, load_prompts
+from starchat.data.reply_log import ReplyLog
 from starchat.errors import StarchatError
 from starchat.eval import scoring
 
@@ -82,6 +86,16 @@ def _check(cfg: PairsConfig) -> None:
         raise StarchatError(f"{cfg.output} exists; pass --overwrite to replace it or choose another --output")
 
 
+def _weights(spec: str | None) -> dict[str, float]:
+    """The scoring weights; a non-finite one is refused before anything is generated (``passed=inf`` would make
+    every prompt a tie: inf - inf is nan)."""
+    weights = scoring.parse_weights(spec)
+    bad = [f"{k}={v}" for k, v in weights.items() if not math.isfinite(v)]
+    if bad:
+        raise StarchatError(f"--weights: {', '.join(bad)}: each weight must be a finite number (e.g. passed=10)")
+    return weights
+
+
 def score_replies(items: list[tuple[PromptRow, int, str, str | None, int | None]], limits,
                   workers: int | None) -> list[dict]:
     """The log rows of a batch of replies ``(prompt row, sample index, text, finish reason, tokens)``: review
@@ -139,13 +153,25 @@ class Scorer:
             self._log(score_replies(data, self.limits, self.workers))
             return
         self.wait()
-        self.pending = self.pool.submit(score_replies, data, self.limits, self.workers)
+        try:
+            self.pending = self.pool.submit(score_replies, data, self.limits, self.workers)
+        except BrokenProcessPool:
+            raise self._died() from None
 
     def wait(self) -> None:
         """Log the batch in flight, if any."""
         pending, self.pending = self.pending, None
         if pending is not None:
-            self._log(pending.result())
+            try:
+                rows = pending.result()
+            except BrokenProcessPool:
+                raise self._died() from None
+            self._log(rows)
+
+    def _died(self) -> StarchatError:
+        return StarchatError(f"the scoring process died (killed, or out of memory?) and its batch of replies was "
+                             f"lost; the {len(self.log.rows)} replies scored before are kept in {self.log.path}: "
+                             "rerun the same command to resume (with a smaller --batch-size if memory ran out)")
 
     def _log(self, rows: list[dict] | None) -> None:
         for row in rows or []:
@@ -242,7 +268,7 @@ def select_pairs(prompts: list[PromptRow], rows: dict, k: int, weights: dict[str
         worst = min(scored, key=lambda s: s[0])
         if best[0] == worst[0]:
             why[p.id] = "tie"
-        elif best[1]["reply"].strip() == worst[1]["reply"].strip():
+        elif same_reply(best[1]["reply"], worst[1]["reply"]):
             why[p.id] = "identical"
         else:
             pairs.append((p, best, worst))
@@ -297,10 +323,8 @@ def _write(out: Path, pairs: list[tuple[list[dict], tuple, tuple, str]], stats: 
 
 def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] | None = None) -> dict:
     """The whole command: check, load prompts and model, generate and score (resumably), write the pairs."""
-    from starchat.eval.humaneval import SampleLog
-
     _check(cfg)
-    weights = scoring.parse_weights(cfg.weights)
+    weights = _weights(cfg.weights)
     prompts = load_prompts(cfg.prompts, cfg.limit)
     if engine is None:
         from starchat.inference import load_engine
@@ -312,7 +336,7 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     identity = {"model": cfg.model or "default", "prompts": cfg.prompts, "limit": cfg.limit, "k": cfg.k,
                 "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                 "system": cfg.system}
-    log = SampleLog(work, identity)  # the per-reply log: read back on a rerun, appended to as replies are scored
+    log = ReplyLog(work, identity)  # the per-reply log: read back on a rerun, appended to as replies are scored
     try:
         gen = generate_and_score(engine, usable, cfg, log, make_params)
     finally:

@@ -55,9 +55,18 @@ def _messages(value: Any, where: str, key: str) -> list[dict[str, str]]:
         raise DataError(f"{where}: field {e}") from None
 
 
-def _pair(prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejected: list[dict[str, str]],
-          where: str) -> Pair:
-    """Check a pair and return it as (prompt, meta)."""
+def same_reply(a: str, b: str) -> bool:
+    """Two replies count as one when they differ only in surrounding whitespace (a pair of them would teach
+    the model nothing but whitespace)."""
+    return a.strip() == b.strip()
+
+
+def check_pair(prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejected: list[dict[str, str]],
+               where: str) -> Pair:
+    """The one rule for a valid preference pair (`data build --kind preference`, `data pairs` and DPO
+    training all apply it): the prompt ends with a user turn and has no empty turn but a system one; chosen
+    and rejected are one non-empty assistant reply each, different after stripping whitespace. Returns
+    (prompt, meta); the first broken rule is a DataError naming ``where`` and the field."""
     if not prompt or prompt[-1]["role"] != "user":
         last = prompt[-1]["role"] if prompt else "nothing"
         raise DataError(f"{where}: field 'prompt' must end with a user turn, it ends with {last}")
@@ -67,7 +76,7 @@ def _pair(prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejected: 
                             f"got roles {[m['role'] for m in reply]}")
         if not reply[0]["content"].strip():
             raise DataError(f"{where}: field '{key}' is an empty reply")
-    if chosen[0]["content"].strip() == rejected[0]["content"].strip():
+    if same_reply(chosen[0]["content"], rejected[0]["content"]):
         raise DataError(f"{where}: fields 'chosen' and 'rejected' are the same reply; a pair needs two different ones")
     for m in prompt:
         if not m["content"].strip() and m["role"] != "system":
@@ -82,7 +91,7 @@ def _split_shared(chosen: list[dict], rejected: list[dict], where: str) -> Pair:
         n += 1
     while n > 0 and chosen[n - 1]["role"] == "assistant":  # identical dialogues: the last reply is the pair
         n -= 1
-    return _pair(chosen[:n], chosen[n:], rejected[n:], where)
+    return check_pair(chosen[:n], chosen[n:], rejected[n:], where)
 
 
 def from_trl(rec: dict, where: str) -> Pair:
@@ -90,11 +99,11 @@ def from_trl(rec: dict, where: str) -> Pair:
     rejected = _messages(_field(rec, "rejected", where, (list,)), where, "rejected")
     prompt = rec.get("prompt")
     if isinstance(prompt, list):
-        return _pair(_messages(prompt, where, "prompt"), chosen, rejected, where)
+        return check_pair(_messages(prompt, where, "prompt"), chosen, rejected, where)
     if prompt is not None and not isinstance(prompt, str):
         raise DataError(f"{where}: field 'prompt' must be a message list (or absent), got {type(prompt).__name__}")
     if isinstance(prompt, str) and len(chosen) == 1 and len(rejected) == 1:  # string prompt + one reply each
-        return _pair([{"role": "user", "content": prompt}], chosen, rejected, where)
+        return check_pair([{"role": "user", "content": prompt}], chosen, rejected, where)
     return _split_shared(chosen, rejected, where)
 
 
@@ -102,7 +111,7 @@ def from_text(rec: dict, where: str) -> Pair:
     prompt, chosen, rejected = (_field(rec, k, where) for k in ("prompt", "chosen", "rejected"))
     system = rec.get("system")
     msgs = ([{"role": "system", "content": system}] if isinstance(system, str) and system else [])
-    return _pair(msgs + [{"role": "user", "content": prompt}], [{"role": "assistant", "content": chosen}],
+    return check_pair(msgs + [{"role": "user", "content": prompt}], [{"role": "assistant", "content": chosen}],
                  [{"role": "assistant", "content": rejected}], where)
 
 
@@ -145,7 +154,7 @@ def read_oasst_pairs(name: str, records: list[Record], opts: ReadOptions,
             prompt = [{"role": ROLE[r["role"]], "content": r["text"]} for r in path]
             best, worst = ranked[0], ranked[-1]
             try:
-                prompt, meta = _pair(prompt, [{"role": "assistant", "content": best["text"]}],
+                prompt, meta = check_pair(prompt, [{"role": "assistant", "content": best["text"]}],
                                      [{"role": "assistant", "content": worst["text"]}], where[best["message_id"]])
             except DataError as e:
                 on_invalid(e)

@@ -17,6 +17,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from starchat.data.preference import check_pair
 from starchat.errors import StarchatError
 from starchat.fsio import file_lock
 from starchat.templates import TemplateError, common_prefix, validate_messages
@@ -27,7 +28,8 @@ COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def check_pairs(d, where: str) -> None:
-    """Every row has the preference schema; the first bad row is an error naming it and the field."""
+    """Every row has the preference schema and is a valid pair (`check_pair`, the rule `data build` applies);
+    the first bad row is an error naming it and the field."""
     missing = [c for c in COLUMNS if c not in d.column_names]
     if missing:
         raise DataError(f"{where}: no column {missing[0]!r} (columns: {d.column_names}); a DPO dataset has "
@@ -43,19 +45,7 @@ def check_pairs(d, where: str) -> None:
                 validate_messages(row[col], f"{at}.{col}")
             except TemplateError as e:
                 raise DataError(str(e)) from None
-        prompt = row["prompt"]
-        if not prompt or prompt[-1]["role"] != "user":
-            raise DataError(f"{at}.prompt: must end with a user turn (it ends with "
-                            f"{prompt[-1]['role'] if prompt else 'nothing'})")
-        for col in ("chosen", "rejected"):
-            msgs = row[col]
-            if len(msgs) != 1 or msgs[0]["role"] != "assistant":
-                raise DataError(f"{at}.{col}: must be exactly one assistant message, got "
-                                f"{[m['role'] for m in msgs]}")
-            if not msgs[0]["content"].strip():
-                raise DataError(f"{at}.{col}: the reply is empty")
-        if row["chosen"][0]["content"] == row["rejected"][0]["content"]:
-            raise DataError(f"{at}: chosen and rejected are the same reply")
+        check_pair(row["prompt"], row["chosen"], row["rejected"], at)
 
 
 def _last_reply(labels: list[int]) -> tuple[int, int]:
@@ -205,16 +195,20 @@ def _trainer_class():
     return StarchatDPOTrainer
 
 
-def _check_vocabulary(model_path: str, cfg: TrainConfig, tokenizer) -> None:
-    """The starting model's embeddings must already hold the dialogue tokens (they are not trained here)."""
+def _model_config(model_path: str, cfg: TrainConfig):
+    """The starting model's config (no weights)."""
     from transformers import AutoConfig
 
     try:
-        mc = AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
-                                        trust_remote_code=cfg.model.trust_remote_code)
+        return AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
+                                          trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError) as e:
         raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") \
             from None
+
+
+def _check_vocabulary(mc, cfg: TrainConfig, tokenizer) -> None:
+    """The starting model's embeddings must already hold the dialogue tokens (they are not trained here)."""
     vocab = getattr(mc.get_text_config(), "vocab_size", None)
     if vocab is not None and vocab < len(tokenizer):
         raise StarchatError(f"model.name_or_path: {cfg.model.name_or_path!r} has {vocab} embedding rows for a "
@@ -244,10 +238,13 @@ def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
     from starchat.train.model import (load_model, load_tokenizer, peft_lora_config, prepare_for_lora,
                                       resolve_model_path)
     from starchat.train.run import _trainer_class as sft_trainer_class
+    from starchat.train.run import check_context
 
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path, require_dialogue_tokens=True)
-    _check_vocabulary(model_path, cfg, tokenizer)
+    mc = _model_config(model_path, cfg)
+    check_context(cfg, model_path, mc)
+    _check_vocabulary(mc, cfg, tokenizer)
     data = prepare_pairs(cfg, tokenizer, run_dir)
     args = dpo_arguments(cfg, run_dir, has_eval=data.eval is not None)
     model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)

@@ -124,8 +124,9 @@ def build(cfg: TrainConfig, callbacks=None):
 
         return build_dpo(cfg, run_dir, resume, callbacks)
 
-    ensure_dataset(cfg.data)
     model_path = resolve_model_path(cfg.model)
+    check_context(cfg, model_path)  # before data.from_code builds a dataset for a run that cannot start
+    ensure_dataset(cfg.data)
     tokenizer = load_tokenizer(cfg.model, model_path)
     data = prepare_data(cfg.data, tokenizer, cfg.model.template)
     # The arguments first: under DeepSpeed ZeRO-3 they switch on sharded loading (and gathered resizing).
@@ -145,6 +146,50 @@ def build(cfg: TrainConfig, callbacks=None):
                           callbacks=[marker(), *(callbacks or [])], **metrics)
     trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template), cfg.training.new_token_lr_multiplier)
     return trainer, tokenizer, data.stats, resume
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
+                "max_sequence_length", "seq_len")
+"""Where model configs keep their context length (transformers maps most to max_position_embeddings)."""
+
+
+def model_context(model_config) -> tuple[str, int] | None:
+    """(config key, tokens): the longest sequence the model takes, read from its config; None if it gives none."""
+    text = model_config.get_text_config()
+    for key in CONTEXT_KEYS:
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return getattr(text, "attribute_map", {}).get(key, key), value  # the name config.json uses
+    return None
+
+
+def check_context(cfg: TrainConfig, model_path: str, model_config=None) -> None:
+    """The training length (data.max_length; with method dpo, dpo.max_length) must fit the model's context.
+
+    Why: a longer sequence fails mid-run (an IndexError in the position embeddings) or trains positions the
+    model never learned. Only the config is read (``model_config``, or loaded here), never the weights; a model
+    whose config cannot be read is left to the model loading, which reports it."""
+    from transformers import AutoConfig
+
+    from starchat.train.config import ConfigError
+
+    key, length = ("dpo.max_length", cfg.dpo.max_length) if cfg.method == "dpo" else \
+        ("data.max_length", cfg.data.max_length)
+    if model_config is None:
+        try:
+            model_config = AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
+                                                      trust_remote_code=cfg.model.trust_remote_code)
+        except (OSError, ValueError):
+            return
+    found = model_context(model_config)
+    if found is None:
+        logger.warning("model %s gives no context length in its config (none of %s); assuming %s=%d fits",
+                       cfg.model.name_or_path, ", ".join(CONTEXT_KEYS), key, length)
+        return
+    name, limit = found
+    if length > limit:
+        raise ConfigError(f"{key}={length} is above the context of model {cfg.model.name_or_path!r}: {limit} tokens "
+                          f"({name} in its config); set {key} to {limit} or less")
 
 
 def _claim(cfg: TrainConfig) -> tuple[Path, Path | None]:
