@@ -111,6 +111,8 @@ class _Bounded(httpx2.SyncByteStream):
             for chunk in self.inner:
                 self.attempt.count(len(chunk))
                 yield chunk
+            if self.attempt.fired:  # a body that ends with the connection: the shutdown looks like its end
+                raise self.attempt.error()
         except ReplyBoundError:
             raise
         except Exception as e:  # the watchdog's shutdown surfaces as a read error
