@@ -27,4 +27,6 @@ def test_pairs_from_an_endpoint(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     rows = datasets.load_from_disk(str(tmp_path / "o"))
     chosen = [r["chosen"][-1]["content"] for split in rows.values() for r in split]
-    assert chosen == ["Fine.", "Fine."] and len(server.requests) == 4
+    asked = sorted((r["messages"][-1]["content"], r["seed"]) for r in server.requests if r.get("max_tokens") != 1)
+    assert chosen == ["Fine.", "Fine."] and asked == [("Question a?", 0), ("Question a?", 1), ("Question b?", 0),
+                                                      ("Question b?", 1)]  # k=2 replies each (knob probes aside)
