@@ -8,8 +8,8 @@ import json
 import re
 
 import pytest
-
 from hostile import Hostile, chunk, hostile_server
+
 from starchat.errors import StarchatError
 from starchat.inference import SamplingParams, load_engine
 from starchat.inference.endpoint import CHARS_PER_TOKEN

@@ -3,8 +3,8 @@
 import json
 
 import datasets
-
 from hostile import Hostile, hostile_server
+
 from starchat.cli import main
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-
 from serverkit import SlowEngine, live_server
+
 from starchat.server import ServerSettings, create_app
 from starchat.server.model_names import served_names
 

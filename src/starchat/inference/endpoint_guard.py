@@ -19,7 +19,8 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import openai
@@ -115,10 +116,10 @@ class _Bounded(httpx2.SyncByteStream):
                 raise self.attempt.error()
         except ReplyBoundError:
             raise
-        except Exception as e:  # the watchdog's shutdown surfaces as a read error
+        except Exception:  # the watchdog's shutdown surfaces as a read error
             if self.attempt.overdue():
                 raise self.attempt.error() from None
-            raise e
+            raise
 
     def close(self) -> None:
         self.attempt.done()
@@ -132,7 +133,9 @@ def _max_tokens(request: httpx2.Request) -> int | None:
         body = json.loads(request.content or b"{}")
     except (ValueError, httpx2.RequestNotRead):
         return None
-    value = body.get("max_tokens") or body.get("max_completion_tokens") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    value = body.get("max_tokens") or body.get("max_completion_tokens")
     return value if isinstance(value, int) else None
 
 

@@ -15,7 +15,7 @@ def served_names(served: str, engine, aliases=()) -> frozenset[str]:
             continue
         path = str(path)
         base = os.path.basename(os.path.normpath(path))
-        names.update({path, base, base[:-len(".gguf")] if base.endswith(".gguf") else base})
+        names.update({path, base, base.removesuffix(".gguf")})
     return frozenset(n for n in names if n)
 
 
