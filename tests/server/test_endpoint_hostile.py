@@ -119,6 +119,27 @@ def test_chat_with_a_lone_surrogate_in_the_stream_is_one_line(monkeypatch, capsy
     assert f"{url} sent a streamed delta with a lone surrogate (U+DFFF)" in err
 
 
+def test_chat_prints_no_more_than_max_new_tokens_worth_of_an_endless_stream(monkeypatch, capsys):
+    from starchat.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    with hostile_server(Hostile("endless", pace=0.0005)) as url:
+        rc = main(["chat", "--model", url, "--max-new-tokens", "16", "--no-review", "--plain"])
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.out.strip() == ("tok " * (16 * CHARS_PER_TOKEN // 4)).strip()
+    assert "more than max_new_tokens=16 worth of text" in captured.err
+
+
+def test_chat_with_a_stream_of_keep_alives_stops_at_the_request_timeout(monkeypatch, capsys):
+    from starchat.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    with hostile_server(Hostile("keep-alive", pace=0.05)) as url:
+        rc = main(["chat", "--model", url, "--request-timeout", "1", "--no-review", "--plain"])
+    err = _errors(capsys)
+    assert rc == 2 and err == f"starchat chat: error: {url} did not finish its reply within --request-timeout 1 s"
+
+
 def test_eval_judge_with_answers_that_are_not_strings_is_one_line(tmp_path, capsys):
     from starchat.cli import main
 

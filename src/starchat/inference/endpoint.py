@@ -108,7 +108,7 @@ class EndpointEngine(Engine):
             raise StarchatError(f"--request-timeout {timeout}: must be > 0 seconds")
         key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # servers without auth ignore it
         self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=max_retries,
-                                    timeout=openai.Timeout(timeout, connect=connect_timeout),
+                                    timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)),
                                     http_client=GuardedClient(timeout))
         self._cut_reported = False
         self._knob_lock = threading.RLock()  # also guards `ignored` (requests run in several threads)
