@@ -19,7 +19,11 @@ What it does, and how:
   Not covered: a server that honours a knob without validating it (llama.cpp's server takes a
   negative ``top_k`` as "off") is reported as ignoring it; seeds cannot be checked this way.
 * Errors (down, 401, 404, malformed body, retries exhausted, timeouts) become one-line
-  :class:`StarchatError` messages that say what to do.
+  :class:`StarchatError` messages that say what to do; so does a reply that breaks the API's promises
+  (content that is not a string, a body or stream line that is not JSON, a lone surrogate).
+* Every reply is bounded: ``timeout`` covers it whole and a byte cap follows its max_tokens (both in
+  endpoint_guard.py); its text is cut at ``CHARS_PER_TOKEN`` per max_new_tokens (finish_reason "length",
+  reported once), for a server that ignores max_tokens.
 """
 
 from __future__ import annotations
