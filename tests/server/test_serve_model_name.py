@@ -61,3 +61,15 @@ def test_the_endpoint_engine_names_the_served_model(url):
     done = engine.generate(MSG, SamplingParams(temperature=0, max_new_tokens=2))
     assert engine.model_name == "coder" and done.completion_tokens == 2
     engine.close()
+
+
+def test_build_answers_to_the_model_path_it_was_given(tiny_model_dir):
+    from starchat.server import build
+
+    app = build(str(tiny_model_dir), backend="transformers", settings=ServerSettings(model_name="served"))
+    with live_server(app) as url:
+        for name in (str(tiny_model_dir), tiny_model_dir.name, "served"):
+            r = httpx.post(url + "/v1/chat/completions", json={"model": name, "messages": MSG, "max_tokens": 1})
+            assert r.status_code == 200, (name, r.text)
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 1})
+        assert r.status_code == 404
