@@ -232,7 +232,8 @@ def drive_openai(url: str, clients: int, max_tokens: int) -> dict:
 
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
     msgs = [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}]
-    kw = dict(model="m", messages=msgs, max_tokens=max_tokens, temperature=0)
+    name = client.models.list().data[0].id  # the server refuses other model names
+    kw = dict(model=name, messages=msgs, max_tokens=max_tokens, temperature=0)
     full = client.chat.completions.create(**kw).choices[0].message.content
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw)
                        if c.choices)

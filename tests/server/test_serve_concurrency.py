@@ -75,7 +75,7 @@ def test_full_queue_answers_503_with_retry_after():
         results = []
 
         def call():
-            results.append(client.chat.completions.create(model="m", messages=MSG, max_tokens=20))
+            results.append(client.chat.completions.create(model=engine.model_name, messages=MSG, max_tokens=20))
 
         running = threading.Thread(target=call)
         running.start()
@@ -84,7 +84,7 @@ def test_full_queue_answers_503_with_retry_after():
         queued.start()
         assert _wait_for(lambda: app.state.scheduler.stats()["queued"] == 1)
         with pytest.raises(openai.APIStatusError) as e:
-            client.chat.completions.create(model="m", messages=MSG, max_tokens=20)
+            client.chat.completions.create(model=engine.model_name, messages=MSG, max_tokens=20)
         assert e.value.status_code == 503
         assert e.value.response.headers["retry-after"] == "3"
         assert e.value.body["code"] == "overloaded"

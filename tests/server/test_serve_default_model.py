@@ -17,7 +17,7 @@ MSGS = [{"role": "user", "content": "What is the capital of France? Answer in on
 
 @pytest.fixture(scope="module")
 def url():
-    app = build(settings=ServerSettings(max_batch=4, max_queue=8))
+    app = build(settings=ServerSettings(max_batch=4, max_queue=8, model_aliases=("default",)))
     assert app.state.scheduler.kind == "llama.cpp-slots"
     with live_server(app) as u:
         yield u

@@ -20,7 +20,8 @@ MSG = [{"role": "user", "content": "How do I sort a list in Python?"}]
 
 @pytest.fixture(scope="module")
 def server(tiny_engine):
-    app = create_app(tiny_engine, ServerSettings(max_tokens_cap=256, max_body_bytes=20_000))
+    app = create_app(tiny_engine, ServerSettings(max_tokens_cap=256, max_body_bytes=20_000,
+                                                model_aliases=("m",)))  # the name these tests send
     with live_server(app) as url:
         yield url
 
@@ -40,7 +41,7 @@ def test_models_lists_the_served_model(client, tiny_engine):
 
 
 def test_chat_matches_the_engine_and_counts_usage(client, tiny_engine):
-    r = client.chat.completions.create(model="any", messages=MSG, max_tokens=12, **GREEDY)
+    r = client.chat.completions.create(model=tiny_engine.model_name, messages=MSG, max_tokens=12, **GREEDY)
     ref = _reference(tiny_engine, MSG, 12)
     assert r.choices[0].message.role == "assistant"
     assert r.choices[0].message.content == ref.text and ref.text
@@ -154,7 +155,7 @@ def test_health_reports_the_scheduler(server):
 
 
 def test_api_key_guards_v1_only(tiny_engine):
-    app = create_app(tiny_engine, ServerSettings(api_key="s3cret"))
+    app = create_app(tiny_engine, ServerSettings(api_key="s3cret", model_aliases=("m",)))
     with live_server(app) as url:
         bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as e:

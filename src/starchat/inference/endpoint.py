@@ -19,7 +19,11 @@ What it does, and how:
   Not covered: a server that honours a knob without validating it (llama.cpp's server takes a
   negative ``top_k`` as "off") is reported as ignoring it; seeds cannot be checked this way.
 * Errors (down, 401, 404, malformed body, retries exhausted, timeouts) become one-line
-  :class:`StarchatError` messages that say what to do.
+  :class:`StarchatError` messages that say what to do; so does a reply that breaks the API's promises
+  (content that is not a string, a body or stream line that is not JSON, a lone surrogate).
+* Every reply is bounded: ``timeout`` covers it whole and a byte cap follows its max_tokens (both in
+  endpoint_guard.py); its text is cut at ``CHARS_PER_TOKEN`` per max_new_tokens (finish_reason "length",
+  reported once), for a server that ignores max_tokens.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
 
 from starchat.errors import StarchatError
+from starchat.inference.endpoint_guard import GuardedClient, ReplyBoundError
 from starchat.inference.engine import Engine, Generation, Prompt
 from starchat.inference.params import Completion, SamplingParams
 
@@ -46,12 +51,23 @@ _REFUSAL = re.compile(r"unrecogni[sz]ed|unknown|unsupported|not supported|extra|
 NO_TOKENS = ("an endpoint applies its own chat format and takes messages or text, not token ids: --prefill "
              "(which writes the start of the answer in the model's format) is not available for endpoints; "
              "run without --prefill, or evaluate the model locally")
+# What the openai client raises on a body it cannot parse (not JSON, JSON of another shape); StarchatError
+# (a ValueError) is always caught before these.
+PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+# A reply may hold this many characters per requested token before it is cut (finish_reason "length"): a
+# token is ~4 characters of text, rarely over 30 (runs of spaces); more means the server ignores max_tokens.
+CHARS_PER_TOKEN = 64
 FINISH = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
           "function_call": "stop", None: "stop"}
 
 
 def is_endpoint(model: object) -> bool:
     return isinstance(model, str) and model.startswith(("http://", "https://"))
+
+
+class NoTokenIdsError(StarchatError, NotImplementedError):
+    """The endpoint cannot encode or decode token ids. Also a NotImplementedError, which callers that can do
+    without token counts (`data pairs`' context check, the judge's prefill) catch to go on without them."""
 
 
 class PartialBatchError(StarchatError):
@@ -92,9 +108,13 @@ class EndpointEngine(Engine):
 
         self.url, self.timeout, self.max_retries = url.rstrip("/"), timeout, max_retries
         self.notify = notify or _warn
+        if not timeout > 0:
+            raise StarchatError(f"--request-timeout {timeout}: must be > 0 seconds")
         key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # servers without auth ignore it
         self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=max_retries,
-                                    timeout=openai.Timeout(timeout, connect=connect_timeout))
+                                    timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)),
+                                    http_client=GuardedClient(timeout))
+        self._cut_reported = False
         self._knob_lock = threading.RLock()  # also guards `ignored` (requests run in several threads)
         self._checked: set[str] = set()  # knobs probed already
         self.ignored: list[str] = []  # fields the server ignores or refuses: no longer sent
@@ -107,8 +127,11 @@ class EndpointEngine(Engine):
         """The model name (``served_model`` or the first of /v1/models) and its context length if listed."""
         import openai
 
+        malformed = StarchatError(f"{self.url}/models returned a malformed body (not JSON with a list of model "
+                                  "ids): is this an OpenAI-compatible /v1 endpoint?")
         try:
             cards = list(self.client.with_options(max_retries=1).models.list())
+            ids = [c.id for c in cards]
         except openai.NotFoundError:
             if served_model:  # some servers have no /v1/models; the name is enough
                 return served_model, None
@@ -116,11 +139,10 @@ class EndpointEngine(Engine):
                                 "Or name the model with --served-model NAME") from None
         except openai.OpenAIError as e:
             raise self._explain(e) from None
-        try:
-            ids = [c.id for c in cards]
-        except AttributeError:
-            raise StarchatError(f"{self.url}/models returned a malformed body (no model ids): "
-                                "is this an OpenAI-compatible /v1 endpoint?") from None
+        except PARSE_ERRORS:  # the client parses what it is given: not JSON, or JSON of another shape
+            raise malformed from None
+        if not all(isinstance(i, str) for i in ids):
+            raise malformed
         if served_model is None:
             if not ids:
                 raise StarchatError(f"{self.url} lists no models: name one with --served-model NAME")
@@ -135,6 +157,8 @@ class EndpointEngine(Engine):
         import openai
 
         url = self.url
+        if isinstance(e, ReplyBoundError):
+            return StarchatError(f"{url} {e}")
         if isinstance(e, openai.APITimeoutError):
             return StarchatError(f"{url} did not answer within {self.timeout:g} s: raise --request-timeout "
                                  "or lower --concurrency")
@@ -160,7 +184,7 @@ class EndpointEngine(Engine):
 
     # -- what Engine asks for: the chat format lives on the server -----------------------
     def encode_prompt(self, messages, add_generation_prompt: bool = True) -> list[int]:
-        raise StarchatError(NO_TOKENS)
+        raise NoTokenIdsError(NO_TOKENS)
 
     encode_text = encode_prompt
 
@@ -179,7 +203,7 @@ class EndpointEngine(Engine):
             raise StarchatError("empty prompt: give at least one message")
         if all(isinstance(m, Mapping) for m in prompt):
             return "chat"
-        raise StarchatError(NO_TOKENS)
+        raise NoTokenIdsError(NO_TOKENS)
 
     def _body(self, params: SamplingParams) -> tuple[dict[str, Any], dict[str, Any]]:
         """Keyword arguments in the OpenAI spec, and the extra body fields, for ``params``."""
@@ -251,6 +275,9 @@ class EndpointEngine(Engine):
                 self._ignore(field, "refuses it")
             except openai.OpenAIError as e:
                 raise self._explain(e) from None
+            except PARSE_ERRORS:
+                raise StarchatError(f"{self.url} returned a malformed body (not the JSON of a completion): is "
+                                    "this an OpenAI-compatible /v1 endpoint?") from None
         raise StarchatError(f"{self.url} keeps refusing the request's fields: {', '.join(self.ignored)}")
 
     def _complete(self, prompt: Prompt, params: SamplingParams) -> Completion:
@@ -258,14 +285,45 @@ class EndpointEngine(Engine):
         resp = self._create(kind, prompt, params)
         try:
             choice = resp.choices[0]
-            text = choice.message.content if kind == "chat" else choice.text
+            text = self.text_of(choice.message.content if kind == "chat" else choice.text, "the reply")
+            reason = FINISH.get(choice.finish_reason, "stop")
             usage = resp.usage
-            return Completion(text=text or "", token_ids=[], finish_reason=FINISH.get(choice.finish_reason, "stop"),
-                              prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                              completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
-        except (AttributeError, IndexError, TypeError, ValueError):
+            prompt_tokens, completion_tokens = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        except StarchatError:
+            raise
+        except PARSE_ERRORS:
             raise StarchatError(f"{self.url} returned a malformed body (no choices[0] with text): is this an "
                                 "OpenAI-compatible /v1 endpoint?") from None
+        cap = self.text_cap(params.max_new_tokens)
+        if len(text) > cap:
+            text, reason = text[:cap], "length"
+            self._report_cut(params.max_new_tokens, cap)
+        return Completion(text=text, token_ids=[], finish_reason=reason, prompt_tokens=prompt_tokens,
+                          completion_tokens=completion_tokens)
+
+    def text_of(self, value: object, what: str) -> str:
+        """``value`` as reply text: a string (None: empty) of valid Unicode, or a one-line error."""
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise StarchatError(f"{self.url} sent {what} as {type(value).__name__} {_show(value)}, not a string: "
+                                "is this an OpenAI-compatible /v1 endpoint?")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a JSON escape like "\ud800" decodes to text nothing can write
+            raise StarchatError(f"{self.url} sent {what} with a lone surrogate (U+{ord(value[e.start]):04X}), "
+                                "which is not text: check the server's detokenizer") from None
+        return value
+
+    @staticmethod
+    def text_cap(max_new_tokens: int) -> int:
+        return max(1, max_new_tokens) * CHARS_PER_TOKEN
+
+    def _report_cut(self, max_new_tokens: int, cap: int) -> None:
+        if not self._cut_reported:  # once: an eval would repeat it for every sample
+            self._cut_reported = True
+            self.notify(f"{self.url} sent more than max_new_tokens={max_new_tokens} worth of text (over {cap} "
+                        "characters): replies are cut there; does the server honour max_tokens?")
 
     # -- the public API ------------------------------------------------------------------
     def generate(self, prompt: Prompt, params: SamplingParams | None = None,
@@ -296,7 +354,8 @@ class EndpointEngine(Engine):
                cancel: threading.Event | None = None) -> "EndpointGeneration":
         params = params or SamplingParams()
         kind = self._kind(prompt)
-        return EndpointGeneration(self, kind, self._create(kind, prompt, params, stream=True), cancel)
+        return EndpointGeneration(self, kind, self._create(kind, prompt, params, stream=True), cancel,
+                                  params.max_new_tokens)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -307,9 +366,11 @@ class EndpointGeneration(Generation):
     """A streamed reply: iterate for text deltas; ``.completion`` is set at the end (as Engine.stream's).
     Iteration and ``drain`` are Generation's; there are no token ids here, so its __init__ is not used."""
 
-    def __init__(self, engine: EndpointEngine, kind: str, response, cancel: threading.Event | None) -> None:
+    def __init__(self, engine: EndpointEngine, kind: str, response, cancel: threading.Event | None,
+                 max_new_tokens: int) -> None:
         self.engine, self.kind, self.response = engine, kind, response
         self.cancel = cancel or threading.Event()
+        self.max_new_tokens = max_new_tokens
         self.completion: Completion | None = None
         self._iter = self._run()
 
@@ -320,8 +381,9 @@ class EndpointGeneration(Generation):
     def _run(self) -> Iterator[str]:
         import openai
 
+        engine = self.engine
         parts: list[str] = []
-        reason, usage = "length", None
+        reason, usage, room = "length", None, engine.text_cap(self.max_new_tokens)
         try:
             for chunk in self.response:
                 if self.cancel.is_set():
@@ -329,23 +391,48 @@ class EndpointGeneration(Generation):
                     break
                 usage = getattr(chunk, "usage", None) or usage
                 for choice in chunk.choices or []:
-                    delta = choice.delta.content if self.kind == "chat" else choice.text
+                    delta = engine.text_of(choice.delta.content if self.kind == "chat" else choice.text,
+                                           "a streamed delta")
+                    if len(delta) > room:  # past max_new_tokens worth of text: the server ignores max_tokens
+                        delta, reason = delta[:room], "cut"
+                    room -= len(delta)
                     if delta:
                         parts.append(delta)
                         yield delta
+                    if reason == "cut":
+                        break
                     if choice.finish_reason is not None:
                         reason = FINISH.get(choice.finish_reason, "stop")
+                if reason == "cut":
+                    engine._report_cut(self.max_new_tokens, engine.text_cap(self.max_new_tokens))
+                    reason = "length"
+                    self.response.close()  # stop reading what it keeps sending
+                    break
+        except StarchatError:
+            raise
         except openai.OpenAIError as e:
-            raise self.engine._explain(e) from None
-        except (AttributeError, TypeError):
-            raise StarchatError(f"{self.engine.url} sent a malformed stream chunk: is this an OpenAI-compatible "
-                                "/v1 endpoint?") from None
+            raise engine._explain(e) from None
+        except PARSE_ERRORS:  # a line that is not JSON, or JSON of another shape
+            raise StarchatError(f"{engine.url} sent a malformed stream chunk (not the JSON of a completion "
+                                "chunk): is this an OpenAI-compatible /v1 endpoint?") from None
         finally:
             if reason == "cancelled":
                 self.response.close()
         self.completion = Completion(text="".join(parts), token_ids=[], finish_reason=reason,
-                                     prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                                     completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+                                     prompt_tokens=_count(usage, "prompt_tokens"),
+                                     completion_tokens=_count(usage, "completion_tokens"))
+
+
+def _count(usage: object, field: str) -> int:
+    """A token count from ``usage``; 0 where the server gave none (or not a number): counts are informative."""
+    value = getattr(usage, field, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _show(value: object) -> str:
+    """A short, printable excerpt of a value from the server."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _message(e) -> str:

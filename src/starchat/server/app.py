@@ -18,6 +18,7 @@ from starchat.errors import StarchatError
 from starchat.inference import SamplingParams
 from starchat.inference.params import SEED_MAX
 from starchat.server import protocol as P
+from starchat.server.model_names import served_names, unknown_model
 from starchat.server.scheduler import QueueFull, Ticket
 from starchat.server.settings import ServerSettings
 from starchat.server.timeouts import BodyDeadline
@@ -73,6 +74,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
     settings.validate()
     scheduler = scheduler or make_scheduler(engine, settings)
     model_name = settings.model_name or engine.model_name
+    names = served_names(model_name, engine, settings.model_aliases)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -117,6 +119,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/chat/completions")
     async def chat(req: P.ChatCompletionRequest, request: Request):
+        _check_model(req.model, names, model_name)
         messages = [m.as_dict() for m in req.messages]
         try:
             prompt_ids = await asyncio.to_thread(engine.encode_prompt, messages)
@@ -134,6 +137,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/completions")
     async def completions(req: P.CompletionRequest, request: Request):
+        _check_model(req.model, names, model_name)
         prompt_ids = await asyncio.to_thread(engine.encode_text, req.prompt) if req.prompt else []
         if not req.prompt or not prompt_ids:
             raise APIError(400, "the prompt is empty: send some text to complete", param="prompt")
@@ -170,6 +174,12 @@ def _auth(api_key: str | None):
                                 "to `starchat serve --api-key`", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
     return check
+
+
+def _check_model(requested: str | None, names: frozenset[str], served: str) -> None:
+    why = unknown_model(requested, names, served)
+    if why:  # answering with another model than the one asked for would mislead the client
+        raise APIError(404, why, param="model", code="model_not_found")
 
 
 def _params(engine, settings: ServerSettings, req, prompt_len: int) -> SamplingParams:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from starchat.server.settings import ServerSettings
 
 
@@ -13,6 +15,8 @@ def build(model: str | None = None, backend: str = "auto", template: str | None 
 
     settings = settings or ServerSettings()
     settings.validate()
+    if model:  # requests may name the model as it was given here (see server/model_names.py)
+        settings = replace(settings, model_aliases=(*settings.model_aliases, model))
     return create_app(load_engine(model, backend=backend, template=template, **engine_kw), settings)
 
 

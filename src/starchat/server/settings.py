@@ -11,6 +11,8 @@ class ServerSettings:
     port: int = 8000
     api_key: str | None = None  # when set, every /v1 route needs `Authorization: Bearer <key>`
     model_name: str | None = None  # the id shown in /v1/models; default: the engine's model name
+    # Other names requests may give as `model` (build() adds the model path); see server/model_names.py.
+    model_aliases: tuple[str, ...] = ()
     max_body_bytes: int = 1_000_000  # a long conversation is ~100 kB; anything past 1 MB is a mistake or abuse
     max_tokens_cap: int = 4096  # the most max_tokens a request may ask for
     default_max_tokens: int = 512  # the cards' max_new_tokens, when a request gives none
