@@ -6,7 +6,6 @@ landed yet registers a placeholder that says so and exits 2.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -37,8 +36,11 @@ def _not_yet(name: str) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser():
+    from starchat.options import Parser
+
+    # Parser: every subcommand's help shows its defaults the same way (subparsers take the parent's class).
+    parser = Parser(
         prog="starchat", description="Turn a code language model into a coding assistant: "
         "prepare data, fine-tune, chat, serve and evaluate.")
     parser.add_argument("--version", action="version", version=_version())

@@ -75,9 +75,15 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
 def run_fingerprint(cfg_dict: dict) -> str:
     """What makes two runs 'the same run': everything but bookkeeping that may change on a rerun."""
     d = json.loads(json.dumps(cfg_dict))
-    if d.get("method", "sft") == "sft":  # runs from before `method` existed stay the same run
+    from starchat.train.methods import METHODS
+
+    method = d.get("method", "sft")
+    # Other methods' sections do not change this run, so adding a method keeps every run's fingerprint.
+    for m in METHODS.values():
+        if m.section and m.name != method:
+            d.pop(m.section, None)
+    if method == "sft":  # runs from before `method` existed stay the same run
         d.pop("method", None)
-        d.pop("dpo", None)
     t = d.get("training", {})
     for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
               "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",

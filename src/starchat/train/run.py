@@ -109,43 +109,16 @@ def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) ->
 
 
 def build(cfg: TrainConfig, callbacks=None):
-    """Everything up to (not including) training: checks, tokenizer, data, model, Trainer.
+    """Everything up to (not including) training: checks, tokenizer, data, model, Trainer, by the recipe's method
+    (starchat.train.methods).
 
     Returns (trainer, tokenizer, data_stats, resume_checkpoint). Bad input fails here, before any step.
     """
-    from starchat.train.data import collator, ensure_dataset, prepare_data
-    from starchat.templates import end_token_id
-    from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
+    from starchat.train.methods import get_method
 
     validate_config(cfg)
     run_dir, resume = _claim(cfg)
-    if cfg.method == "dpo":
-        from starchat.train.dpo import build_dpo
-
-        return build_dpo(cfg, run_dir, resume, callbacks)
-
-    model_path = resolve_model_path(cfg.model)
-    check_context(cfg, model_path)  # before data.from_code builds a dataset for a run that cannot start
-    ensure_dataset(cfg.data)
-    tokenizer = load_tokenizer(cfg.model, model_path)
-    data = prepare_data(cfg.data, tokenizer, cfg.model.template)
-    # The arguments first: under DeepSpeed ZeRO-3 they switch on sharded loading (and gathered resizing).
-    args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
-    model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit)
-    trainer_cls, marker = _trainer_class()
-    metrics = {}
-    if data.eval is not None:
-        from starchat.train.new_tokens import end_token_logits_to_argmax, end_token_metrics
-
-        metrics = dict(compute_metrics=end_token_metrics(end_token_id(tokenizer, cfg.model.template)),
-                       preprocess_logits_for_metrics=end_token_logits_to_argmax)
-    trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                          data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
-                          callbacks=[marker(), *(callbacks or [])], **metrics)
-    trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template), cfg.training.new_token_lr_multiplier)
-    return trainer, tokenizer, data.stats, resume
+    return get_method(cfg.method).build(cfg, run_dir, resume, callbacks)
 
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
@@ -164,7 +137,7 @@ def model_context(model_config) -> tuple[str, int] | None:
 
 
 def check_context(cfg: TrainConfig, model_path: str, model_config=None) -> None:
-    """The training length (data.max_length; with method dpo, dpo.max_length) must fit the model's context.
+    """The training length (the method's length_key: data.max_length; dpo.max_length for dpo) must fit the context.
 
     Why: a longer sequence fails mid-run (an IndexError in the position embeddings) or trains positions the
     model never learned. Only the config is read (``model_config``, or loaded here), never the weights; a model
@@ -172,9 +145,11 @@ def check_context(cfg: TrainConfig, model_path: str, model_config=None) -> None:
     from transformers import AutoConfig
 
     from starchat.train.config import ConfigError
+    from starchat.train.methods import get_method
 
-    key, length = ("dpo.max_length", cfg.dpo.max_length) if cfg.method == "dpo" else \
-        ("data.max_length", cfg.data.max_length)
+    key = get_method(cfg.method).length_key  # e.g. dpo.max_length for method dpo
+    section, _, name = key.partition(".")
+    length = getattr(getattr(cfg, section), name)
     if model_config is None:
         try:
             model_config = AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
