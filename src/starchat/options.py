@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from typing import Any
@@ -105,6 +106,8 @@ def add_arguments(parser, cls, *, skip=(), extra: dict[str, dict] | None = None)
         else:
             kw["type"] = tp if tp in (int, float) else str
         kw.update((extra or {}).get(f.name, {}))
+        if "metavar" not in kw and "choices" not in kw and kw.get("action") is not argparse.BooleanOptionalAction:
+            kw["metavar"] = flag_of(f).lstrip("-").replace("-", "_").upper()  # named as the flag, not the field
         parser.add_argument(flag_of(f), **kw)
 
 
@@ -125,13 +128,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+_SAYS_DEFAULT = re.compile(r"\(default\b|\bdefault:|\bdefault is\b", re.I)  # the help explains its default
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Every optional option's help ends with its default, unless the help already says what the default
     is; required options and plain on/off flags get none (a "(default: None)" there would be wrong)."""
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        if ("%(default)" in help_text or "default" in help_text.lower() or not action.option_strings
+        if ("%(default)" in help_text or _SAYS_DEFAULT.search(help_text) or not action.option_strings
                 or action.required or action.nargs == 0 or action.default is argparse.SUPPRESS):
             return help_text
         return f"{help_text} (default: {_shown(action.default).replace('%', '%%')})".lstrip()

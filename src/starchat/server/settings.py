@@ -1,31 +1,43 @@
-"""Server settings: one typed dataclass, filled by `starchat serve` or by tests."""
+"""Server settings: one typed dataclass, filled by `starchat serve` (its options are generated from it) or by tests."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starchat.options import setting
+
 
 @dataclass
 class ServerSettings:
-    host: str = "127.0.0.1"  # loopback by default: exposing a model is an explicit choice (--host 0.0.0.0)
-    port: int = 8000
-    api_key: str | None = None  # when set, every /v1 route needs `Authorization: Bearer <key>`
-    model_name: str | None = None  # the id shown in /v1/models; default: the engine's model name
-    # Other names requests may give as `model` (build() adds the model path); see server/model_names.py.
-    model_aliases: tuple[str, ...] = ()
-    max_body_bytes: int = 1_000_000  # a long conversation is ~100 kB; anything past 1 MB is a mistake or abuse
-    max_tokens_cap: int = 4096  # the most max_tokens a request may ask for
-    default_max_tokens: int = 512  # the cards' max_new_tokens, when a request gives none
-    max_batch: int = 16  # requests decoded together: batch rows (transformers), slots (llama.cpp), vLLM batch
-    # KV cache positions the running requests share: llama.cpp's cells (~0.4 GB f16 for the 135M default);
-    # transformers: rows x the longest row. Each request reserves prompt + max_tokens; the rest wait.
-    kv_tokens: int = 16384
-    max_queue: int = 64  # requests waiting for a slot before we answer 503
-    retry_after_s: int = 2  # the Retry-After we send with 503
-    header_timeout_s: float = 10.0  # request line + headers must be in within this (from connect / last reply)
-    body_timeout_s: float = 30.0  # the whole body within this after the headers, else 408
-    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)
-    max_connections: int = 512  # open connections + running requests before uvicorn answers 503
+    """How `starchat serve` listens and what it admits; each field is a `starchat serve` option."""
+
+    host: str = setting("127.0.0.1", "Address to listen on: loopback serves this machine only; exposing a "
+                                     "model is an explicit choice (--host 0.0.0.0).")
+    port: int = setting(8000, "TCP port to listen on.")
+    api_key: str | None = setting(None, "Require `Authorization: Bearer KEY` on every /v1 route (default: "
+                                        "$STARCHAT_API_KEY, else none).")
+    model_name: str | None = setting(None, "The model id shown in /v1/models (default: the model's name).")
+    model_aliases: tuple[str, ...] = setting((), "Other names requests may give as `model` (build() adds the model "
+                                                 "path); see server/model_names.py.", cli=False)
+    max_body_bytes: int = setting(1_000_000, "Largest request body in bytes: a long conversation is ~100 kB; "
+                                             "anything past 1 MB is a mistake or abuse.")
+    max_tokens_cap: int = setting(4096, "Largest max_tokens a request may ask for.")
+    default_max_tokens: int = setting(512, "max_tokens of a request that gives none (the cards' max_new_tokens).")
+    max_batch: int = setting(16, "Requests decoded together: rows of each forward pass (transformers), parallel "
+                                 "slots of the llama.cpp context, vLLM's batch.")
+    kv_tokens: int = setting(16384, "KV cache positions shared by the running requests (llama.cpp cells, ~0.4 GB "
+                                    "f16 for the 135M default model; transformers: rows x longest row); each request "
+                                    "reserves prompt + max_tokens, the rest wait (memory grows with it).")
+    max_queue: int = setting(64, "Requests waiting for a slot before the server answers 503.")
+    retry_after_s: int = setting(2, "Seconds in the Retry-After header sent with a 503.", flag="--retry-after")
+    header_timeout_s: float = setting(10.0, "Seconds a client has to send its request line and headers (from "
+                                            "connecting, or from the last reply), else the connection is closed.",
+                                      flag="--header-timeout")
+    body_timeout_s: float = setting(30.0, "Seconds a client has to send its request body after the headers, "
+                                          "else 408.", flag="--body-timeout")
+    keep_alive_s: float = setting(5.0, "Seconds an idle keep-alive connection stays open (uvicorn's "
+                                       "timeout_keep_alive).", flag="--keep-alive-timeout")
+    max_connections: int = setting(512, "Open connections plus running requests before uvicorn answers 503.")
 
     def exposure_warning(self) -> str | None:
         """A warning when the server listens beyond this machine without an API key."""
