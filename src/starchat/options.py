@@ -24,10 +24,10 @@ MISSING = dataclasses.MISSING
 
 
 def setting(default: Any = MISSING, help: str = "", *, choices=None, flag: str | None = None,
-            metavar: str | None = None, cli: bool = True) -> Any:
+            metavar: str | None = None, cli: bool = True, factory=None) -> Any:
     """A dataclass field documented in its metadata: `help` (what it does), optional `choices` (checked by
-    the CLI and by config validation), `flag` (its CLI spelling when not --field-name), `cli=False` (no flag).
-    No `default`: a required field (a required option)."""
+    the CLI and by config validation), `flag` (its CLI spelling when not --field-name), `cli=False` (no flag),
+    `factory` (builds the default, e.g. a nested dataclass). No default and no factory: a required field."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
@@ -37,6 +37,8 @@ def setting(default: Any = MISSING, help: str = "", *, choices=None, flag: str |
         meta["metavar"] = metavar
     if not cli:
         meta["cli"] = False
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
     if isinstance(default, (list, dict, set)):  # a fresh copy per instance, as dataclasses require
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -89,7 +91,7 @@ def add_arguments(parser, cls, *, skip=(), extra: dict[str, dict] | None = None)
         if f.name in skip or f.metadata.get("cli") is False:
             continue
         tp, is_list = _base_type(hints[f.name])
-        kw: dict[str, Any] = dict(dest=f.name, help=field_help(f))
+        kw: dict[str, Any] = dict(dest=f.name, help=field_help(f).replace("%", "%%"))  # argparse formats help
         default = default_of(f)
         if default is MISSING:
             kw["required"] = True

@@ -12,12 +12,12 @@ import sys
 # (command, module under starchat.cli, help line). A module that does not exist yet means
 # the stage has not landed.
 STAGES = [
-    ("data", "data", "prepare dialogue data: read, filter, split, tokenize and pack"),
+    ("data", "data", "prepare training data: build, pairs, from-code"),
     ("train", "train", "fine-tune a model on dialogues (1 CPU to N GPUs)"),
     ("chat", "chat", "chat with a model in the terminal"),
     ("serve", "serve", "serve a model over an OpenAI-compatible API with a web playground"),
-    ("eval", "eval", "evaluate a model: HumanEval in a sandbox, validation loss"),
-    ("export", "export", "export a model: merge LoRA adapters, convert to GGUF"),
+    ("eval", "eval", "evaluate a model: humaneval, loss, judge, lm-eval, compare"),
+    ("export", "export", "export a model: merge (LoRA adapters), gguf"),
 ]
 
 

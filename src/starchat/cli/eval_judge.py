@@ -6,6 +6,9 @@ from pathlib import Path
 
 
 def register_judge(ev) -> None:
+    from starchat.eval.judge import JudgeConfig
+    from starchat.options import add_arguments
+
     j = ev.add_parser("judge", help="pairwise judge: answers of 2+ models to coding prompts, judged by a model",
                       description="Answer a prompt set with every --model, judge each pair of answers in both "
                                   "orders with --judge, and report win/tie/loss with 95% bootstrap intervals.")
@@ -14,34 +17,22 @@ def register_judge(ev) -> None:
                         "give it twice or more; NAME= labels it")
     j.add_argument("--judge", default="default", help="the judge model, taken like --model (default: the offline "
                                                       "default model; a strong judge is e.g. an endpoint)")
-    j.add_argument("--prompts", default=None, help="JSONL of {\"prompt\": ...} (or MT-Bench's question.jsonl); "
-                                                   "default: the shipped set of 89 coding prompts")
-    j.add_argument("--limit", type=int, default=None, help="only the first K prompts")
-    j.add_argument("--system", default=None, help="a system message for the answering models")
-    j.add_argument("--temperature", type=float, default=0.2, help="answers' temperature (the judge is greedy)")
-    j.add_argument("--max-new-tokens", type=int, default=512, help="per answer")
-    j.add_argument("--judge-max-new-tokens", type=int, default=512, help="per judgment")
-    j.add_argument("--batch-size", type=int, default=8, help="requests per generate_batch call")
-    j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
-    j.add_argument("--examples", type=int, default=3, help="example prompts per pair in report.md")
-    j.add_argument("--backend", default="auto", help="inference backend for local models")
+    add_arguments(j, JudgeConfig)  # flags, defaults and help from the dataclass
+    j.add_argument("--backend", default="auto", help="inference backend for local models: auto, transformers, "
+                                                     "llamacpp or vllm")
     j.add_argument("--output", default=None, help="results directory (default .runs/eval/judge-A-vs-B...); "
                                                  "rerun with the same one to resume")
-    j.add_argument("--no-progress", action="store_true")
     j.set_defaults(func=_judge)
 
 
 def _judge(args) -> int:
     from starchat.eval.judge import JudgeConfig, parse_models, run_judge
     from starchat.inference import load_engine
+    from starchat.options import from_args
 
     models = parse_models(args.model)
     out = Path(args.output or f".runs/eval/judge-{'-vs-'.join(models)}")
-    cfg = JudgeConfig(output=out, prompts=args.prompts, limit=args.limit, system=args.system,
-                      temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                      judge_max_new_tokens=args.judge_max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                      bootstrap=args.bootstrap, examples=args.examples, progress=not args.no_progress)
+    cfg = from_args(JudgeConfig, args, output=out)
 
     def load(spec):
         return load_engine(model=None if spec in (None, "default") else spec, backend=args.backend)
@@ -63,11 +54,12 @@ def _judge(args) -> int:
 
 
 def register_lm_eval(ev) -> None:
-    from starchat.eval.leaderboard import INSTALL
+    from starchat.eval.leaderboard import INSTALL, LmEvalConfig
 
     e = ev.add_parser("lm-eval", help="lm-evaluation-harness tasks (the Open LLM Leaderboard's and any other)",
                       description=f"Run lm-evaluation-harness tasks on a model. Needs the extra: {INSTALL}")
-    e.add_argument("--model", default="default", help="HF model dir or hub id, .gguf, http(s)://HOST/v1 or 'default'")
+    e.add_argument("--model", default="default", help="HF model dir or hub id, .gguf, http(s)://HOST/v1 or 'default' "
+                                                       "(default: the offline default model)")
     e.add_argument("--tasks", required=True, help="comma-separated lm-eval task/group names; 'leaderboard' = "
                                                   "arc_challenge (25-shot), hellaswag (10), mmlu (5), truthfulqa_mc2 (0)")
     e.add_argument("--num-fewshot", type=int, default=None, help="override every task's few-shot count")
@@ -83,7 +75,8 @@ def register_lm_eval(ev) -> None:
     e.add_argument("--endpoint-api", default="completions", choices=("completions", "chat"),
                    help="endpoint: completions (log-likelihood tasks need prompt logprobs, as vLLM gives) or chat")
     e.add_argument("--tokenizer", default=None, help="endpoint: tokenizer dir or hub id for token counting")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=LmEvalConfig.seed,
+                   help="seed of lm-eval's sampling and few-shot choice")
     e.add_argument("--output", default=None, help="results directory (default .runs/eval/lm-eval-NAME)")
     e.set_defaults(func=_lm_eval)
 

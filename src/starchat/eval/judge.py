@@ -17,6 +17,7 @@ from starchat.eval import judge_prompts as jp
 from starchat.eval import judge_report
 from starchat.eval.prompting import prefill_ids, sampling_params
 from starchat.fsio import write_text_atomic
+from starchat.options import setting
 
 RETRY_MAX_NEW_TOKENS = 32  # the retry asks for the verdict alone
 
@@ -25,18 +26,19 @@ RETRY_MAX_NEW_TOKENS = 32  # the retry asks for the verdict alone
 class JudgeConfig:
     """One judge run."""
 
-    output: Path
-    prompts: str | None = None  # None: the shipped coding set; else a JSONL file
-    limit: int | None = None  # only the first K prompts
-    system: str | None = None  # system message for the answering models (not the judge)
-    temperature: float = 0.2  # answers: the StarChat cards' value
-    max_new_tokens: int = 512  # per answer
-    judge_max_new_tokens: int = 512  # the judge explains, then gives its verdict
-    batch_size: int = 8  # requests per generate_batch call
-    seed: int = 0
-    bootstrap: int = 1000  # resamples for the 95% intervals
-    examples: int = 3  # example prompts per pair in report.md
-    progress: bool = True
+    output: Path = setting(help="Results directory; a rerun with the same one resumes.", cli=False)
+    prompts: str | None = setting(None, "JSONL of {\"prompt\": ...} (or MT-Bench's question.jsonl) (default: the "
+                                        "shipped set of coding prompts).")
+    limit: int | None = setting(None, "Only the first K prompts (default: all).")
+    system: str | None = setting(None, "A system message for the answering models, not the judge (default: none).")
+    temperature: float = setting(0.2, "The answers' temperature (the StarChat cards' value); the judge is greedy.")
+    max_new_tokens: int = setting(512, "Token limit per answer.")
+    judge_max_new_tokens: int = setting(512, "Token limit per judgment: the judge explains, then gives its verdict.")
+    batch_size: int = setting(8, "Requests per generate_batch call.")
+    seed: int = setting(0, "Seed of the answers' sampling.")
+    bootstrap: int = setting(1000, "Resamples for the 95% intervals.")
+    examples: int = setting(3, "Example prompts per pair in report.md.")
+    progress: bool = setting(True, "Show progress bars.")
 
 
 def parse_models(specs: Iterable[str]) -> dict[str, str]:

@@ -8,20 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from starchat.errors import StarchatError
+from starchat.options import setting
 
 
 @dataclasses.dataclass
 class LossConfig:
     """Which model, which data, and how to batch."""
 
-    model: str
-    data: str
-    split: str = "test"
-    batch_size: int = 4
-    max_length: int = 2048
-    template: str = "starchat"  # the chat format the model was trained on (a name or a dialogue_template.json)
-    limit: int | None = None  # only the first N dialogues
-    progress: bool = True
+    model: str = setting(help="A transformers checkpoint (directory or hub id).")
+    data: str = setting(help="A directory written by `starchat data build`.")
+    split: str = setting("test", "Split of --data to evaluate on.")
+    batch_size: int = setting(4, "Dialogues per forward pass.")
+    max_length: int = setting(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns, as in "
+                                    "training.")
+    template: str = setting("starchat", "The chat format the model was trained with (a name or a "
+                                        "dialogue_template.json).")
+    limit: int | None = setting(None, "Only the first N dialogues (default: all).")
+    progress: bool = setting(True, "Show a progress bar.")
 
 
 def _load_split(cfg: LossConfig):
