@@ -27,18 +27,23 @@ def _fields_help() -> str:
 
 
 def register(sub) -> None:
+    from starchat.options import RawDescriptionHelpFormatter
+    from starchat.train.config import METHODS, SECTIONS
+
+    wrap = "\n".join  # the description and epilog are kept as written (the key list is laid out by hand)
     p = sub.add_parser(
         "train", help="fine-tune a model on dialogues, or DPO on preference pairs (1 CPU to N GPUs)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Fine-tune a base model on dialogues. Every recipe key can be overridden as "
-                    "--section.key VALUE (booleans: true/false; lists: comma-separated). Rerunning the same "
-                    "command resumes from the last complete checkpoint.",
-        epilog="shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, "
-               "--num-processes N (all machines), and for a multi-node run, on each machine: --num-machines N "
-               "--machine-rank R --main-process-ip ADDR [--main-process-port P]\n\nconfiguration keys:"
-               + _fields_help())
-    p.add_argument("config", metavar="CONFIG.yaml", help="recipe YAML: method (sft or dpo) and sections model, data, "
-                                                         "training, lora, dpo")
+        formatter_class=RawDescriptionHelpFormatter,
+        description=wrap(textwrap.wrap(
+            "Fine-tune a base model as a recipe says. Every recipe key can be overridden as --section.key VALUE "
+            "(booleans: true/false; lists: comma-separated). Rerunning the same command resumes from the last "
+            "complete checkpoint.", 100, break_on_hyphens=False)),
+        epilog=wrap(textwrap.wrap(
+            "shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, --num-processes N (all "
+            "machines), and for a multi-node run, on each machine: --num-machines N --machine-rank R "
+            "--main-process-ip ADDR [--main-process-port P]", 100, break_on_hyphens=False)) + "\n\nconfiguration keys:" + _fields_help())
+    p.add_argument("config", metavar="CONFIG.yaml",
+                   help=f"recipe YAML: method ({' or '.join(METHODS)}) and sections {', '.join(SECTIONS)}")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
     p.set_defaults(func=_train)
 

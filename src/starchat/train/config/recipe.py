@@ -25,12 +25,18 @@ def all_keys() -> list[str]:
 def field_docs() -> list[tuple[str, str, Any, str]]:
     """(key, type, default, help) for every field, for `--help`."""
     top = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    rows = [(k, "str", top[k].default, field_help(top[k])) for k in TOP_LEVEL]
+    rows = [(k, _shown_type(top[k], str), top[k].default, field_help(top[k])) for k in TOP_LEVEL]
     for s, c in SECTIONS.items():
         hints = typing.get_type_hints(c)
         for f in dataclasses.fields(c):
-            rows.append((f"{s}.{f.name}", type_name(hints[f.name]), default_of(f), field_help(f)))
+            rows.append((f"{s}.{f.name}", _shown_type(f, hints[f.name]), default_of(f), field_help(f)))
     return rows
+
+
+def _shown_type(f: dataclasses.Field, tp) -> str:
+    """`{a,b,c}` for a field with choices (as argparse shows them), else its type."""
+    choices = f.metadata.get("choices")
+    return "{" + ",".join(choices) + "}" if choices else type_name(tp)
 
 
 def _unknown(key: str, where: str) -> ConfigError:
