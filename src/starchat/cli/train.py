@@ -41,7 +41,8 @@ def register(sub) -> None:
         epilog=wrap(textwrap.wrap(
             "shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, --num-processes N (all "
             "machines), and for a multi-node run, on each machine: --num-machines N --machine-rank R "
-            "--main-process-ip ADDR [--main-process-port P]", 100, break_on_hyphens=False)) + "\n\nconfiguration keys:" + _fields_help())
+            "--main-process-ip ADDR [--main-process-port P]", 100, break_on_hyphens=False))
+        + "\n\nconfiguration keys:" + _fields_help())
     p.add_argument("config", metavar="CONFIG.yaml",
                    help=f"recipe YAML: method ({' or '.join(METHODS)}) and sections {', '.join(SECTIONS)}")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
