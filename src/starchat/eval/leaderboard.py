@@ -91,17 +91,26 @@ def check_data(manager, plan: list[tuple[str, int | None]], limit: float | None)
     past the choices, a document silently scored wrong: lm-eval only logs a warning)."""
     for task, shots in plan:
         try:
-            loaded = manager.load_task_or_group([task])
+            loaded = _load_tasks(manager, task)
         except Exception as e:  # noqa: BLE001  (datasets, fsspec, jinja and hub errors alike: the task cannot load)
             raise StarchatError(f"lm-eval task {task!r}: its data could not be loaded ({_first_line(e)}); a hub "
                                 "data set must be fetched once with network access (HF_DATASETS_OFFLINE unset) "
                                 "or cached already; a local one: check dataset_path/data_files in its YAML") from None
-        for name, obj in _leaf_tasks(loaded):
+        for name, obj in loaded:
             _check_documents(name, obj, limit, shots)
 
 
+def _load_tasks(manager, task: str) -> list[tuple[str, Any]]:
+    """(name, Task) for every task ``task`` names (a group's or tag's members), its data loaded."""
+    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat dicts of tasks and groups
+        flat = manager.load([task])
+        if isinstance(flat, dict) and isinstance(flat.get("tasks"), dict):
+            return list(flat["tasks"].items())
+    return _leaf_tasks(manager.load_task_or_group([task]))
+
+
 def _leaf_tasks(loaded) -> list[tuple[str, Any]]:
-    """(name, Task) for every task under what TaskManager loaded (groups nest dicts of tasks)."""
+    """(name, Task) for every task under what load_task_or_group returned (groups nest dicts of tasks)."""
     out = []
     for key, val in loaded.items():
         if isinstance(val, dict):
