@@ -1,5 +1,10 @@
 """Atomic writes: the new content appears whole, the old is gone, and no temporary is left behind."""
 
+import os
+import stat
+
+import pytest
+
 from starchat.fsio import replace_dir, write_text_atomic
 
 
@@ -74,12 +79,6 @@ def test_replace_dir_falls_back_to_two_renames_without_exchange(tmp_path, monkey
     (new / "fresh.txt").write_text("fresh")
     replace_dir(new, target)
     assert [x.name for x in target.iterdir()] == ["fresh.txt"] and [x.name for x in tmp_path.iterdir()] == ["out"]
-
-
-import os  # noqa: E402
-import stat  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture
