@@ -152,3 +152,16 @@ def test_compare_card_title_with_a_newline_and_heading_is_flattened(tmp_path, ca
     assert card.count("| win_rate |") == 1  # the rerun replaced its own section
     assert main(["eval", "compare", *runs, "--card", str(model), "--card-title", " \n## "]) == 2
     assert "has no text" in capsys.readouterr().err
+
+
+def test_compare_card_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    runs, model = _two_summaries(tmp_path)
+    (model / "README.md").write_text(CARD)
+
+    def read_only(path, text):  # what a read-only model folder does to the atomic write (root ignores chmod)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("starchat.eval.report.write_atomic", read_only)
+    assert main(["eval", "compare", *runs, "--card", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the model card (Permission denied" in err

@@ -246,8 +246,7 @@ def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
     block = f"{start}\n### {title}\n\n{body.strip()}\n{end}\n"
     if start in text and end in text:  # a rerun: the same section again, in place
         head, rest = text.split(start, 1)
-        write_atomic(target, head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
-        return card
+        return _write_card(card, target, head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
     heading = "## Evaluation: before and after\n\n"
     found = re.search(r"^" + re.escape(heading), text, re.M)  # the line itself, not inside a ### title
     if not found:
@@ -257,5 +256,13 @@ def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
     at = found.end()
     ours = re.match(r"(?:<!-- starchat:compare .*?<!-- /starchat:compare [^>]*-->\n+)*", text[at:], re.S)
     at += ours.end()  # after the sections written before: they keep their order
-    write_atomic(target, text[:at] + block + "\n" + text[at:])
+    return _write_card(card, target, text[:at] + block + "\n" + text[at:])
+
+
+def _write_card(card: Path, target: Path, text: str) -> Path:
+    try:
+        write_atomic(target, text)
+    except OSError as e:  # a read-only model folder, or a symlink into one
+        raise StarchatError(f"{card}: cannot write the model card ({e.strerror} at {e.filename or target}); "
+                            "make it writable, or copy the model folder") from None
     return card
