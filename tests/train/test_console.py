@@ -71,7 +71,9 @@ def test_log_lines_are_names_and_numbers():
     line = log_line({"eval_loss": 2.0, "eval_perplexity": 7.389, "eval_end_token_accuracy": 0.4,
                      "eval_runtime": 1.2, "eval_samples_per_second": 9.0, "epoch": 1.0}, 10, 10)
     assert line == "eval at step 10/10  epoch 1  loss 2  perplexity 7.389  end-token accuracy 0.4"
-    assert log_line({"train_runtime": 3.0, "train_loss": 1.0}, 10, 10) is None
+    line = log_line({"loss": 2.5, "train_runtime": 3.0, "train_tokens_per_second": 812.4, "epoch": 0.25}, 1, 10)
+    assert line == "step 1/10  epoch 0.25  loss 2.5  tokens/s 812.4"  # every log carries its speed
+    assert log_line({"train_runtime": 3.0, "train_loss": 1.0, "epoch": 1.0}, 10, 10) is None  # the totals
 
 
 @pytest.mark.parametrize("accuracy, warns", [(0.4, True), (0.85, True), (0.95, False), (None, False)])
@@ -100,4 +102,4 @@ def test_a_piped_training_run_says_what_it_does_in_plain_lines(tiny_model_dir, m
     assert "run: 2 steps (" in err and "CPU threads per process" in err
     assert "step 1/2  epoch" in err and "  loss " in err and "{'loss'" not in err
     assert "eval at step 2/2" in err and "done: 2 steps in " in err
-    assert "WARNING: the model has not learned to stop: end-token accuracy" in err
+    assert "validation (best, step 2): loss " in err

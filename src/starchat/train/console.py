@@ -21,7 +21,7 @@ END_TOKEN_WARN = 0.9
 _SKIP = ("_runtime", "_per_second", "total_flos", "step")
 _NAMES = {"loss": "loss", "grad_norm": "grad norm", "learning_rate": "lr", "num_input_tokens_seen": "tokens",
           "eval_loss": "loss", "eval_perplexity": "perplexity", "eval_token_accuracy": "token accuracy",
-          "eval_end_token_accuracy": "end-token accuracy"}
+          "eval_end_token_accuracy": "end-token accuracy", "train_tokens_per_second": "tokens/s"}
 
 
 def number(value) -> str:
@@ -106,7 +106,8 @@ def plan_line(args, state) -> str:
         device = f"{torch.cuda.get_device_name(torch.device(device))}"
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     epochs = number(float(state.num_train_epochs)) if state.num_train_epochs else "?"
-    return (f"run: {state.max_steps:,} steps ({epochs} epochs, {batch} rows per step = "
+    plural = "" if epochs == "1" else "s"
+    return (f"run: {state.max_steps:,} steps (over {epochs} epoch{plural}, {batch} rows per step = "
             f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulated x "
             f"{world} device{'s' if world > 1 else ''}) on {device}, {torch.get_num_threads()} CPU threads per "
             f"process; checkpoints in {args.output_dir}")
@@ -114,12 +115,12 @@ def plan_line(args, state) -> str:
 
 def log_line(logs: dict, step: int, max_steps: int) -> str | None:
     """One readable line for a Trainer log: numbers with their names; None for the end-of-training totals."""
-    if "train_runtime" in logs:
+    if "train_loss" in logs:  # the end-of-training totals: end_lines says them
         return None
     is_eval = any(k.startswith("eval_") for k in logs)
     parts = []
     for key, value in logs.items():
-        if key == "epoch" or key.endswith(_SKIP) or not isinstance(value, (int, float)):
+        if key == "epoch" or (key.endswith(_SKIP) and key not in _NAMES) or not isinstance(value, (int, float)):
             continue
         name = _NAMES.get(key) or key.removeprefix("eval_").replace("_", " ")
         parts.append(f"{name} {number(value)}")
@@ -170,6 +171,20 @@ def _duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def bars_off_a_terminal() -> None:
+    """Off a terminal (CI, a pipe, a log file), turn off the tqdm bars of transformers (loading weights) and
+    datasets (saving, mapping): each redraw is a carriage-return line there. In a terminal they stay."""
+    import sys
+
+    if sys.stderr.isatty():
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 class TrainConsole(TrainerCallback):
