@@ -85,7 +85,7 @@ def data_warning(cfg, stats: dict) -> str | None:
     if too_long:
         causes.append(f"{too_long:,} were longer than data.max_length {d.max_length} tokens and data.truncation "
                       f"{d.truncation!r} skips them")
-        fixes.append("raise data.max_length (the model's context allows more?) or set data.truncation turns")
+        fixes.append("raise data.max_length (up to the model's context; longer rows make slower steps)")
     lost = (s.get("dropped") or {}).get("no_assistant_tokens", 0)
     if lost:
         causes.append(f"{lost:,} kept no assistant token after truncation to data.max_length {d.max_length}")
