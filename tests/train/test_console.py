@@ -103,3 +103,33 @@ def test_a_piped_training_run_says_what_it_does_in_plain_lines(tiny_model_dir, m
     assert "step 1/2  epoch" in err and "  loss " in err and "{'loss'" not in err
     assert "eval at step 2/2" in err and "done: 2 steps in " in err
     assert "validation (best, step 2): loss " in err
+
+
+def test_in_a_terminal_a_bar_runs_and_log_lines_print_above_it(tiny_model_dir, tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from starchat.train.console import TrainConsole
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    cfg = _cfg(tiny_model_dir, tmp_path / "ds", tmp_path)
+    args = SimpleNamespace(world_size=1, device="cpu", per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                           output_dir=str(tmp_path), disable_tqdm=False)
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=4, global_step=0, num_train_epochs=1,
+                            log_history=[], best_metric=None)
+    cb = TrainConsole(cfg, {}, console=console)
+    cb.on_train_begin(args, state, None)
+    assert cb.progress is not None
+    for step in (1, 2):
+        state.global_step = step
+        cb.on_step_end(args, state, None)
+    cb.on_log(args, state, None, logs={"loss": 1.5, "epoch": 0.5})
+    assert cb.progress.tasks[0].completed == 2
+    state.log_history = [{"loss": 1.5, "step": 2}]
+    cb.on_train_end(args, state, None)
+    assert cb.progress is None
+    text = out.getvalue()
+    assert "step 2/4  epoch 0.5  loss 1.5" in text and "done: 2 steps" in text and "\x1b" in text

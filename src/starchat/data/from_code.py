@@ -343,6 +343,10 @@ def register_from_code(data_subparsers) -> None:
 
 
 def _cli(args) -> int:
+    if not sys.stderr.isatty():  # off a terminal each redraw of datasets' "Saving the dataset" bar is a line
+        import datasets
+
+        datasets.disable_progress_bars()
     opts = FromCodeOptions(**{f.name: getattr(args, f.name) for f in fields(FromCodeOptions)})
     out = build_from_code(args.sources, args.output, opts, overwrite=args.overwrite)
     stats = json.loads((out / "stats.json").read_text())
