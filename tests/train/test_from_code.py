@@ -118,8 +118,8 @@ def test_the_split_grows_to_min_test_without_moving_the_hash_split_rows(class_he
     rows, _ = collect([str(class_heavy)], FromCodeOptions())
     plain = split_rows(rows, FromCodeOptions(min_test=0))
     topped = split_rows(rows, FromCodeOptions(min_test=6))
-    names = lambda rs: {r["name"] for r in rs}  # noqa: E731
-    assert names(plain["test"]) <= names(topped["test"]) and len(topped["test"]) == 6
+    assert {r["name"] for r in plain["test"]} <= {r["name"] for r in topped["test"]}
+    assert len(topped["test"]) == 6
 
 
 def test_recipe_options_are_the_command_options(class_heavy, tmp_path, capsys):

@@ -332,7 +332,7 @@ def register_from_code(data_subparsers) -> None:
     p.add_argument("--output", required=True, help="directory for the DatasetDict (train/test, `messages`)")
     for f in fields(FromCodeOptions):
         kind = str(f.type).split("|")[0].strip()
-        kw = dict(default=f.default, help=f.metadata["doc"])
+        kw = {"default": f.default, "help": f.metadata["doc"]}
         if kind == "bool":
             kw["action"] = argparse.BooleanOptionalAction
         else:

@@ -211,8 +211,14 @@ class TrainConsole(TrainerCallback):
             self.say(line)
         self.say(plan_line(args, state))
         if self.console.is_terminal and not args.disable_tqdm:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                      TextColumn("left"), TimeRemainingColumn(), console=self.console, transient=True)
