@@ -234,3 +234,16 @@ def test_train_builds_the_from_code_dataset_when_missing(six_functions, tmp_path
     assert ensure_dataset(DataConfig(dataset=str(out), from_code=[str(six_functions)])) is True
     built = datasets.load_from_disk(str(out))
     assert len(built["train"]) + len(built["test"]) == 6
+
+
+def test_runs_from_before_from_code_options_stay_the_same_run():
+    """A finished run recorded without data.from_code_options is not 'a different run' when rerun now."""
+    from starchat.train.checkpoint import run_fingerprint
+    from starchat.train.config import TrainConfig
+
+    now = TrainConfig().to_dict()
+    before = TrainConfig().to_dict()
+    del before["data"]["from_code_options"]
+    assert run_fingerprint(now) == run_fingerprint(before)
+    now["data"]["from_code_options"] = {"include_methods": False}
+    assert run_fingerprint(now) != run_fingerprint(before)
