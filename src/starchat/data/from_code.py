@@ -333,6 +333,9 @@ def register_from_code(data_subparsers) -> None:
     for f in fields(FromCodeOptions):
         kind = str(f.type).split("|")[0].strip()
         kw = {"default": f.default, "help": f.metadata["doc"]}
+        if f.default is None and kind == "bool":  # its help says what unset means; "(default: None)" would not
+            kw["default"] = argparse.SUPPRESS
+            p.set_defaults(**{f.name: None})
         if kind == "bool":
             kw["action"] = argparse.BooleanOptionalAction
         else:
