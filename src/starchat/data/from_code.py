@@ -46,7 +46,7 @@ class FromCodeOptions:
     include_methods: bool | None = _opt(None, "also use the documented methods of classes (default: yes for a "
                                               "package, directory or file; no for 'stdlib', whose functions alone "
                                               "are thousands). A class-heavy package has few module-level "
-                                              "functions: rich has 27, and 198 with its methods")
+                                              "functions: rich has 27, and 196 with its methods")
     min_lines: int = _opt(3, "skip functions whose source spans fewer lines (they teach little beyond the "
                              "signature)")
     max_chars: int = _opt(2500, "skip functions longer than this many characters (keeps each dialogue within a "
