@@ -49,7 +49,7 @@ def install() -> None:
 # llama.cpp's log levels (ggml.h, the llama.cpp that llama-cpp-python 0.3.36 bundles): its Python logger
 # maps an older numbering, so a WARN prints even with verbose=False while real errors are hidden.
 GGML_WARN, GGML_ERROR, GGML_CONT = 3, 4, 5
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a filter inside a filter waits for nothing
 _state = {"drop": (), "seen": None, "callback": None, "last_dropped": False}
 
 
@@ -79,10 +79,11 @@ class llama_log_filter:
     def __enter__(self):
         import llama_cpp
 
-        _lock.acquire()  # one filter at a time: the callback is process-wide
+        _lock.acquire()  # one thread's filter at a time: the callback is process-wide
         if _state["callback"] is None:
             _state["callback"] = llama_cpp.llama_log_callback(_llama_log)  # kept alive: C holds the pointer
-        _state["drop"], _state["seen"] = self.patterns, self.seen
+        self._outer = (_state["drop"], _state["seen"])
+        _state["drop"], _state["seen"] = self.patterns + _state["drop"], self.seen
         llama_cpp.llama_log_set(_state["callback"], ctypes.c_void_p(0))
         return self
 
@@ -91,8 +92,9 @@ class llama_log_filter:
         import llama_cpp._logger as original
 
         try:
-            llama_cpp.llama_log_set(original.llama_log_callback, ctypes.c_void_p(0))
-            _state["drop"], _state["seen"] = (), None
+            _state["drop"], _state["seen"] = self._outer
+            if not _state["drop"]:  # the outermost filter: llama-cpp-python's handler again
+                llama_cpp.llama_log_set(original.llama_log_callback, ctypes.c_void_p(0))
         finally:
             _lock.release()
         return False

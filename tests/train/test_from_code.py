@@ -247,3 +247,16 @@ def test_runs_from_before_from_code_options_stay_the_same_run():
     assert run_fingerprint(now) == run_fingerprint(before)
     now["data"]["from_code_options"] = {"include_methods": False}
     assert run_fingerprint(now) != run_fingerprint(before)
+
+
+def test_the_from_code_recipe_loads_and_its_options_are_valid():
+    """recipes/from-code-cpu.yaml, the one to copy for your own package: every dialogue kept by default."""
+    from pathlib import Path
+
+    from starchat.data.from_code import options_from_mapping
+    from starchat.train.config import load_config
+
+    cfg = load_config(Path(__file__).parents[2] / "recipes" / "from-code-cpu.yaml")
+    opts = options_from_mapping(cfg.data.from_code_options)
+    assert opts.include_methods is True and opts.min_test == 8
+    assert cfg.data.max_train_samples is None and cfg.training.new_token_lr_multiplier > 1
