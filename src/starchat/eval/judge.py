@@ -29,14 +29,14 @@ class JudgeConfig:
     output: Path = setting(help="Results directory; a rerun with the same one resumes.", cli=False)
     prompts: str | None = setting(None, "JSONL of {\"prompt\": ...} (or MT-Bench's question.jsonl) (default: the "
                                         "shipped set of coding prompts).")
-    limit: int | None = setting(None, "Only the first K prompts (default: all).")
+    limit: int | None = setting(None, "Only the first K prompts (K >= 1; default: all).")
     system: str | None = setting(None, "A system message for the answering models, not the judge (default: none).")
     temperature: float = setting(0.2, "The answers' temperature (the StarChat cards' value); the judge is greedy.")
     max_new_tokens: int = setting(512, "Token limit per answer.")
     judge_max_new_tokens: int = setting(512, "Token limit per judgment: the judge explains, then gives its verdict.")
     batch_size: int = setting(8, "Requests per generate_batch call.")
     seed: int = setting(0, "Seed of the answers' sampling.")
-    bootstrap: int = setting(1000, "Resamples for the 95% intervals.")
+    bootstrap: int = setting(1000, "Resamples for the 95% intervals (0: none).")
     examples: int = setting(3, "Example prompts per pair in report.md.")
     progress: bool = setting(True, "Show progress bars.")
 
@@ -115,9 +115,12 @@ def _check_identity(out: Path, identity: dict[str, Any]) -> None:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             raise StarchatError(f"{run_file} is not valid JSON: delete {out} to start over") from None
+        if not isinstance(previous, dict):
+            raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out} to start over")
         if previous != identity:
-            diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-            raise StarchatError(f"{out} holds a judge run with other settings ({', '.join(diff)} differ): "
+            from starchat.eval.report import settings_diff
+
+            raise StarchatError(f"{out} holds a judge run with other settings ({settings_diff(previous, identity)}): "
                                 "use another --output, or delete it to start over")
     else:
         write_text_atomic(run_file, json.dumps(identity, indent=2))
@@ -133,6 +136,11 @@ def run_judge(cfg: JudgeConfig, models: dict[str, str], judge: str | None,
     """
     if len(models) < 2:
         raise StarchatError("the judge needs at least two models")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise StarchatError(f"--limit {cfg.limit}: give at least 1 prompt, or leave --limit out for all of them")
+    if cfg.bootstrap < 0:
+        raise StarchatError(f"--bootstrap {cfg.bootstrap}: give a number of resamples >= 0 "
+                            "(0: no intervals; 1000 is the default)")
     prompts = jp.load_prompts(cfg.prompts)
     prompts = prompts[:cfg.limit] if cfg.limit else prompts
     identity = {"prompts": cfg.prompts or jp.SHIPPED, "system": cfg.system, "temperature": cfg.temperature,

@@ -50,6 +50,9 @@ class DataConfig:
     from_code: list[str] = setting([], "When data.dataset does not exist yet, build it first with `starchat data "
                                      "from-code` from these packages or source trees ('stdlib': Python's "
                                      "standard library).")
+    from_code_options: dict[str, Any] = setting({}, "Options of that build, named as `starchat data from-code`'s "
+                                                    "flags (with '_'): include_methods, test_size, min_test, "
+                                                    "min_lines, max_chars, min_doc_chars, max_functions, seed.")
     dataset_config: str | None = setting(None, "Hub dataset configuration name, if it has several.")
     train_split: str = setting("train", "Split to train on.")
     test_split: str = setting("test", "Split to evaluate on every epoch; '' to skip evaluation.")
