@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs, endpoint_slug
+from starchat.cli.endpoint_options import add_backend_option, add_endpoint_options, endpoint_kwargs, endpoint_slug
 
 
 def register(sub) -> None:
@@ -31,7 +31,7 @@ def register(sub) -> None:
     h.add_argument("--system", default=None, help="a system message for the chat prompt")
     h.add_argument("--batch-size", type=int, default=8, help="prompts per generate_batch call")
     h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--backend", default="auto", help="inference backend (auto, transformers, llama.cpp, vllm)")
+    add_backend_option(h)
     h.add_argument("--threads", type=int, default=None,
                    help="CPU threads for generation (default: the CPUs this process may use that other jobs leave idle)")
     h.add_argument("--workers", type=int, default=None, help="sandboxed programs at once (default: CPU count)")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 
+from starchat.cli.endpoint_options import add_backend_option
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API with a web playground",
                        description="Serve a model at /v1 (OpenAI-compatible) with a playground at /. "
                                    "Without --model: the offline default SmolLM2-135M-Instruct GGUF.")
     p.add_argument("--model", default=None, help="HF model directory, hub ID or .gguf file (default: offline GGUF)")
-    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "vllm"],
-                   help="auto: .gguf -> llamacpp, anything else -> transformers")
+    add_backend_option(p)
     p.add_argument("--template", default=None, help="force a chat format (e.g. starchat) instead of the model's own")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)

@@ -43,29 +43,14 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
 
 
 def make_scheduler(engine, settings: ServerSettings):
-    """Batch what the backend can batch: rows of a transformers forward pass, sequences (slots) of one
-    llama.cpp context, or vLLM's engine; any other engine runs one request at a time."""
-    from starchat.inference.hf import TransformersEngine
-    from starchat.inference.llamacpp import LlamaCppEngine
-    from starchat.inference.vllm import VLLMEngine
+    """The scheduler the engine's backend names in `starchat.inference.backends` (rows of a transformers
+    forward pass, slots of one llama.cpp context, vLLM's engine); any other engine runs one request at a time."""
+    from starchat.inference.backends import backend_of
+    from starchat.server.scheduler import one_at_a_time
 
-    if isinstance(engine, VLLMEngine):
-        from starchat.server.vllm_scheduler import VLLMScheduler
-
-        return VLLMScheduler(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
-    if isinstance(engine, LlamaCppEngine):
-        from starchat.server.llama_batcher import LlamaCppBatcher
-
-        return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue,
-                               kv_tokens=settings.kv_tokens)
-    if isinstance(engine, TransformersEngine):
-        from starchat.server.batcher import ContinuousBatcher
-
-        return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                                 kv_tokens=settings.kv_tokens)
-    from starchat.server.scheduler import SlotScheduler
-
-    return SlotScheduler([engine], max_queue=settings.max_queue)
+    backend = backend_of(engine)
+    factory = backend.scheduler_factory() if backend else one_at_a_time
+    return factory(engine, settings)
 
 
 def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -> FastAPI:
