@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,11 +9,29 @@ from starchat.cli.endpoint_options import add_backend_option, add_endpoint_optio
 
 
 def register(sub) -> None:
+    from starchat.eval.registry import CONTRACT, EVALS
+
     p = sub.add_parser("eval", help="evaluate a model: HumanEval in a sandbox, validation loss",
                        description="Evaluate a model or completions.")
     ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    for e in EVALS.values():  # one subcommand per registered eval (starchat.eval.registry)
+        e.register(ev)
 
-    h = ev.add_parser("humaneval", help="pass@k on HumanEval's 164 problems, run in a sandbox",
+    c = ev.add_parser("compare", help="two or more runs of any kind in one table",
+                      description="Runs of any `starchat eval` command in one table; changes are against the first "
+                                  f"run. The contract: {CONTRACT}.")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
+    c.add_argument("--markdown", action="store_true", help="print a markdown table")
+    c.add_argument("--card", default=None, metavar="MODEL_DIR",
+                   help="also write the table into this trained model's card (README.md), under 'Evaluation: "
+                        "before and after'; a rerun with the same --card-title replaces its section")
+    c.add_argument("--card-title", default=None,
+                   help="the card section's title (default: the runs' names and kind)")
+    c.set_defaults(func=_compare)
+
+
+def register_humaneval(ev, name: str, help_text: str) -> None:
+    h = ev.add_parser(name, help=help_text,
                       description="Generate with --model (default: the offline SmolLM2 GGUF) or score --samples.")
     src = h.add_mutually_exclusive_group()
     src.add_argument("--model", default=None,
@@ -45,7 +62,9 @@ def register(sub) -> None:
     add_endpoint_options(h, concurrency=True)
     h.set_defaults(func=_humaneval)
 
-    lo = ev.add_parser("loss", help="validation loss and perplexity over assistant tokens")
+
+def register_loss(ev, name: str, help_text: str) -> None:
+    lo = ev.add_parser(name, help=help_text)
     lo.add_argument("--model", required=True, help="a transformers checkpoint (directory or hub id)")
     lo.add_argument("--data", required=True, help="a directory written by `starchat data build`")
     lo.add_argument("--split", default="test")
@@ -57,23 +76,6 @@ def register(sub) -> None:
     lo.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the CPUs this process may use that other jobs leave idle)")
     lo.set_defaults(func=_loss)
-
-    from starchat.cli.eval_judge import register_judge, register_lm_eval
-
-    register_judge(ev)
-    register_lm_eval(ev)
-
-    c = ev.add_parser("compare", help="two or more runs of any kind in one table",
-                      description="Runs of `eval humaneval`, `eval loss --output` and any other summary.json with "
-                                  "'kind' and 'metrics'; changes are against the first run.")
-    c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
-    c.add_argument("--markdown", action="store_true", help="print a markdown table")
-    c.add_argument("--card", default=None, metavar="MODEL_DIR",
-                   help="also write the table into this trained model's card (README.md), under 'Evaluation: "
-                        "before and after'; a rerun with the same --card-title replaces its section")
-    c.add_argument("--card-title", default=None,
-                   help="the card section's title (default: the runs' names and kind)")
-    c.set_defaults(func=_compare)
 
 
 def _slug(text: str) -> str:
@@ -126,7 +128,7 @@ def _humaneval(args) -> int:
 
 def _loss(args) -> int:
     from starchat.eval.loss import LossConfig, eval_loss
-    from starchat.eval.report import write_atomic
+    from starchat.eval.registry import write_summary
 
     res = eval_loss(LossConfig(model=args.model, data=args.data, split=args.split, batch_size=args.batch_size,
                                max_length=args.max_length, template=args.template, limit=args.limit))
@@ -137,7 +139,7 @@ def _loss(args) -> int:
           f"end-token accuracy = {res['end_token_accuracy']:.3f}  "
           f"({res['assistant_tokens']} assistant tokens in {res['dialogues']} dialogues, split {res['split']})")
     if args.output:
-        write_atomic(Path(args.output), json.dumps(res, indent=2))
+        write_summary(Path(args.output), res)
     return 0
 
 
