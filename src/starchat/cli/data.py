@@ -6,13 +6,20 @@ import argparse
 import importlib
 from dataclasses import fields
 
+from starchat.data import formats
 from starchat.data.build import BuildConfig
 
-_FLAGS = {
-    "format": dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text", "hh"]),
-    "kind": dict(choices=["dialogue", "preference"]),
-    "truncation": dict(choices=["turns", "cut", "drop"]),
-}
+
+
+def _flags() -> dict[str, dict]:
+    """Per-field argparse extras; the formats' choices and help come from their registry (read at each
+    parse, so a format registered at run time is offered too)."""
+    return {
+        "format": dict(choices=formats.choices(), help="input format per --kind (" + formats.cli_help()
+                       + "); auto: told from each file's first record"),
+        "kind": dict(choices=list(formats.KINDS)),
+        "truncation": dict(choices=["turns", "cut", "drop"]),
+    }
 
 
 def _field_docs(cls=BuildConfig) -> dict[str, str]:
@@ -31,11 +38,12 @@ def _field_docs(cls=BuildConfig) -> dict[str, str]:
 
 def _add_fields(parser, cls, docs: dict[str, str], skip=()) -> None:
     """One --flag per field of the config dataclass ``cls``, with its docstring as help."""
+    extras = _flags()
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kw = dict(help=docs.get(f.name, ""), default=f.default, **_FLAGS.get(f.name, {}))
+        kw = {"help": docs.get(f.name, ""), "default": f.default, **extras.get(f.name, {})}
         base = str(f.type).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
         if base == "bool":
             kw["action"] = argparse.BooleanOptionalAction  # --pack / --no-pack: never "False" parsed as True

@@ -15,6 +15,7 @@ from starchat.data.filters import (
     DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
     load_phrases, refusal_reason, structure_reason,
 )
+from starchat.data import formats
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
 from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
@@ -31,7 +32,7 @@ class BuildConfig:
     kind: str = "dialogue"
     """dialogue, or preference: pairs of a prompt and a chosen and a rejected reply (see starchat.data.preference)."""
     format: str = "auto"
-    """Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers prompt/completion); preference: auto, trl, text, hh or oasst."""
+    """Input format, per --kind (the table in starchat.data.formats; auto: told from each file's first record)."""
     lang: str | None = None
     """Keep only oasst messages in this language (e.g. ``en``)."""
     best_path_only: bool = False
@@ -91,8 +92,8 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
     unknown = set(cfg.decontaminate) - {"humaneval"}
     if unknown:
         raise DataError(f"--decontaminate {sorted(unknown)}: unknown benchmark; supported: humaneval")
-    if cfg.kind not in ("dialogue", "preference"):
-        raise DataError(f"--kind {cfg.kind!r}: use dialogue or preference")
+    if cfg.kind not in formats.KINDS:
+        raise DataError(f"--kind {cfg.kind!r}: use {' or '.join(formats.KINDS)}")
     pref = cfg.kind == "preference"
     decon = HumanEvalDecontaminator() if "humaneval" in cfg.decontaminate else None
     near = NearDuplicateIndex(cfg.near_dedup) if cfg.near_dedup > 0 else None
