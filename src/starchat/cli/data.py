@@ -10,7 +10,6 @@ from starchat.data import formats
 from starchat.data.build import BuildConfig
 
 
-
 def _flags() -> dict[str, dict]:
     """Per-field argparse extras; the formats' choices and help come from their registry (read at each
     parse, so a format registered at run time is offered too)."""

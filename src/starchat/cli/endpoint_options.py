@@ -1,4 +1,5 @@
-"""The options every command that takes ``--model`` shares: ``--backend`` and those of an ``http(s)://HOST[:PORT]/v1`` endpoint."""
+"""The options every command that takes ``--model`` shares: ``--backend``, and those of an
+``http(s)://HOST[:PORT]/v1`` endpoint."""
 
 from __future__ import annotations
 

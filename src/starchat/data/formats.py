@@ -8,8 +8,9 @@ order whose ``detect`` accepts the record, so a more specific format goes before
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from starchat.data import dialogue, oasst, preference
 from starchat.data.records import DataError

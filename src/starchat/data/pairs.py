@@ -5,7 +5,7 @@ backend). Each is scored by starchat.eval.scoring (tests in the sandbox where th
 `starchat.review` findings, whether it ran to the token limit), and logged to a per-reply JSONL
 as soon as it is scored, so an interrupted run resumes where it stopped. Scoring batch i runs in a
 process of its own while batch i+1 generates. A prompt gives a pair when its best and worst replies score
-differently; the output is a preference DatasetDict (prompt / chosen / rejected, CONTRACTS item 1)
+differently; the output is a preference DatasetDict (prompt / chosen / rejected; see `starchat.data.preference`)
 written atomically, plus stats.json with why the other prompts gave none.
 """
 

@@ -13,15 +13,21 @@ Each record becomes an ``Example`` whose ``messages`` are the prompt (so dedup, 
 the split work on the prompt) with ``meta["chosen"]``/``meta["rejected"]`` one-message lists. A
 pair with identical replies, an empty reply, or a prompt that does not end with a user turn is an
 error naming the record.
+
+Written out (`data build --kind preference`, `data pairs`), a pair is one row of TRL's conversational
+preference format: ``prompt`` (messages ending with a user turn), ``chosen`` and ``rejected`` (one
+assistant message each); `method: dpo` reads these columns and ignores any others.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from starchat.data.oasst import ROLE, load_tree, roots
-from starchat.data.records import DataError, Example, ReadOptions, Record, get_field as _field
+from starchat.data.records import DataError, Example, ReadOptions, Record
+from starchat.data.records import get_field as _field
 from starchat.templates import TemplateError, validate_messages
 
 Pair = tuple[list[dict[str, str]], dict[str, Any]]

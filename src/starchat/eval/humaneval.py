@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starchat.errors import StarchatError
-from starchat.eval.registry import write_summary
 from starchat.eval import programs, prompting, report, scoring
+from starchat.eval.registry import write_summary
 from starchat.eval.sandbox import Limits, Result, run_many, sandbox_mode
 
 

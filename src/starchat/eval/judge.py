@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 from starchat.errors import StarchatError
-from starchat.eval.registry import write_summary
 from starchat.eval import judge_prompts as jp
 from starchat.eval import judge_report
 from starchat.eval.prompting import prefill_ids, sampling_params
+from starchat.eval.registry import write_summary
 from starchat.fsio import write_text_atomic
 
 RETRY_MAX_NEW_TOKENS = 32  # the retry asks for the verdict alone

@@ -98,7 +98,7 @@ class Engine(ABC):
         self._lock = threading.Lock()  # a plain Lock: a stream may be resumed from another thread
 
     @classmethod
-    def open(cls, model: str, template: str | None = None, **kw: Any) -> "Engine":
+    def open(cls, model: str, template: str | None = None, **kw: Any) -> Engine:
         """Load ``model``: what `load_engine` calls through the backend registry. A backend that must
         rewrite its arguments first (a GGUF file for transformers) overrides this."""
         return cls(model, template=template, **kw)

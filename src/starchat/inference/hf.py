@@ -22,7 +22,7 @@ _DONE = object()
 
 class TransformersEngine(TokenizerEngine):
     @classmethod
-    def open(cls, model: str, template: str | None = None, **kw: Any) -> "TransformersEngine":
+    def open(cls, model: str, template: str | None = None, **kw: Any) -> TransformersEngine:
         if os.path.isfile(model):  # a GGUF that transformers dequantizes (slow to load; llamacpp is the fast path)
             return cls(os.path.dirname(model) or ".", template=template, gguf_file=os.path.basename(model), **kw)
         return cls(model, template=template, **kw)

@@ -1,6 +1,6 @@
 """`method: dpo`: preference pairs checked and tokenized with the SFT masks, then TRL's DPOTrainer.
 
-The pairs are TRL's conversational preference rows (CONTRACTS item 1): `prompt` (messages ending in a
+The pairs are TRL's conversational preference rows (see `starchat.data.preference`): `prompt` (messages ending in a
 user turn), `chosen` and `rejected` (one assistant message each); other columns are ignored.
 Tokenization is starchat's own (`starchat.data.tokenize`: one encode of the rendered dialogue, the
 mask from the tokens' character offsets), so a pair's completion is exactly what SFT trains on: the
