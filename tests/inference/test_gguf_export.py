@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from starchat.errors import StarchatError
 from starchat.inference import SamplingParams, load_engine
-from starchat.inference.gguf_export import export_gguf
+from starchat.export.gguf import export_gguf
 
 TEXT = "<|user|>\ndef add(a, b):\n    return a + b<|end|>\n<|assistant|>"
 

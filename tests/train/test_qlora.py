@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from starchat.train import load_config, train
-from starchat.train.merge import merge_lora
+from starchat.export.merge import merge_lora
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import fields
 
 from starchat.data import formats
@@ -65,11 +64,9 @@ def register(sub) -> None:
     _add_fields(b, BuildConfig, docs, skip=("inputs", "output", "decontaminate"))
     b.set_defaults(func=_build)
     _register_pairs(dsub)
-    try:  # `data from-code` belongs to the training stage; present once that stage has landed
-        importlib.import_module("starchat.data.from_code").register_from_code(dsub)
-    except ModuleNotFoundError as e:
-        if e.name != "starchat.data.from_code":
-            raise
+    from starchat.data.from_code import register_from_code
+
+    register_from_code(dsub)
 
 
 def _build(args) -> int:
@@ -88,7 +85,7 @@ def _run(args, cls, fn, print_stats) -> int:
 
 
 def _register_pairs(dsub) -> None:
-    from starchat.data.pairs import PairsConfig
+    from starchat.pairs.mine import PairsConfig
 
     p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -102,7 +99,7 @@ def _register_pairs(dsub) -> None:
 
 
 def _pairs(args) -> int:
-    from starchat.data.pairs import PairsConfig, build_pairs
     from starchat.data.report import print_pairs_stats
+    from starchat.pairs.mine import PairsConfig, build_pairs
 
     return _run(args, PairsConfig, build_pairs, print_pairs_stats)

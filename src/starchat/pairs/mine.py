@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starchat.data.preference import same_reply
-from starchat.data.prompts import PromptRow, load_prompts
-from starchat.data.reply_log import ReplyLog
 from starchat.errors import StarchatError
 from starchat.eval import scoring
+from starchat.pairs.prompts import PromptRow, load_prompts
+from starchat.pairs.reply_log import ReplyLog
 
 logger = logging.getLogger("starchat.data")
 
