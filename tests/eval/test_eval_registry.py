@@ -69,3 +69,9 @@ def test_loss_output_keeps_the_contract(tmp_path):
     out = tmp_path / "loss.json"
     registry.write_summary(out, {"kind": "loss", "metrics": {"loss": 1.0}, "loss": 1.0})
     assert load_summary(out)["kind"] == "loss" and json.loads(out.read_text())["metrics"] == {"loss": 1.0}
+
+
+@pytest.mark.parametrize("name", list(registry.EVALS))
+def test_every_builtin_entry_names_code_that_exists(name):
+    e = registry.EVALS[name]
+    assert callable(registry._resolve(e.runner)) and callable(registry._resolve(e.command))

@@ -93,3 +93,11 @@ def test_an_endpoint_is_not_a_backend_choice():
         backends.resolve("model-dir", "endpoint")
     with pytest.raises(StarchatError, match="unknown backend 'llama.cpp': use one of auto, transformers"):
         backends.resolve("model-dir", "llama.cpp")
+
+
+@pytest.mark.parametrize("name", list(backends.BACKENDS))
+def test_every_builtin_entry_names_code_that_exists(name):
+    """The registry names its classes by string: a typo would only surface when that backend is used."""
+    b = backends.BACKENDS[name]
+    assert issubclass(b.engine_class(), Engine)
+    assert callable(b.scheduler_factory())
