@@ -1,5 +1,10 @@
 """Atomic writes: the new content appears whole, the old is gone, and no temporary is left behind."""
 
+import os
+import stat
+
+import pytest
+
 from starchat.fsio import replace_dir, write_text_atomic
 
 
@@ -74,3 +79,45 @@ def test_replace_dir_falls_back_to_two_renames_without_exchange(tmp_path, monkey
     (new / "fresh.txt").write_text("fresh")
     replace_dir(new, target)
     assert [x.name for x in target.iterdir()] == ["fresh.txt"] and [x.name for x in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(p) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_write_text_atomic_follows_the_umask_not_mkstemps_0600(tmp_path, umask_022):
+    p = tmp_path / "summary.json"
+    write_text_atomic(p, "{}")
+    assert _mode(p) == 0o644  # what open() would give: another user can read the run
+    os.umask(0o027)
+    write_text_atomic(tmp_path / "report.md", "x")
+    assert _mode(tmp_path / "report.md") == 0o640
+
+
+def test_write_text_atomic_keeps_an_existing_files_mode(tmp_path, umask_022):
+    p = tmp_path / "README.md"
+    p.write_text("old")
+    os.chmod(p, 0o664)
+    write_text_atomic(p, "new")
+    assert p.read_text() == "new" and _mode(p) == 0o664
+
+
+def test_replace_dir_publishes_a_mkdtemp_folder_under_the_umask(tmp_path, umask_022):
+    from starchat.fsio import temp_dir_beside
+
+    target = tmp_path / "model"
+    tmp = temp_dir_beside(target)  # mkdtemp: 0700
+    (tmp / "config.json").write_text("{}")
+    replace_dir(tmp, target)
+    assert _mode(target) == 0o755
+    os.chmod(target, 0o750)  # a replaced folder keeps the mode its owner gave it
+    tmp = temp_dir_beside(target)
+    replace_dir(tmp, target)
+    assert _mode(target) == 0o750

@@ -6,19 +6,50 @@ import contextlib
 import glob
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc/self/status, Linux >= 4.7):
+    setting and restoring it (the only portable way) races other threads creating files meanwhile."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(tmp: str | os.PathLike, target: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``tmp`` (about to be renamed onto ``target``) the mode a plainly written file or folder would have.
+
+    mkstemp makes 0600 files and mkdtemp 0700 folders, whatever the umask; renamed into place they would
+    keep that, so a model trained by one user could not be served by another. ``target``'s own mode is kept
+    where it exists (a file made group-readable stays so); otherwise 0666 (0777 for a folder) less the umask,
+    as ``open``/``mkdir`` give."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        mode = (0o777 if directory else 0o666) & ~current_umask()
+    os.chmod(tmp, mode)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place (mode: see publish_mode)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,10 +65,12 @@ def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> Path:
     kernel or filesystem cannot exchange (not Linux, or glibc < 2.28), the old ``target`` is renamed
     aside first and removed after the new one is in place: there, a kill between those two renames
     leaves only ``.NAME.old-PID`` (not covered). What a killed call leaves behind is removed by the next
-    one (``clean_stale``).
+    one (``clean_stale``). ``new`` gets ``target``'s mode, or a new folder's under the umask (publish_mode):
+    a ``temp_dir_beside`` folder is 0700.
     """
     new, target = Path(new), Path(target)
     clean_stale(target)
+    publish_mode(new, target, directory=True)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)

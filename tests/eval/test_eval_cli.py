@@ -90,3 +90,78 @@ def test_compare_writes_its_table_into_a_model_card(tmp_path, problems, capsys):
     capsys.readouterr()
     assert main(["eval", "compare", str(before), str(after), "--card", str(tmp_path / "nowhere")]) == 2
     assert "no model card there" in capsys.readouterr().err
+
+
+def _two_summaries(tmp_path):
+    """Two runs as summary.json files (any kind with flat metrics), without running anything."""
+    paths = []
+    for name, val in (("base", 0.25), ("tuned", 0.5)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"kind": "judge", "name": name,
+                                                           "metrics": {"win_rate": val}}))
+        paths.append(str(tmp_path / f"{name}.json"))
+    model = tmp_path / "model"
+    model.mkdir()
+    return paths, model
+
+
+CARD = "# m\n\n### Training results\n\nrows\n\n### Framework versions\n\n- x\n"
+
+
+def test_compare_card_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    runs, model = _two_summaries(tmp_path)
+    (model / "README.md").write_bytes(CARD.encode("utf-16"))
+    assert main(["eval", "compare", *runs, "--card", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "README.md: not UTF-8 text" in err
+    assert (model / "README.md").read_bytes() == CARD.encode("utf-16")  # left as it was
+
+
+def test_compare_card_keeps_its_file_mode(tmp_path):
+    import os
+    import stat
+
+    runs, model = _two_summaries(tmp_path)
+    (model / "README.md").write_text(CARD)
+    os.chmod(model / "README.md", 0o664)
+    assert main(["eval", "compare", *runs, "--card", str(model)]) == 0
+    assert "| win_rate | 0.2500 | 0.5000 (+0.25) |" in (model / "README.md").read_text()
+    assert stat.S_IMODE((model / "README.md").stat().st_mode) == 0o664
+
+
+def test_compare_card_through_a_symlink_writes_its_target(tmp_path):
+    runs, model = _two_summaries(tmp_path)
+    shared = tmp_path / "cards" / "m.md"
+    shared.parent.mkdir()
+    shared.write_text(CARD)
+    (model / "README.md").symlink_to(shared)
+    assert main(["eval", "compare", *runs, "--card", str(model)]) == 0
+    assert (model / "README.md").is_symlink()  # the link stays; its target got the table
+    assert "| win_rate | 0.2500 | 0.5000 (+0.25) |" in shared.read_text()
+
+
+def test_compare_card_title_with_a_newline_and_heading_is_flattened(tmp_path, capsys):
+    runs, model = _two_summaries(tmp_path)
+    (model / "README.md").write_text(CARD)
+    title = "HumanEval\n## Evaluation: before and after\n# after <!--"
+    for _ in range(2):
+        assert main(["eval", "compare", *runs, "--card", str(model), "--card-title", title]) == 0
+    card = (model / "README.md").read_text()
+    lines = card.splitlines()
+    assert "### HumanEval ## Evaluation: before and after # after &lt;!--" in lines
+    assert lines.count("## Evaluation: before and after") == 1 and "# after <!--" not in lines
+    assert card.count("| win_rate |") == 1  # the rerun replaced its own section
+    assert main(["eval", "compare", *runs, "--card", str(model), "--card-title", " \n## "]) == 2
+    assert "has no text" in capsys.readouterr().err
+
+
+def test_compare_card_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    runs, model = _two_summaries(tmp_path)
+    (model / "README.md").write_text(CARD)
+
+    def read_only(path, text):  # what a read-only model folder does to the atomic write (root ignores chmod)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("starchat.eval.report.write_atomic", read_only)
+    assert main(["eval", "compare", *runs, "--card", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the model card (Permission denied" in err

@@ -72,3 +72,30 @@ def test_generation_with_prefill_sends_token_ids(tmp_path, problems):
     assert text.endswith("<|assistant|>\n```python\n" + problems["HumanEval/0"]["prompt"])
     assert params.stop == ["\n```"]
     assert summary["pass_at_k"]["pass@1"] == 1.0
+
+
+def test_a_rerun_with_a_larger_limit_extends_the_run(tmp_path, problems):
+    out = tmp_path / "out"
+    run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=2, progress=False), "fake",
+              make_params=FakeParams)
+    engine = FakeEngine(problems, wrong={"HumanEval/3"})
+    summary = run_model(engine, HumanEvalConfig(output=out, limit=4, progress=False), "fake", make_params=FakeParams)
+    asked = [engine._problem(p)[0]["task_id"] for prompts, _ in engine.calls for p in prompts]
+    assert asked == ["HumanEval/2", "HumanEval/3"]  # only the new problems were generated
+    assert summary["num_problems"] == 4 and summary["pass_at_k"]["pass@1"] == 0.75  # the summary covers all
+    assert summary["limit"] == 4 and json.loads((out / "summary.json").read_text())["num_problems"] == 4
+
+
+def test_a_rerun_with_other_settings_names_the_setting_old_and_new(tmp_path, problems):
+    import pytest
+
+    from starchat.errors import StarchatError
+
+    out = tmp_path / "out"
+    run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=1, progress=False), "fake",
+              make_params=FakeParams)
+    with pytest.raises(StarchatError) as e:
+        run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=1, temperature=0.8, progress=False),
+                  "fake", make_params=FakeParams)
+    assert str(e.value) == (f"{out} holds a run with other settings (temperature was 0.2, now 0.8): "
+                            "use another --output, or delete it to start over")

@@ -167,7 +167,7 @@ def test_a_rerun_resumes_from_the_cached_answers_and_verdicts(tmp_path):
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path):
     _run(tmp_path, RuleJudge(prefers_good), limit=1)
-    with pytest.raises(StarchatError, match="temperature differ"):
+    with pytest.raises(StarchatError, match=r"settings \(temperature was 0.2, now 0.7\): use another --output"):
         _run(tmp_path, RuleJudge(prefers_good), limit=1, temperature=0.7)
 
 
@@ -204,6 +204,33 @@ def test_a_bad_prompts_file_names_file_and_line(tmp_path):
         jp.load_prompts(str(f))
     f.write_text('{"question_id": 81, "category": "coding", "turns": ["Write a parser", "Now test it"]}\n')
     assert jp.load_prompts(str(f)) == [{"id": "81", "prompt": "Write a parser", "category": "coding", "language": ""}]
+
+
+def test_a_prompt_with_a_lone_surrogate_names_file_and_line(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "ok"}\n{"prompt": "broken \\ud800 escape"}\n')  # valid JSON, but not text
+    with pytest.raises(StarchatError, match=r"p.jsonl:2: field 'prompt' holds a lone surrogate \(U\+D800 at "
+                                            r"character 7\)"):
+        jp.load_prompts(str(f))
+
+
+def test_a_prompts_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(StarchatError, match=r"p.jsonl:2: not UTF-8 text"):
+        jp.load_prompts(str(f))
+
+
+@pytest.mark.parametrize("flag, value, says", [("--limit", "0", "--limit 0: give at least 1 prompt"),
+                                               ("--bootstrap", "-5", "--bootstrap -5: give a number of resamples")])
+def test_cli_refuses_limit_zero_and_negative_bootstrap(tmp_path, monkeypatch, capsys, flag, value, says):
+    engines = {"a": FixedModel("GOOD"), "b": FixedModel("BAD"), "j": RuleJudge(prefers_good)}
+    monkeypatch.setattr("starchat.inference.load_engine", lambda model=None, backend="auto": engines[model])
+    assert main(["eval", "judge", "--model", "a", "--model", "b", "--judge", "j", flag, value,
+                 "--output", str(tmp_path / "cli"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err
+    assert engines["a"].asked == [] and not (tmp_path / "cli").exists()  # refused before any work
 
 
 def test_model_labels():

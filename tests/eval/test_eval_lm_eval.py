@@ -119,3 +119,54 @@ def tiny_engine_for_lm_eval(tiny_model_dir):
     from starchat.inference import load_engine
 
     return load_engine(str(tiny_model_dir), backend="transformers")
+
+
+def _mc_task(tmp_path, rows=None, dataset_path="json"):
+    """starchat_tiny_mc over ``rows`` (written as its JSONL data), or over a hub data set ``dataset_path``."""
+    d = tmp_path / "bad_tasks"
+    d.mkdir()
+    data = d / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows or []))
+    text = (TASK_DIR / "starchat_tiny_mc.yaml.in").read_text().replace("@DATA@", str(data))
+    if dataset_path != "json":
+        text = text.replace("dataset_path: json", f"dataset_path: {dataset_path}")
+        text = text.replace("dataset_kwargs:\n  data_files:\n    test: \"" + str(data) + "\"\n", "")
+    (d / "starchat_tiny_mc.yaml").write_text(text)
+    return d
+
+
+def _one_line_error(argv, capsys) -> str:
+    """The error line of a refused run (exit 2); no traceback."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]  # after the data sets' progress bars
+
+
+@needs_lm_eval
+def test_hub_task_whose_data_cannot_be_fetched_offline_is_one_line(tmp_path, capsys):
+    tasks = _mc_task(tmp_path, dataset_path="starchat-tests/never-cached")
+    err = _one_line_error(["eval", "lm-eval", "--model", str(tmp_path), "--tasks", "starchat_tiny_mc",
+                           "--include-path", str(tasks), "--output", str(tmp_path / "o")], capsys)
+    assert "lm-eval task 'starchat_tiny_mc': its data could not be loaded" in err and "network access" in err
+
+
+@needs_lm_eval
+@pytest.mark.parametrize("row, says", [
+    ({"question": "Capital of France?", "choices": ["Paris", "Rome"], "answer": 7},
+     "document 1: answer index 7 is past its 2 choices (0 to 1)"),
+    ({"question": "Capital of France?", "choices": [], "answer": 0}, "document 1: no answer choices ([])"),
+])
+def test_local_task_with_malformed_data_is_one_line(tmp_path, capsys, row, says):
+    good = {"question": "Capital of Spain?", "choices": ["Madrid", "Lisbon"], "answer": 0}
+    tasks = _mc_task(tmp_path, rows=[good, row])
+    err = _one_line_error(["eval", "lm-eval", "--model", str(tmp_path), "--tasks", "starchat_tiny_mc",
+                           "--include-path", str(tasks), "--output", str(tmp_path / "o")], capsys)
+    assert f"lm-eval task 'starchat_tiny_mc', {says}" in err
+
+
+def test_negative_num_fewshot_is_refused(tmp_path, capsys):
+    err = _one_line_error(["eval", "lm-eval", "--model", str(tmp_path), "--tasks", "hellaswag", "--num-fewshot", "-1",
+                           "--output", str(tmp_path / "o")], capsys)
+    assert "--num-fewshot -1: give 0 or more" in err

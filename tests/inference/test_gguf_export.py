@@ -69,3 +69,15 @@ def test_cli_export_gguf(tiny_model_dir, tmp_path, capsys):
 
     assert main(["export", "gguf", str(tiny_model_dir), str(tmp_path / "cli.gguf"), "--quant", "f16"]) == 0
     assert (tmp_path / "cli.gguf").stat().st_size > 0 and "GGUF written" in capsys.readouterr().out
+
+
+def test_exported_gguf_follows_the_umask_so_another_user_can_serve_it(tiny_model_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = export_gguf(tiny_model_dir, tmp_path / "m.gguf", quant="f16")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # not mkstemp's 0600

@@ -42,7 +42,9 @@ def register_humaneval(ev, name: str, help_text: str) -> None:
     h.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k needs n >= k)")
     h.add_argument("--temperature", type=float, default=0.2)
     h.add_argument("--max-new-tokens", type=int, default=512)
-    h.add_argument("--limit", type=int, default=None, help="only the first K problems")
+    h.add_argument("--limit", type=int, default=None,
+                   help="only the first K problems (default: all); rerun with a larger K and the same --output "
+                        "to extend the run")
     h.add_argument("--prefill", action="store_true",
                    help="start the answer with an open ```python fence and the prompt, so the model writes the body")
     h.add_argument("--system", default=None, help="a system message for the chat prompt")

@@ -18,14 +18,14 @@ def register_judge(ev, name: str, help_text: str) -> None:
                                                       "default model; a strong judge is e.g. an endpoint)")
     j.add_argument("--prompts", default=None, help="JSONL of {\"prompt\": ...} (or MT-Bench's question.jsonl); "
                                                    "default: the shipped set of 89 coding prompts")
-    j.add_argument("--limit", type=int, default=None, help="only the first K prompts")
+    j.add_argument("--limit", type=int, default=None, help="only the first K prompts (K >= 1; default: all)")
     j.add_argument("--system", default=None, help="a system message for the answering models")
     j.add_argument("--temperature", type=float, default=0.2, help="answers' temperature (the judge is greedy)")
     j.add_argument("--max-new-tokens", type=int, default=512, help="per answer")
     j.add_argument("--judge-max-new-tokens", type=int, default=512, help="per judgment")
     j.add_argument("--batch-size", type=int, default=8, help="requests per generate_batch call")
     j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals")
+    j.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none; default 1000)")
     j.add_argument("--examples", type=int, default=3, help="example prompts per pair in report.md")
     add_backend_option(j)
     j.add_argument("--output", default=None, help="results directory (default .runs/eval/judge-A-vs-B...); "

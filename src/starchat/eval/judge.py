@@ -114,9 +114,12 @@ def _check_identity(out: Path, identity: dict[str, Any]) -> None:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             raise StarchatError(f"{run_file} is not valid JSON: delete {out} to start over") from None
+        if not isinstance(previous, dict):
+            raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out} to start over")
         if previous != identity:
-            diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-            raise StarchatError(f"{out} holds a judge run with other settings ({', '.join(diff)} differ): "
+            from starchat.eval.report import settings_diff
+
+            raise StarchatError(f"{out} holds a judge run with other settings ({settings_diff(previous, identity)}): "
                                 "use another --output, or delete it to start over")
     else:
         write_text_atomic(run_file, json.dumps(identity, indent=2))
@@ -132,6 +135,11 @@ def run_judge(cfg: JudgeConfig, models: dict[str, str], judge: str | None,
     """
     if len(models) < 2:
         raise StarchatError("the judge needs at least two models")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise StarchatError(f"--limit {cfg.limit}: give at least 1 prompt, or leave --limit out for all of them")
+    if cfg.bootstrap < 0:
+        raise StarchatError(f"--bootstrap {cfg.bootstrap}: give a number of resamples >= 0 "
+                            "(0: no intervals; 1000 is the default)")
     prompts = jp.load_prompts(cfg.prompts)
     prompts = prompts[:cfg.limit] if cfg.limit else prompts
     identity = {"prompts": cfg.prompts or jp.SHIPPED, "system": cfg.system, "temperature": cfg.temperature,

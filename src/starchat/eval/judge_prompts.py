@@ -59,7 +59,7 @@ def load_prompts(spec: str | None = None) -> list[dict[str, Any]]:
         if not p.is_file():
             raise StarchatError(f"--prompts {spec}: no such file; give a JSONL file (one {{\"prompt\": ...}} per "
                                 f"line) or leave it out for the shipped coding set")
-        text, name = p.read_text("utf-8"), str(p)
+        text, name = _read_utf8(p), str(p)
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for no, line in enumerate(text.splitlines(), 1):
@@ -74,6 +74,26 @@ def load_prompts(spec: str | None = None) -> list[dict[str, Any]]:
     if not out:
         raise StarchatError(f"{name}: no prompts in the file")
     return out
+
+
+def _read_utf8(p: Path) -> str:
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise StarchatError(f"{p}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the prompts "
+                            "as UTF-8") from None
+
+
+def _check_text(name: str, no: int, field: str, value: str) -> None:
+    """A lone surrogate (JSON's "\\ud800" escape without its pair) is no text: no tokenizer, file or hash takes it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise StarchatError(f"{name}:{no}: field {field!r} holds a lone surrogate (U+{ord(value[e.start]):04X} at "
+                            f"character {e.start}), which is not text; write the character itself, or its "
+                            "escape as a full \\uD8xx\\uDCxx pair") from None
 
 
 def _record(name: str, no: int, line: str) -> dict[str, Any]:
@@ -92,8 +112,11 @@ def _record(name: str, no: int, line: str) -> dict[str, Any]:
     pid = obj.get("id", obj.get("question_id", no))
     if not isinstance(pid, (str, int)) or isinstance(pid, bool):
         raise StarchatError(f"{name}:{no}: field 'id' must be a string or an integer")
-    return {"id": str(pid), "prompt": prompt, "category": str(obj.get("category") or ""),
-            "language": str(obj.get("language") or "")}
+    rec = {"id": str(pid), "prompt": prompt, "category": str(obj.get("category") or ""),
+           "language": str(obj.get("language") or "")}
+    for field, value in rec.items():
+        _check_text(name, no, field, value)
+    return rec
 
 
 def judge_messages(question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +63,9 @@ def _lm_eval():
 def expand_tasks(names: list[str], fewshot: int | None) -> list[tuple[str, int | None]]:
     """``(task, num_fewshot)`` pairs: ``leaderboard`` expands to its four tasks; a leaderboard task takes
     the leaderboard's count unless ``--num-fewshot`` is given."""
+    if fewshot is not None and fewshot < 0:
+        raise StarchatError(f"--num-fewshot {fewshot}: give 0 or more examples per prompt (or leave it out for "
+                            "each task's own count)")
     out: list[tuple[str, int | None]] = []
     for name in names:
         for task in (LEADERBOARD if name == "leaderboard" else [name]):
@@ -79,6 +84,85 @@ def check_tasks(manager, tasks: list[str]) -> None:
             close = difflib.get_close_matches(t, known, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "list them with `lm-eval ls tasks`"
             raise StarchatError(f"unknown lm-eval task {t!r}: {hint} (custom task YAMLs: --include-path DIR)")
+
+
+def check_data(manager, plan: list[tuple[str, int | None]], limit: float | None) -> None:
+    """Load every task's data before the model, and check multiple-choice documents, so a task that cannot
+    run is one line naming it rather than a traceback after the model has loaded (or, for an answer index
+    past the choices, a document silently scored wrong: lm-eval only logs a warning)."""
+    for task, shots in plan:
+        try:
+            loaded = _load_tasks(manager, task)
+        except Exception as e:  # noqa: BLE001  (datasets, fsspec, jinja and hub errors alike: the task cannot load)
+            raise StarchatError(f"lm-eval task {task!r}: its data could not be loaded ({_first_line(e)}); a hub "
+                                "data set must be fetched once with network access (HF_DATASETS_OFFLINE unset) "
+                                "or cached already; a local one: check dataset_path/data_files in its YAML") from None
+        for name, obj in loaded:
+            _check_documents(name, obj, limit, shots)
+
+
+def _load_tasks(manager, task: str) -> list[tuple[str, Any]]:
+    """(name, Task) for every task ``task`` names (a group's or tag's members), its data loaded."""
+    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat dicts of tasks and groups
+        flat = manager.load([task])
+        if isinstance(flat, dict) and isinstance(flat.get("tasks"), dict):
+            return list(flat["tasks"].items())
+    return _leaf_tasks(manager.load_task_or_group([task]))
+
+
+def _leaf_tasks(loaded) -> list[tuple[str, Any]]:
+    """(name, Task) for every task under what load_task_or_group returned (groups nest dicts of tasks)."""
+    out = []
+    for key, val in loaded.items():
+        if isinstance(val, dict):
+            out += _leaf_tasks(val)
+        elif val is not None and hasattr(val, "OUTPUT_TYPE"):
+            out.append((getattr(key, "group_name", None) or str(key), val))
+    return out
+
+
+MAX_CHECKED_DOCS = 100_000  # per task: rendering choices costs about 0.1 ms a document
+
+
+def _check_documents(name: str, task, limit: float | None, shots: int | None) -> None:
+    if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
+        return
+    docs = list(itertools.islice(task.eval_docs, MAX_CHECKED_DOCS))
+    if limit is not None:  # only the documents that will be evaluated
+        docs = docs[:int(limit) if limit >= 1 else math.ceil(len(docs) * limit)]
+    sets = [("document", docs)]
+    few = task.fewshot_docs() if (shots or getattr(task.config, "num_fewshot", 0) or 0) > 0 else None
+    if few is not None:
+        sets.append(("few-shot document", list(itertools.islice(few, MAX_CHECKED_DOCS))))
+    for what, rows in sets:
+        for i, doc in enumerate(rows):
+            try:
+                problem = _doc_problem(task, doc)
+            except Exception as e:  # noqa: BLE001  (a template naming a missing field, a target of another type)
+                problem = f"its choices or answer cannot be read ({_first_line(e)})"
+            if problem:
+                raise StarchatError(f"lm-eval task {name!r}, {what} {i}: {problem}; fix the data "
+                                    "(dataset_path/data_files in the task's YAML) or drop the document")
+
+
+def _doc_problem(task, doc) -> str | None:
+    choices = task.doc_to_choice(doc)
+    if not isinstance(choices, (list, tuple)) or not choices:
+        return f"no answer choices ({choices!r})"
+    target = task.doc_to_target(doc)
+    for gold in (target if isinstance(target, list) else [target]):
+        if isinstance(gold, str) and not gold.isdigit() and gold not in choices:
+            return f"answer {gold[:60]!r} is none of its {len(choices)} choices"
+        if isinstance(gold, int) or (isinstance(gold, str) and gold.isdigit() and gold not in choices):
+            idx = int(gold)
+            if not 0 <= idx < len(choices):
+                return f"answer index {idx} is past its {len(choices)} choices (0 to {len(choices) - 1})"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def model_spec(cfg: LmEvalConfig) -> tuple[str, dict[str, Any]]:
@@ -136,13 +220,14 @@ def run_lm_eval(cfg: LmEvalConfig) -> dict[str, Any]:
     Requests are cached in ``OUTPUT/cache`` (lm-eval's sqlite cache), so a rerun after an interruption
     recomputes only what was not finished.
     """
+    plan = expand_tasks(cfg.tasks, cfg.num_fewshot)  # bad options are refused before the extra is needed
     lm_eval, TaskManager = _lm_eval()
     from lm_eval.api.registry import get_model
 
-    plan = expand_tasks(cfg.tasks, cfg.num_fewshot)
     manager = TaskManager(include_path=[str(Path(p).resolve()) for p in cfg.include_path] or None)
     check_tasks(manager, [t for t, _ in plan])
     name, args = model_spec(cfg)
+    check_data(manager, plan, cfg.limit)
     device = cfg.device or _default_device()
     lm = get_model(name).create_from_arg_obj(args, {"batch_size": cfg.batch_size, "device": device})
     cfg.output.mkdir(parents=True, exist_ok=True)

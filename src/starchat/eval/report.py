@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -189,28 +190,73 @@ def _fmt(v: float | None) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4f}"
 
 
+def settings_diff(previous: dict[str, Any], current: dict[str, Any]) -> str:
+    """The settings that differ between a run's stored identity and this one, as ``NAME was OLD, now NEW``
+    (values as JSON, long ones cut), so a refused rerun says what to change rather than printing both dicts."""
+    def show(d: dict[str, Any], key: str) -> str:
+        if key not in d:
+            return "not set"
+        text = json.dumps(d[key], ensure_ascii=False, default=str)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    keys = list(current) + [k for k in previous if k not in current]
+    return "; ".join(f"{k} was {show(previous, k)}, now {show(current, k)}" for k in keys
+                     if previous.get(k) != current.get(k) or (k in previous) != (k in current))
+
+
+def card_title(title: str) -> str:
+    """``title`` as one plain heading line: newlines and runs of spaces become one space, leading ``#`` go
+    (a title holding a heading or a line break would start sections of its own, which a rerun would not
+    find again), and ``<`` is escaped so the title cannot open an HTML comment that hides the table."""
+    flat = " ".join(str(title).split()).lstrip("# ").replace("<", "&lt;")
+    if not flat:
+        raise StarchatError(f"--card-title {title!r} has no text: give the section a name, e.g. "
+                            "--card-title 'HumanEval, 20 problems'")
+    return flat
+
+
 def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
     """Put ``body`` (e.g. `eval compare --markdown`'s table) into the model card ``model_dir/README.md`` as the
     subsection ``title`` of "Evaluation: before and after", atomically. A section of the same title written
     before is replaced, others are kept (the before/after of several prompt sets live side by side); the
-    section goes before "### Framework versions", where the card written by `starchat train` ends."""
+    section goes before "### Framework versions", where the card written by `starchat train` ends.
+
+    A README that is a symlink is written through to its target (the link stays, as chat's /save does); the
+    card keeps its file mode (fsio.publish_mode)."""
     card = Path(model_dir) / "README.md"
     if not card.is_file():
         raise StarchatError(f"{card}: no model card there; --card takes a `starchat train` output directory")
-    text = card.read_text(encoding="utf-8")
+    target = Path(os.path.realpath(card)) if card.is_symlink() else card  # an atomic rename would replace the link
+    try:
+        text = target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise StarchatError(f"{card}: not UTF-8 text (byte {e.start}: {e.reason}); convert the card to UTF-8 "
+                            "(e.g. iconv -t UTF-8) and rerun") from None
+    except OSError as e:
+        raise StarchatError(f"{card}: cannot read the model card ({e.strerror})") from None
+    title = card_title(title)
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "compare"
     start, end = f"<!-- starchat:compare {slug} -->", f"<!-- /starchat:compare {slug} -->"
     block = f"{start}\n### {title}\n\n{body.strip()}\n{end}\n"
     if start in text and end in text:  # a rerun: the same section again, in place
         head, rest = text.split(start, 1)
-        write_atomic(card, head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
-        return card
+        return _write_card(card, target, head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
     heading = "## Evaluation: before and after\n\n"
-    if heading not in text:
+    found = re.search(r"^" + re.escape(heading), text, re.M)  # the line itself, not inside a ### title
+    if not found:
         cut = text.find("### Framework versions")
         text = text[:cut] + heading + text[cut:] if cut >= 0 else text.rstrip("\n") + "\n\n" + heading
-    at = text.index(heading) + len(heading)
+        found = re.search(r"^" + re.escape(heading), text, re.M)
+    at = found.end()
     ours = re.match(r"(?:<!-- starchat:compare .*?<!-- /starchat:compare [^>]*-->\n+)*", text[at:], re.S)
     at += ours.end()  # after the sections written before: they keep their order
-    write_atomic(card, text[:at] + block + "\n" + text[at:])
+    return _write_card(card, target, text[:at] + block + "\n" + text[at:])
+
+
+def _write_card(card: Path, target: Path, text: str) -> Path:
+    try:
+        write_atomic(target, text)
+    except OSError as e:  # a read-only model folder, or a symlink into one
+        raise StarchatError(f"{card}: cannot write the model card ({e.strerror} at {e.filename or target}); "
+                            "make it writable, or copy the model folder") from None
     return card

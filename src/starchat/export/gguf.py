@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from starchat.errors import StarchatError
+from starchat.fsio import publish_mode
 
 QUANTS = ("f32", "f16", "q8_0", "q4_k_m")
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, quant: str
         _write(model_dir, cfg, spec, tmp, float_type, gguf)
         if quant in ("q8_0", "q4_k_m"):
             _quantize_with_llama_cpp(tmp, quant)
+        publish_mode(tmp, out)  # mkstemp's 0600 would keep other users from serving the model
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
