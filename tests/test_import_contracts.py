@@ -29,7 +29,8 @@ def test_the_import_contracts_hold():
 @pytest.mark.parametrize("module, line, broken", [
     ("data/build.py", "from starchat.train import config", "one-way layers across packages BROKEN"),
     ("inference/params.py", "from starchat.server import settings", "one-way layers across packages BROKEN"),
-    ("data/records.py", "from starchat.data import readers", "no import cycles among the modules of any package BROKEN"),
+    ("data/records.py", "from starchat.data import readers",
+     "no import cycles among the modules of any package BROKEN"),
 ])
 def test_an_import_against_the_contracts_breaks_them(tmp_path, module, line, broken):
     src = tmp_path / "src"

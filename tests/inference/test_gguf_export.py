@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from starchat.errors import StarchatError
-from starchat.inference import SamplingParams, load_engine
 from starchat.export.gguf import export_gguf
+from starchat.inference import SamplingParams, load_engine
 
 TEXT = "<|user|>\ndef add(a, b):\n    return a + b<|end|>\n<|assistant|>"
 
