@@ -35,6 +35,9 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from starchat import quiet
+
+    quiet.install()  # before any command imports DeepSpeed, bitsandbytes or transformers
     try:
         from starchat import threads
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
@@ -43,8 +44,29 @@ def register(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _console_logging() -> None:
+    """starchat's own warnings (data left out, a model that does not stop) as loud lines on stderr, and its
+    progress notes (building a dataset) plainly; other libraries' loggers are left as they are."""
+    log = logging.getLogger("starchat")
+    if any(getattr(h, "_starchat_console", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._starchat_console = True
+    handler.setFormatter(_LevelPrefix())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+class _LevelPrefix(logging.Formatter):
+    def format(self, record):
+        text = super().format(record)
+        return f"WARNING: {text}" if record.levelno >= 30 else text
+
+
 def _train(args) -> int:
     from starchat.train.config import load_config, parse_overrides
+
+    _console_logging()
     from starchat.train.launch import already_launched, relaunch
 
     overrides = {ALIASES.get(k, k): v for k, v in parse_overrides(args.overrides).items()}
@@ -79,8 +101,6 @@ def _exit_rank() -> None:
     called without an active exception", a native thread of gloo/DeepSpeed destroyed while joinable),
     which failed a finished run. Everything is on disk by now; logs and streams are flushed first.
     """
-    import logging
-
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -19,7 +19,7 @@ import shutil
 import sys
 import sysconfig
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -33,17 +33,67 @@ STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip",
 NGRAM = 13  # the StarCoder decontamination span length
 
 
+def _opt(default, doc: str):
+    """An option field; its doc is the `--help` text of the command and of `data.from_code_options`."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class FromCodeOptions:
-    """What to extract and how to split it."""
+    """What to extract and how to split it: the options of `starchat data from-code`, and of a recipe's
+    `data.from_code_options` (same names, one list for both)."""
 
-    min_lines: int = 3  # shorter bodies teach little beyond the signature
-    max_chars: int = 2500  # keeps each dialogue within small models' context
-    min_doc_chars: int = 20  # one-word docstrings make vague instructions
-    test_size: float = 0.05
-    max_functions: int | None = None
-    seed: int = 0
-    include_methods: bool = False
+    include_methods: bool | None = _opt(None, "also use the documented methods of classes (default: yes for a "
+                                              "package, directory or file; no for 'stdlib', whose functions alone "
+                                              "are thousands). A class-heavy package has few module-level "
+                                              "functions: rich has 27, and 196 with its methods")
+    min_lines: int = _opt(3, "skip functions whose source spans fewer lines (they teach little beyond the "
+                             "signature)")
+    max_chars: int = _opt(2500, "skip functions longer than this many characters (keeps each dialogue within a "
+                                "small model's context)")
+    min_doc_chars: int = _opt(20, "skip functions whose docstring is shorter (one-word docstrings make vague "
+                                  "requests)")
+    test_size: float = _opt(0.05, "fraction of the functions in the test (validation) split, chosen by a hash of "
+                                  "their name")
+    min_test: int = _opt(8, "the test split holds at least this many dialogues, up to a quarter of them (a small "
+                            "package's 5%% is one or two: too few to tell progress from noise)")
+    max_functions: int | None = _opt(None, "stop after this many dialogues (default: all)")
+    seed: int = _opt(0, "seed of the train/test split")
+
+    def methods_for(self, label: str) -> bool:
+        """Whether methods are used for a source (``resolve_source``'s label)."""
+        return self.include_methods if self.include_methods is not None else label != "stdlib"
+
+
+def options_from_mapping(values: dict, where: str = "data.from_code_options") -> FromCodeOptions:
+    """FromCodeOptions from a recipe's mapping (names as the command's flags, '-' or '_'), checked: an unknown
+    name or a wrong type is one clear error naming it."""
+    import difflib
+
+    known = {f.name: f for f in fields(FromCodeOptions)}
+    if not isinstance(values, dict):
+        raise StarchatError(f"{where}: expected a mapping of option names to values, got {values!r}")
+    out = {}
+    for key, value in (values or {}).items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise StarchatError(f"{where}: unknown option {key!r}; {hint}the options are {sorted(known)} "
+                                "(as `starchat data from-code --help` lists them)")
+        out[name] = _typed(value, known[name].type, f"{where}.{name}")
+    return FromCodeOptions(**out)
+
+
+def _typed(value, annotation: str, where: str):
+    kind = str(annotation).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
+    if value is None and "None" in str(annotation):
+        return None
+    ok = {"bool": isinstance(value, bool), "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        raise StarchatError(f"{where}: expected {str(annotation).replace(' | None', ' or null')}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 @dataclass
@@ -106,16 +156,19 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
 
 
 def _functions(tree: ast.Module, include_methods: bool):
+    """(function node, its class name or None) for the module's functions, and with include_methods the
+    methods of its top-level classes."""
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield node
-        elif include_methods and isinstance(node, ast.ClassDef):
-            yield from (n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            yield node, None
+        elif include_methods and isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            yield from ((n, node.name) for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
-def dialogue(signature: str, doc: str, source: str) -> list[dict]:
+def dialogue(signature: str, doc: str, source: str, cls: str | None = None) -> list[dict]:
     """The user asks for the documented behaviour; the assistant answers with the code in a fenced block."""
-    user = (f"Write a Python function with the signature `{signature}` that does the following:\n\n"
+    what = f"method of the class `{cls}`" if cls else "function"
+    user = (f"Write a Python {what} with the signature `{signature}` that does the following:\n\n"
             f"{doc.strip()}")
     return [{"role": "user", "content": user},
             {"role": "assistant", "content": f"```python\n{source.rstrip()}\n```"}]
@@ -133,8 +186,9 @@ def _reject(node, doc: str | None, opts: FromCodeOptions) -> str | None:
     return None
 
 
-def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats) -> Iterator[dict]:
-    """The usable functions of one file as rows {name, module, signature, messages}."""
+def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats, methods: bool | None = None) -> Iterator[dict]:
+    """The usable functions (and with ``methods``, default opts.include_methods, the methods) of one file as
+    rows {name, module, signature, messages, ...}."""
     try:
         text = path.read_text(encoding="utf-8")
         tree = ast.parse(text)
@@ -142,7 +196,7 @@ def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats) -> Iterator
         stats.unparsable_files += 1
         return
     stats.files += 1
-    for node in _functions(tree, opts.include_methods):
+    for node, cls in _functions(tree, bool(opts.include_methods) if methods is None else methods):
         stats.functions_seen += 1
         doc = ast.get_docstring(node)
         why = _reject(node, doc, opts)
@@ -156,7 +210,7 @@ def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats) -> Iterator
             stats.drop(why)
             continue
         sig = _signature(node)
-        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source),
+        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source, cls),
                "entry_point": node.name, "code_prompt": code_prompt(sig, doc), "test": doctest_check(doc, node.name)}
 
 
@@ -192,10 +246,10 @@ def overlaps_humaneval(row: dict, names: set[str], grams: set) -> bool:
     return row["name"] in names or not grams.isdisjoint(_ngrams(text))
 
 
-def _is_test(key: str, test_size: float, seed: int) -> bool:
+def _hash_fraction(key: str, seed: int) -> float:
     # A hash split: a function stays on its side however the source set grows.
     h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < test_size
+    return h / 0xFFFFFFFF
 
 
 def collect(sources: list[str], opts: FromCodeOptions) -> tuple[list[dict], FromCodeStats]:
@@ -206,7 +260,7 @@ def collect(sources: list[str], opts: FromCodeOptions) -> tuple[list[dict], From
     for src in sources or ["stdlib"]:
         label, root = resolve_source(src)
         for path in iter_py_files(label, root):
-            for row in extract(path, opts, stats):
+            for row in extract(path, opts, stats, opts.methods_for(label)):
                 key = hashlib.sha256(row["messages"][1]["content"].encode()).hexdigest()
                 if key in seen:
                     stats.drop("duplicate")
@@ -226,13 +280,15 @@ def collect(sources: list[str], opts: FromCodeOptions) -> tuple[list[dict], From
 
 
 def split_rows(rows: list[dict], opts: FromCodeOptions) -> dict[str, list[dict]]:
-    """The train/test split of ``collect``'s rows, in order (a hash split; at least one test row)."""
-    split: dict[str, list[dict]] = {"train": [], "test": []}
-    for r in rows:
-        split["test" if _is_test(r["module"] + ":" + r["name"], opts.test_size, opts.seed) else "train"].append(r)
-    if not split["test"] and len(split["train"]) > 1:
-        split["test"].append(split["train"].pop())
-    return split
+    """The train/test split of ``collect``'s rows, in order: a hash split, topped up to
+    min(opts.min_test, a quarter of the rows), and at least one test row."""
+    key = {id(r): _hash_fraction(r["module"] + ":" + r["name"], opts.seed) for r in rows}
+    test = {id(r) for r in rows if key[id(r)] < opts.test_size}
+    want = max(min(opts.min_test, len(rows) // 4), 1 if len(rows) > 1 else 0)
+    if len(test) < want:  # the next-lowest hashes: the same rows whatever else the package holds
+        test |= {id(r) for r in sorted((r for r in rows if id(r) not in test), key=lambda r: key[id(r)])
+                 [:want - len(test)]}
+    return {"train": [r for r in rows if id(r) not in test], "test": [r for r in rows if id(r) in test]}
 
 
 def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCodeOptions | None = None,
@@ -263,28 +319,41 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
 
 
 def register_from_code(data_subparsers) -> None:
-    """Add the `from-code` subcommand to `starchat data`'s subparsers."""
+    """Add the `from-code` subcommand to `starchat data`'s subparsers: one flag per FromCodeOptions field."""
+    import argparse
+
     p = data_subparsers.add_parser(
         "from-code", help="build instruction dialogues from the documented functions of a code base",
-        description=__doc__.splitlines()[0] + " Default source: Python's standard library.")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.splitlines()[0] + " Default source: Python's standard library. A recipe's "
+                    "data.from_code_options takes the same options (names with '_').")
     p.add_argument("sources", nargs="*", default=[], metavar="PACKAGE_OR_DIR",
                    help="'stdlib' (default), an installed package name, a directory or a .py file")
     p.add_argument("--output", required=True, help="directory for the DatasetDict (train/test, `messages`)")
-    p.add_argument("--test-size", type=float, default=0.05, help="fraction of functions in the test split")
-    p.add_argument("--max-chars", type=int, default=2500, help="skip functions longer than this")
-    p.add_argument("--min-lines", type=int, default=3, help="skip functions with fewer body lines")
-    p.add_argument("--max-functions", type=int, default=None, help="stop after this many dialogues")
-    p.add_argument("--include-methods", action="store_true", help="also use documented methods of classes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    for f in fields(FromCodeOptions):
+        kind = str(f.type).split("|")[0].strip()
+        kw = {"default": f.default, "help": f.metadata["doc"]}
+        if f.default is None and kind == "bool":  # its help says what unset means; "(default: None)" would not
+            kw["default"] = argparse.SUPPRESS
+            p.set_defaults(**{f.name: None})
+        if kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = {"int": int, "float": float}[kind]
+        p.add_argument("--" + f.name.replace("_", "-"), **kw)
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    opts = FromCodeOptions(min_lines=args.min_lines, max_chars=args.max_chars, test_size=args.test_size,
-                           max_functions=args.max_functions, seed=args.seed, include_methods=args.include_methods)
+    if not sys.stderr.isatty():  # off a terminal each redraw of datasets' "Saving the dataset" bar is a line
+        import datasets
+
+        datasets.disable_progress_bars()
+    opts = FromCodeOptions(**{f.name: getattr(args, f.name) for f in fields(FromCodeOptions)})
     out = build_from_code(args.sources, args.output, opts, overwrite=args.overwrite)
     stats = json.loads((out / "stats.json").read_text())
     print(f"{stats['train']} train + {stats['test']} test dialogues written to {out} "
           f"(dropped: {stats['dropped']})", file=sys.stdout)
+    print(f"train on them: copy recipes/from-code-cpu.yaml and set data.dataset: {out}", file=sys.stdout)
     return 0

@@ -19,6 +19,7 @@ import numpy as np
 
 from starchat.errors import StarchatError
 from starchat.fsio import publish_mode
+from starchat.quiet import llama_log_filter
 
 QUANTS = ("f32", "f16", "q8_0", "q4_k_m")
 log = logging.getLogger(__name__)
@@ -214,9 +215,30 @@ def _quantize_with_llama_cpp(path: Path, quant: str) -> None:
     params.nthread = os.cpu_count() or 1
     dst = path.with_name(path.name + ".q")
     try:
-        rc = llama_cpp.llama_model_quantize(str(path).encode(), str(dst).encode(), params)
+        with llama_log_filter(FALLBACK_LINE) as noted:  # said below in terms of quality instead
+            rc = llama_cpp.llama_model_quantize(str(path).encode(), str(dst).encode(), params)
         if rc != 0:
             raise StarchatError(f"llama.cpp could not quantize to {quant} (code {rc}); try --quant f16")
         os.replace(dst, path)
     finally:
         dst.unlink(missing_ok=True)
+    note = fallback_note(noted.seen, quant)
+    if note:
+        log.warning("%s", note)
+
+
+FALLBACK_LINE = r"(\d+) of (\d+) tensor\(s\) required fallback quantization"
+
+
+def fallback_note(lines: list[str], quant: str) -> str | None:
+    """llama.cpp's "N of M tensor(s) required fallback quantization", said as what it means for the file."""
+    import re
+
+    for line in lines:
+        m = re.search(FALLBACK_LINE, line)
+        if m:
+            n, total = int(m.group(1)), int(m.group(2))
+            return (f"note: {n} of {total} tensors could not use {quant}'s k-quant blocks (their rows are not a "
+                    "multiple of 256 values, as in small models) and were stored in the next larger type "
+                    "(q4_K -> q5_0, q6_K -> q8_0): quality as good or better there, the file a little larger")
+    return None

@@ -22,6 +22,7 @@ import logging
 from collections import OrderedDict
 
 from starchat.inference.llamacpp import sampler_chain
+from starchat.quiet import llama_log_filter
 from starchat.server.batcher import _Row, _size, admit_rows
 from starchat.server.scheduler import BatchingScheduler, Ticket
 from starchat.templates import common_prefix
@@ -51,7 +52,10 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
         cp.n_threads = cp.n_threads_batch = engine.n_threads  # starchat.threads' choice, or --threads
         cp.flash_attn_type = engine.llm.context_params.flash_attn_type  # the chat's attention: the same logits
-        self.ctx = L.llama_init_from_model(engine.llm.model, cp)
+        # n_ctx_seq here is the pool all slots share; the server refuses any request past the model's own
+        # context (engine.context_length), so llama.cpp's "n_ctx_seq > n_ctx_train" warning means nothing.
+        with llama_log_filter(r"n_ctx_seq \(\d+\) > n_ctx_train \(\d+\)"):
+            self.ctx = L.llama_init_from_model(engine.llm.model, cp)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create the serving context (out of memory?)")
         self.n_ctx = cp.n_ctx

@@ -78,6 +78,8 @@ def run_fingerprint(cfg_dict: dict) -> str:
     if d.get("method", "sft") == "sft":  # runs from before `method` existed stay the same run
         d.pop("method", None)
         d.pop("dpo", None)
+    if not d.get("data", {}).get("from_code_options", True):  # runs from before from_code_options too
+        d["data"].pop("from_code_options")
     t = d.get("training", {})
     for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
               "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",

@@ -58,6 +58,9 @@ class DataConfig:
                           "preference pairs (`starchat data build --kind preference`, `starchat data pairs`).")
     from_code: list[str] = _f([], "When data.dataset does not exist yet, build it first with `starchat data "
                                   "from-code` from these packages or source trees ('stdlib': Python's standard library).")
+    from_code_options: dict[str, Any] = _f({}, "Options of that build, named as `starchat data from-code`'s flags "
+                                               "(with '_'): include_methods, test_size, min_test, min_lines, "
+                                               "max_chars, min_doc_chars, max_functions, seed.")
     dataset_config: str | None = _f(None, "Hub dataset configuration name, if it has several.")
     train_split: str = _f("train", "Split to train on.")
     test_split: str = _f("test", "Split to evaluate on every epoch; '' to skip evaluation.")

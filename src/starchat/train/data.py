@@ -34,15 +34,24 @@ def ensure_dataset(cfg: DataConfig) -> bool:
     """
     if not cfg.from_code:
         return False
+    from starchat.data.from_code import build_from_code, options_from_mapping
+
+    opts = options_from_mapping(cfg.from_code_options)  # checked even when the dataset exists: a typo fails now
     path = Path(cfg.dataset)
     with file_lock(path.with_name(f".{path.name}.lock")):
         if path.exists():
             return False
-        from starchat.data.from_code import build_from_code
-
-        logger.warning("building %s from the functions of %s", cfg.dataset, cfg.from_code)
-        build_from_code(cfg.from_code, path)
+        logger.info("building %s from the functions of %s", cfg.dataset, cfg.from_code)
+        out = build_from_code(cfg.from_code, path, opts)
+        logger.info("%s", _built_line(out))
         return True
+
+
+def _built_line(out: Path) -> str:
+    import json
+
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    return f"{stats['train']} train + {stats['test']} test dialogues written to {out} (dropped: {stats['dropped']})"
 
 
 def load_raw(cfg: DataConfig):
@@ -95,11 +104,12 @@ def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> Prep
     raw = load_raw(cfg)
     train = _check_split(raw, cfg.train_split, cfg, "train_split")
     evals = _check_split(raw, cfg.test_split, cfg, "test_split") if cfg.test_split else None
+    # What the splits held before max_*_samples: the console says how much of it a run leaves out.
+    stats: dict = {"train_read": len(train), **({"eval_read": len(evals)} if evals is not None else {})}
     if cfg.max_train_samples:
         train = train.select(range(min(cfg.max_train_samples, len(train))))
     if evals is not None and cfg.max_eval_samples:
         evals = evals.select(range(min(cfg.max_eval_samples, len(evals))))
-    stats: dict = {}
     out = {}
     for name, d in (("train", train), ("eval", evals)):
         if d is None:

@@ -99,16 +99,27 @@ def train(cfg: TrainConfig, callbacks=None) -> Path:
 
     A run that already finished is left exactly as it is (no re-evaluation, no second results row).
     """
+    from starchat import quiet
+    from starchat.train.console import bars_off_a_terminal
+
+    quiet.install()
+    bars_off_a_terminal()
     validate_config(cfg)
     if finished(cfg):
         logger.warning("%s already holds the final model of this run; nothing to do", cfg.training.output_dir)
         return Path(cfg.training.output_dir)
     trainer, tokenizer, stats, resume = build(cfg, callbacks)
+    from starchat.train.console import attach, end_token_warning
+
+    attach(trainer, cfg, stats)  # before the first step: data kept and dropped, steps, devices; then a bar
     if resume is not None:
         logger.warning("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     out = Path(cfg.training.output_dir)
     save_final(trainer, tokenizer, cfg, stats, out)
+    warning = end_token_warning(trainer.state.log_history, trainer.state.best_metric)
+    if warning and trainer.is_world_process_zero():
+        logger.warning(warning)
     return out
 
 

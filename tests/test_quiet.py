@@ -1,0 +1,63 @@
+"""Third-party noise is filtered narrowly: the exact message goes, a real warning from the same logger stays."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from starchat import quiet
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+# (logger, the library's message as it prints it, a real warning of the same logger that must still show)
+CASES = [
+    ("DeepSpeed", "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.",
+     "Setting accelerator to CUDA failed: no device"),
+    ("bitsandbytes.backends.cpu.ops",
+     ("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make sure "
+      "you already `pip install kernels` and the kernels >= 0.11.1"),
+     ("Failed to load CPU gemm_4bit_forward from kernels-community: HTTP 503. Please make sure you already `pip "
+      "install kernels` and the kernels >= 0.11.1")),
+    ("transformers.trainer", "There were missing keys in the checkpoint model loaded: ['lm_head.weight'].",
+     "There were missing keys in the checkpoint model loaded: ['lm_head.weight', 'transformer.wte.weight']."),
+]
+
+
+@pytest.mark.parametrize("name, noise, real", CASES, ids=[c[0] for c in CASES])
+def test_the_noise_goes_and_a_real_warning_of_the_same_logger_stays(name, noise, real):
+    logger = logging.getLogger(name)
+    seen = _Collect()
+    logger.addHandler(seen)
+    try:
+        quiet.install()
+        quiet.install()  # idempotent: one filter per pattern
+        logger.warning(noise)
+        logger.warning(real)
+    finally:
+        logger.removeHandler(seen)
+    assert seen.messages == [real]
+    assert sum(isinstance(f, quiet.MessageFilter) for f in logger.filters) == 1
+
+
+@pytest.mark.slow  # two interpreters importing DeepSpeed
+def test_deepspeed_cpu_notice_is_gone_from_a_starchat_process():
+    probe = ("import sys; from starchat import quiet\nif sys.argv[1] == 'quiet': quiet.install()\n"
+             "from deepspeed.accelerator import get_accelerator; get_accelerator()")
+    runs = {mode: subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, timeout=300,
+                                  check=False)
+            for mode in ("loud", "quiet")}
+    notice = "we were unable to detect it"
+    if notice not in runs["loud"].stdout + runs["loud"].stderr:
+        pytest.skip("this machine has an accelerator DeepSpeed detects: no notice to filter")
+    assert runs["quiet"].returncode == 0 and notice not in runs["quiet"].stdout + runs["quiet"].stderr
