@@ -39,3 +39,16 @@ def test_an_import_against_the_contracts_breaks_them(tmp_path, module, line, bro
     path.write_text(path.read_text() + f"\n{line}  # noqa\n")
     out = _lint(src)
     assert out.returncode != 0 and broken in out.stdout, out.stdout[-3000:]
+
+
+def test_every_package_and_top_level_module_has_a_layer():
+    """A module added at the top of the package without a layer would be checked by nothing."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in cfg if c["id"] == "layers")["layers"]
+    named = {m.strip().removeprefix("starchat.") for layer in layers for m in layer.split("|")}
+    src = ROOT / "src" / "starchat"
+    found = {p.stem for p in src.glob("*.py") if not p.stem.startswith("__")}
+    found |= {p.name for p in src.iterdir() if (p / "__init__.py").is_file()}
+    assert found - named == set()
