@@ -24,7 +24,7 @@ def load_problems(spec: str | Path | None = None, limit: int | None = None) -> d
 
 
 def job_for(problem: dict[str, Any], program: str) -> Job:
-    """The sandbox job: the program, plus the problem's test and prompt as trusted checker-side code."""
+    """The sandbox job: the program, plus the problem's test and prompt, run in the checker's own sandbox."""
     return Job(program=program, entry_point=problem["entry_point"], test=problem["test"], helpers=problem["prompt"])
 
 
