@@ -33,7 +33,7 @@ _URL = re.compile(r"https?://[^\s<>()\[\]{}\"'`]+")
 _SEVERITY = {"LOW": 0, "MEDIUM": 1, "HIGH": 2}
 # What one review checks at most; past it a "limit" finding says what was left out. A reply under a
 # server's token caps stays well inside both, and each Python block costs a bandit run (~10-30 ms).
-MAX_REVIEW_CHARS = 100_000
+MAX_REVIEW_CHARS = 200_000
 MAX_CODE_BLOCKS = 32
 
 

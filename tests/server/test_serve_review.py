@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
 
@@ -38,7 +37,7 @@ def test_a_reply_of_9000_blocks_is_reviewed_up_to_the_bound_and_says_so(server):
     assert r.status_code == 200
     findings = r.json()["findings"]
     limits = [f["text"] for f in findings if f["kind"] == "limit"]
-    assert limits[0].startswith("not reviewed: too large: only the first 100000 of")
+    assert limits[0].startswith("not reviewed: too large: only the first 200000 of")
     assert limits[1].startswith("not reviewed: too large: only the first 32 of")
     assert {f["block"] for f in findings if f["kind"] == "security"} == set(range(1, 33))
 
@@ -87,7 +86,7 @@ def test_review_load_does_not_starve_a_neighbours_chat(tiny_engine):
     with live_server(app) as url:
         httpx.post(url + "/v1/review", json={"text": BLOCK}, timeout=120)  # the worker is started and warm
         _chat_seconds(url)
-        baseline = statistics.median(_chat_seconds(url) for _ in range(5))
+        baseline = max(_chat_seconds(url) for _ in range(5))
         stop, answered = threading.Event(), []
 
         def hammer():
@@ -100,10 +99,11 @@ def test_review_load_does_not_starve_a_neighbours_chat(tiny_engine):
             t.start()
         time.sleep(1.0)  # the reviews are queued and running
         try:
-            loaded = statistics.median(_chat_seconds(url) for _ in range(5))
+            loaded = max(_chat_seconds(url) for _ in range(5))  # the worst: one stuck behind reviews counts
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=300)
+    print(f"\nneighbour chat, worst of 5: {baseline:.3f} s alone, {loaded:.3f} s under review load")
     assert 200 in answered and set(answered) <= {200, 503}
     assert loaded < 10 * baseline + 2.0, (baseline, loaded)
