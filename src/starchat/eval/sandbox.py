@@ -1,4 +1,4 @@
-"""Run untrusted programs against untrusted-but-separate checks: each in its own sandbox, and a verdict the program can't forge.
+"""Run untrusted programs and their problems' test code, each in a sandbox of its own; a verdict the program can't forge.
 
 How a program is judged
 -----------------------
