@@ -61,11 +61,16 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
     model_name = settings.model_name or engine.model_name
     names = served_names(model_name, engine, settings.model_aliases)
 
+    from starchat.server.review_worker import ReviewBusy, ReviewRunner
+
+    reviewer = ReviewRunner()
+
     @asynccontextmanager
     async def lifespan(app):
         scheduler.start()
         yield
         scheduler.stop()
+        reviewer.close()
 
     # With a key, the API's description is not public either: /docs and /openapi.json are off.
     public_docs = settings.api_key is None
@@ -139,10 +144,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/review")
     async def review_reply(req: P.ReviewRequest) -> P.ReviewResponse:
-        from starchat.review import review
-
-        findings = await asyncio.to_thread(review, req.text, finish_reason=req.finish_reason)
-        return P.ReviewResponse(findings=[P.ReviewFinding(**vars(f), text=str(f)) for f in findings])
+        # In its own bounded process, never on the threads that encode prompts (see review_worker).
+        try:
+            findings = await reviewer.review(req.text, req.finish_reason)
+        except ReviewBusy as e:
+            raise APIError(503, f"review: {e}", type_="server_error", code="review_unavailable",
+                           headers={"Retry-After": str(settings.retry_after_s)}) from None
+        return P.ReviewResponse(findings=[P.ReviewFinding(**f) for f in findings])
 
     app.include_router(v1)
     return app
