@@ -1,4 +1,4 @@
-"""The import contracts in pyproject.toml ([tool.importlinter]) hold, and would catch an import up a layer or a cycle."""
+"""The import contracts in pyproject.toml ([tool.importlinter]) hold, and catch an import up a layer or a cycle."""
 
 import shutil
 import subprocess

@@ -3,6 +3,7 @@
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -12,12 +13,15 @@ from starchat.eval import registry
 
 
 def _register_wordcount(ev, name, help_text):
+    def run(args):
+        registry.write_summary(Path(args.output) / "summary.json",
+                               {"kind": name, "name": args.text, "metrics": {"words": len(args.text.split())}})
+        return 0
+
     p = ev.add_parser(name, help=help_text)
     p.add_argument("--text", required=True)
     p.add_argument("--output", required=True)
-    p.set_defaults(func=lambda args: registry.write_summary(
-        __import__("pathlib").Path(args.output) / "summary.json",
-        {"kind": name, "name": args.text, "metrics": {"words": len(args.text.split())}}) and 0)
+    p.set_defaults(func=run)
 
 
 @pytest.fixture
