@@ -52,8 +52,8 @@ def tiny_model(out: Path) -> str:
 
 
 def run_once(engine, prompts, args, overlap: bool) -> dict:
-    from starchat.data.pairs import PairsConfig, generate_and_score
     from starchat.eval.humaneval import SampleLog
+    from starchat.pairs.mine import PairsConfig, generate_and_score
 
     cfg = PairsConfig(model="bench", prompts=args.prompts, output="unused", k=args.k, temperature=0.8,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, overlap=overlap,
@@ -71,8 +71,8 @@ def run_once(engine, prompts, args, overlap: bool) -> dict:
 
 def measure(args) -> dict:
     """Warm up, then alternate sequential and overlapped runs ``args.repeats`` times; the figures."""
-    from starchat.data.prompts import load_prompts
     from starchat.inference import load_engine
+    from starchat.pairs.prompts import load_prompts
 
     tmp = tempfile.mkdtemp(prefix="pairs-bench-model-")
     model = {"tiny": lambda: tiny_model(Path(tmp)), "smollm2": smollm2}.get(args.model, lambda: args.model)()

@@ -107,3 +107,35 @@ def test_check_urls_reports_only_the_broken_links(local_site):
     (f,) = review(text, check_urls=True)
     assert (f.kind, f.severity) == ("url", "error")
     assert "HTTP 404" in f.message and f.message.endswith("/made-up-page")
+
+
+DEEP = {"10k_plus": "x = " + "+".join(["1"] * 10_000) + "\n", "100k_minus": "x = " + "-" * 100_000 + "1\n"}
+
+
+@pytest.mark.parametrize("code", DEEP.values(), ids=DEEP.keys())
+def test_code_too_deep_for_the_parser_is_a_finding_not_a_crash(code):
+    findings = review(f"```python\n{code}```")
+    assert [(f.kind, f.block, f.severity) for f in findings] == [("syntax", 1, "error")]
+    assert "does not compile: too deeply nested" in str(findings[0])
+    assert "too deeply nested" in check_syntax(code)[1]
+
+
+def test_json_too_deep_to_parse_is_a_finding():
+    findings = review("```json\n" + "[" * 50_000 + "]" * 50_000 + "\n```")
+    assert [(f.kind, f.message) for f in findings] == [("syntax", "JSON that does not parse: too deeply nested")]
+
+
+def test_past_the_block_bound_a_limit_finding_says_what_was_not_reviewed():
+    block = "```python\nimport os\n```\n"
+    bad = "```python\ndef f(:\n```\n"
+    findings = review(block * 3 + bad, max_blocks=3)  # the broken block is past the bound: not checked
+    assert [(f.kind, str(f)) for f in findings] == [
+        ("limit", "not reviewed: too large: only the first 3 of 4 code blocks were checked")]
+    assert [f.kind for f in review(block * 3 + bad, max_blocks=4)] == ["syntax"]
+
+
+def test_past_the_size_bound_only_the_start_is_reviewed_and_a_cut_fence_is_not_blamed_on_the_model():
+    text = "```python\ndef f(:\n```\n" + "```python\n" + "x = 1\n" * 100
+    findings = review(text, max_chars=60)
+    assert [(f.kind, f.block) for f in findings] == [("limit", None), ("syntax", 1)]
+    assert str(findings[0]) == f"not reviewed: too large: only the first 60 of {len(text)} characters were checked"

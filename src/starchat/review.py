@@ -31,6 +31,10 @@ _PYTHON_START = re.compile(r"^(def |class |import |from \S+ import |async def |@
 _OPEN_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)")
 _URL = re.compile(r"https?://[^\s<>()\[\]{}\"'`]+")
 _SEVERITY = {"LOW": 0, "MEDIUM": 1, "HIGH": 2}
+# What one review checks at most; past it a "limit" finding says what was left out. A reply under a
+# server's token caps stays well inside both, and each Python block costs a bandit run (~10-30 ms).
+MAX_REVIEW_CHARS = 200_000
+MAX_CODE_BLOCKS = 32
 
 
 @dataclass
@@ -43,7 +47,7 @@ class CodeBlock:
 
 @dataclass
 class Finding:
-    kind: str  # 'syntax', 'security', 'unclosed', 'url'
+    kind: str  # 'syntax', 'security', 'unclosed', 'url', 'limit' (part of the reply not reviewed: too large)
     message: str
     block: int | None = None  # 1-based code block number
     line: int | None = None  # line inside the block
@@ -87,14 +91,24 @@ def _python_source(block: CodeBlock) -> str | None:
     return textwrap.dedent(block.code)
 
 
+TOO_DEEP = "too deeply nested (the parser's depth limit; e.g. thousands of chained operators)"
+
+
 def check_syntax(source: str) -> tuple[int, str] | None:
-    """(line, message) of the first syntax error, or None when it compiles."""
+    """(line, message) of the first syntax error, or None when it compiles. Never raises: code nested past
+    the parser's limits (a 10,000-term ``1+1+...``, 100,000 unary minuses) is an error too, not a crash.
+
+    The parse is bounded: CPython's parser stops at a fixed depth (RecursionError / MemoryError from
+    its stack overflow, SystemError in some versions) in time linear in the source, and callers bound
+    the source's size (``MAX_REVIEW_CHARS``)."""
     try:
         ast.parse(source)
     except SyntaxError as e:
         return e.lineno or 1, e.msg
     except ValueError as e:  # e.g. NUL bytes
         return 1, str(e)
+    except (RecursionError, MemoryError, SystemError):
+        return 1, TOO_DEEP
     return None
 
 
@@ -162,10 +176,26 @@ def unclosed_message(finish_reason: str | None) -> str:
 
 
 def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", timeout: float = 5.0,
-           finish_reason: str | None = None) -> list[Finding]:
-    """Everything worth a warning in one reply; ``finish_reason`` ("stop", "length", ...) says how it ended."""
+           finish_reason: str | None = None, max_chars: int = MAX_REVIEW_CHARS,
+           max_blocks: int = MAX_CODE_BLOCKS) -> list[Finding]:
+    """Everything worth a warning in one reply; ``finish_reason`` ("stop", "length", ...) says how it ended.
+
+    Bounded: only the first ``max_chars`` characters and, of those, the first ``max_blocks`` code blocks
+    (and as many links) are checked; past a bound a ``limit`` finding ("not reviewed: too large") says
+    what was left out."""
     findings: list[Finding] = []
-    for n, block in enumerate(code_blocks(text), 1):
+    blocks = code_blocks(text[:max_chars])
+    if len(text) > max_chars:
+        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_chars} of {len(text)} "
+                                         "characters were checked"))
+        text = text[:max_chars]
+        if blocks and not blocks[-1].closed:  # cut by this bound, not by the model: not a finding
+            blocks.pop()
+    if len(blocks) > max_blocks:
+        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_blocks} of "
+                                         f"{len(blocks)} code blocks were checked"))
+        blocks = blocks[:max_blocks]
+    for n, block in enumerate(blocks, 1):
         if not block.closed:
             findings.append(Finding("unclosed", unclosed_message(finish_reason), n))
         source = _python_source(block)
@@ -181,7 +211,14 @@ def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", ti
                 json.loads(block.code)
             except json.JSONDecodeError as e:
                 findings.append(Finding("syntax", f"JSON that does not parse: {e.msg}", n, e.lineno, "error"))
-    for url in find_urls(text):
+            except RecursionError:
+                findings.append(Finding("syntax", "JSON that does not parse: too deeply nested", n, 1, "error"))
+    urls = find_urls(text)
+    if len(urls) > max_blocks:  # each one is a finding, and with check_urls a request of up to 2 * timeout
+        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_blocks} of "
+                                         f"{len(urls)} links were checked"))
+        urls = urls[:max_blocks]
+    for url in urls:
         if not check_urls:
             findings.append(Finding("url", f"unverified link (models invent URLs): {url}"))
         elif (why := check_url(url, timeout)) is not None:

@@ -179,6 +179,13 @@ def test_open_fence_is_cut_off_only_at_the_token_limit(finish, says):
     assert ("cut off" in warnings[0]) == (finish == "length")
 
 
+def test_reply_too_deep_for_the_parser_gets_a_warning_and_the_chat_goes_on():
+    reply = "```python\nx = " + "+".join(["1"] * 10_000) + "\n```"
+    session, rc, out, err = run(_Scripted(reply), "write it\n/retry\n")
+    assert rc == 0 and out.count(reply) == 2  # answered again after the review: it did not end the chat
+    assert err.count("warning: code block 1, line 1: Python that does not compile: too deeply nested") == 2
+
+
 def test_review_can_be_turned_off():
     err = io.StringIO()
     session = ChatSession(_Scripted("```python\ndef f(:\n```"), PipeIO(io.StringIO("q\n"), io.StringIO(), err),

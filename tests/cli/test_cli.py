@@ -1,4 +1,4 @@
-"""The console script: every subcommand has --help; a stage that has not landed exits 2 in one line."""
+"""The console script: every subcommand has --help, runs as a module, and builds its parser without heavy imports."""
 
 import subprocess
 import sys
@@ -8,21 +8,12 @@ import pytest
 from starchat.cli import STAGES, main
 
 
-@pytest.mark.parametrize("name", [s[0] for s in STAGES])
+@pytest.mark.parametrize("name", STAGES)
 def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:
         main([name, "--help"])
     assert e.value.code == 0
     assert capsys.readouterr().out.startswith("usage: starchat " + name)
-
-
-def test_a_stage_without_its_module_says_so_and_exits_2(monkeypatch, capsys):
-    import starchat.cli as cli
-
-    monkeypatch.setattr(cli, "STAGES", cli.STAGES + [("future", "no_such_stage_module", "a stage not landed")])
-    assert main(["future"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "has not landed yet" in err
 
 
 def test_console_script_runs_as_a_module():

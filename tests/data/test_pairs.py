@@ -9,10 +9,10 @@ import signal
 import datasets
 import pytest
 
-from starchat.data import pairs as pairs_mod
-from starchat.data.pairs import PairsConfig, build_pairs
 from starchat.errors import StarchatError
 from starchat.eval import scoring
+from starchat.pairs import mine as pairs_mod
+from starchat.pairs.mine import PairsConfig, build_pairs
 
 GOOD = "Here:\n\n```python\ndef add(a, b):\n    return a + b\n```"
 WRONG = "Here:\n\n```python\ndef add(a, b):\n    return a - b\n```"
@@ -211,7 +211,6 @@ def test_model_without_chat_template_fails_before_generation(tmp_path, base_toke
 
 def test_cli_pairs_prints_the_table_and_the_rule(tmp_path, monkeypatch, capsys):
     import starchat.inference
-
     from starchat.cli import main
 
     script = {**FILLER, "Explain tuples.": [("Tuples are", "length"), ("Tuples are immutable.", "stop")]}

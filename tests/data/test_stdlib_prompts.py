@@ -10,7 +10,7 @@ import pytest
 from starchat.data import stdlib_prompts
 from starchat.data.doctests import doctest_check, guess_entry_point
 from starchat.data.from_code import FromCodeOptions, build_from_code, collect
-from starchat.data.prompts import load_prompts
+from starchat.pairs.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 

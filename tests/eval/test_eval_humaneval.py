@@ -99,3 +99,17 @@ def test_a_rerun_with_other_settings_names_the_setting_old_and_new(tmp_path, pro
                   "fake", make_params=FakeParams)
     assert str(e.value) == (f"{out} holds a run with other settings (temperature was 0.2, now 0.8): "
                             "use another --output, or delete it to start over")
+
+
+def test_a_sample_too_deep_to_parse_is_scored_and_the_run_finishes(tmp_path, problems):
+    deep = "    return " + "+".join(["1"] * 10_000) + "\n"
+    rows = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
+            {"task_id": "HumanEval/0", "completion": deep},
+            {"task_id": "HumanEval/1", "completion": "    return []\n"}]
+    out = tmp_path / "out"
+    summary = score_samples(write_samples(tmp_path / "s.jsonl", rows),
+                            HumanEvalConfig(output=out, limit=2, progress=False))
+    assert summary["num_samples"] == 3 and (out / "report.md").exists()
+    logged = {(r["task_id"], r["sample_index"]): r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    assert logged[("HumanEval/0", 1)]["flags"]["syntax"] == 1 and not logged[("HumanEval/0", 1)]["passed"]
+    assert logged[("HumanEval/0", 0)]["passed"]

@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from starchat.errors import StarchatError
+from starchat.export.gguf import export_gguf
 from starchat.inference import SamplingParams, load_engine
-from starchat.inference.gguf_export import export_gguf
 
 TEXT = "<|user|>\ndef add(a, b):\n    return a + b<|end|>\n<|assistant|>"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def test_gguf_fallback_count_is_said_as_what_it_means(tiny_model_dir, tmp_path, capfd, caplog):
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
 
-    with caplog.at_level("WARNING", logger="starchat.inference.gguf_export"):
+    with caplog.at_level("WARNING", logger="starchat.export.gguf"):
         export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", "q4_k_m")
     assert "required fallback quantization" not in capfd.readouterr().err
     note = next(r.getMessage() for r in caplog.records if "fallback" in r.getMessage() or "note:" in r.getMessage())

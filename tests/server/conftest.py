@@ -13,7 +13,7 @@ def tiny_engine(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
     """The tiny model exported to an f32 GGUF: llama.cpp slots in a second, with the StarChat tokens."""
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
 
     return export_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf", "f32")
 

@@ -58,7 +58,8 @@ def tiny_overrides(make_overrides, tmp_path):
 
 
 def _pairs(n: int, offset: int = 0) -> list[dict]:
-    """Preference rows (CONTRACTS item 1): the right sum is chosen, a wrong one rejected; extra columns too."""
+    """Preference rows (see `starchat.data.preference`): the right sum is chosen, a wrong one rejected;
+    extra columns too."""
     rows = []
     for i in range(offset, offset + n):
         a, b = i % 7 + 1, i % 5 + 2

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from starchat.errors import StarchatError
+from starchat.export.merge import merge_lora
 from starchat.train import load_config, train
-from starchat.train.merge import merge_lora
 
 pytestmark = pytest.mark.slow
 

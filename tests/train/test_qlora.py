@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from starchat.export.merge import merge_lora
 from starchat.train import load_config, train
-from starchat.train.merge import merge_lora
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,6 @@
 """The `starchat` console script: parses arguments and calls plain functions, nothing more.
 
-Each stage owns one module here with ``register(subparsers)``; a stage whose issue has not
-landed yet registers a placeholder that says so and exits 2.
+Each stage owns one module here with ``register(subparsers)``.
 """
 
 from __future__ import annotations
@@ -9,31 +8,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-# (command, module under starchat.cli, help line). A module that does not exist yet means
-# the stage has not landed.
-STAGES = [
-    ("data", "data", "prepare training data: build, pairs, from-code"),
-    ("train", "train", "fine-tune a model on dialogues (1 CPU to N GPUs)"),
-    ("chat", "chat", "chat with a model in the terminal"),
-    ("serve", "serve", "serve a model over an OpenAI-compatible API with a web playground"),
-    ("eval", "eval", "evaluate a model: humaneval, loss, judge, lm-eval, compare"),
-    ("export", "export", "export a model: merge (LoRA adapters), gguf"),
-]
+from starchat.errors import StarchatError as CLIError  # one error type for library and CLI
 
-
-from starchat.errors import StarchatError as CLIError  # noqa: E402  (one error type for library and CLI)
-
-
-def _placeholder(name: str, help_text: str):
-    def register(sub):
-        p = sub.add_parser(name, help=help_text + " (not available yet)", description=help_text)
-        p.set_defaults(func=lambda args: _not_yet(name))
-    return register
-
-
-def _not_yet(name: str) -> int:
-    print(f"starchat {name}: this command has not landed yet; see the project's open issues.", file=sys.stderr)
-    return 2
+# The commands, in --help order: each is the module starchat.cli.NAME with its register(subparsers).
+STAGES = ("data", "train", "chat", "serve", "eval", "export")
 
 
 def build_parser():
@@ -45,15 +23,8 @@ def build_parser():
         "prepare data, fine-tune, chat, serve and evaluate.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module, help_text in STAGES:
-        try:
-            mod = importlib.import_module(f"starchat.cli.{module}")
-            register = mod.register
-        except ModuleNotFoundError as e:
-            if e.name != f"starchat.cli.{module}":
-                raise
-            register = _placeholder(name, help_text)
-        register(sub)
+    for name in STAGES:
+        importlib.import_module(f"starchat.cli.{name}").register(sub)
     return parser
 
 

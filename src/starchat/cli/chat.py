@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs
+from starchat.cli.endpoint_options import add_backend_option, add_endpoint_options, endpoint_kwargs
 from starchat.inference.params import SamplingParams
 
 _DEFAULTS = SamplingParams()
@@ -14,8 +14,7 @@ def register(sub) -> None:
                                    "With stdin from a pipe: answer it and exit (echo 'question' | starchat chat).")
     p.add_argument("--model", "-m", default=None,
                    help="model directory, hub ID, .gguf file or http(s)://HOST[:PORT]/v1 endpoint (default: offline SmolLM2)")
-    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "vllm"],
-                   help="default: llamacpp for .gguf files, transformers otherwise")
+    add_backend_option(p)
     p.add_argument("--template", default=None,
                    help="force a chat format: 'starchat', 'alpaca' or a dialogue_template.json (default: the model's own)")
     p.add_argument("--system", default=None, help="system prompt")

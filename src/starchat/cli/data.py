@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-
+from starchat.data import formats
 from starchat.data.build import BuildConfig
 from starchat.options import add_arguments, from_args
 
-# The readers' formats (their registry is the data readers' own; listed here until it offers them).
-_FORMATS = dict(format=dict(choices=["auto", "oasst", "guanaco", "sharegpt", "messages", "alpaca", "trl", "text",
-                                     "hh"]))
+
+def _flags() -> dict[str, dict]:
+    """Per-field argparse extras beyond the fields' own: the formats' choices and help come from their registry
+    (read at each parse, so a format registered at run time is offered too)."""
+    return {
+        "format": dict(choices=formats.choices(), help="input format per --kind (" + formats.cli_help()
+                       + "); auto: told from each file's first record"),
+        "kind": dict(choices=list(formats.KINDS)),
+    }
 
 
 def register(sub) -> None:
@@ -18,14 +23,12 @@ def register(sub) -> None:
                        description="Prepare dialogue data for training.")
     dsub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
     b = dsub.add_parser("build", help="read conversation data into train/test splits with statistics")
-    add_arguments(b, BuildConfig, extra=_FORMATS)  # one flag per BuildConfig field: its default, its help
+    add_arguments(b, BuildConfig, extra=_flags())  # one flag per BuildConfig field: its default, its help
     b.set_defaults(func=_build)
     _register_pairs(dsub)
-    try:  # `data from-code` belongs to the training stage; present once that stage has landed
-        importlib.import_module("starchat.data.from_code").register_from_code(dsub)
-    except ModuleNotFoundError as e:
-        if e.name != "starchat.data.from_code":
-            raise
+    from starchat.data.from_code import register_from_code
+
+    register_from_code(dsub)
 
 
 def _build(args) -> int:
@@ -44,7 +47,7 @@ def _run(args, cls, fn, print_stats) -> int:
 
 
 def _register_pairs(dsub) -> None:
-    from starchat.data.pairs import PairsConfig
+    from starchat.pairs.mine import PairsConfig
 
     p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst")
     add_arguments(p, PairsConfig)
@@ -52,7 +55,7 @@ def _register_pairs(dsub) -> None:
 
 
 def _pairs(args) -> int:
-    from starchat.data.pairs import PairsConfig, build_pairs
     from starchat.data.report import print_pairs_stats
+    from starchat.pairs.mine import PairsConfig, build_pairs
 
     return _run(args, PairsConfig, build_pairs, print_pairs_stats)

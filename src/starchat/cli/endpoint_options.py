@@ -1,9 +1,17 @@
-"""The options every command that takes ``--model`` has for an ``http(s)://HOST[:PORT]/v1`` endpoint."""
+"""The options every command that takes ``--model`` shares: ``--backend``, and those of an
+``http(s)://HOST[:PORT]/v1`` endpoint."""
 
 from __future__ import annotations
 
 import os
 from urllib.parse import urlparse
+
+
+def add_backend_option(p) -> None:
+    """``--backend``: its choices and help come from the backend registry, the same in every command."""
+    from starchat.inference import backends
+
+    p.add_argument("--backend", default=backends.AUTO, choices=backends.choices(), help=backends.cli_help())
 
 
 def add_endpoint_options(p, concurrency: bool = False) -> None:

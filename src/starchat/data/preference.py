@@ -1,6 +1,6 @@
 """Readers for preference data: a prompt (messages ending with a user turn) and a chosen and a rejected reply.
 
-Formats (``--kind preference --format ...``):
+Formats (``--kind preference --format ...``, listed in `starchat.data.formats`):
 - ``trl``: TRL's conversational preference format, ``prompt``/``chosen``/``rejected`` as message lists;
   or its implicit-prompt form, ``chosen``/``rejected`` as whole dialogues sharing a prefix (as in
   UltraFeedback-binarized, whose string ``prompt`` is then ignored);
@@ -13,37 +13,37 @@ Each record becomes an ``Example`` whose ``messages`` are the prompt (so dedup, 
 the split work on the prompt) with ``meta["chosen"]``/``meta["rejected"]`` one-message lists. A
 pair with identical replies, an empty reply, or a prompt that does not end with a user turn is an
 error naming the record.
+
+Written out (`data build --kind preference`, `data pairs`), a pair is one row of TRL's conversational
+preference format: ``prompt`` (messages ending with a user turn), ``chosen`` and ``rejected`` (one
+assistant message each); `method: dpo` reads these columns and ignores any others.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from starchat.data.readers import DataError, Example, ReadOptions, Record, _field
+from starchat.data.oasst import ROLE, load_tree, roots
+from starchat.data.records import DataError, Example, ReadOptions, Record
+from starchat.data.records import get_field as _field
 from starchat.templates import TemplateError, validate_messages
 
-FORMATS = ("auto", "trl", "text", "hh", "oasst")
 Pair = tuple[list[dict[str, str]], dict[str, Any]]
 
 
-def detect_format(rec: Any, where: str) -> str:
-    """The preference format of a record from its keys."""
-    if isinstance(rec, dict):
-        if {"message_id", "parent_id"} <= set(rec) or ("message_tree_id" in rec and "prompt" in rec):
-            return "oasst"
-        chosen = rec.get("chosen")
-        if isinstance(chosen, list):
-            return "trl"
-        if isinstance(chosen, str):
-            if re.search(r"(^|\n)\s*Human:", chosen) and "Assistant:" in chosen:
-                return "hh"
-            if "prompt" in rec:
-                return "text"
-    keys = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
-    raise DataError(f"{where}: cannot tell the preference format from the fields {keys}; a record needs "
-                    f"'chosen' and 'rejected' (and 'prompt' unless they are whole dialogues), or pass "
-                    f"--format ({'|'.join(FORMATS[1:])})")
+def is_trl(rec: dict) -> bool:
+    return isinstance(rec.get("chosen"), list)
+
+
+def is_hh(rec: dict) -> bool:
+    chosen = rec.get("chosen")
+    return isinstance(chosen, str) and bool(re.search(r"(^|\n)\s*Human:", chosen)) and "Assistant:" in chosen
+
+
+def is_text(rec: dict) -> bool:
+    return isinstance(rec.get("chosen"), str) and "prompt" in rec
 
 
 def _messages(value: Any, where: str, key: str) -> list[dict[str, str]]:
@@ -132,14 +132,9 @@ def from_hh(rec: dict, where: str) -> Pair:
     return _split_shared(chosen, rejected, where)
 
 
-CONVERTERS: dict[str, Callable[[dict, str], Pair]] = {"trl": from_trl, "text": from_text, "hh": from_hh}
-
-
 def read_oasst_pairs(name: str, records: list[Record], opts: ReadOptions,
                      on_invalid: Callable[[DataError], None]) -> Iterator[Example]:
     """One pair per prompter message with two or more ranked replies: best rank chosen, worst rejected."""
-    from starchat.data.oasst import ROLE, load_tree, roots
-
     children, where = load_tree(records, opts, on_invalid)
     for root in roots(children, where, on_invalid):
         stack = [[root]]

@@ -266,6 +266,60 @@ def serve(cfg):
         send(RESP_FD, reply)
 
 
+def _exception(name, msg):
+    """The program's exception as the test code sees it: the same builtin type (so tests that expect e.g.
+    ValueError see one), else RuntimeError; the message says the program raised it."""
+    import builtins
+
+    cls = getattr(builtins, str(name), None)
+    text = f"{msg} (raised by the program as {name})"
+    try:
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(text)
+    except TypeError:  # a type whose constructor wants more arguments
+        pass
+    return RuntimeError(text)
+
+
+def check_tests(cfg):
+    """The checker: run the problem's test code (``helpers`` = the prompt, then ``test``, then
+    ``check(candidate)``) in this sandbox. It is code from the problems file, so it is contained like a
+    program; ``candidate`` sends each call's arguments to the harness, which relays them to the program's
+    own sandbox and sends back its plain-data result. The verdict is sent, never implied by an exit."""
+    sys.path[:0] = [p for p in cfg.get("path", []) if p not in sys.path]  # e.g. starchat.eval.plus for evalplus
+    entry_point = cfg["entry_point"]
+
+    def candidate(*args, **kwargs):
+        try:
+            call = {"args": encode(list(args)), "kwargs": encode(kwargs)}
+        except TypeError as e:
+            send(RESP_FD, {"sandbox_error": f"test arguments are not plain data: {e}"[:2000]})
+            os._exit(0)
+        send(RESP_FD, {"call": call})
+        reply = recv(REQ_FD)
+        if "ok" in reply:
+            return decode(reply["ok"])
+        raise _exception(reply.get("exc"), reply.get("msg"))
+
+    namespace = {"__name__": "__check__", "__builtins__": __builtins__}
+    try:
+        exec(compile(cfg["helpers"], "helpers.py", "exec"), namespace)  # the prompt: imports and helpers
+    except Exception:  # noqa: BLE001  (a prompt with no body can still fail to define helpers)
+        pass
+    namespace[entry_point] = candidate  # tests sometimes call the function by name
+    try:
+        exec(compile(cfg["test"], "test.py", "exec"), namespace)
+        namespace["check"](candidate)
+    except AssertionError as e:
+        verdict = {"failed": f"AssertionError: {e}"[:2000] if str(e) else "AssertionError"}
+    except BaseException as e:  # noqa: BLE001  (SystemExit too: the tests did not finish)
+        verdict = {"failed": f"{type(e).__name__}: {e}"[:2000]}
+    else:
+        verdict = {"passed": True}
+    _flush()
+    send(RESP_FD, {"verdict": verdict})
+
+
 # ---- the fork server --------------------------------------------------------------------------------
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
@@ -378,7 +432,7 @@ def run_program():
     except BaseException as e:  # noqa: BLE001
         send(RESP_FD, {"setup_error": f"{type(e).__name__}: {e}"})
         os._exit(3)
-    serve(cfg)
+    (check_tests if cfg.get("role") == "checker" else serve)(cfg)
     _flush()
     os._exit(0)
 

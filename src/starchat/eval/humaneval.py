@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from starchat.errors import StarchatError
 from starchat.eval import programs, prompting, report, scoring
+from starchat.eval.registry import write_summary
 from starchat.eval.sandbox import Limits, Result, run_many, sandbox_mode
 from starchat.options import setting
 
@@ -110,7 +111,7 @@ def _finish(cfg: HumanEvalConfig, log: SampleLog, problems: dict, meta: dict[str
     meta = {**meta, "sandbox": sandbox_mode()["name"], "timeout_s": cfg.limits.timeout,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     summary = report.summarize(rows, meta)
-    report.write_atomic(cfg.output / "summary.json", json.dumps(summary, indent=2))
+    write_summary(cfg.output / "summary.json", summary)
     report.write_atomic(cfg.output / "report.md", report.markdown(summary, rows))
     return summary
 

@@ -16,6 +16,7 @@ from starchat.errors import StarchatError
 from starchat.eval import judge_prompts as jp
 from starchat.eval import judge_report
 from starchat.eval.prompting import prefill_ids, sampling_params
+from starchat.eval.registry import write_summary
 from starchat.fsio import write_text_atomic
 from starchat.options import setting
 
@@ -318,7 +319,7 @@ def _write_report(cfg, models, judge, prompts, answers: JsonlCache, verdicts: Js
     summary.update(models=models, judge=judge or "default", prompts=cfg.prompts or jp.SHIPPED,
                    num_prompts=len(prompts), temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_text_atomic(cfg.output / "summary.json", json.dumps(summary, indent=2))
+    write_summary(cfg.output / "summary.json", summary)
     md = judge_report.markdown(summary, prompts, answers.rows, verdicts.rows, cfg.examples)
     write_text_atomic(cfg.output / "report.md", md)
     return summary

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from starchat.errors import StarchatError
+from starchat.eval.registry import write_summary
 from starchat.fsio import write_text_atomic
 
 # The Open LLM Leaderboard (v1) tasks the StarChat Beta card cites, with the leaderboard's few-shot counts.
@@ -245,7 +246,7 @@ def run_lm_eval(cfg: LmEvalConfig) -> dict[str, Any]:
             merged.setdefault(key, {}).update(res.get(key) or {})
     summary = summarize(merged, cfg, name, args)
     write_text_atomic(cfg.output / "results.json", json.dumps(merged, indent=2, default=str))
-    write_text_atomic(cfg.output / "summary.json", json.dumps(summary, indent=2))
+    write_summary(cfg.output / "summary.json", summary)
     write_text_atomic(cfg.output / "report.md", markdown(summary))
     return summary
 

@@ -54,9 +54,8 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
 
     from starchat.data.collate import DataCollatorForDialogues
     from starchat.data.tokenize import IGNORE_INDEX, tokenize_dataset
+    from starchat.models import accuracy_counts, resize_embeddings
     from starchat.templates import end_token_id, get_template, prepare_tokenizer
-    from starchat.train.model import resize_embeddings
-    from starchat.train.new_tokens import accuracy_counts
 
     ds = _load_split(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)

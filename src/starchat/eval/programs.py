@@ -24,7 +24,7 @@ def load_problems(spec: str | Path | None = None, limit: int | None = None) -> d
 
 
 def job_for(problem: dict[str, Any], program: str) -> Job:
-    """The sandbox job: the program, plus the problem's test and prompt as trusted checker-side code."""
+    """The sandbox job: the program, plus the problem's test and prompt, run in the checker's own sandbox."""
     return Job(program=program, entry_point=problem["entry_point"], test=problem["test"], helpers=problem["prompt"])
 
 
@@ -64,11 +64,10 @@ def chat_program(problem: dict[str, Any], reply: str) -> str:
 
 
 def is_valid_python(program: str) -> bool:
-    try:
-        ast.parse(program)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    """Whether it compiles; code nested past the parser's limits does not (never raises)."""
+    from starchat.review import check_syntax
+
+    return check_syntax(program) is None
 
 
 def read_samples(path: str | Path, problems: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:

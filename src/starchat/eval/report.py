@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from starchat.errors import StarchatError
+from starchat.eval.registry import check_summary
 from starchat.eval.scoring import flagged_shares
 from starchat.fsio import write_text_atomic as write_atomic  # noqa: F401  (used as report.write_atomic)
 
@@ -92,10 +93,8 @@ def _flag_lines(summary: dict[str, Any]) -> list[str]:
 def load_summary(path: str | Path) -> dict[str, Any]:
     """A run's summary (a summary.json, its directory, or `eval loss --output`'s file) with ``kind`` and ``metrics``.
 
-    The shape every ``starchat eval`` command writes, and all that ``compare`` reads: ``kind`` (humaneval,
-    loss, judge, lm-eval, ...), ``metrics`` (a flat dict: metric name -> number), and optionally ``name`` or
-    ``model`` for the column title and humaneval's ``per_task``. Summaries written before ``kind`` existed
-    are read too (humaneval's ``pass_at_k``, loss's ``loss``)."""
+    The contract is `starchat.eval.registry`'s docstring. Summaries written before ``kind`` existed are read
+    too (humaneval's ``pass_at_k``, loss's ``loss``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "summary.json"
@@ -106,17 +105,12 @@ def load_summary(path: str | Path) -> dict[str, Any]:
             from None
     except json.JSONDecodeError as e:
         raise StarchatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise StarchatError(f"{path}: expected a JSON object with 'kind' and 'metrics'")
-    if "metrics" not in data:  # older summaries
+    if isinstance(data, dict) and "metrics" not in data:  # older summaries
         if "pass_at_k" in data:
             data = {**data, "kind": "humaneval", "metrics": dict(data["pass_at_k"])}
         elif "loss" in data:
             data = {**data, "kind": "loss", "metrics": {k: data[k] for k in LOSS_METRICS if k in data}}
-    metrics = data.get("metrics")
-    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise StarchatError(f"{path}: field 'metrics' must be a flat object of numbers; "
-                            "is it a summary written by `starchat eval`?")
+    check_summary(data, path, require_kind=False)
     return data
 
 

@@ -1,24 +1,35 @@
-"""Run untrusted programs against trusted checks: own process, limits, no network, and a verdict it can't forge.
+"""Run untrusted programs and their problems' test code, each in a sandbox of its own; a verdict the program can't forge.
 
 How a program is judged
 -----------------------
-Each program runs in its own sandboxed Python process (``_child.py``). The problem's test code
-(HumanEval's ``check(candidate)``) never runs there: it runs in the harness, in the worker thread,
-with ``candidate`` bound to a proxy that sends the arguments to the sandbox and gets the result back
-as plain data (exact ``int/float/str/bool/None/list/tuple/dict/set/bytes``, nothing else). A sample
-passes only when ``check`` returns normally in the harness. So:
+Two sandboxed Python processes per program (``_child.py``), both contained as described below:
+* the *program*: the model's code; it loads and then answers call requests with plain data;
+* the *checker*: the problem's test code, which comes from the problems file (``--problems``,
+  ``--prompts``: a file from the hub or a third party is code you run, so it is contained too). It runs
+  the prompt (helpers like ``poly``), the ``test`` text and ``check(candidate)``, where ``candidate``
+  sends each call's arguments out. evalplus's canonical solutions run here too.
+The harness (this module) runs no problem-supplied code: it relays each call from the checker to the
+program and the result back, as plain data only (exact ``int/float/str/bool/None/list/tuple/dict/set/
+bytes``, checked on the way), and a sample passes only when the checker sends its verdict "passed"
+after ``check`` returned normally. So:
 
-* ``sys.exit(0)``, ``os._exit(0)``, a crash or a kill before or during the tests: the proxy sees the
-  process gone, the check raises, the sample fails. Exit codes mean nothing here.
-* Monkeypatching ``check``, ``assert``, ``AssertionError``, builtins or modules: it changes the sandbox
-  process only; the checker lives in another process that the program cannot reach.
+* ``sys.exit(0)``, ``os._exit(0)``, a crash or a kill of the program before or during the tests: the
+  harness sees its process gone and ends the run as ``crashed``; the checker never gets a reply, so
+  test code that catches exceptions cannot swallow it. Exit codes mean nothing here.
+* Monkeypatching ``check``, ``assert``, ``AssertionError``, builtins or modules: it changes the program's
+  process only; the checker is another process, in its own namespaces, that the program cannot reach.
 * Results with a forged ``__eq__`` (or any object that is not plain data) cannot cross the wire.
 * Helper functions the tests use (``poly``, ``encode_cyclic``...) come from the problem's prompt, run
-  on the harness side, so a program cannot redefine them either.
+  in the checker, so a program cannot redefine them either.
+* Hostile test code (writes a file, opens a socket, reads the harness's environment, patches the
+  harness's modules) gets what any sandboxed program gets: a read-only filesystem, no network, a
+  scrubbed environment, another process. It still decides its own problem's verdict: that is what a
+  problems file is for.
 This replaces the usual "print a nonce after the checks" scheme: any secret inside the program's own
 process can be read by the program (frames, gc, /proc/self/mem), so the only channel a program
 cannot forge is the one where it never runs the judge at all. The one thing it can do is compute
-correct answers, which is solving the problem.
+correct answers, which is solving the problem. Both processes share the run's deadline (``timeout``):
+time the test code spends (evalplus's reference solution, once per sample) counts against it.
 
 What the sandbox contains (mode ``namespaces``, the default where the kernel allows it)
 ---------------------------------------------------------------------------------------
@@ -99,6 +110,10 @@ from starchat.eval import _child, _reaper, _seccomp
 CHILD_SOURCE = "\n".join(Path(m.__file__).read_text(encoding="utf-8") for m in (_seccomp, _reaper, _child))
 OUTPUT_KEEP = 4096  # bytes of the program's stdout/stderr kept for the report
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The checker's calls carry the test inputs (evalplus's can be large); still bounded, parsed at C speed.
+MAX_TEST_MESSAGE = 16 << 20
+# The directory holding the starchat package: generated tests import from it (starchat.eval.plus).
+_STARCHAT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclasses.dataclass
@@ -142,12 +157,13 @@ class CheckFailed(BaseException):
 
 @dataclasses.dataclass
 class Job:
-    """A program, the name of its function under test, and trusted test code calling ``check``."""
+    """A program, the name of its function under test, and the test code calling ``check`` (run in a
+    sandbox of its own: it comes from the problems file)."""
 
     program: str
     entry_point: str
     test: str  # defines check(candidate)
-    helpers: str = ""  # trusted code run on the harness side before the test (e.g. the prompt)
+    helpers: str = ""  # code run in the checker's sandbox before the test (e.g. the prompt)
 
 
 # ---- the fork server and the isolation mode ---------------------------------------------------------
@@ -248,7 +264,7 @@ def _probe() -> dict[str, Any]:
 # ---- running one job --------------------------------------------------------------------------------
 
 def run_job(job: Job, limits: Limits | None = None, mode: str | None = None) -> Result:
-    """Run one program in the sandbox and judge it with the trusted checker. Never raises for the
+    """Run one program in the sandbox and judge it with the problem's checker (sandboxed too). Never raises for the
     program's behaviour; a broken sandbox itself reports status 'sandbox_error'."""
     return _run(job, limits or Limits(), mode or sandbox_mode()["name"])
 
@@ -258,8 +274,9 @@ def _sandbox_uid() -> int | None:
     return random.randrange(1_000_000, 2_000_000_000) if os.geteuid() == 0 else None
 
 
-def _config(job: Job, limits: Limits, mode: str, uid: int | None, hostdir: str | None) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"program": job.program, "entry_point": job.entry_point, "limits": limits.rlimits(),
+def _config(entry_point: str, program: str, limits: Limits, mode: str, uid: int | None,
+            hostdir: str | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"program": program, "entry_point": entry_point, "limits": limits.rlimits(),
                            "uid": uid, "tmpfs_mb": limits.tmpfs_mb, "drop_caps": os.geteuid() != 0 and
                            mode == "namespaces", "isolate_fs": mode == "namespaces",
                            "expose": _interpreter_dirs() if uid is not None else []}
@@ -271,44 +288,65 @@ def _config(job: Job, limits: Limits, mode: str, uid: int | None, hostdir: str |
     return cfg
 
 
+class _Box:
+    """One sandboxed process (the program's or the checker's) and the channel to it."""
+
+    def __init__(self, limits: Limits, mode: str, deadline: float, who: str, max_message: int):
+        self.uid, self.hostdir, self.pid, self.zygote = _sandbox_uid(), None, None, None
+        if mode != "namespaces":
+            self.hostdir = tempfile.mkdtemp(prefix="starchat-sandbox-")
+            if self.uid is not None:
+                os.chown(self.hostdir, self.uid, self.uid)
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self.zygote = _zygote(mode)
+            self.pid = self.zygote.spawn((req_r, resp_w, out_w), limits.total_memory_mb)
+        except (OSError, ValueError) as e:
+            for fd in (req_r, req_w, resp_r, resp_w, out_r, out_w):
+                os.close(fd)
+            self._remove_dir()
+            raise CheckFailed("sandbox_error", f"could not start the sandbox: {e}") from None
+        for fd in (req_r, resp_w, out_w):
+            os.close(fd)
+        self.chan = _Channel(req_w, resp_r, out_r, deadline, who, max_message)
+
+    def _remove_dir(self) -> None:
+        if self.hostdir:
+            shutil.rmtree(self.hostdir, ignore_errors=True)
+
+    def close(self) -> None:
+        self.chan.close()
+        try:
+            self.zygote.kill(self.pid)
+        except OSError:
+            pass
+        self._remove_dir()
+
+
 def _run(job: Job, limits: Limits, mode: str) -> Result:
     start = time.monotonic()
-    uid = _sandbox_uid()
-    hostdir = None
-    if mode != "namespaces":
-        hostdir = tempfile.mkdtemp(prefix="starchat-sandbox-")
-        if uid is not None:
-            os.chown(hostdir, uid, uid)
-    req_r, req_w = os.pipe()
-    resp_r, resp_w = os.pipe()
-    out_r, out_w = os.pipe()
-    zygote, pid = None, None
+    boxes: list[_Box] = []
+
+    def box(who: str, max_message: int, cfg: dict[str, Any]) -> "_Channel":
+        b = _Box(limits, mode, start + limits.timeout, who, max_message)
+        boxes.append(b)
+        b.chan.send({**_config(cfg["entry_point"], cfg.pop("program", ""), limits, mode, b.uid, b.hostdir), **cfg})
+        return b.chan
+
     try:
-        zygote = _zygote(mode)
-        pid = zygote.spawn((req_r, resp_w, out_w), limits.total_memory_mb)
-    except (OSError, ValueError) as e:
-        for fd in (req_r, req_w, resp_r, resp_w, out_r, out_w):
-            os.close(fd)
-        if hostdir:
-            shutil.rmtree(hostdir, ignore_errors=True)
-        return Result(False, "sandbox_error", f"could not start the sandbox: {e}")
-    for fd in (req_r, resp_w, out_w):
-        os.close(fd)
-    chan = _Channel(req_w, resp_r, out_r, start + limits.timeout)
-    try:
-        chan.send(_config(job, limits, mode, uid, hostdir))
-        result = _judge(job, chan)
+        program = box("the program", _child.MAX_MESSAGE, {"program": job.program, "entry_point": job.entry_point})
+        # The checker starts only once the program loaded: a program that does not load costs one sandbox.
+        result = _judge(job, program, lambda: box("the problem's test code", MAX_TEST_MESSAGE, {
+            "role": "checker", "entry_point": job.entry_point, "helpers": job.helpers, "test": job.test,
+            "path": [_STARCHAT_ROOT]}))
     except CheckFailed as e:
         result = Result(False, e.status, str(e))
     finally:
-        chan.close()
-        try:
-            zygote.kill(pid)
-        except OSError:
-            pass
-        if hostdir:
-            shutil.rmtree(hostdir, ignore_errors=True)
-    result.output = chan.output.decode("utf-8", "replace")
+        for b in boxes:
+            b.close()
+    result.output = boxes[0].chan.output.decode("utf-8", "replace") if boxes else ""
     result.seconds = time.monotonic() - start
     return result
 
@@ -330,68 +368,58 @@ def _count_own_processes() -> int:
     return n
 
 
-def _judge(job: Job, chan: "_Channel") -> Result:
-    first = chan.recv()
+def _judge(job: Job, program: "_Channel", start_checker: Callable[[], "_Channel"]) -> Result:
+    """Relay the checker's calls to the program and its plain-data results back, until the checker's verdict.
+    A program that dies or stalls during a call ends the run here (CheckFailed), whatever the test code
+    would have done about it: it never sees that failure, so it cannot catch it."""
+    first = program.recv()
     if "setup_error" in first:
         return Result(False, "sandbox_error", first["setup_error"])
     if "load_error" in first:
         return Result(False, "load_error", first["load_error"])
     if not first.get("ready"):
         raise CheckFailed("crashed", "the program sent an unexpected message")
-
-    def candidate(*args, **kwargs):
-        try:
-            chan.send({"args": _child.encode(list(args)), "kwargs": _child.encode(kwargs)})
-        except TypeError as e:
-            raise CheckFailed("sandbox_error", f"test arguments are not plain data: {e}") from None
-        reply = chan.recv()
-        if "ok" in reply:
-            return _decode(reply["ok"])
-        if "exc" in reply:
-            raise _exception(reply.get("exc"), reply.get("msg"))
-        raise CheckFailed("crashed", "the program sent an unexpected reply")
-
-    namespace: dict[str, Any] = {"__name__": "__check__"}
-    try:
-        exec(compile(job.helpers, "helpers.py", "exec"), namespace)  # the prompt: trusted helpers
-    except Exception:  # noqa: BLE001  (a prompt with no body can still fail to define helpers)
-        pass
-    namespace[job.entry_point] = candidate  # tests sometimes call the function by name
-    try:
-        exec(compile(job.test, "test.py", "exec"), namespace)
-        namespace["check"](candidate)
-    except AssertionError as e:
-        return Result(False, "failed", f"AssertionError: {e}"[:2000] if str(e) else "AssertionError")
-    except Exception as e:  # noqa: BLE001
-        return Result(False, "failed", f"{type(e).__name__}: {e}"[:2000])
-    return Result(True, "passed")
+    checker = start_checker()
+    while True:
+        msg = checker.recv()
+        call = msg.get("call")
+        if isinstance(call, dict) and isinstance(call.get("args"), list) and isinstance(call.get("kwargs"), dict):
+            for part in (call["args"], call["kwargs"]):
+                _decode(part, "sandbox_error", "the test code sent malformed arguments")
+            program.send({"args": call["args"], "kwargs": call["kwargs"]})
+            reply = program.recv()
+            if "ok" in reply:
+                _decode(reply["ok"], "crashed", "malformed result")
+                checker.send({"ok": reply["ok"]})
+            elif "exc" in reply:
+                checker.send({"exc": str(reply.get("exc"))[:200], "msg": str(reply.get("msg"))[:500]})
+            else:
+                raise CheckFailed("crashed", "the program sent an unexpected reply")
+        elif isinstance(msg.get("verdict"), dict):
+            if msg["verdict"].get("passed") is True:
+                return Result(True, "passed")
+            return Result(False, "failed", str(msg["verdict"].get("failed", ""))[:2000])
+        elif "sandbox_error" in msg or "setup_error" in msg:
+            return Result(False, "sandbox_error", str(msg.get("sandbox_error") or msg.get("setup_error"))[:2000])
+        else:
+            raise CheckFailed("sandbox_error", "the problem's test code sent an unexpected message")
 
 
-def _decode(value):
+def _decode(value, status: str, what: str):
     try:
         return _child.decode(value)
     except (ValueError, TypeError, RecursionError, AttributeError) as e:
-        raise CheckFailed("crashed", f"malformed result: {e}") from None
-
-
-def _exception(name, msg) -> Exception:
-    import builtins
-
-    cls = getattr(builtins, str(name), None)
-    text = f"{msg} (raised by the program as {name})"
-    try:  # the same builtin type, so tests that expect e.g. ValueError see one
-        if isinstance(cls, type) and issubclass(cls, Exception):
-            return cls(text)
-    except TypeError:  # a type whose constructor wants more arguments
-        pass
-    return RuntimeError(text)
+        raise CheckFailed(status, f"{what}: {e}") from None
 
 
 class _Channel:
-    """Framed messages to and from the sandbox with a hard deadline; drains the program's output."""
+    """Framed messages to and from one sandboxed process with a hard deadline; drains its output.
+    ``who`` names it in errors; ``max_message``: a longer reply is refused from its length header."""
 
-    def __init__(self, req_fd: int, resp_fd: int, out_fd: int, deadline: float):
+    def __init__(self, req_fd: int, resp_fd: int, out_fd: int, deadline: float, who: str = "the program",
+                 max_message: int = 1 << 20):
         self.req_fd, self.fd, self.out_fd, self.deadline = req_fd, resp_fd, out_fd, deadline
+        self.who, self.max_message = who, max_message
         self.output = b""
         self.buf = b""
 
@@ -404,7 +432,7 @@ class _Channel:
                     raise CheckFailed("timeout", "timed out")
                 view = view[os.write(self.req_fd, view[:65536]):]
         except OSError:  # EPIPE: nobody reads any more
-            raise CheckFailed("crashed", "the program exited before the tests finished") from None
+            raise CheckFailed("crashed", f"{self.who} exited before the tests finished") from None
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -428,23 +456,23 @@ class _Channel:
             if self.fd in ready:
                 chunk = os.read(self.fd, 1 << 20)
                 if not chunk:
-                    raise CheckFailed("crashed", "the program exited before the tests finished")
+                    raise CheckFailed("crashed", f"{self.who} exited before the tests finished")
                 self.buf += chunk
 
     def recv(self):
         self._fill(8)
         (n,) = struct.unpack("<Q", self.buf[:8])
-        if n > _child.MAX_MESSAGE:
-            raise CheckFailed("crashed", f"the program sent a {n}-byte reply (limit {_child.MAX_MESSAGE})")
+        if n > self.max_message:
+            raise CheckFailed("crashed", f"{self.who} sent a {n}-byte message (limit {self.max_message})")
         self._fill(8 + n)
         data, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
         self._left()  # no parse after the deadline
         try:  # C-speed and linear in the (capped) size; deep nesting raises RecursionError
             msg = json.loads(data)
         except (ValueError, RecursionError, MemoryError, TypeError):
-            raise CheckFailed("crashed", "the program sent a malformed reply") from None
+            raise CheckFailed("crashed", f"{self.who} sent a malformed message") from None
         if not isinstance(msg, dict):
-            raise CheckFailed("crashed", "the program sent a malformed reply")
+            raise CheckFailed("crashed", f"{self.who} sent a malformed message")
         return msg
 
     def close(self) -> None:

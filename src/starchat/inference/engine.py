@@ -97,6 +97,12 @@ class Engine(ABC):
         # One generation at a time per model: the backends keep state (KV cache, RNG).
         self._lock = threading.Lock()  # a plain Lock: a stream may be resumed from another thread
 
+    @classmethod
+    def open(cls, model: str, template: str | None = None, **kw: Any) -> Engine:
+        """Load ``model``: what `load_engine` calls through the backend registry. A backend that must
+        rewrite its arguments first (a GGUF file for transformers) overrides this."""
+        return cls(model, template=template, **kw)
+
     # -- what a backend implements -------------------------------------------------------
     @abstractmethod
     def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:

@@ -21,6 +21,12 @@ _DONE = object()
 
 
 class TransformersEngine(TokenizerEngine):
+    @classmethod
+    def open(cls, model: str, template: str | None = None, **kw: Any) -> TransformersEngine:
+        if os.path.isfile(model):  # a GGUF that transformers dequantizes (slow to load; llamacpp is the fast path)
+            return cls(os.path.dirname(model) or ".", template=template, gguf_file=os.path.basename(model), **kw)
+        return cls(model, template=template, **kw)
+
     def __init__(self, model: str, template: str | None = None, device: str | None = None,
                  dtype: str = "auto", trust_remote_code: bool = False, gguf_file: str | None = None,
                  **_: Any) -> None:

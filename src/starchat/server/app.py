@@ -43,29 +43,14 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
 
 
 def make_scheduler(engine, settings: ServerSettings):
-    """Batch what the backend can batch: rows of a transformers forward pass, sequences (slots) of one
-    llama.cpp context, or vLLM's engine; any other engine runs one request at a time."""
-    from starchat.inference.hf import TransformersEngine
-    from starchat.inference.llamacpp import LlamaCppEngine
-    from starchat.inference.vllm import VLLMEngine
+    """The scheduler the engine's backend names in `starchat.inference.backends` (rows of a transformers
+    forward pass, slots of one llama.cpp context, vLLM's engine); any other engine runs one request at a time."""
+    from starchat.inference.backends import backend_of
+    from starchat.server.scheduler import one_at_a_time
 
-    if isinstance(engine, VLLMEngine):
-        from starchat.server.vllm_scheduler import VLLMScheduler
-
-        return VLLMScheduler(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)
-    if isinstance(engine, LlamaCppEngine):
-        from starchat.server.llama_batcher import LlamaCppBatcher
-
-        return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue,
-                               kv_tokens=settings.kv_tokens)
-    if isinstance(engine, TransformersEngine):
-        from starchat.server.batcher import ContinuousBatcher
-
-        return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                                 kv_tokens=settings.kv_tokens)
-    from starchat.server.scheduler import SlotScheduler
-
-    return SlotScheduler([engine], max_queue=settings.max_queue)
+    backend = backend_of(engine)
+    factory = backend.scheduler_factory() if backend else one_at_a_time
+    return factory(engine, settings)
 
 
 def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -> FastAPI:
@@ -76,11 +61,16 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
     model_name = settings.model_name or engine.model_name
     names = served_names(model_name, engine, settings.model_aliases)
 
+    from starchat.server.review_worker import ReviewBusy, ReviewRunner
+
+    reviewer = ReviewRunner()
+
     @asynccontextmanager
     async def lifespan(app):
         scheduler.start()
         yield
         scheduler.stop()
+        reviewer.close()
 
     # With a key, the API's description is not public either: /docs and /openapi.json are off.
     public_docs = settings.api_key is None
@@ -154,10 +144,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     @v1.post("/review")
     async def review_reply(req: P.ReviewRequest) -> P.ReviewResponse:
-        from starchat.review import review
-
-        findings = await asyncio.to_thread(review, req.text, finish_reason=req.finish_reason)
-        return P.ReviewResponse(findings=[P.ReviewFinding(**vars(f), text=str(f)) for f in findings])
+        # In its own bounded process, never on the threads that encode prompts (see review_worker).
+        try:
+            findings = await reviewer.review(req.text, req.finish_reason)
+        except ReviewBusy as e:
+            raise APIError(503, f"review: {e}", type_="server_error", code="review_unavailable",
+                           headers={"Retry-After": str(settings.retry_after_s)}) from None
+        return P.ReviewResponse(findings=[P.ReviewFinding(**f) for f in findings])
 
     app.include_router(v1)
     return app

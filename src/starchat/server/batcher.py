@@ -225,3 +225,9 @@ def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = extra
     return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
+def from_settings(engine, settings) -> ContinuousBatcher:
+    """The transformers backend's scheduler (named in `starchat.inference.backends`)."""
+    return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                             kv_tokens=settings.kv_tokens)

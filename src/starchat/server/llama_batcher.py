@@ -223,3 +223,9 @@ class LlamaCppBatcher(BatchingScheduler):
         if not any(t.is_alive() for t in self._threads):  # never free what a running step still uses
             self.L.llama_batch_free(self.batch)
             self.L.llama_free(self.ctx)
+
+
+def from_settings(engine, settings) -> LlamaCppBatcher:
+    """The llama.cpp backend's scheduler (named in `starchat.inference.backends`)."""
+    return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue,
+                           kv_tokens=settings.kv_tokens)

@@ -257,7 +257,7 @@ class ReviewRequest(BaseModel):
 
 
 class ReviewFinding(BaseModel):
-    kind: Literal["syntax", "security", "unclosed", "url"]
+    kind: Literal["syntax", "security", "unclosed", "url", "limit"]  # limit: part not reviewed, too large
     message: str
     block: int | None = None
     line: int | None = None

@@ -322,3 +322,8 @@ def run_on_engine(engine, ticket: Ticket) -> None:
         ticket.put(delta)
     done = gen.completion  # a starchat Generation holds its Completion once iterated
     ticket.finish("cancelled" if ticket.cancelled else done.finish_reason, done.completion_tokens)
+
+
+def one_at_a_time(engine, settings) -> SlotScheduler:
+    """The scheduler of a backend that batches nothing, and of any engine not in the backend registry."""
+    return SlotScheduler([engine], max_queue=settings.max_queue)

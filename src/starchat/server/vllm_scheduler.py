@@ -65,3 +65,8 @@ class VLLMScheduler(BatchingScheduler):
     def _release_all(self) -> None:
         if self.rows:
             self.core.abort_request(list(self.rows))
+
+
+def from_settings(engine, settings) -> VLLMScheduler:
+    """The vLLM backend's scheduler (named in `starchat.inference.backends`)."""
+    return VLLMScheduler(engine, max_batch=settings.max_batch, max_queue=settings.max_queue)

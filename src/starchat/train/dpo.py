@@ -1,6 +1,6 @@
 """`method: dpo`: preference pairs checked and tokenized with the SFT masks, then TRL's DPOTrainer.
 
-The pairs are TRL's conversational preference rows (CONTRACTS item 1): `prompt` (messages ending in a
+The pairs are TRL's conversational preference rows (see `starchat.data.preference`): `prompt` (messages ending in a
 user turn), `chosen` and `rejected` (one assistant message each); other columns are ignored.
 Tokenization is starchat's own (`starchat.data.tokenize`: one encode of the rendered dialogue, the
 mask from the tokens' character offsets), so a pair's completion is exactly what SFT trains on: the
@@ -161,7 +161,7 @@ def dpo_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
     """trl.DPOConfig: the training section's arguments (as SFT's) plus the dpo section."""
     from trl import DPOConfig
 
-    from starchat.train.run import training_argument_kwargs
+    from starchat.train.trainer import training_argument_kwargs
 
     p = cfg.dpo
     kwargs = training_argument_kwargs(cfg, run_dir, has_eval)
@@ -235,10 +235,9 @@ def disable_attention_dropout(model) -> int:
 
 def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
     """The DPO counterpart of run.build: (trainer, tokenizer, data_stats, resume_checkpoint)."""
-    from starchat.train.model import (load_model, load_tokenizer, peft_lora_config, prepare_for_lora,
-                                      resolve_model_path)
-    from starchat.train.run import _trainer_class as sft_trainer_class
-    from starchat.train.run import check_context
+    from starchat.train.model import load_model, load_tokenizer, peft_lora_config, prepare_for_lora, resolve_model_path
+    from starchat.train.trainer import _trainer_class as sft_trainer_class
+    from starchat.train.trainer import check_context
 
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path, require_dialogue_tokens=True)

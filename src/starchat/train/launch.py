@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starchat.errors import StarchatError
-from starchat.train.config import TrainingConfig
+
+if TYPE_CHECKING:  # annotations only: config imports this module to check accelerate_config names
+    from starchat.train.config import TrainingConfig
 
 CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
 SHIPPED = ("ddp", "zero3", "fsdp")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from starchat.errors import StarchatError
+from starchat.models import accuracy_counts
 
 
 def _targets(model, token_ids: list[int]):
@@ -81,11 +82,3 @@ def end_token_metrics(end_id: int):
         return {"token_accuracy": hits / max(tokens, 1), "end_token_accuracy": end_hits / max(ends, 1)}
 
     return compute
-
-
-def accuracy_counts(pred, gold, end_id: int, ignore_index: int = -100) -> tuple[int, int, int, int]:
-    """(correct, trained, correct <|end|>, <|end|>) over predictions already aligned with their labels;
-    numpy arrays or torch tensors."""
-    trained, ends = gold != ignore_index, gold == end_id
-    return (int((pred[trained] == gold[trained]).sum()), int(trained.sum()),
-            int((pred[ends] == end_id).sum()), int(ends.sum()))

@@ -10,7 +10,7 @@ def build_sft(cfg, run_dir, resume, callbacks=None):
     from starchat.templates import end_token_id
     from starchat.train.data import collator, ensure_dataset, prepare_data
     from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
-    from starchat.train.run import _trainer_class, check_context, training_arguments
+    from starchat.train.trainer import _trainer_class, check_context, training_arguments
 
     model_path = resolve_model_path(cfg.model)
     check_context(cfg, model_path)  # before data.from_code builds a dataset for a run that cannot start

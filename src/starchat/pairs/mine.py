@@ -5,7 +5,7 @@ backend). Each is scored by starchat.eval.scoring (tests in the sandbox where th
 `starchat.review` findings, whether it ran to the token limit), and logged to a per-reply JSONL
 as soon as it is scored, so an interrupted run resumes where it stopped. Scoring batch i runs in a
 process of its own while batch i+1 generates. A prompt gives a pair when its best and worst replies score
-differently; the output is a preference DatasetDict (prompt / chosen / rejected, CONTRACTS item 1)
+differently; the output is a preference DatasetDict (prompt / chosen / rejected; see `starchat.data.preference`)
 written atomically, plus stats.json with why the other prompts gave none.
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starchat.data.preference import same_reply
-from starchat.data.prompts import PromptRow, load_prompts
-from starchat.data.reply_log import ReplyLog
 from starchat.errors import StarchatError
 from starchat.eval import scoring
 from starchat.options import setting
+from starchat.pairs.prompts import PromptRow, load_prompts
+from starchat.pairs.reply_log import ReplyLog
 
 logger = logging.getLogger("starchat.data")
 
