@@ -49,8 +49,11 @@ def _run(args, cls, fn, print_stats) -> int:
 def _register_pairs(dsub) -> None:
     from starchat.pairs.mine import PairsConfig
 
+    from starchat.inference import backends
+
     p = dsub.add_parser("pairs", help="preference pairs from the model's own replies: sample k, test and review, best vs worst")
-    add_arguments(p, PairsConfig)
+    # --backend as in every command: its names and help from the backend registry
+    add_arguments(p, PairsConfig, extra={"backend": dict(choices=backends.choices(), help=backends.cli_help())})
     p.set_defaults(func=_pairs)
 
 
