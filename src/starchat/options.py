@@ -135,10 +135,15 @@ _SAYS_DEFAULT = re.compile(r"\(default\b|\bdefault:|\bdefault is\b", re.I)  # th
 
 class HelpFormatter(argparse.HelpFormatter):
     """Every optional option's help ends with its default, unless the help already says what the default
-    is; required options and plain on/off flags get none (a "(default: None)" there would be wrong)."""
+    is; --x/--no-x pairs name the form that is the default; required options and plain store_true flags get
+    none (a "(default: None)" there would be wrong)."""
 
     def _get_help_string(self, action):
         help_text = action.help or ""
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool) \
+                and not _SAYS_DEFAULT.search(help_text) and "%(default)" not in help_text:
+            on, off = action.option_strings[:2]  # --dedup, --no-dedup: the default is the form that is on
+            return f"{help_text} (default: {on if action.default else off})".lstrip()
         if ("%(default)" in help_text or _SAYS_DEFAULT.search(help_text) or not action.option_strings
                 or action.required or action.nargs == 0 or action.default is argparse.SUPPRESS):
             return help_text

@@ -49,10 +49,15 @@ def test_every_option_says_what_it_does():
     assert not missing, f"options without help: {missing}"
 
 
+def _on_off(action) -> bool:
+    return isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool)
+
+
 def test_every_optional_value_option_shows_its_default():
-    """A flag (store_true) needs no default; a required option has none to show."""
+    """A store_true flag needs no default; a required option has none to show; --x/--no-x says which is on."""
     missing = [f"{p} {n}: {text}" for p, n, text, a in HELPS
-               if a.option_strings and not a.required and a.nargs != 0 and "default" not in text.lower()]
+               if a.option_strings and not a.required and (a.nargs != 0 or _on_off(a))
+               and "default" not in text.lower()]
     assert not missing, "options whose help does not give the default:\n" + "\n".join(missing)
 
 
