@@ -61,6 +61,8 @@ def run_setting(engine, params: SamplingParams, items: list[dict]) -> dict:
             tokens += c.completion_tokens
             rows.append({"id": item["id"], "seed": seed, "finish": c.finish_reason, "tokens": c.completion_tokens,
                          **judge(c.text, c.finish_reason), "text": c.text})
+            print(f"  {len(rows)}/{len(items) * len(SEEDS)} {item['id']} seed {seed}: {c.completion_tokens} tokens, "
+                  f"{c.finish_reason}", file=sys.stderr, flush=True)
     counts = {k: sum(r[k] for r in rows) for k in ("unclosed", "cut", "no_compile", "looped", "no_code")}
     return {"params": {k: v for k, v in vars(params).items() if k not in ("stop", "seed")}, "replies": len(rows),
             **counts, "tokens": tokens, "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
@@ -99,9 +101,9 @@ def main() -> int:
         shown = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         print(f"{name:<12}{r['replies']:>8}{r['unclosed']:>10}{r['cut']:>6}{r['no_compile']:>12}{r['looped']:>8}"
               f"{r['no_code']:>9}{r['tokens']:>8}{r['seconds']:>7}  {shown}", flush=True)
+        out = {"model": engine.model_name, "prompts": PROMPT_IDS, "seeds": list(SEEDS), "settings": results}
+        write_text_atomic(args.output, json.dumps(out, indent=1) + "\n")  # after each setting: a long run keeps
     engine.close()
-    out = {"model": engine.model_name, "prompts": PROMPT_IDS, "seeds": list(SEEDS), "settings": results}
-    write_text_atomic(args.output, json.dumps(out, indent=1) + "\n")
     print(f"written: {args.output}")
     return 0
 
