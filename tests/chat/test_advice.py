@@ -79,7 +79,7 @@ def test_a_prose_loop_at_the_token_limit_gets_its_own_warning():
 def test_help_shows_the_multi_line_syntax():
     err = io.StringIO()
     ChatSession(_Scripted("", "stop"), PipeIO(io.StringIO("/help\n"), io.StringIO(), err)).run()
-    assert re.search(r'^  """ +on a line of its own: start a multi-line message', err.getvalue(), re.M)
+    assert re.search(r'^  """ +on a line of its own: start a multi-line message', err.getvalue(), re.MULTILINE)
 
 
 def test_default_sampling_has_no_repetition_penalty():

@@ -25,9 +25,9 @@ def test_triple_quotes_make_one_multi_line_message(monkeypatch):
 
 
 def test_blocks_are_the_same_whatever_the_stream_pieces():
-    from starchat.chat.stream_render import BlockSplitter
-
     from chatterm_fake import CODE, REPLY
+
+    from starchat.chat.stream_render import BlockSplitter
 
     whole = BlockSplitter()
     blocks = whole.feed(REPLY) + whole.finish()
