@@ -87,3 +87,19 @@ def test_ctrl_c_keeps_what_was_shown_on_the_screen():
     except KeyboardInterrupt:
         pass
     assert "Half a para" in buf.getvalue()
+
+
+def test_the_live_view_shows_the_open_blocks_last_lines_within_the_window():
+    from starchat.chat.stream_render import LIVE_MARGIN, BlockSplitter, _Tail
+
+    console = Console(file=io.StringIO(), width=40, height=12, force_terminal=False)
+    s = BlockSplitter()
+    s.feed("```python\n" + "".join(f"x{i} = {i}  # a comment long enough to be cropped here\n" for i in range(50)))
+    tail = _Tail()
+    tail.block = s.open_block()
+    with console.capture() as cap:
+        console.print(tail)
+    shown = cap.get().splitlines()
+    assert len(shown) == 12 - LIVE_MARGIN  # shorter than the window: it can always be redrawn in place
+    assert shown[-1].startswith("x49 = 49") and shown[0].startswith(f"x{50 - len(shown)} =")
+    assert all(len(line) <= 40 for line in shown)
