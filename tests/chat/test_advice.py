@@ -1,7 +1,10 @@
 """Telling a reply that looped from one cut off at the token limit, and the defaults that suit code."""
 
+import inspect
 import io
+import random
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,21 @@ from starchat.inference import SamplingParams
 
 LOOP_LINES = "Here:\n```python\n" + "print('hello world')\nprint('again')\n" * 12 + "print('hel"
 LOOP_CHARS = "The values are: " + "0, " * 60 + "0"
-HONEST = ("Here is a longer answer.\n```python\n"
-          + "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(40)) + "def g(")
+COUNTING = "```python\n" + "".join(
+    f"        if not isinstance(kwargs[{i}], int):\n            raise TypeError(type(kwargs[{i}]))\n" for i in range(30))
+NUMBERS = "```python\nallowed = (" + ", ".join(str(i) for i in range(1, 120))
+_pick = random.Random(0).choice  # the same few lines in no fixed period
+SHUFFLED = "```python\n" + "".join(f"    {_pick(['a()', 'b()', 'c()', 'def d(self):', 'return a()'])}\n"
+                                  for _ in range(40))
+HONEST = "Here is a longer answer.\n```python\n" + inspect.getsource(textwrap)[:6000]  # real code, cut mid-line
 
 
-@pytest.mark.parametrize("text, says", [(LOOP_LINES, "the same 2 lines"), (LOOP_CHARS, "over and over")])
+@pytest.mark.parametrize("text, says", [
+    (LOOP_LINES, "the same 2 lines 12 times"), (LOOP_CHARS, "over and over"),
+    (COUNTING, "the same 2 lines 30 times"),  # only the numbers change
+    (NUMBERS, "over and over, with the numbers counting up"),
+    (SHUFFLED, "the same 5 lines, in some order, make up its last 24"),
+])
 def test_a_loop_at_the_end_of_the_reply_is_found(text, says):
     assert says in repeated_tail(text)
 

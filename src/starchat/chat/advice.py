@@ -4,29 +4,33 @@ model that repeated itself until the limit (more tokens would only buy more repe
 from __future__ import annotations
 
 import dataclasses
+import re
 
 MAX_PERIOD_LINES = 20  # a repeated block longer than this is not what small models loop on
 MAX_PERIOD_CHARS = 64  # a phrase repeated inside one line ("0, 0, 0, ..." or "the the the")
 MIN_LOOP_CHARS = 80  # a repeated stretch shorter than this is not worth a warning
 LOOKBACK_CHARS = 8192  # only the reply's end decides; bounds the work on a long reply
+DUP_WINDOW = 24  # non-blank lines at the end checked for "the same few lines, in any order"
+_DIGITS = re.compile(r"\d+")
 
 
 def repeated_tail(text: str) -> str | None:
     """How the reply's end repeats itself ("the same 3 lines 5 times"), or None when it does not.
 
-    The reply is read from its end, as a cut-off reply ends mid-loop: lines (or, inside one line,
-    characters) that equal the ones a period before them. A period of lines must come back 3 times
-    (a single line 4 times) and the repeated stretch be at least MIN_LOOP_CHARS long.
+    The reply is read from its end, as a cut-off reply ends mid-loop, with every number counted as the same
+    (a model counting ``kwargs[6], kwargs[7], ...`` or ``1, 2, 3, ...`` until the limit loops too):
+    a block of lines that comes back 3 times (one line: 4 times), a phrase inside a line 4 times, or the last
+    DUP_WINDOW lines made of a third as many distinct ones; the repeated stretch is MIN_LOOP_CHARS or more.
     """
-    text = text[-LOOKBACK_CHARS:]
+    original = text[-LOOKBACK_CHARS:]
+    text = _DIGITS.sub("0", original)
     lines = [ln.rstrip() for ln in text.split("\n")]
     if len(lines) > 1:
         lines.pop()  # the last line is partial when generation stopped mid-line (and '' after a final newline)
     while lines and not lines[-1]:
         lines.pop()
     for period in range(1, min(MAX_PERIOD_LINES, len(lines) // 3) + 1):
-        unit = lines[-period:]
-        if not any(unit):
+        if not any(lines[-period:]):
             continue
         run = _periodic_run(lines, period)
         repeats = (run + period) // period
@@ -38,7 +42,12 @@ def repeated_tail(text: str) -> str | None:
         run = _periodic_run(chars, period)
         if run + period >= MIN_LOOP_CHARS and (run + period) // period >= 4:
             phrase = chars[-period:].strip() or chars[-period:]
+            if "0" in phrase and phrase not in original:  # the numbers in it change: show the pattern
+                return f"{phrase[:40]!r} over and over, with the numbers counting up"
             return f"{phrase[:40]!r} over and over"
+    last = [ln for ln in lines if ln.strip()][-DUP_WINDOW:]
+    if len(last) == DUP_WINDOW and len(set(last)) * 3 <= DUP_WINDOW:
+        return f"the same {len(set(last))} lines, in some order, make up its last {DUP_WINDOW}"
     return None
 
 
