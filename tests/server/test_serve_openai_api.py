@@ -12,7 +12,7 @@ from serverkit import live_server
 from starchat.inference import SamplingParams
 from starchat.server import ServerSettings, create_app
 
-# The tiny random model repeats one special token under greedy decoding with the cards' 1.2 penalty;
+# The tiny random model repeats one special token under greedy decoding with a 1.2 penalty;
 # a stronger penalty makes it write varied visible text, which these tests need.
 GREEDY = dict(temperature=0, extra_body={"repetition_penalty": 2.0})
 MSG = [{"role": "user", "content": "How do I sort a list in Python?"}]
@@ -83,8 +83,9 @@ def test_stop_string_cuts_the_reply(client):
 
 
 def test_seeded_sampling_repeats_and_n_gives_distinct_choices(client):
+    # a penalty keeps the tiny random model off its end token, so both choices run to max_tokens
     kw = dict(model="m", messages=MSG, max_tokens=10, temperature=1.0, top_p=1.0, seed=7, n=2,
-              extra_body={"top_k": 0})
+              extra_body={"top_k": 0, "repetition_penalty": 1.2})
     a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert a.choices[0].message.content != a.choices[1].message.content

@@ -44,6 +44,8 @@ HELP = """Commands:
   /review           check the last reply again, requesting each link it has (needs the network)
   /params [k=v ...] show or change sampling: temperature, top_k, top_p, repetition_penalty,
                     max_new_tokens, stop (comma-separated), seed (none for random)
+  \"\"\"               on a line of its own: start a multi-line message (paste code, blank lines and
+                    all); another \"\"\" line sends it. (Piped input needs none: it is one message.)
   /help             this text
   /exit             leave (or Ctrl-D)
 Ctrl-C stops a reply without leaving. Start a message with // to send a literal '/'."""
@@ -128,10 +130,15 @@ class ChatSession:
         return True
 
     def _review(self, text: str, check_urls: bool) -> None:
+        for finding in self._findings(text, check_urls):
+            self.io.warn(str(finding))
+
+    def _findings(self, text: str, check_urls: bool) -> list:
+        from starchat.chat.advice import explain_ending
         from starchat.review import review
 
-        for finding in review(text, check_urls=check_urls, finish_reason=self.finish_reason):
-            self.io.warn(str(finding))
+        found = review(text, check_urls=check_urls, finish_reason=self.finish_reason)
+        return explain_ending(found, text, self.finish_reason)
 
     def _fail(self, message: str) -> None:
         self.errors += 1
@@ -207,9 +214,7 @@ class ChatSession:
     def _review_last(self, arg: str) -> None:
         if not self.messages or self.messages[-1]["role"] != "assistant":
             return self._fail("/review: there is no reply to check yet")
-        from starchat.review import review
-
-        findings = review(self.messages[-1]["content"], check_urls=True, finish_reason=self.finish_reason)
+        findings = self._findings(self.messages[-1]["content"], check_urls=True)
         for finding in findings:
             self.io.warn(str(finding))
         if not findings:

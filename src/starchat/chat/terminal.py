@@ -118,17 +118,23 @@ class RichIO:
             return "\n".join(lines)
 
     def show_stream(self, deltas: Iterable[str]) -> str:
-        from rich.live import Live
-        from rich.markdown import Markdown
-        from rich.text import Text
+        if self.markdown:
+            from starchat.chat.stream_render import MarkdownStream
 
-        text = ""
-        render = (lambda s: Markdown(s, code_theme="monokai")) if self.markdown else Text
-        with Live(render(""), console=self.console, refresh_per_second=15, vertical_overflow="visible") as live:
+            return MarkdownStream(self.console).run(deltas)
+        # --plain: the text as it comes; the terminal keeps its own scrollback, nothing is redrawn
+        parts = []
+        out = self.console.file
+        try:
             for d in deltas:
-                text += d
-                live.update(render(text))
-        return text
+                parts.append(d)
+                out.write(d)
+                out.flush()
+        finally:
+            if parts and not parts[-1].endswith("\n"):
+                out.write("\n")
+            out.flush()
+        return "".join(parts)
 
     def info(self, text: str) -> None:
         self.console.print(text, style="dim", markup=False)

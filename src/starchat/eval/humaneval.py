@@ -22,8 +22,9 @@ class HumanEvalConfig:
 
     output: Path = setting(help="Results directory; a rerun with the same one resumes.", cli=False)
     n_samples: int = setting(1, "Samples per problem (pass@k needs n >= k).")
-    temperature: float = setting(0.2, "Sampling temperature (0.2: the StarCoder/StarChat papers' value for "
-                                      "pass@1).")
+    temperature: float = setting(0.2, "Sampling temperature; 0 is greedy (default: 0.2, the StarChat cards' value, "
+                                      "with top_k 50, top_p 0.95 and no repetition penalty, as `starchat chat` "
+                                      "samples code).")
     max_new_tokens: int = setting(512, "Token limit per completion.")
     limit: int | None = setting(None, "Only the first K problems (default: all); rerun with a larger K and the same "
                                       "--output to extend the run.")
