@@ -42,7 +42,7 @@ def test_data_build_defaults_are_the_dataclass_defaults():
 
 
 def test_every_from_code_option_is_a_flag():
-    """min_doc_chars had no flag while options were written out by hand."""
+    """Flags, defaults and types of `data from-code` come from FromCodeOptions, and parse back into it."""
     args = build_parser().parse_args(["data", "from-code", "--output", "o", "--min-doc-chars", "5",
                                       "--include-methods"])
     opts = from_args(FromCodeOptions, args)
