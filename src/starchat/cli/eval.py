@@ -58,10 +58,12 @@ def register(sub) -> None:
                     help="torch CPU threads (default: the CPUs this process may use that other jobs leave idle)")
     lo.set_defaults(func=_loss)
 
+    from starchat.cli.eval_infill import register_infill
     from starchat.cli.eval_judge import register_judge, register_lm_eval
 
     register_judge(ev)
     register_lm_eval(ev)
+    register_infill(ev)
 
     c = ev.add_parser("compare", help="two or more runs of any kind in one table",
                       description="Runs of `eval humaneval`, `eval loss --output` and any other summary.json with "

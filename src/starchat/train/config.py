@@ -49,6 +49,37 @@ class ModelConfig:
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
 
 
+FIM_UNITS = ("function", "file")
+
+
+@dataclass
+class FimConfig:
+    """Fill-in-the-middle rows mixed into SFT (starchat.data.fim): off while `source` is empty."""
+
+    source: str = _f("", "Code to make FIM rows from: 'stdlib', an installed package, a folder or a .py file (its "
+                         "*.py files), or with text_column a dataset (a `save_to_disk` folder, .jsonl file or hub "
+                         "ID). HumanEval overlaps are dropped. Empty: no FIM rows.")
+    text_column: str | None = _f(None, "Read the documents from this text column of the dataset `source`.")
+    unit: str = _f("function", "Code documents: 'function' (each top-level function and class, as `data "
+                               "from-code` reads them) or 'file' (whole files).")
+    max_chars: int = _f(2000, "Longer documents are cut at line ends into pieces of at most this many characters; "
+                              "rows still longer than data.max_length tokens are dropped (and counted).")
+    rate: float = _f(0.5, "FIM rate: share of documents turned into FIM rows (StarCoder: 0.5); the others become "
+                          "plain code rows trained left to right, as StarCoder's other documents were.")
+    spm_rate: float = _f(0.5, "Share of FIM rows in SPM order (StarCoder's variant), the rest PSM (StarCoder: 0.5).")
+    share: float = _f(0.3, "Share of the training rows that come from `source` (FIM and plain code rows), the rest "
+                           "dialogues; the validation split stays dialogues only (comparable to a run without FIM).")
+    max_rows: int | None = _f(None, "At most this many rows from `source` (default: as many as `share` asks for).")
+    seed: int = _f(0, "Seed of the document sample, the FIM/plain choice, the order and the split points.")
+    add_tokens: bool = _f(True, "A base without FIM tokens gets StarCoder's (<fim_prefix> ...), added after the "
+                                "dialogue tokens and learnt like them (training.new_token_lr_multiplier); false: "
+                                "such a base is an error.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
+
+
 @dataclass
 class DataConfig:
     """The dialogues to train on."""
@@ -72,6 +103,7 @@ class DataConfig:
     block_size: int = _f(2048, "Row length when packing.")
     max_train_samples: int | None = _f(None, "Use only the first N training dialogues (quick experiments).")
     max_eval_samples: int | None = _f(None, "Use only the first N evaluation dialogues.")
+    fim: FimConfig = field(default_factory=FimConfig)
 
 
 @dataclass
@@ -199,9 +231,19 @@ SECTIONS = dict(_SECTION_CLASSES)
 _TOP_LEVEL = ("method",)  # scalar keys at the top of a recipe, beside the sections
 
 
+def _leaf_fields(cls, prefix: str):
+    """(key, field, type) of every leaf field of a section, nested sections (data.fim) flattened."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name], f"{prefix}.{f.name}")
+        else:
+            yield f"{prefix}.{f.name}", f, hints[f.name]
+
+
 def all_keys() -> list[str]:
     """Every valid `section.key` (and the top-level keys)."""
-    return [*_TOP_LEVEL, *(f"{s}.{f.name}" for s, c in _SECTION_CLASSES.items() for f in dataclasses.fields(c))]
+    return [*_TOP_LEVEL, *(k for s, c in _SECTION_CLASSES.items() for k, _, _ in _leaf_fields(c, s))]
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
@@ -209,10 +251,9 @@ def field_docs() -> list[tuple[str, str, Any, str]]:
     top = {f.name: f for f in dataclasses.fields(TrainConfig)}
     rows = [(k, "str", top[k].default, top[k].metadata.get("doc", "")) for k in _TOP_LEVEL]
     for s, c in _SECTION_CLASSES.items():
-        hints = typing.get_type_hints(c)
-        for f in dataclasses.fields(c):
+        for key, f, tp in _leaf_fields(c, s):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((f"{s}.{f.name}", _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+            rows.append((key, _type_name(tp), default, f.metadata.get("doc", "")))
     return rows
 
 
@@ -288,11 +329,23 @@ def _set(cfg: TrainConfig, key: str, value: Any, where: str) -> None:
     section, _, name = key.partition(".")
     if section not in _SECTION_CLASSES or not name:
         raise _unknown(key, where)
-    sec_obj = getattr(cfg, section)
-    hints = typing.get_type_hints(type(sec_obj))
+    obj = getattr(cfg, section)
+    *path, name = name.split(".")
+    for part in path:  # a nested section: data.fim.rate
+        sub = getattr(obj, part, None) if part in typing.get_type_hints(type(obj)) else None
+        if not dataclasses.is_dataclass(sub):
+            raise _unknown(key, where)
+        obj = sub
+    hints = typing.get_type_hints(type(obj))
     if name not in hints:
         raise _unknown(key, where)
-    setattr(sec_obj, name, _coerce(value, hints[name], key, where))
+    if dataclasses.is_dataclass(hints[name]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} is a section: a mapping of its keys to values (e.g. {key}.source)")
+        for k, v in value.items():
+            _set(cfg, f"{key}.{k}", v, where)
+        return
+    setattr(obj, name, _coerce(value, hints[name], key, where))
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -436,6 +489,7 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if t.report_to != "none" and importlib.util.find_spec(t.report_to) is None:
         raise ConfigError(f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
                           f"pip install 'starchat[{t.report_to}]', or set training.report_to none")
+    _validate_fim(cfg, where)
     if cfg.method == "dpo":
         _validate_dpo(cfg, where)
     if t.accelerate_config:
@@ -443,6 +497,27 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
 
         resolve_accelerate_config(t.accelerate_config)
     return cfg
+
+
+def _validate_fim(cfg: TrainConfig, where: str) -> None:
+    f = cfg.data.fim
+    if not f.enabled:
+        return
+    if cfg.method == "dpo":
+        raise ConfigError(f"{where}: data.fim mixes FIM rows into SFT; a DPO run trains preference pairs only (its "
+                          "SFT model's FIM tokens and fim.json carry over): remove the data.fim section")
+    for name in ("rate", "spm_rate"):
+        if not 0 <= getattr(f, name) <= 1:
+            raise ConfigError(f"{where}: data.fim.{name} must be in [0, 1], got {getattr(f, name)}")
+    if not 0 < f.share < 1:
+        raise ConfigError(f"{where}: data.fim.share must be in (0, 1) (the share of training rows from "
+                          f"data.fim.source), got {f.share}")
+    if f.unit not in FIM_UNITS:
+        raise ConfigError(f"{where}: data.fim.unit must be one of {FIM_UNITS}, got {f.unit!r}")
+    if f.max_rows is not None and f.max_rows < 1:
+        raise ConfigError(f"{where}: data.fim.max_rows must be >= 1 (or null), got {f.max_rows}")
+    if f.max_chars < 16:
+        raise ConfigError(f"{where}: data.fim.max_chars must be >= 16, got {f.max_chars}")
 
 
 def _validate_dpo(cfg: TrainConfig, where: str) -> None:

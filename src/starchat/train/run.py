@@ -27,12 +27,17 @@ def _trainer_class():
     from transformers import Trainer, TrainerCallback
 
     class CompleteMarker(TrainerCallback):
-        """Marks each checkpoint complete after the Trainer has written all of it."""
+        """Marks each checkpoint complete after the Trainer has written all of it (with the run's fim.json)."""
+
+        def __init__(self, fim_spec=None):
+            self.fim_spec = fim_spec
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if path.is_dir():
+                    if self.fim_spec is not None:
+                        self.fim_spec.save(path)
                     ckpt.mark_complete(path, state.global_step)
 
     class StarchatTrainer(Trainer):
@@ -115,6 +120,7 @@ def build(cfg: TrainConfig, callbacks=None):
     """
     from starchat.train.data import collator, ensure_dataset, prepare_data
     from starchat.templates import end_token_id
+    from starchat.train.fim import prepare_fim
     from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
 
     validate_config(cfg)
@@ -127,12 +133,14 @@ def build(cfg: TrainConfig, callbacks=None):
     ensure_dataset(cfg.data)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.model, model_path)
-    data = prepare_data(cfg.data, tokenizer, cfg.model.template)
+    fim_spec, fim_new_ids = prepare_fim(cfg, tokenizer)  # after the dialogue tokens, before the model's resize
+    data = prepare_data(cfg.data, tokenizer, cfg.model.template, fim_spec=fim_spec)
     # The arguments first: under DeepSpeed ZeRO-3 they switch on sharded loading (and gathered resizing).
     args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
     model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
     if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit)
+        model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit,
+                           extra_ids=fim_new_ids)
     trainer_cls, marker = _trainer_class()
     metrics = {}
     if data.eval is not None:
@@ -142,8 +150,10 @@ def build(cfg: TrainConfig, callbacks=None):
                        preprocess_logits_for_metrics=end_token_logits_to_argmax)
     trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
-                          callbacks=[marker(), *(callbacks or [])], **metrics)
-    trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template), cfg.training.new_token_lr_multiplier)
+                          callbacks=[marker(fim_spec), *(callbacks or [])], **metrics)
+    trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template) + fim_new_ids,
+                              cfg.training.new_token_lr_multiplier)
+    trainer.fim_spec = fim_spec
     return trainer, tokenizer, data.stats, resume
 
 
@@ -195,6 +205,7 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     """Write the usable model into out/ atomically: build it in a temp dir, then move each file in place."""
     from starchat.templates import end_token_id, get_template
     from starchat.train.card import write_card
+    from starchat.train.fim import saved_spec
     from starchat.train.portable import make_portable
 
     tmp = out / ".final.tmp"
@@ -211,6 +222,9 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     else:
         model.config.save_pretrained(tmp)
     get_template(cfg.model.template).save(tmp)
+    spec = saved_spec(trainer, tokenizer, cfg)
+    if spec is not None:  # chat, serve, eval infill and the GGUF export read the FIM format from it
+        spec.save(tmp)
     make_portable(tmp)  # transformers 4.x (TGI, older vLLM) must read the same model
     (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
