@@ -32,6 +32,7 @@ from starchat.errors import StarchatError
 
 UNITS = ("function", "file")
 MAX_SCANNED_FILES = 20000  # a source tree bigger than this is cut (a typo pointing at / must not take hours)
+PER_FILE = 4  # documents taken from one file: a sample spread over the code base, not one big module's pieces
 
 
 @dataclass
@@ -122,7 +123,8 @@ def _cut(doc: FimDocument, max_chars: int) -> Iterator[FimDocument]:
 
 
 def code_documents(source: str, unit: str, seed: int, max_chars: int, stats: FimStats) -> Iterator[FimDocument]:
-    """Documents of a code base, files visited in a seeded random order (a sample across the whole tree)."""
+    """Documents of a code base, files visited in a seeded random order, at most PER_FILE from each (a sample
+    across the whole tree)."""
     from starchat.data.from_code import iter_py_files, resolve_source
 
     try:
@@ -143,8 +145,9 @@ def code_documents(source: str, unit: str, seed: int, max_chars: int, stats: Fim
             stats.unparsable_files += 1
             continue
         stats.files += 1
-        for doc in _units(path, text, unit, stats):
-            yield from _cut(doc, max_chars)
+        docs = (piece for doc in _units(path, text, unit, stats) for piece in _cut(doc, max_chars))
+        for _, doc in zip(range(PER_FILE), docs):
+            yield doc
 
 
 def dataset_documents(source: str, column: str, max_chars: int) -> Iterator[FimDocument]:
