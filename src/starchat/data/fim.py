@@ -22,7 +22,7 @@ import ast
 import hashlib
 import random
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -56,7 +56,6 @@ class FimStats:
     trained_tokens: int = 0
     files: int = 0
     unparsable_files: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -160,9 +159,12 @@ def dataset_documents(source: str, column: str, max_chars: int) -> Iterator[FimD
     d = ds[split]
     if column not in d.column_names:
         raise StarchatError(f"data.fim.text_column: {source} has no column {column!r} (columns: {d.column_names})")
-    for i, text in enumerate(d[column]):
-        if isinstance(text, str) and text.strip():
-            yield from _cut(FimDocument(text, f"{source}[{split}][{i}]"), max_chars)
+    i = 0
+    for batch in d.select_columns([column]).iter(batch_size=256):  # lazily: only as many rows as are used
+        for text in batch[column]:
+            if isinstance(text, str) and text.strip():
+                yield from _cut(FimDocument(text, f"{source}[{split}][{i}]"), max_chars)
+            i += 1
 
 
 class _Decontaminator:
