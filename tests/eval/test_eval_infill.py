@@ -141,7 +141,7 @@ def test_a_transformers_model_fills_in_from_its_fim_prompt_end_to_end(tiny_fim_m
     assert main(["eval", "infill", "--model", str(tiny_fim_model), "--mode", "single-line", "--limit", "2",
                  "--max-new-tokens", "8", "--temperature", "0", "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "FIM format: starchat (<fim_prefix> <fim_suffix> <fim_middle>" in printed
+    assert "(<fim_prefix> <fim_suffix> <fim_middle>, ends at <|endoftext|>" in printed
     assert "single-line: pass@1 = " in printed
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["program"] == r["program"].replace(r["generated"], r["generated"]) for r in rows)

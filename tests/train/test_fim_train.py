@@ -85,7 +85,7 @@ def test_fim_tokens_follow_the_dialogue_tokens_start_like_them_and_learn_like_th
     emb = trainer.model.get_input_embeddings().weight
     for i in added:  # initialised as the dialogue tokens' rows are: the mean of the base's rows
         assert emb[i].tolist() == emb[dialogue[0]].tolist()
-    assert trainer.fim_spec.family == "starchat" and trainer.fim_spec.eot == "<|endoftext|>"
+    assert trainer.fim_spec.prefix == "<fim_prefix>" and trainer.fim_spec.eot == "<|endoftext|>"
 
 
 def test_a_base_without_fim_tokens_and_adding_disabled_is_one_line(make_overrides, code_dir, tmp_path):
@@ -148,7 +148,7 @@ def test_a_fim_run_writes_fim_json_beside_the_model_and_each_checkpoint_and_coun
     over["training.num_train_epochs"] = 1
     out = train(load_config(None, over))
     spec = fim.load_spec(out)
-    assert spec.family == "starchat" and spec.prefix == "<fim_prefix>"
+    assert spec.prefix == "<fim_prefix>" and spec.eot == "<|endoftext|>"
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"))
     assert ckpts and all(fim.load_spec(c) == spec for c in ckpts)
     card = (out / "README.md").read_text()
