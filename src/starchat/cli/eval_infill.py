@@ -7,8 +7,11 @@ from pathlib import Path
 from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs, endpoint_slug
 
 
-def register_infill(ev) -> None:
-    h = ev.add_parser("infill", help="fill-in-the-middle: HumanEval with a line, a block or a span masked",
+HELP = "fill-in-the-middle: HumanEval with a line, a block or a span masked"
+
+
+def register_infill(ev, name: str = "infill", help_text: str = HELP) -> None:
+    h = ev.add_parser(name, help=help_text,
                       description="Mask part of each HumanEval canonical solution, let the model fill it in from "
                                   "its FIM prompt, run the tests in the sandbox. Reports pass@1 and exact match "
                                   "per mode.")

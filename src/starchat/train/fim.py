@@ -37,3 +37,19 @@ def saved_spec(trainer, tokenizer, cfg: TrainConfig) -> fim.FimSpec | None:
         return spec
     base = Path(cfg.model.name_or_path)
     return fim.load_spec(base, tokenizer) if base.is_dir() else fim.FimSpec.from_tokenizer(tokenizer)
+
+
+def fim_callbacks(spec: fim.FimSpec | None) -> list:
+    """A Trainer callback writing fim.json into each checkpoint; listed before the one that marks the checkpoint
+    complete, so a complete checkpoint has it. None without a spec."""
+    if spec is None:
+        return []
+    from transformers import TrainerCallback
+
+    class SaveFimSpec(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and path.is_dir():
+                spec.save(path)
+
+    return [SaveFimSpec()]

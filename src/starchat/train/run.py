@@ -27,17 +27,12 @@ def _trainer_class():
     from transformers import Trainer, TrainerCallback
 
     class CompleteMarker(TrainerCallback):
-        """Marks each checkpoint complete after the Trainer has written all of it (with the run's fim.json)."""
-
-        def __init__(self, fim_spec=None):
-            self.fim_spec = fim_spec
+        """Marks each checkpoint complete after the Trainer has written all of it."""
 
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if path.is_dir():
-                    if self.fim_spec is not None:
-                        self.fim_spec.save(path)
                     ckpt.mark_complete(path, state.global_step)
 
     class StarchatTrainer(Trainer):
@@ -120,7 +115,7 @@ def build(cfg: TrainConfig, callbacks=None):
     """
     from starchat.train.data import collator, ensure_dataset, prepare_data
     from starchat.templates import end_token_id
-    from starchat.train.fim import prepare_fim
+    from starchat.train.fim import fim_callbacks, prepare_fim
     from starchat.train.model import apply_lora, load_model, load_tokenizer, new_token_ids, resolve_model_path
 
     validate_config(cfg)
@@ -150,7 +145,7 @@ def build(cfg: TrainConfig, callbacks=None):
                        preprocess_logits_for_metrics=end_token_logits_to_argmax)
     trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
-                          callbacks=[marker(fim_spec), *(callbacks or [])], **metrics)
+                          callbacks=[*fim_callbacks(fim_spec), marker(), *(callbacks or [])], **metrics)
     trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template) + fim_new_ids,
                               cfg.training.new_token_lr_multiplier)
     trainer.fim_spec = fim_spec
