@@ -53,6 +53,8 @@ EVALS: dict[str, Eval] = {e.name: e for e in (
          "starchat.eval.judge:run_judge", "starchat.cli.eval_judge:register_judge"),
     Eval("lm-eval", "lm-evaluation-harness tasks (the Open LLM Leaderboard's and any other)",
          "starchat.eval.leaderboard:run_lm_eval", "starchat.cli.eval_judge:register_lm_eval"),
+    Eval("infill", "fill-in-the-middle: HumanEval lines and spans filled from the model's FIM prompt, sandboxed",
+         "starchat.eval.infill:run_infill", "starchat.cli.eval_infill:register_infill"),
 )}
 
 

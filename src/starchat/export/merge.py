@@ -12,8 +12,8 @@ from starchat.fsio import replace_dir
 from starchat.train.portable import make_portable
 
 # Files of the training output that also describe the merged model.
-_CARRY = ("dialogue_template.json", "training_config.yaml", "README.md", "loss_curve.png", "rewards_curve.png",
-          "trainer_results.json")
+_CARRY = ("dialogue_template.json", "fim.json", "training_config.yaml", "README.md", "loss_curve.png",
+          "rewards_curve.png", "trainer_results.json")
 
 
 def _base_from_adapter(adapter_dir: Path) -> tuple[str, object | None]:

@@ -325,6 +325,27 @@ class EndpointEngine(Engine):
             self.notify(f"{self.url} sent more than max_new_tokens={max_new_tokens} worth of text (over {cap} "
                         "characters): replies are cut there; does the server honour max_tokens?")
 
+    def infill(self, prefix: str, suffix: str, params: SamplingParams | None = None) -> Completion:
+        """Fill in the middle: ``prompt`` + ``suffix`` to ``/v1/completions`` (OpenAI's insert mode; the server
+        builds its model's FIM prompt, as ``starchat serve`` and vLLM do)."""
+        import openai
+
+        params = params or SamplingParams()
+        kw, extra = self._body(params)
+        try:
+            resp = self.client.completions.create(prompt=prefix, suffix=suffix, extra_body=extra or None, **kw)
+        except openai.OpenAIError as e:
+            raise self._explain(e) from None
+        try:
+            choice, usage = resp.choices[0], resp.usage
+            return Completion(text=choice.text or "", token_ids=[], finish_reason=FINISH.get(choice.finish_reason,
+                                                                                               "stop"),
+                              prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                              completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+        except (AttributeError, IndexError, TypeError, ValueError):
+            raise StarchatError(f"{self.url} returned a malformed body (no choices[0] with text): is this an "
+                                "OpenAI-compatible /v1 endpoint?") from None
+
     # -- the public API ------------------------------------------------------------------
     def generate(self, prompt: Prompt, params: SamplingParams | None = None,
                  cancel: threading.Event | None = None) -> Completion:

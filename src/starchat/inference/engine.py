@@ -49,7 +49,7 @@ class Generation:
         engine, params = self.engine, self.params
         max_new = self.max_new_tokens
         text = TextAssembler(engine.decode, params.stop, prompt_tail=self.prompt_ids)
-        eos = set(engine.eos_token_ids)
+        eos = set(engine.eos_token_ids) | set(params.stop_token_ids)
         ids: list[int] = []
         generated, reason = 0, "length"
         with engine._lock if self._given is None else contextlib.nullcontext():

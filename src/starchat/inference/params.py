@@ -27,6 +27,8 @@ class SamplingParams:
     max_new_tokens: int = 512
     stop: list[str] = field(default_factory=list)  # extra stop strings, matched on the decoded text
     seed: int | None = None  # same seed + same prompt -> same output
+    # Extra token ids that end generation like the end-of-turn token (not part of the text): a FIM middle's ends.
+    stop_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -49,6 +51,9 @@ class SamplingParams:
         if sum(len(s) for s in self.stop) > MAX_STOP_CHARS:
             raise StarchatError(f"sampling parameter stop: the stop strings total "
                                 f"{sum(len(s) for s in self.stop)} characters, more than {MAX_STOP_CHARS}")
+        if not isinstance(self.stop_token_ids, list) or any(
+                isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise StarchatError(f"sampling parameter stop_token_ids={self.stop_token_ids!r}: a list of token ids")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed <= SEED_MAX):
             raise StarchatError(f"sampling parameter seed={self.seed!r} must be an integer in 0..{SEED_MAX}")
@@ -64,6 +69,8 @@ class SamplingParams:
         try:
             if key == "stop":
                 parsed: object = [s for s in value.split(",") if s]
+            elif key == "stop_token_ids":
+                parsed = [int(s) for s in value.split(",") if s.strip()]
             elif key == "seed":
                 parsed = None if value.lower() in ("none", "") else int(value)
             elif key in ("top_k", "max_new_tokens"):

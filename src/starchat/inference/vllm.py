@@ -37,7 +37,7 @@ def vllm_sampling(params: SamplingParams, max_tokens: int, stop_token_ids: Seque
     return VLLMSamplingParams(
         n=1, temperature=params.temperature, top_k=params.top_k if params.top_k > 0 else 0, top_p=params.top_p,
         repetition_penalty=params.repetition_penalty, max_tokens=max_tokens, seed=params.seed,
-        stop=list(params.stop), stop_token_ids=list(stop_token_ids),
+        stop=list(params.stop), stop_token_ids=list(dict.fromkeys([*stop_token_ids, *params.stop_token_ids])),
         # Keep the stop string in vLLM's own text: with it left out, vLLM holds back the last characters of
         # every streamed step; starchat cuts the text itself.
         include_stop_str_in_output=True,

@@ -210,7 +210,24 @@ def _data_lines(d: dict, dpo: dict | None, dataset_stats: dict | None) -> list[s
         if isinstance(s, dict):
             kept = {kk: v for kk, v in s.items() if isinstance(v, (int, float))}
             lines.append(f"- {k.split('_')[0]}: " + ", ".join(f"{kk}={v}" for kk, v in kept.items()))
-    return lines
+    return lines + _fim_lines(dataset_stats)
+
+
+def _fim_lines(dataset_stats: dict | None) -> list[str]:
+    """The training rows of each kind, and where the FIM rows came from (data.fim)."""
+    rows = (dataset_stats or {}).get("train_rows")
+    f = (dataset_stats or {}).get("fim")
+    if not isinstance(rows, dict) or not isinstance(f, dict):
+        return []
+    return [
+        "- training rows: " + ", ".join(f"{k}={v}" for k, v in rows.items()),
+        f"- fill-in-the-middle: {f.get('psm', 0) + f.get('spm', 0)} FIM rows ({f.get('psm')} PSM, {f.get('spm')} "
+        f"SPM) and {f.get('code')} plain code rows from {f.get('source')} ({f.get('unit')}s; "
+        f"{f.get('dropped_too_long')} too long and {f.get('dropped_humaneval_overlap')} overlapping HumanEval "
+        "dropped). A FIM row's loss covers the middle and its end token only (an editor sends the prefix and "
+        "suffix and asks for the middle); a plain code row's covers every token. The model's FIM tokens are in "
+        "`fim.json`.",
+    ]
 
 
 def _hyperparameters(t: dict, dpo: dict | None, world_size: int) -> list[str]:

@@ -91,6 +91,9 @@ def run_fingerprint(cfg_dict: dict) -> str:
               "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
               "dataloader_num_workers", "hub_model_id"):
         t.pop(k, None)
+    data = d.get("data", {})
+    if isinstance(data.get("fim"), dict) and not data["fim"].get("source"):  # runs from before data.fim existed
+        data.pop("fim")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

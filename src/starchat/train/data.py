@@ -96,8 +96,9 @@ def _check_split(ds, split: str, cfg: DataConfig, key: str):
     return d
 
 
-def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> PreparedData:
-    """Tokenize (labels on assistant replies + <|end|> only) and optionally pack both splits."""
+def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat", fim_spec=None) -> PreparedData:
+    """Tokenize (labels on assistant replies + <|end|> only), mix in the FIM rows of data.fim (training split,
+    with ``fim_spec``), and optionally pack both splits."""
     from starchat.data.pack import pack_dataset
     from starchat.data.tokenize import tokenize_dataset
 
@@ -126,11 +127,59 @@ def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat") -> Prep
                                 "assistant replies, so add them")
             raise DataError(f"data: no {name} dialogue has assistant tokens left after truncation to "
                             f"data.max_length={cfg.max_length}; raise data.max_length or check the data")
+        if name == "train":
+            stats["train_rows"] = {"dialogue": len(tok)}
+            if cfg.fim.enabled and fim_spec is not None:
+                tok = mix_fim_rows(tok, cfg, tokenizer, fim_spec, stats)
         if cfg.packing:
             tok, pstats = pack_dataset(tok, cfg.block_size)
             stats[f"{name}_pack"] = pstats
         out[name] = tok
     return PreparedData(out["train"], out["eval"], stats)
+
+
+def fim_row_count(dialogues: int, cfg: DataConfig) -> int:
+    """Rows to take from data.fim.source so that they are data.fim.share of all training rows."""
+    f = cfg.fim
+    n = round(dialogues * f.share / (1 - f.share))
+    return max(1, min(n, f.max_rows)) if f.max_rows is not None else max(1, n)
+
+
+def mix_fim_rows(tok, cfg: DataConfig, tokenizer, spec, stats: dict):
+    """The tokenized dialogues with data.fim's rows appended (the Trainer shuffles, packing sorts by length)."""
+    import datasets
+    import pyarrow as pa
+
+    from starchat.data.fim import FimStats, collect_documents, fim_rows, rows_for_tokenizer
+
+    f = cfg.fim
+    wanted = fim_row_count(len(tok), cfg)
+    fstats = FimStats()
+    # Some rows turn out longer than max_length: read a margin of documents, keep the first `wanted` that fit.
+    docs = collect_documents(f.source, text_column=f.text_column, unit=f.unit, seed=f.seed, max_chars=f.max_chars,
+                             limit=2 * wanted + 16, stats=fstats)
+    ids, encode = rows_for_tokenizer(tokenizer, spec)
+    rows = fim_rows(docs, spec, ids, encode, rate=f.rate, spm_rate=f.spm_rate, seed=f.seed,
+                    max_length=min(cfg.max_length, cfg.block_size) if cfg.packing else cfg.max_length,
+                    max_rows=wanted, stats=fstats)
+    if not rows:
+        raise DataError(f"data.fim.source: no usable document in {f.source!r} ({fstats.documents} documents, "
+                        f"{fstats.too_long} longer than data.max_length={cfg.max_length} tokens, "
+                        f"{fstats.humaneval_overlap} overlapping HumanEval); lower data.fim.max_chars or point it "
+                        "at other code")
+    if len(rows) < wanted:
+        logger.warning("data.fim: %d rows from %s, fewer than the %d that data.fim.share=%s asks for", len(rows),
+                       f.source, wanted, f.share)
+    lists = pa.list_(pa.int32())
+    extra = datasets.Dataset(pa.table({"input_ids": pa.array([r["input_ids"] for r in rows], lists),
+                                       "labels": pa.array([r["labels"] for r in rows], lists),
+                                       "length": pa.array([r["length"] for r in rows], pa.int32())}))
+    stats["fim"] = {"source": fstats.source, "unit": f.unit, "documents_read": fstats.documents,
+                    "rows": fstats.rows, "psm": fstats.psm, "spm": fstats.spm, "code": fstats.code,
+                    "dropped_too_long": fstats.too_long, "dropped_humaneval_overlap": fstats.humaneval_overlap,
+                    "tokens": fstats.tokens, "trained_tokens": fstats.trained_tokens}
+    stats["train_rows"].update({"fim_psm": fstats.psm, "fim_spm": fstats.spm, "code": fstats.code})
+    return datasets.concatenate_datasets([tok, extra.cast(tok.features)])
 
 
 def collator(cfg: DataConfig, tokenizer):

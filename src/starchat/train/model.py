@@ -68,12 +68,14 @@ def new_token_ids(tokenizer, template: str) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in get_template(template).special_tokens]
 
 
-def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: bool = False):
-    """Wrap the model in peft LoRA adapters; the dialogue tokens' embedding and lm_head rows stay trainable."""
+def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: bool = False,
+               extra_ids: list[int] | tuple[int, ...] = ()):
+    """Wrap the model in peft LoRA adapters; the dialogue tokens' embedding and lm_head rows stay trainable
+    (and ``extra_ids``' rows: FIM tokens added for data.fim)."""
     from peft import get_peft_model
 
     model = prepare_for_lora(model, quantized)
-    return get_peft_model(model, peft_lora_config(model, lcfg, tokenizer, template))
+    return get_peft_model(model, peft_lora_config(model, lcfg, tokenizer, template, extra_ids))
 
 
 def prepare_for_lora(model, quantized: bool):
@@ -85,13 +87,13 @@ def prepare_for_lora(model, quantized: bool):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def peft_lora_config(model, lcfg: LoraConfig, tokenizer, template: str):
+def peft_lora_config(model, lcfg: LoraConfig, tokenizer, template: str, extra_ids=()):
     """The peft LoraConfig of the lora section (with the dialogue tokens' rows when lora.train_new_tokens)."""
     from peft import LoraConfig as PeftLoraConfig
 
     kwargs = {}
     if lcfg.train_new_tokens:
-        ids = new_token_ids(tokenizer, template)
+        ids = new_token_ids(tokenizer, template) + list(extra_ids)
         emb_name = _module_name(model, model.get_input_embeddings())
         targets = {emb_name: ids}
         out = model.get_output_embeddings()

@@ -100,6 +100,7 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     """Write the usable model into out/ atomically: build it in a temp dir, then move each file in place."""
     from starchat.templates import end_token_id, get_template
     from starchat.train.card import write_card
+    from starchat.train.fim import saved_spec
     from starchat.train.portable import make_portable
 
     tmp = out / ".final.tmp"
@@ -116,6 +117,9 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     else:
         model.config.save_pretrained(tmp)
     get_template(cfg.model.template).save(tmp)
+    spec = saved_spec(trainer, tokenizer, cfg)
+    if spec is not None:  # chat, serve, eval infill and the GGUF export read the FIM format from it
+        spec.save(tmp)
     make_portable(tmp)  # transformers 4.x (TGI, older vLLM) must read the same model
     (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")

@@ -17,9 +17,19 @@ from starchat.options import default_of, field_help, type_name
 from starchat.train.config.schema import SECTIONS, TOP_LEVEL, ConfigError, TrainConfig
 
 
+def _leaf_fields(cls, prefix: str):
+    """(key, field, type) of every leaf field of a section, nested sections (data.fim) flattened."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name], f"{prefix}.{f.name}")
+        else:
+            yield f"{prefix}.{f.name}", f, hints[f.name]
+
+
 def all_keys() -> list[str]:
     """Every valid `section.key` (and the top-level keys)."""
-    return [*TOP_LEVEL, *(f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c))]
+    return [*TOP_LEVEL, *(k for s, c in SECTIONS.items() for k, _, _ in _leaf_fields(c, s))]
 
 
 def field_docs() -> list[tuple[str, str, Any, str]]:
@@ -27,9 +37,8 @@ def field_docs() -> list[tuple[str, str, Any, str]]:
     top = {f.name: f for f in dataclasses.fields(TrainConfig)}
     rows = [(k, _shown_type(top[k], str), top[k].default, field_help(top[k])) for k in TOP_LEVEL]
     for s, c in SECTIONS.items():
-        hints = typing.get_type_hints(c)
-        for f in dataclasses.fields(c):
-            rows.append((f"{s}.{f.name}", _shown_type(f, hints[f.name]), default_of(f), field_help(f)))
+        for key, f, tp in _leaf_fields(c, s):
+            rows.append((key, _shown_type(f, tp), default_of(f), field_help(f)))
     return rows
 
 
@@ -107,11 +116,23 @@ def _set(cfg: TrainConfig, key: str, value: Any, where: str) -> None:
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
         raise _unknown(key, where)
-    sec_obj = getattr(cfg, section)
-    hints = typing.get_type_hints(type(sec_obj))
+    obj = getattr(cfg, section)
+    *path, name = name.split(".")
+    for part in path:  # a nested section: data.fim.rate
+        sub = getattr(obj, part, None) if part in typing.get_type_hints(type(obj)) else None
+        if not dataclasses.is_dataclass(sub):
+            raise _unknown(key, where)
+        obj = sub
+    hints = typing.get_type_hints(type(obj))
     if name not in hints:
         raise _unknown(key, where)
-    setattr(sec_obj, name, _coerce(value, hints[name], key, where))
+    if dataclasses.is_dataclass(hints[name]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} is a section: a mapping of its keys to values (e.g. {key}.source)")
+        for k, v in value.items():
+            _set(cfg, f"{key}.{k}", v, where)
+        return
+    setattr(obj, name, _coerce(value, hints[name], key, where))
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None,

@@ -40,6 +40,41 @@ class ModelConfig:
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.")
 
 
+FIM_UNITS = ("function", "file")
+
+
+@dataclass
+class FimConfig:
+    """Fill-in-the-middle rows mixed into SFT (starchat.data.fim): off while `source` is empty."""
+
+    source: str = setting("", "Code to make FIM rows from: 'stdlib', an installed package, a folder or a .py file "
+                              "(its *.py files), or with text_column a dataset (a `save_to_disk` folder, .jsonl file "
+                              "or hub ID). HumanEval overlaps are dropped. Empty: no FIM rows.")
+    text_column: str | None = setting(None, "Read the documents from this text column of the dataset `source`.")
+    unit: str = setting("function", "Code documents: 'function' (each top-level function and class, as `data "
+                                    "from-code` reads them) or 'file' (whole files).", choices=FIM_UNITS)
+    max_chars: int = setting(2000, "Longer documents are cut at line ends into pieces of at most this many "
+                                   "characters; rows still longer than data.max_length tokens are dropped (and "
+                                   "counted).")
+    rate: float = setting(0.5, "FIM rate: share of documents turned into FIM rows (StarCoder: 0.5); the others "
+                               "become plain code rows trained left to right, as StarCoder's other documents were.")
+    spm_rate: float = setting(0.5, "Share of FIM rows in SPM order (StarCoder's variant), the rest PSM (StarCoder: "
+                                   "0.5).")
+    share: float = setting(0.3, "Share of the training rows that come from `source` (FIM and plain code rows), the "
+                                "rest dialogues; the validation split stays dialogues only (comparable to a run "
+                                "without FIM).")
+    max_rows: int | None = setting(None, "At most this many rows from `source` (default: as many as `share` asks "
+                                         "for).")
+    seed: int = setting(0, "Seed of the document sample, the FIM/plain choice, the order and the split points.")
+    add_tokens: bool = setting(True, "A base without FIM tokens gets StarCoder's (<fim_prefix> ...), added after the "
+                                     "dialogue tokens and learnt like them (training.new_token_lr_multiplier); "
+                                     "false: such a base is an error.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
+
+
 @dataclass
 class DataConfig:
     """The dialogues to train on."""
@@ -67,6 +102,7 @@ class DataConfig:
     block_size: int = setting(2048, "Row length when packing.")
     max_train_samples: int | None = setting(None, "Use only the first N training dialogues (quick experiments).")
     max_eval_samples: int | None = setting(None, "Use only the first N evaluation dialogues.")
+    fim: FimConfig = setting(help="Fill-in-the-middle rows mixed into SFT: the data.fim.* keys.", factory=FimConfig)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from starchat.options import field_choices
-from starchat.train.config.schema import SECTIONS, TOP_LEVEL, ConfigError, TrainConfig
+from starchat.train.config.schema import FIM_UNITS, SECTIONS, TOP_LEVEL, ConfigError, TrainConfig
 from starchat.train.methods import get_method
 
 
@@ -69,6 +69,7 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if t.report_to != "none" and importlib.util.find_spec(t.report_to) is None:
         raise ConfigError(f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
                           f"pip install 'starchat[{t.report_to}]', or set training.report_to none")
+    _validate_fim(cfg, where)
     method = get_method(cfg.method)
     if method.validate is not None:
         method.validate(cfg, where)
@@ -77,3 +78,24 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
 
         resolve_accelerate_config(t.accelerate_config)
     return cfg
+
+
+def _validate_fim(cfg: TrainConfig, where: str) -> None:
+    f = cfg.data.fim
+    if not f.enabled:
+        return
+    if cfg.method != "sft":
+        raise ConfigError(f"{where}: data.fim mixes FIM rows into SFT; a {cfg.method} run trains its own rows only "
+                          "(its base's FIM tokens and fim.json carry over): remove the data.fim section")
+    for name in ("rate", "spm_rate"):
+        if not 0 <= getattr(f, name) <= 1:
+            raise ConfigError(f"{where}: data.fim.{name} must be in [0, 1], got {getattr(f, name)}")
+    if not 0 < f.share < 1:
+        raise ConfigError(f"{where}: data.fim.share must be in (0, 1) (the share of training rows from "
+                          f"data.fim.source), got {f.share}")
+    if f.unit not in FIM_UNITS:
+        raise ConfigError(f"{where}: data.fim.unit must be one of {FIM_UNITS}, got {f.unit!r}")
+    if f.max_rows is not None and f.max_rows < 1:
+        raise ConfigError(f"{where}: data.fim.max_rows must be >= 1 (or null), got {f.max_rows}")
+    if f.max_chars < 16:
+        raise ConfigError(f"{where}: data.fim.max_chars must be >= 16, got {f.max_chars}")
