@@ -20,7 +20,13 @@ import types
 import typing
 from typing import Any
 
+from starchat.errors import StarchatError
+
 MISSING = dataclasses.MISSING
+
+
+class ConfigError(StarchatError):
+    """A recipe or override that does not fit the configuration schema."""
 
 
 def setting(default: Any = MISSING, help: str = "", *, choices=None, flag: str | None = None,

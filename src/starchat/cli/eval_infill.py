@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs, endpoint_slug
+from starchat.cli.endpoint_options import add_backend_option, add_endpoint_options, endpoint_kwargs, endpoint_slug
 
 
 HELP = "fill-in-the-middle: HumanEval with a line, a block or a span masked"
@@ -27,8 +27,7 @@ def register_infill(ev, name: str = "infill", help_text: str = HELP) -> None:
                                                                  "(default: %(default)s)")
     h.add_argument("--max-new-tokens", type=int, default=128, help="longest middle (default: %(default)s)")
     h.add_argument("--batch-size", type=int, default=8, help="prompts per generate_batch call (default: %(default)s)")
-    h.add_argument("--backend", default="auto", help="inference backend: auto, transformers, llama.cpp "
-                                                     "(default: %(default)s)")
+    add_backend_option(h)
     h.add_argument("--threads", type=int, default=None,
                    help="CPU threads for generation (default: the CPUs other jobs leave idle)")
     h.add_argument("--workers", type=int, default=None, help="sandboxed programs at once (default: CPU count)")

@@ -56,11 +56,24 @@ def _console_logging() -> None:
     log = logging.getLogger("starchat")
     if any(getattr(h, "_starchat_console", False) for h in log.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._starchat_console = True
     handler.setFormatter(_LevelPrefix())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a caller may have replaced it since the first run
+    installed the handler: an embedding program, a test's capture), never to a stream closed since."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property always answers sys.stderr
+        pass
 
 
 class _LevelPrefix(logging.Formatter):

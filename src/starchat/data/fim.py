@@ -22,9 +22,9 @@ import ast
 import hashlib
 import random
 import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from starchat import fim
 from starchat.data.tokenize import IGNORE_INDEX
@@ -149,12 +149,10 @@ def code_documents(source: str, unit: str, seed: int, max_chars: int, stats: Fim
             yield doc
 
 
-def dataset_documents(source: str, column: str, max_chars: int) -> Iterator[FimDocument]:
-    """Documents from a text column of a dataset (a `save_to_disk` folder, a .json/.jsonl file or a hub ID)."""
-    from starchat.train.config import DataConfig
-    from starchat.train.data import load_raw
-
-    ds = load_raw(DataConfig(dataset=source))
+def dataset_documents(source: str, column: str, max_chars: int, load: Callable) -> Iterator[FimDocument]:
+    """Documents from a text column of a dataset; ``load(source)`` gives its DatasetDict (training passes its
+    loader of `save_to_disk` folders, .json/.jsonl files and hub IDs)."""
+    ds = load(source)
     split = "train" if "train" in ds else sorted(ds)[0]
     d = ds[split]
     if column not in d.column_names:
@@ -186,13 +184,13 @@ class _Decontaminator:
 
 def collect_documents(source: str, *, text_column: str | None = None, unit: str = "function", seed: int = 0,
                       max_chars: int = 2000, limit: int | None = None,
-                      stats: FimStats | None = None) -> list[FimDocument]:
-    """Up to ``limit`` distinct, decontaminated documents of ``source``."""
+                      stats: FimStats | None = None, load: Callable | None = None) -> list[FimDocument]:
+    """Up to ``limit`` distinct, decontaminated documents of ``source`` (``load``: see dataset_documents)."""
     stats = stats if stats is not None else FimStats()
     stats.source = source
     if unit not in UNITS:
         raise StarchatError(f"data.fim.unit must be one of {UNITS}, got {unit!r}")
-    docs = (dataset_documents(source, text_column, max_chars) if text_column
+    docs = (dataset_documents(source, text_column, max_chars, load) if text_column
             else code_documents(source, unit, seed, max_chars, stats))
     clean = _Decontaminator()
     out, seen = [], set()

@@ -48,6 +48,7 @@ class SampleLog:
     def __init__(self, out_dir: Path, identity: dict[str, Any]):
         self.path = out_dir / "samples.jsonl"
         out_dir.mkdir(parents=True, exist_ok=True)
+        identity = {k: v for k, v in identity.items() if k != "limit"}  # how far a run goes is not what it is
         run_file = out_dir / "run.json"
         if run_file.exists():
             try:

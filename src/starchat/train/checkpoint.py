@@ -127,6 +127,29 @@ def claim_output_dir(output_dir: Path, cfg_dict: dict, overwrite: bool) -> bool:
     return same
 
 
+def wait_for_claim(output_dir: Path, cfg_dict: dict, timeout_s: float = 600.0) -> None:
+    """On a rank other than the main one: wait until the main process has claimed output_dir for this run (its
+    run file holds this run's fingerprint), so this rank writes nothing there (prepared pairs, locks) that the
+    claim would take for a stranger's files. A main process that fails ends the launch, and this rank with it.
+
+    Not covered: with --overwrite over a directory that already holds this same run, the run file matches
+    before the main process has emptied the directory; that combination starts over on every rank anyway.
+    """
+    import time
+
+    fp, run_file = run_fingerprint(cfg_dict), output_dir / RUN_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(run_file.read_text()).get("fingerprint") == fp:
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.1)
+    raise StarchatError(f"training.output_dir: {output_dir}: the main process did not claim it within "
+                        f"{timeout_s:.0f} s; see its error above")
+
+
 def mark_finished(output_dir: Path) -> None:
     """Record that output_dir holds the run's final model (written after every final file is in place)."""
     write_text_atomic(output_dir / FINISHED_MARKER, json.dumps({"finished": True}) + "\n")

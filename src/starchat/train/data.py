@@ -11,7 +11,6 @@ from starchat.errors import StarchatError
 from starchat.fsio import file_lock
 from starchat.train.config import DataConfig
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -157,7 +156,7 @@ def mix_fim_rows(tok, cfg: DataConfig, tokenizer, spec, stats: dict):
     fstats = FimStats()
     # Some rows turn out longer than max_length: read a margin of documents, keep the first `wanted` that fit.
     docs = collect_documents(f.source, text_column=f.text_column, unit=f.unit, seed=f.seed, max_chars=f.max_chars,
-                             limit=2 * wanted + 16, stats=fstats)
+                             limit=2 * wanted + 16, stats=fstats, load=lambda src: load_raw(DataConfig(dataset=src)))
     ids, encode = rows_for_tokenizer(tokenizer, spec)
     rows = fim_rows(docs, spec, ids, encode, rate=f.rate, spm_rate=f.spm_rate, seed=f.seed,
                     max_length=min(cfg.max_length, cfg.block_size) if cfg.packing else cfg.max_length,

@@ -38,14 +38,18 @@ def build(cfg: TrainConfig, callbacks=None):
 
     validate_config(cfg)
     run_dir, resume = _claim(cfg)
-    return get_method(cfg.method).build(cfg, run_dir, resume, callbacks)
+    return get_method(cfg.method).builder()(cfg, run_dir, resume, callbacks)
 
 
 def _claim(cfg: TrainConfig) -> tuple[Path, Path | None]:
     """Claim output_dir for this run (see checkpoint.claim_output_dir); returns (checkpoint dir, checkpoint to
     resume from or None)."""
     out = Path(cfg.training.output_dir)
-    same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite) if is_main_process() else True
+    if is_main_process():
+        same_run = ckpt.claim_output_dir(out, cfg.to_dict(), cfg.training.overwrite)
+    else:
+        ckpt.wait_for_claim(out, cfg.to_dict())
+        same_run = True
     run_dir = out / CHECKPOINT_SUBDIR
     resume = None
     if is_main_process():  # training again: until it ends, this directory holds no finished run

@@ -10,13 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from starchat.errors import StarchatError
-from starchat.options import setting
+from starchat.options import ConfigError, setting  # noqa: F401  (ConfigError: re-exported)
 from starchat.train.methods import METHODS
-
-
-class ConfigError(StarchatError):
-    """A recipe or override that does not fit the configuration schema."""
 
 
 @dataclass

@@ -85,8 +85,8 @@ def _validate_fim(cfg: TrainConfig, where: str) -> None:
     if not f.enabled:
         return
     if cfg.method != "sft":
-        raise ConfigError(f"{where}: data.fim mixes FIM rows into SFT; a {cfg.method} run trains its own rows only "
-                          "(its base's FIM tokens and fim.json carry over): remove the data.fim section")
+        raise ConfigError(f"{where}: data.fim mixes FIM rows into SFT; a {cfg.method.upper()} run trains its own rows "
+                          "only (its base's FIM tokens and fim.json carry over): remove the data.fim section")
     for name in ("rate", "spm_rate"):
         if not 0 <= getattr(f, name) <= 1:
             raise ConfigError(f"{where}: data.fim.{name} must be in [0, 1], got {getattr(f, name)}")

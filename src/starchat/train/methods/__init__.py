@@ -25,9 +25,10 @@ class Method:
     name: str
     help: str
     """One line for `starchat train --help`."""
-    build: Callable[..., tuple]
-    """(cfg, run_dir, resume, callbacks) -> (trainer, tokenizer, data_stats, resume); imports heavy libraries
-    itself, so that reading a recipe stays light."""
+    build: Callable[..., tuple] | str
+    """(cfg, run_dir, resume, callbacks) -> (trainer, tokenizer, data_stats, resume), or its ``module:function``
+    path: a builder imports the training stack (data, model, Trainer), which imports the config, which imports
+    this registry, so the registry names it and imports it only when a run starts (import-linter checks that)."""
     section: str | None = None
     """The recipe section holding this method's own keys (e.g. 'dpo'), or None."""
     section_class: type | None = None
@@ -36,6 +37,12 @@ class Method:
     """(cfg, where) -> None: raise ConfigError for settings that only fail later with this method."""
     length_key: str = "data.max_length"
     """The `section.key` of the longest training sequence, checked against the model's context."""
+
+    def builder(self) -> Callable[..., tuple]:
+        if callable(self.build):
+            return self.build
+        module, _, attr = self.build.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 def _load() -> dict[str, Method]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starchat.options import setting
+from starchat.options import ConfigError, setting
 from starchat.train.methods import Method
 
 # TRL's DPOTrainer loss names (trl 1.16 `DPOConfig.loss_type`).
@@ -44,8 +44,6 @@ class DpoConfig:
 
 def validate_dpo(cfg, where: str) -> None:
     """The dpo section's own checks, and the SFT-only keys a DPO run must leave alone."""
-    from starchat.train.config import ConfigError  # here: the config package imports this registry
-
     p = cfg.dpo
     if p.beta <= 0:
         raise ConfigError(f"{where}: dpo.beta must be > 0, got {p.beta}")
@@ -68,12 +66,6 @@ def validate_dpo(cfg, where: str) -> None:
                           "new; DPO starts from a model that knows them: set it to 1.0")
 
 
-def build_dpo(cfg, run_dir, resume, callbacks=None):
-    from starchat.train.dpo import build_dpo as build
-
-    return build(cfg, run_dir, resume, callbacks)
-
-
 METHOD = Method(name="dpo", help="preference tuning on chosen/rejected pairs, with the dpo section",
-                build=build_dpo, section="dpo", section_class=DpoConfig, validate=validate_dpo,
+                build="starchat.train.dpo:build_dpo", section="dpo", section_class=DpoConfig, validate=validate_dpo,
                 length_key="dpo.max_length")
