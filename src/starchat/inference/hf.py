@@ -47,7 +47,7 @@ class TransformersEngine(TokenizerEngine):
         # three warpers, whose top-p sorts the whole vocabulary at every token; theirs are switched off.
         cfg = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=params.repetition_penalty,
-            eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
+            eos_token_id=list(dict.fromkeys([*self.eos_token_ids, *params.stop_token_ids])), pad_token_id=self.pad_token_id,
             **(dict(temperature=1.0, top_k=0, top_p=1.0) if sample else {}))
         if params.seed is not None:
             torch.manual_seed(params.seed)

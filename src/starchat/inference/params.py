@@ -25,6 +25,8 @@ class SamplingParams:
     max_new_tokens: int = 512
     stop: list[str] = field(default_factory=list)  # extra stop strings, matched on the decoded text
     seed: int | None = None  # same seed + same prompt -> same output
+    # Token ids that also end generation, beside the model's own end tokens (FIM's end tokens on /infill).
+    stop_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -47,6 +49,8 @@ class SamplingParams:
         if sum(len(s) for s in self.stop) > MAX_STOP_CHARS:
             raise StarchatError(f"sampling parameter stop: the stop strings total "
                                 f"{sum(len(s) for s in self.stop)} characters, more than {MAX_STOP_CHARS}")
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise StarchatError(f"sampling parameter stop_token_ids={self.stop_token_ids!r}: each must be a token id >= 0")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed <= SEED_MAX):
             raise StarchatError(f"sampling parameter seed={self.seed!r} must be an integer in 0..{SEED_MAX}")
