@@ -19,6 +19,7 @@ STAGES = [
     ("serve", "serve", "serve a model over an OpenAI-compatible API with a web playground"),
     ("eval", "eval", "evaluate a model: HumanEval in a sandbox, validation loss"),
     ("export", "export", "export a model: merge LoRA adapters, convert to GGUF"),
+    ("editor-config", "editor", "print an editor configuration (Continue, Tabby) for `starchat serve`"),
 ]
 
 
