@@ -82,9 +82,10 @@ def typing_session(n: int = 30, seed: int = 1) -> list[dict]:
     """``n`` requests whose prefix grows by 2-5 characters each (what the editor resends as a user types)."""
     rng = random.Random(seed)
     text = (ROOT / "src" / "starchat" / "server" / "app.py").read_text(encoding="utf-8")
-    cut, out = 1500, []
+    start = text.index("\ndef ")  # the file from its first function: the prefix's start stays put
+    cut, out = start + 1200, []
     for _ in range(n):
-        out.append({"input_prefix": text[max(0, cut - 1500):cut], "input_suffix": text[cut:cut + 500]})
+        out.append({"input_prefix": text[start:cut], "input_suffix": text[cut:cut + 500]})
         cut += rng.randint(2, 5)
     return out
 

@@ -266,11 +266,9 @@ def _llama_sse(ticket, req, model: str, prompt_len: int, fp, t0: float) -> Strea
 
     async def body():
         try:
-            n = 0
-            async for d in ticket.deltas():
-                n += 1
+            async for d in ticket.deltas():  # a delta may hold several tokens: the count comes at the end
                 yield _event({"index": 0, "content": d, "tokens": [], "stop": False, "id_slot": -1,
-                              "tokens_predicted": n, "tokens_evaluated": prompt_len})
+                              "tokens_evaluated": prompt_len})
             if ticket.result.finish_reason == "error":
                 yield _event(P.ErrorResponse(error=_failure(ticket).body).model_dump())
                 return
