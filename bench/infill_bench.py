@@ -205,7 +205,8 @@ def main() -> None:
     ap.add_argument("--n-predict", type=int, default=32, help="tokens per middle (default 32)")
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds against llama-server (default 2)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for both servers (default: starchat's)")
-    ap.add_argument("--skip-llama-server", action="store_true", help="only the typing session")
+    ap.add_argument("--skip-llama-server", action="store_true", help="leave out the comparison with llama-server")
+    ap.add_argument("--skip-typing", action="store_true", help="leave out the typing session")
     ap.add_argument("--quick", action="store_true", help="8 requests, 1 round, 16 tokens, a 12-request session")
     args = ap.parse_args()
     if args.quick:
@@ -215,11 +216,15 @@ def main() -> None:
     threads = args.threads or T.plan().threads
     SCRATCH.mkdir(parents=True, exist_ok=True)
     gguf = make_fim_gguf(SCRATCH)
-    result = {"model": gguf.name, "threads": threads, "n_predict": args.n_predict, "load_average": os.getloadavg()[0]}
-    result["typing"] = typing(gguf, args, threads)
-    if not args.skip_llama_server:
-        result["vs_llama_server"] = vs_llama_server(gguf, requests_from_sources(args.requests), args, threads)
+    setup = {"model": gguf.name, "threads": threads, "n_predict": args.n_predict, "cpus": os.cpu_count(),
+             "load_average_at_start": round(os.getloadavg()[0], 1)}
     out = ROOT / "bench" / "results" / "infill_bench.json"
+    result = json.loads(out.read_text()) if out.is_file() else {}  # a part run alone keeps the other's numbers
+    if not args.skip_typing:
+        result["typing"] = {**setup, "requests": args.typing, **typing(gguf, args, threads)}
+    if not args.skip_llama_server:
+        result["vs_llama_server"] = {**setup, "requests": args.requests,
+                                     **vs_llama_server(gguf, requests_from_sources(args.requests), args, threads)}
     out.parent.mkdir(parents=True, exist_ok=True)
     from starchat.fsio import write_text_atomic
 

@@ -1,8 +1,8 @@
 """The GGUF export carries the FIM token ids where llama.cpp reads them, and llama.cpp fills the same middle."""
 
 import pytest
-
 from fimkit import make_fim_model
+
 from starchat import fim
 from starchat.inference import SamplingParams, load_engine
 from starchat.inference.gguf_export import export_gguf
@@ -39,8 +39,8 @@ def test_llama_cpp_fills_the_same_middle_as_transformers_after_export(fim_dir, t
     """Greedy, f32: the same prompt ids from both vocabularies, the same tokens out."""
     hf = load_engine(str(fim_dir), backend="transformers")
     ll = load_engine(str(export_gguf(fim_dir, tmp_path / "fim32.gguf", quant="f32")), n_threads=1, n_ctx=256)
-    parts = dict(prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n",
-                 extra=[{"filename": "util.py", "text": "import os\n"}])
+    parts = {"prefix": "def add(a, b):\n    return ", "suffix": "\n\nprint(add(1, 2))\n",
+             "extra": [{"filename": "util.py", "text": "import os\n"}]}
     prompts = [fim.build_prompt(e.fim().spec, e.fim().ids, e.encode_plain, **parts).ids for e in (hf, ll)]
     assert prompts[0] == prompts[1]
     params = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=12, stop_token_ids=hf.fim().stop_ids)

@@ -9,9 +9,9 @@ import tomllib
 import httpx
 import pytest
 import yaml
-
 from fimkit import make_fim_model
 from serverkit import live_server
+
 from starchat import fim
 from starchat.inference import load_engine
 from starchat.server import ServerSettings, create_app, editors

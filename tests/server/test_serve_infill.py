@@ -8,9 +8,9 @@ import json
 import httpx
 import openai
 import pytest
-
 from fimkit import STOPPER_TOKEN, make_fim_model
 from serverkit import live_server
+
 from starchat import fim
 from starchat.inference import SamplingParams, load_engine
 from starchat.server import ServerSettings, create_app
@@ -85,6 +85,11 @@ def test_generation_ends_at_the_fim_end_tokens(served):
     middle = httpx.post(url + "/v1/completions", json={"prompt": "x = ", "suffix": "\n", "max_tokens": 12,
                                                        "temperature": 0, "repetition_penalty": 2.0}, timeout=60).json()
     assert middle["choices"][0] == {"index": 0, "text": STOPPER_TOKEN, "finish_reason": "stop", "logprobs": None}
+    spec = engine.fim().spec  # Continue's autocomplete: its template spells the FIM tokens in a raw prompt
+    raw = httpx.post(url + "/v1/completions", json={"prompt": f"{spec.prefix}x = {spec.suffix}\n{spec.middle}",
+                                                    "max_tokens": 12, "temperature": 0, "repetition_penalty": 2.0},
+                     timeout=60).json()
+    assert (raw["choices"][0]["text"], raw["choices"][0]["finish_reason"]) == (STOPPER_TOKEN, "stop")
 
 
 def test_a_raw_fim_prompt_on_completion_ends_at_the_fim_end_tokens(served):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-
 from fimkit import make_fim_model
 from inference.test_vllm_mapping import fake_vllm  # noqa: F401  (the stand-in vllm package, as a fixture)
+
 from starchat import fim
 from starchat.server import create_app
 

@@ -8,8 +8,8 @@ which llama.cpp also fills in by token text for GGUFs written without the keys).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from starchat import fim
 

@@ -197,7 +197,7 @@ def _names(app) -> tuple:
 
 async def infill(req: InfillRequest, request: Request):
     app = request.app
-    engine, settings, scheduler, model = _names(app)
+    engine, settings, _, model = _names(app)
     found = served_fim(engine, model, "input_prefix")
     n_predict = _n_predict(req, settings)
     fp, budget = await _fim_prompt(app, found, prefix=req.input_prefix, suffix=req.input_suffix,

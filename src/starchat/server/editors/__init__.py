@@ -40,7 +40,8 @@ def read_model(model: str) -> ServedModel:
 
     spec = fim.require(fim.load_spec(model, AutoTokenizer.from_pretrained(model)), model)
     try:
-        cfg = json.loads(open(os.path.join(model, "config.json"), encoding="utf-8").read())
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as f:
+            cfg = json.loads(f.read(1 << 20))
     except (OSError, ValueError):
         cfg = {}
     ctx = cfg.get("max_position_embeddings") or cfg.get("n_positions") or DEFAULT_CONTEXT
