@@ -66,6 +66,8 @@ class SamplingParams:
         try:
             if key == "stop":
                 parsed: object = [s for s in value.split(",") if s]
+            elif key == "stop_token_ids":
+                parsed = [int(s) for s in value.split(",") if s.strip()]
             elif key == "seed":
                 parsed = None if value.lower() in ("none", "") else int(value)
             elif key in ("top_k", "max_new_tokens"):
