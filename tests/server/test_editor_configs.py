@@ -77,6 +77,8 @@ def test_tabby_config_completes_through_llama_cpps_api_and_chats(server, fim_dir
     headers = {"Authorization": f"Bearer {comp['api_key']}"}
     body = {"seed": 2**63, "prompt": prompt, "n_predict": 8, "temperature": 0.1, "stream": True,
             "penalty_last_n": 0, "presence_penalty": 0.0}  # Tabby's llama.cpp CompletionRequest
+    for route in ("/completion", "/infill"):  # llama.cpp's routes need the key as /v1 does
+        assert httpx.post(comp["api_endpoint"] + route, json={"prompt": "x"}, timeout=60).status_code == 401
     with httpx.stream("POST", comp["api_endpoint"] + "/completion", json=body, headers=headers, timeout=60) as r:
         events = _events(r)
     assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
