@@ -11,7 +11,7 @@ import sys
 from starchat.errors import StarchatError as CLIError  # one error type for library and CLI
 
 # The commands, in --help order: each is the module starchat.cli.NAME with its register(subparsers).
-STAGES = ("data", "train", "chat", "serve", "eval", "export")
+STAGES = ("data", "train", "chat", "serve", "eval", "export", "editor")  # editor: `starchat editor-config`
 
 
 def build_parser():

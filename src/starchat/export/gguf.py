@@ -178,6 +178,22 @@ def _add_vocab(w, model_dir: Path, n_vocab: int, gguf) -> None:
     w.add_token_scores(scores)
     w.add_token_types(types)
     SpecialVocab(model_dir, load_merges=vocab.tokenizer_model == "gpt2", n_vocab=n_vocab).add_to_gguf(w, quiet=True)
+    _add_fim_ids(w, model_dir)
+
+
+def _add_fim_ids(w, model_dir: Path) -> None:
+    """The FIM token ids under the keys llama.cpp reads (``tokenizer.ggml.fim_pre_token_id``...), so its
+    /infill and starchat's own find them whatever their spelling."""
+    from transformers import AutoTokenizer
+
+    from starchat import fim
+    from starchat.inference.fimvocab import from_tokenizer
+
+    found = from_tokenizer(str(model_dir), AutoTokenizer.from_pretrained(model_dir))
+    if found is None:
+        return
+    for key, tid in fim.gguf_metadata(found.spec, found.ids).items():
+        w.add_uint32(key, tid)
 
 
 def _special_token_ids(model_dir: Path) -> set[int]:

@@ -120,7 +120,21 @@ class Engine(ABC):
     def _tokens(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int) -> Iterator[int]:
         """Sampled token IDs, one by one; closing the generator must stop the backend."""
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Text as token IDs, no BOS, control-token spellings kept as text (FIM prompts are built from these)."""
+        raise StarchatError(f"{self.model_name}: this engine cannot encode text apart from control tokens")
+
+    def _read_fim(self):
+        """The model's FIM tokens (``fimvocab.ServedFim``) or None; backends with a vocabulary override it."""
+        return None
+
     # -- the public API ------------------------------------------------------------------
+    def fim(self):
+        """The served model's fill-in-the-middle tokens (a ``fimvocab.ServedFim``), or None; read once."""
+        if not hasattr(self, "_fim_tokens"):
+            self._fim_tokens = self._read_fim()
+        return self._fim_tokens
+
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.encode_text(prompt)

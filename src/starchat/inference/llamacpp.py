@@ -120,6 +120,16 @@ class LlamaCppEngine(Engine):
     def encode_text(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def encode_plain(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _read_fim(self):
+        from starchat.inference import fimvocab
+
+        L = self._llama_cpp
+        return fimvocab.from_llama_vocab(L, L.llama_model_get_vocab(self.llm.model), self.llm.n_vocab(),
+                                         self._piece, self._eos)
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
 

@@ -16,6 +16,7 @@ class TokenizerEngine(Engine):
 
     def _setup_format(self, model: str, template: str | None, generation_eos: int | list[int] | None) -> None:
         tok = self.tokenizer
+        self.model_source = model  # where fim.json may live beside the weights
         self.format = select_format(template, getattr(tok, "chat_template", None), model,
                                     bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
         self.eos_token_ids = self._find_eos_ids(generation_eos)
@@ -48,6 +49,14 @@ class TokenizerEngine(Engine):
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
+
+    def encode_plain(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _read_fim(self):
+        from starchat.inference import fimvocab
+
+        return fimvocab.from_tokenizer(self.model_source, self.tokenizer)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -95,7 +95,7 @@ class VLLMEngine(TokenizerEngine):
         self._ids = itertools.count()
 
     def sampling(self, params: SamplingParams, max_new_tokens: int, stream: bool = True):
-        return vllm_sampling(params, max_new_tokens, self.eos_token_ids, stream)
+        return vllm_sampling(params, max_new_tokens, [*self.eos_token_ids, *params.stop_token_ids], stream)
 
     def request_id(self) -> str:
         return f"starchat-{next(self._ids)}"

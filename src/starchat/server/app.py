@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starchat.errors import StarchatError
 from starchat.inference import SamplingParams
 from starchat.inference.params import SEED_MAX
+from starchat.server import infill
 from starchat.server import protocol as P
 from starchat.server.model_names import served_names, unknown_model
 from starchat.server.scheduler import QueueFull, Ticket
@@ -126,12 +127,14 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
                                 usage=_usage(tickets, len(prompt_ids)))
 
     @v1.post("/completions")
-    async def completions(req: P.CompletionRequest, request: Request):
+    async def completions(req: infill.CompletionRequest, request: Request):
         _check_model(req.model, names, model_name)
+        if req.suffix:  # fill in the middle: the prompt is the code before the cursor, the suffix after it
+            return await infill.openai_fim(app, req, request)
         prompt_ids = await asyncio.to_thread(engine.encode_text, req.prompt) if req.prompt else []
         if not req.prompt or not prompt_ids:
             raise APIError(400, "the prompt is empty: send some text to complete", param="prompt")
-        tickets = _submit(scheduler, engine, settings, req, prompt_ids)
+        tickets = _submit(scheduler, engine, settings, req, prompt_ids, infill.raw_fim_stops(engine, prompt_ids))
         rid, created = P.new_id("cmpl"), P.now()
         if req.stream:
             return _sse(_text_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
@@ -153,6 +156,7 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         return P.ReviewResponse(findings=[P.ReviewFinding(**f) for f in findings])
 
     app.include_router(v1)
+    app.include_router(infill.router(auth))  # llama.cpp's /infill and /completion, for editors
     return app
 
 
@@ -197,8 +201,11 @@ def _params(engine, settings: ServerSettings, req, prompt_len: int) -> SamplingP
     return params
 
 
-def _submit(scheduler, engine, settings, req, prompt_ids: list[int]) -> list[Ticket]:
+def _submit(scheduler, engine, settings, req, prompt_ids: list[int], stop_ids=()) -> list[Ticket]:
+    """``stop_ids``: token ids that also end these generations (FIM's end tokens)."""
     params = _params(engine, settings, req, len(prompt_ids))
+    if stop_ids:
+        params = params.replace(stop_token_ids=list(stop_ids))
     why = scheduler.refusal(len(prompt_ids), params.max_new_tokens)
     if why:  # it could never run here: say so now rather than queue it
         raise APIError(400, why, param="max_tokens", code="context_length_exceeded")

@@ -31,7 +31,7 @@ class _Row:
         self.seq = self.out = -1  # llama.cpp: the row's sequence id, and its logits' index in the batch
         self.kv = 0  # llama.cpp: how many of its first tokens (ids) its KV cells hold
         self.done: str | None = None  # finish reason once the row has ended
-        self.eos_ids = eos_ids
+        self.eos_ids = eos_ids | set(p.stop_token_ids) if p.stop_token_ids else eos_ids
         self.text = TextAssembler(decode, p.stop, prompt_tail=ticket.prompt_ids)
         self.gen = None  # unseeded rows draw from torch's global generator, all in one call
         if p.seed is not None:
