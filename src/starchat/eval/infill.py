@@ -130,9 +130,9 @@ class Filler:
         self.engine, self.max_new_tokens = engine, max_new_tokens
         self.remote = isinstance(engine, EndpointEngine)
         self.spec: fim.FimSpec | None = None
-        if not self.remote:
-            self.spec, self.ids, self.encode, self.bos = local_fim(engine, model)
-            self.stop = fim.stop_ids(self.spec, self.ids)
+        if not self.remote:  # the engine's own FIM tokens (fim.json, the tokenizer, or llama.cpp's GGUF keys)
+            found = fim.require(engine.fim(), model or engine.model_name)
+            self.spec, self.stop = found.spec, found.stop_ids
 
     def describe(self) -> str:
         if self.spec is None:
@@ -142,8 +142,7 @@ class Filler:
 
     def prompt_ids(self, item: InfillProblem) -> list[int]:
         budget = self.engine.context_length - self.max_new_tokens
-        return fim.build_prompt(self.spec, self.ids, self.encode, prefix=item.prefix, suffix=item.suffix,
-                                budget=budget, bos=self.bos).ids
+        return self.engine.fim_prompt(item.prefix, item.suffix, budget=budget).ids
 
     def generate(self, items: list[InfillProblem], params) -> list:
         if self.remote:
@@ -151,37 +150,6 @@ class Filler:
                 return list(pool.map(lambda it: self.engine.infill(it.prefix, it.suffix, params), items))
         params = params.replace(stop_token_ids=list(dict.fromkeys([*params.stop_token_ids, *self.stop])))
         return self.engine.generate_batch([self.prompt_ids(it) for it in items], params)
-
-
-def local_fim(engine, model: str | None):
-    """(spec, token ids, plain-text encoder, BOS ids) of a local engine's model; a one-line error without FIM."""
-    name = model or getattr(engine, "model_name", "the model")
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
-        from starchat.data.fim import plain_encoder
-
-        spec = fim.require(fim.load_spec(model, tokenizer) if model and Path(model).is_dir()
-                           else fim.FimSpec.from_tokenizer(tokenizer), name)
-        vocab = tokenizer.get_vocab()
-        bos = [t for t in tokenizer("", add_special_tokens=True)["input_ids"] if t == tokenizer.bos_token_id]
-        if getattr(tokenizer, "is_fast", False):
-            encode = plain_encoder(tokenizer)
-        else:
-            def encode(text: str) -> list[int]:
-                return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
-        return spec, fim.token_ids(spec, vocab.get), encode, bos[:1]
-    llm = getattr(engine, "llm", None)
-    if llm is not None and hasattr(llm, "tokenize"):
-        vocab = {engine._piece(t): t for t in range(llm.n_vocab())}
-        spec = fim.require(fim.detect(set(vocab)), name)
-        add_bos = str(llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
-
-        def encode_gguf(text: str) -> list[int]:
-            return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
-
-        return spec, fim.token_ids(spec, vocab.get), encode_gguf, [llm.token_bos()] if add_bos else []
-    raise StarchatError(f"{name}: the {type(engine).__name__} backend cannot build FIM prompts from token ids; "
-                        "use --backend transformers or llama.cpp, or an endpoint URL")
 
 
 # -- the run ----------------------------------------------------------------------------------------------

@@ -135,6 +135,15 @@ class Engine(ABC):
             self._fim_tokens = self._read_fim()
         return self._fim_tokens
 
+    def fim_prompt(self, prefix: str, suffix: str, *, prompt: str = "", extra=(), budget: int | None = None):
+        """The model's PSM prompt (``fim.FimPrompt``) for a middle between ``prefix`` and ``suffix``: its FIM
+        tokens, text encoded as text (``encode_plain``) and its BOS; a FimError naming a model without FIM."""
+        from starchat import fim
+
+        found = fim.require(self.fim(), self.model_name)
+        return fim.build_prompt(found.spec, found.ids, self.encode_plain, prefix=prefix, suffix=suffix, prompt=prompt,
+                                extra=extra, budget=budget, bos=self.encode_text(""))
+
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.encode_text(prompt)

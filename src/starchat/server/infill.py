@@ -155,7 +155,7 @@ def router(auth) -> APIRouter:
 
 def served_fim(engine, model: str, param: str):
     """The engine's FIM tokens, or a 400 naming the model."""
-    from starchat.server.app import APIError
+    from starchat.server.replies import APIError
 
     found = engine.fim()
     if found is None:
@@ -175,15 +175,13 @@ def raw_fim_stops(engine, prompt_ids: list[int]) -> list[int]:
 async def _fim_prompt(app, found, *, prefix: str, suffix: str, prompt: str = "", extra=(),
                       n_predict: int, param: str) -> tuple[fim.FimPrompt, int]:
     """The PSM prompt's ids and its budget, ``n_ctx - n_predict`` tokens: the code nearest the cursor is kept."""
-    from starchat.server.app import APIError
+    from starchat.server.replies import APIError
 
     engine = app.state.engine
     budget = engine.context_length - n_predict
     try:
-        bos = await asyncio.to_thread(engine.encode_text, "")  # the BOS the model wants, if any
-        fp = await asyncio.to_thread(
-            fim.build_prompt, found.spec, found.ids, engine.encode_plain, prefix=prefix, suffix=suffix,
-            prompt=prompt, extra=[e.model_dump() for e in extra], budget=budget, bos=bos)
+        fp = await asyncio.to_thread(engine.fim_prompt, prefix, suffix, prompt=prompt,
+                                     extra=[e.model_dump() for e in extra], budget=budget)
         return fp, budget
     except StarchatError as e:
         raise APIError(400, f"{e} (n_ctx {engine.context_length} - n_predict {n_predict}): lower {param}",
@@ -206,7 +204,7 @@ async def infill(req: InfillRequest, request: Request):
 
 
 async def llama_completion(req: LlamaCompletionRequest, request: Request):
-    from starchat.server.app import APIError
+    from starchat.server.replies import APIError
 
     engine = request.app.state.engine
     ids = await asyncio.to_thread(engine.encode_text, req.prompt)
@@ -216,7 +214,7 @@ async def llama_completion(req: LlamaCompletionRequest, request: Request):
 
 
 def _n_predict(req, settings) -> int:
-    from starchat.server.app import APIError
+    from starchat.server.replies import APIError
 
     n = req.n_predict or settings.default_max_tokens
     if n > settings.max_tokens_cap:
@@ -227,7 +225,7 @@ def _n_predict(req, settings) -> int:
 
 async def _llama_reply(app, req, request: Request, prompt_ids: list[int], stop_ids, fp):
     """Submit one generation and answer as llama-server does, streamed or not."""
-    from starchat.server.app import _collect, _submit
+    from starchat.server.replies import _collect, _submit
 
     engine, settings, scheduler, model = _names(app)
     t0 = time.perf_counter()
@@ -262,7 +260,7 @@ def _final(content: str, ticket, req, model: str, prompt_len: int, fp, t0: float
 
 def _llama_sse(ticket, req, model: str, prompt_len: int, fp, t0: float) -> StreamingResponse:
     """``data: {"content": ..., "stop": false}`` events, then the final object with ``stop: true``."""
-    from starchat.server.app import _failure
+    from starchat.server.replies import _failure
 
     async def body():
         try:
@@ -286,7 +284,7 @@ def _event(obj: dict) -> str:
 
 async def openai_fim(app, req: CompletionRequest, request: Request):
     """/v1/completions with a suffix: the middle between ``prompt`` and ``suffix``, in OpenAI's response shape."""
-    from starchat.server.app import APIError, _collect, _reason, _sse, _submit, _text_chunks, _usage
+    from starchat.server.replies import APIError, _collect, _reason, _sse, _submit, _text_chunks, _usage
 
     engine, settings, scheduler, model = _names(app)
     if req.echo:
