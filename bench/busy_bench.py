@@ -41,10 +41,29 @@ def train_steps_per_s(steps: int, work: Path, env_extra: dict[str, str] | None =
     from starchat import threads
 
     out = work / f"run-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "starchat", "train", "recipes/nano-cpu.yaml", "--training.output_dir", str(out),
-           "--training.max_steps", str(steps), "--training.eval_strategy", "no", "--training.save_strategy", "no",
-           "--training.eval_on_start", "false", "--training.load_best_model_at_end", "false",
-           "--training.disable_tqdm", "true", "--training.overwrite", "true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "starchat",
+        "train",
+        "recipes/nano-cpu.yaml",
+        "--training.output_dir",
+        str(out),
+        "--training.max_steps",
+        str(steps),
+        "--training.eval_strategy",
+        "no",
+        "--training.save_strategy",
+        "no",
+        "--training.eval_on_start",
+        "false",
+        "--training.load_best_model_at_end",
+        "false",
+        "--training.disable_tqdm",
+        "true",
+        "--training.overwrite",
+        "true",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", **(env_extra or {}))
     plan = threads.plan(env=env)  # what the CLI will choose at launch (same inputs, a moment earlier)
     load = os.getloadavg()[0]
@@ -53,9 +72,12 @@ def train_steps_per_s(steps: int, work: Path, env_extra: dict[str, str] | None =
         raise RuntimeError(f"train failed:\n{proc.stderr[-3000:]}")
     history = json.loads((out / "trainer_results.json").read_text())["log_history"]
     runtime = next(h["train_runtime"] for h in reversed(history) if "train_runtime" in h)
-    return {"steps_s": steps / float(runtime), "seconds_per_step": float(runtime) / steps,
-            "threads": plan.threads if "OMP_NUM_THREADS" not in (env_extra or {}) else int(env_extra["OMP_NUM_THREADS"]),
-            "load_at_start": round(load, 2)}
+    return {
+        "steps_s": steps / float(runtime),
+        "seconds_per_step": float(runtime) / steps,
+        "threads": plan.threads if "OMP_NUM_THREADS" not in (env_extra or {}) else int(env_extra["OMP_NUM_THREADS"]),
+        "load_at_start": round(load, 2),
+    }
 
 
 def competitor() -> subprocess.Popen:
@@ -87,29 +109,36 @@ def main() -> None:
             base = os.getloadavg()[0]
             spin = competitor()
             try:
-                wait_load(lambda x: x > base + 0.6, args.wait)
+                wait_load(lambda x, base=base: x > base + 0.6, args.wait)
                 busy = train_steps_per_s(args.steps, work)
                 if args.before and r == 0:
                     # Before the policy: every core, and libgomp's own wait (it spins ~ms, then sleeps).
-                    best["before"] = train_steps_per_s(args.steps, work, {"OMP_NUM_THREADS": str(cpus),
-                                                                          "OMP_WAIT_POLICY": "",
-                                                                          "GOMP_SPINCOUNT": ""})
+                    best["before"] = train_steps_per_s(
+                        args.steps, work, {"OMP_NUM_THREADS": str(cpus), "OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": ""}
+                    )
             finally:
                 spin.kill()
                 spin.wait()
             for name, res in (("idle", idle), ("busy", busy)):
-                print(f"  round {r + 1} {name:<5}{res['seconds_per_step']:6.2f} s/step  {res['threads']} threads  "
-                      f"load {res['load_at_start']}", flush=True)
+                print(
+                    f"  round {r + 1} {name:<5}{res['seconds_per_step']:6.2f} s/step  {res['threads']} threads  "
+                    f"load {res['load_at_start']}",
+                    flush=True,
+                )
                 if name not in best or res["steps_s"] > best[name]["steps_s"]:
                     best[name] = res
     slow = best["idle"]["steps_s"] / best["busy"]["steps_s"]
     print(f"nano-cpu, {args.steps} optimizer steps per run, {cpus} CPUs:")
-    print(f"  idle {best['idle']['seconds_per_step']:.2f} s/step ({best['idle']['threads']} threads), "
-          f"one competing process {best['busy']['seconds_per_step']:.2f} s/step ({best['busy']['threads']} threads)")
+    print(
+        f"  idle {best['idle']['seconds_per_step']:.2f} s/step ({best['idle']['threads']} threads), "
+        f"one competing process {best['busy']['seconds_per_step']:.2f} s/step ({best['busy']['threads']} threads)"
+    )
     if "before" in best:
         b = best["before"]
-        print(f"  before the policy (all cores, default OpenMP wait), busy: {b['seconds_per_step']:.2f} s/step, "
-              f"{best['idle']['steps_s'] / b['steps_s']:.2f}x slower than idle")
+        print(
+            f"  before the policy (all cores, default OpenMP wait), busy: {b['seconds_per_step']:.2f} s/step, "
+            f"{best['idle']['steps_s'] / b['steps_s']:.2f}x slower than idle"
+        )
     print(f"busy vs idle: {slow:.2f}x slower (target <= 2.5: {'met' if slow <= 2.5 else 'NOT met'})")
 
 

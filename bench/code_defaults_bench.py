@@ -29,8 +29,20 @@ from starchat.inference.params import resolve_sampling  # noqa: E402
 from starchat.review import code_blocks, review  # noqa: E402
 
 # 12 of the project's coding prompts (src/starchat/eval/prompts/coding.jsonl): Python, so the code can be compiled
-PROMPT_IDS = ["write-001", "write-002", "write-003", "write-004", "write-005", "write-006",
-              "debug-001", "debug-002", "refactor-001", "refactor-002", "test-001", "test-002"]
+PROMPT_IDS = [
+    "write-001",
+    "write-002",
+    "write-003",
+    "write-004",
+    "write-005",
+    "write-006",
+    "debug-001",
+    "debug-002",
+    "refactor-001",
+    "refactor-002",
+    "test-001",
+    "test-002",
+]
 SEEDS = (0, 1, 2)
 OLD = SamplingParams(temperature=0.2, top_k=50, top_p=0.95, repetition_penalty=1.2, max_new_tokens=512)
 
@@ -46,11 +58,13 @@ def prompts() -> list[dict]:
 
 def judge(text: str, finish_reason: str) -> dict:
     found = review(text, finish_reason=finish_reason)
-    return {"unclosed": any(not b.closed for b in code_blocks(text)),
-            "cut": finish_reason == "length",
-            "no_compile": any(f.kind == "syntax" for f in found),
-            "looped": finish_reason == "length" and repeated_tail(text) is not None,
-            "no_code": not code_blocks(text)}
+    return {
+        "unclosed": any(not b.closed for b in code_blocks(text)),
+        "cut": finish_reason == "length",
+        "no_compile": any(f.kind == "syntax" for f in found),
+        "looped": finish_reason == "length" and repeated_tail(text) is not None,
+        "no_code": not code_blocks(text),
+    }
 
 
 def run_setting(engine, params: SamplingParams, items: list[dict]) -> dict:
@@ -59,13 +73,31 @@ def run_setting(engine, params: SamplingParams, items: list[dict]) -> dict:
         for seed in SEEDS:
             c = engine.generate([{"role": "user", "content": item["prompt"]}], params.replace(seed=seed))
             tokens += c.completion_tokens
-            rows.append({"id": item["id"], "seed": seed, "finish": c.finish_reason, "tokens": c.completion_tokens,
-                         **judge(c.text, c.finish_reason), "text": c.text})
-            print(f"  {len(rows)}/{len(items) * len(SEEDS)} {item['id']} seed {seed}: {c.completion_tokens} tokens, "
-                  f"{c.finish_reason}", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "id": item["id"],
+                    "seed": seed,
+                    "finish": c.finish_reason,
+                    "tokens": c.completion_tokens,
+                    **judge(c.text, c.finish_reason),
+                    "text": c.text,
+                }
+            )
+            print(
+                f"  {len(rows)}/{len(items) * len(SEEDS)} {item['id']} seed {seed}: {c.completion_tokens} tokens, "
+                f"{c.finish_reason}",
+                file=sys.stderr,
+                flush=True,
+            )
     counts = {k: sum(r[k] for r in rows) for k in ("unclosed", "cut", "no_compile", "looped", "no_code")}
-    return {"params": {k: v for k, v in vars(params).items() if k not in ("stop", "seed")}, "replies": len(rows),
-            **counts, "tokens": tokens, "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+    return {
+        "params": {k: v for k, v in vars(params).items() if k not in ("stop", "seed")},
+        "replies": len(rows),
+        **counts,
+        "tokens": tokens,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
 
 
 def parse_setting(text: str, base: SamplingParams) -> tuple[str, SamplingParams]:
@@ -80,8 +112,9 @@ def parse_setting(text: str, base: SamplingParams) -> tuple[str, SamplingParams]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: the idle CPUs)")
-    ap.add_argument("--setting", action="append", default=[],
-                    help="NAME:key=value,... on top of the chat's defaults (repeatable)")
+    ap.add_argument(
+        "--setting", action="append", default=[], help="NAME:key=value,... on top of the chat's defaults (repeatable)"
+    )
     ap.add_argument("--only", default=None, help="comma-separated setting names to run (default: all)")
     ap.add_argument("--output", default=str(ROOT / "bench/results/code_defaults.json"))
     args = ap.parse_args()
@@ -94,13 +127,19 @@ def main() -> int:
         settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
     items = prompts()
     results = {}
-    print(f"{'setting':<12}{'replies':>8}{'unclosed':>10}{'cut':>6}{'no-compile':>12}{'looped':>8}{'no-code':>9}"
-          f"{'tokens':>8}{'s':>7}  params", flush=True)
+    print(
+        f"{'setting':<12}{'replies':>8}{'unclosed':>10}{'cut':>6}{'no-compile':>12}{'looped':>8}{'no-code':>9}"
+        f"{'tokens':>8}{'s':>7}  params",
+        flush=True,
+    )
     for name, params in settings.items():
         r = results[name] = run_setting(engine, params, items)
         shown = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-        print(f"{name:<12}{r['replies']:>8}{r['unclosed']:>10}{r['cut']:>6}{r['no_compile']:>12}{r['looped']:>8}"
-              f"{r['no_code']:>9}{r['tokens']:>8}{r['seconds']:>7}  {shown}", flush=True)
+        print(
+            f"{name:<12}{r['replies']:>8}{r['unclosed']:>10}{r['cut']:>6}{r['no_compile']:>12}{r['looped']:>8}"
+            f"{r['no_code']:>9}{r['tokens']:>8}{r['seconds']:>7}  {shown}",
+            flush=True,
+        )
         out = {"model": engine.model_name, "prompts": PROMPT_IDS, "seeds": list(SEEDS), "settings": results}
         write_text_atomic(args.output, json.dumps(out, indent=1) + "\n")  # after each setting: a long run keeps
     engine.close()

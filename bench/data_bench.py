@@ -25,9 +25,11 @@ from starchat.data.pack import pack_dataset  # noqa: E402
 from starchat.data.tokenize import IGNORE_INDEX, tokenize_dataset  # noqa: E402
 from starchat.templates import prepare_tokenizer, render  # noqa: E402
 
-WORDS = ("def class return list dict sort reverse python function loop index value error string "
-         "file read write import numpy array matrix thread lock async await test assert print "
-         "the a to of and in is it that for with as on this you can use how what why").split()
+WORDS = (
+    "def class return list dict sort reverse python function loop index value error string "
+    "file read write import numpy array matrix thread lock async await test assert print "
+    "the a to of and in is it that for with as on this you can use how what why"
+).split()
 
 
 def synth(n: int, seed: int = 0) -> list[list[dict]]:
@@ -44,8 +46,10 @@ def synth(n: int, seed: int = 0) -> list[list[dict]]:
     for _ in range(n):
         d = [{"role": "system", "content": text(rng.randint(0, 8))}] if rng.random() < 0.3 else []
         for _ in range(rng.randint(1, 4)):
-            d += [{"role": "user", "content": text(rng.randint(5, 40))},
-                  {"role": "assistant", "content": text(rng.randint(10, 120))}]
+            d += [
+                {"role": "user", "content": text(rng.randint(5, 40))},
+                {"role": "assistant", "content": text(rng.randint(10, 120))},
+            ]
         dialogues.append(d)
     return dialogues
 
@@ -60,10 +64,15 @@ def train_tokenizer(dialogues, vocab_size=49152):
     corpus = [m["content"] for d in dialogues[:5000] for m in d]
     # extra random identifiers so the vocabulary really reaches ~49k entries
     rng = random.Random(1)
-    corpus += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(3, 12)))
-               for _ in range(200_000)]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus += [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(3, 12))) for _ in range(200_000)
+    ]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(corpus, trainer)
     return prepare_tokenizer(PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>"))
 
@@ -78,7 +87,7 @@ def naive(dialogues, tok, max_length):
             if m["role"] != "assistant":
                 continue
             start = len(tok(render(d[:k]) + "<|assistant|>\n", add_special_tokens=False)["input_ids"])
-            end = len(tok(render(d[:k + 1]).rstrip("\n"), add_special_tokens=False)["input_ids"])
+            end = len(tok(render(d[: k + 1]).rstrip("\n"), add_special_tokens=False)["input_ids"])
             labels[start:end] = ids[start:end]
         rows.append({"input_ids": ids[:max_length], "labels": labels[:max_length]})
     return rows
@@ -117,8 +126,10 @@ def main() -> None:
     print(f"{'starchat tokenize':24}{len(dialogues) / t_tok:14,.0f}{n_tok / t_tok:14,.0f}{t_tok:10.2f}")
     print(f"{'starchat tokenize+pack':24}{len(dialogues) / t_ours:14,.0f}{n_tok / t_ours:14,.0f}{t_ours:10.2f}")
     print(f"speed-up (tokenize+mask+pack vs naive tokenize+mask): {t_naive / t_ours:.2f}x")
-    print(f"packing at block {args.block}: {pstats['rows']} rows, efficiency {pstats['packing_efficiency']:.2%} "
-          f"(lower bound on rows: {-(-n_tok // args.block)})")
+    print(
+        f"packing at block {args.block}: {pstats['rows']} rows, efficiency {pstats['packing_efficiency']:.2%} "
+        f"(lower bound on rows: {-(-n_tok // args.block)})"
+    )
     samples_efficiency(args.block, tok)
 
 
@@ -132,8 +143,10 @@ def samples_efficiency(block: int, tok) -> None:
     msgs = [ex.messages for ex in read_source(str(samples))]
     ds, st = tokenize_dataset(datasets.Dataset.from_dict({"messages": msgs}), tok, max_length=block)
     _, p = pack_dataset(ds, block)
-    print(f"bundled samples at block {block}: {st['tokens']} tokens in {p['rows']} rows, "
-          f"efficiency {p['packing_efficiency']:.2%} (lower bound on rows: {-(-st['tokens'] // block)})")
+    print(
+        f"bundled samples at block {block}: {st['tokens']} tokens in {p['rows']} rows, "
+        f"efficiency {p['packing_efficiency']:.2%} (lower bound on rows: {-(-st['tokens'] // block)})"
+    )
 
 
 if __name__ == "__main__":

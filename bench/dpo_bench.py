@@ -34,8 +34,13 @@ def make_pairs(rows: list[dict]) -> list[dict]:
         lines = reply.splitlines()
         cut = "\n".join(lines[: max(1, len(lines) // 2)])
         if cut != reply:
-            pairs.append({"prompt": [user], "chosen": [{"role": "assistant", "content": reply}],
-                          "rejected": [{"role": "assistant", "content": cut}]})
+            pairs.append(
+                {
+                    "prompt": [user],
+                    "chosen": [{"role": "assistant", "content": reply}],
+                    "rejected": [{"role": "assistant", "content": cut}],
+                }
+            )
     return pairs
 
 
@@ -47,15 +52,32 @@ def run_starchat(model_dir, data_dir, work, args, reference: str) -> tuple[float
     from starchat.train.config import load_config
     from starchat.train.run import build
 
-    cfg = load_config(None, {
-        "method": "dpo", "model.name_or_path": str(model_dir), "data.dataset": str(data_dir), "data.test_split": "",
-        "dpo.beta": 0.1, "dpo.reference": reference, "dpo.max_length": args.max_length,
-        "dpo.max_prompt_length": args.max_length // 2, "dpo.truncation": "cut",
-        "training.output_dir": str(work / f"starchat-{reference}"), "training.num_train_epochs": 1,
-        "training.per_device_train_batch_size": args.batch_size, "training.learning_rate": 1e-5,
-        "training.save_strategy": "no", "training.eval_strategy": "no", "training.load_best_model_at_end": False,
-        "training.logging_steps": 1000, "training.use_cpu": True, "training.disable_tqdm": True,
-        "training.overwrite": True, "training.warmup_ratio": 0.0})
+    cfg = load_config(
+        None,
+        {
+            "method": "dpo",
+            "model.name_or_path": str(model_dir),
+            "data.dataset": str(data_dir),
+            "data.test_split": "",
+            "dpo.beta": 0.1,
+            "dpo.reference": reference,
+            "dpo.max_length": args.max_length,
+            "dpo.max_prompt_length": args.max_length // 2,
+            "dpo.truncation": "cut",
+            "training.output_dir": str(work / f"starchat-{reference}"),
+            "training.num_train_epochs": 1,
+            "training.per_device_train_batch_size": args.batch_size,
+            "training.learning_rate": 1e-5,
+            "training.save_strategy": "no",
+            "training.eval_strategy": "no",
+            "training.load_best_model_at_end": False,
+            "training.logging_steps": 1000,
+            "training.use_cpu": True,
+            "training.disable_tqdm": True,
+            "training.overwrite": True,
+            "training.warmup_ratio": 0.0,
+        },
+    )
     t0 = time.perf_counter()
     trainer, *_ = build(cfg)
     if reference == "model":  # building loads and tokenizes only; the precomputed reference pass is in build
@@ -78,12 +100,27 @@ def run_trl(model_dir, data_dir, work, args, attention_dropout: bool = True) -> 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **({} if attention_dropout else {"attn_pdrop": 0.0}))
     train = datasets.load_from_disk(str(data_dir))["train"]
-    cfg = DPOConfig(output_dir=str(work / "trl"), num_train_epochs=1, per_device_train_batch_size=args.batch_size,
-                    learning_rate=1e-5, beta=0.1, max_length=args.max_length, save_strategy="no",
-                    eval_strategy="no", logging_steps=1000, report_to="none", use_cpu=True, disable_tqdm=True,
-                    seed=42, lr_scheduler_type="cosine", warmup_steps=0.0,
-                    # Equal settings: TRL turns on bf16 and activation checkpointing by default.
-                    bf16=False, gradient_checkpointing=False, activation_checkpointing=False)
+    cfg = DPOConfig(
+        output_dir=str(work / "trl"),
+        num_train_epochs=1,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=1e-5,
+        beta=0.1,
+        max_length=args.max_length,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1000,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=42,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.0,
+        # Equal settings: TRL turns on bf16 and activation checkpointing by default.
+        bf16=False,
+        gradient_checkpointing=False,
+        activation_checkpointing=False,
+    )
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=train, processing_class=tok)
     tokens = _pair_tokens(trainer.train_dataset)
     t0 = time.perf_counter()
@@ -114,10 +151,12 @@ def main() -> None:
         datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs)}).save_to_disk(str(data_dir))
         _, model_dir = make_tokenizer_and_model(rows, work, args.n_embd)
         results: dict[str, tuple] = {}
-        runs = (("trl", lambda: run_trl(model_dir, data_dir, work, args)),
-                ("trl_no_attn_dropout", lambda: run_trl(model_dir, data_dir, work, args, attention_dropout=False)),
-                ("starchat", lambda: run_starchat(model_dir, data_dir, work, args, "model")),
-                ("starchat_precomputed", lambda: run_starchat(model_dir, data_dir, work, args, "precomputed")))
+        runs = (
+            ("trl", lambda: run_trl(model_dir, data_dir, work, args)),
+            ("trl_no_attn_dropout", lambda: run_trl(model_dir, data_dir, work, args, attention_dropout=False)),
+            ("starchat", lambda: run_starchat(model_dir, data_dir, work, args, "model")),
+            ("starchat_precomputed", lambda: run_starchat(model_dir, data_dir, work, args, "precomputed")),
+        )
         # Interleaved repeats, best of each: one-time costs and a shared CPU's drifting load favour no side.
         for _ in range(args.repeats):
             for name, fn in runs:
@@ -125,8 +164,10 @@ def main() -> None:
                 if name not in results or r[0] > results[name][0]:
                     results[name] = r
     base = results["trl"][0]
-    print(f"\n{len(pairs)} pairs, batch {args.batch_size}, max_length {args.max_length}, CPU threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\n{len(pairs)} pairs, batch {args.batch_size}, max_length {args.max_length}, CPU threads "
+        f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'run':<22}{'tokens':>9}{'tokens/s':>11}{'vs TRL':>9}")
     for name, (tps, tokens) in results.items():
         print(f"{name:<22}{tokens:>9}{tps:>11.0f}{tps / base:>8.2f}x")

@@ -35,8 +35,18 @@ def _free_port() -> int:
 def start_server(model: str | None, backend: str, max_batch: int, log: Path) -> tuple[subprocess.Popen, str]:
     """`starchat serve` in its own process; returns it and its /v1 URL once /health answers."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "starchat", "serve", "--port", str(port), "--backend", backend,
-           "--max-batch", str(max_batch)] + (["--model", model] if model else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "starchat",
+        "serve",
+        "--port",
+        str(port),
+        "--backend",
+        backend,
+        "--max-batch",
+        str(max_batch),
+    ] + (["--model", model] if model else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900
@@ -55,15 +65,25 @@ def start_server(model: str | None, backend: str, max_batch: int, log: Path) -> 
 def timed_run(engine, out: Path, args, name: str) -> dict:
     from starchat.eval.humaneval import HumanEvalConfig, run_model
 
-    cfg = HumanEvalConfig(output=out, limit=args.limit, temperature=0.0, max_new_tokens=args.max_new_tokens,
-                          batch_size=args.batch_size, progress=False)
+    cfg = HumanEvalConfig(
+        output=out,
+        limit=args.limit,
+        temperature=0.0,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        progress=False,
+    )
     t0 = time.monotonic()
     summary = run_model(engine, cfg, name)
     wall = time.monotonic() - t0
     replies = [json.loads(line)["raw"] for line in (out / "samples.jsonl").open()]
-    return {"wall_s": round(wall, 1), "problems_per_minute": round(60 * summary["num_problems"] / wall, 3),
-            "generation_problems_per_minute": summary["generation"]["problems_per_minute"],
-            "pass@1": summary["pass_at_k"]["pass@1"], "replies": replies}
+    return {
+        "wall_s": round(wall, 1),
+        "problems_per_minute": round(60 * summary["num_problems"] / wall, 3),
+        "generation_problems_per_minute": summary["generation"]["problems_per_minute"],
+        "pass@1": summary["pass_at_k"]["pass@1"],
+        "replies": replies,
+    }
 
 
 def main() -> int:
@@ -94,13 +114,18 @@ def main() -> int:
         proc.wait(timeout=60)
     same = sum(a == b for a, b in zip(local["replies"], remote["replies"]))
     result = {
-        "model": args.model or "default (SmolLM2-135M-Instruct Q4_1 GGUF)", "backend": args.backend,
-        "limit": args.limit, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-        "load_average_at_start": round(load, 2), "cpus": os.cpu_count(),
+        "model": args.model or "default (SmolLM2-135M-Instruct Q4_1 GGUF)",
+        "backend": args.backend,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "load_average_at_start": round(load, 2),
+        "cpus": os.cpu_count(),
         "local": {k: v for k, v in local.items() if k != "replies"},
         "endpoint": {k: v for k, v in remote.items() if k != "replies"},
         "ratio_problems_per_minute": round(remote["problems_per_minute"] / local["problems_per_minute"], 3),
-        "same_pass@1": local["pass@1"] == remote["pass@1"], "identical_replies": f"{same}/{len(local['replies'])}",
+        "same_pass@1": local["pass@1"] == remote["pass@1"],
+        "identical_replies": f"{same}/{len(local['replies'])}",
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

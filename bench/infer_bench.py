@@ -30,14 +30,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from starchat.inference import SamplingParams, default_model_path, load_engine  # noqa: E402
 
 QUESTIONS = [
-    "Write a Python function that reverses a string.", "How do I sort a list of dicts by a key in Python?",
-    "Explain what a Python generator is.", "Write a function that checks if a number is prime.",
-    "How do I read a CSV file with pandas?", "What is the difference between a list and a tuple?",
-    "Write a SQL query that counts rows per day.", "How do I make an HTTP request in Python?",
-    "Write a bash loop over all .txt files.", "What does the `yield` keyword do?",
-    "How do I merge two dictionaries?", "Write a binary search in Python.",
-    "How do I remove duplicates from a list, keeping order?", "Explain Python decorators with an example.",
-    "Write a function that flattens a nested list.", "How do I time a function in Python?",
+    "Write a Python function that reverses a string.",
+    "How do I sort a list of dicts by a key in Python?",
+    "Explain what a Python generator is.",
+    "Write a function that checks if a number is prime.",
+    "How do I read a CSV file with pandas?",
+    "What is the difference between a list and a tuple?",
+    "Write a SQL query that counts rows per day.",
+    "How do I make an HTTP request in Python?",
+    "Write a bash loop over all .txt files.",
+    "What does the `yield` keyword do?",
+    "How do I merge two dictionaries?",
+    "Write a binary search in Python.",
+    "How do I remove duplicates from a list, keeping order?",
+    "Explain Python decorators with an example.",
+    "Write a function that flattens a nested list.",
+    "How do I time a function in Python?",
 ]
 CARDS = SamplingParams()  # temperature 0.2, top_k 50, top_p 0.95, repetition_penalty 1.2
 
@@ -98,8 +106,9 @@ def bench_llamacpp(args) -> dict:
     from starchat.inference.llamacpp import amx_guard
 
     with amx_guard(llama_cpp):  # the same weight layout as the engine's (no AMX repacking where it crashes)
-        raw = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attn=True,
-                    verbose=False)  # flash attention as the engine runs it: the same logits
+        raw = Llama(
+            model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False
+        )  # flash attention as the engine runs it: the same logits
     q = QUESTIONS[13]  # asks for an explanation with an example: a long reply
     params = CARDS.replace(max_new_tokens=args.tokens, seed=1)
     prompt_ids = engine.encode_prompt(msgs(q))
@@ -108,9 +117,18 @@ def bench_llamacpp(args) -> dict:
         yield from engine.stream(prompt_ids, params)
 
     def theirs():
-        for chunk in raw.create_completion(prompt_ids, max_tokens=args.tokens, temperature=CARDS.temperature,
-                                           top_k=CARDS.top_k, top_p=CARDS.top_p, min_p=0.0, typical_p=1.0,
-                                           repeat_penalty=CARDS.repetition_penalty, seed=1, stream=True):
+        for chunk in raw.create_completion(
+            prompt_ids,
+            max_tokens=args.tokens,
+            temperature=CARDS.temperature,
+            top_k=CARDS.top_k,
+            top_p=CARDS.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=CARDS.repetition_penalty,
+            seed=1,
+            stream=True,
+        ):
             yield chunk["choices"][0]["text"]
 
     warm = engine.generate(prompt_ids, params)  # warm-up; same seed and settings: both make these tokens
@@ -136,11 +154,19 @@ def bench_llamacpp(args) -> dict:
     bw = read_bandwidth(threads)
     weight_bytes = os.path.getsize(path)
     bound = bw * 1e9 / weight_bytes
-    return {"model": os.path.basename(path), "tokens": warm.completion_tokens, "same_text": same,
-            "starchat_tok_s": round(ours_r, 1), "raw_llama_cpp_tok_s": round(raw_r, 1),
-            "ratio": round(ours_r / raw_r, 3), "starchat_overhead_us_per_token": round(overhead_s * 1e6, 1),
-            "overhead_share_of_a_token": round(overhead_s * ours_r, 4), "read_bandwidth_GB_s": round(bw, 1),
-            "bandwidth_bound_tok_s": round(bound, 1), "fraction_of_bound": round(ours_r / bound, 3)}
+    return {
+        "model": os.path.basename(path),
+        "tokens": warm.completion_tokens,
+        "same_text": same,
+        "starchat_tok_s": round(ours_r, 1),
+        "raw_llama_cpp_tok_s": round(raw_r, 1),
+        "ratio": round(ours_r / raw_r, 3),
+        "starchat_overhead_us_per_token": round(overhead_s * 1e6, 1),
+        "overhead_share_of_a_token": round(overhead_s * ours_r, 4),
+        "read_bandwidth_GB_s": round(bw, 1),
+        "bandwidth_bound_tok_s": round(bound, 1),
+        "fraction_of_bound": round(ours_r / bound, 3),
+    }
 
 
 def bench_transformers(args) -> tuple[dict, dict]:
@@ -157,21 +183,29 @@ def bench_transformers(args) -> tuple[dict, dict]:
 
     def run_pipe(q):
         torch.manual_seed(0)
-        out = pipe(msgs(q), max_new_tokens=n, do_sample=True, temperature=CARDS.temperature, top_k=CARDS.top_k,
-                   top_p=CARDS.top_p, repetition_penalty=CARDS.repetition_penalty,
-                   eos_token_id=engine.eos_token_ids, return_full_text=False)
+        out = pipe(
+            msgs(q),
+            max_new_tokens=n,
+            do_sample=True,
+            temperature=CARDS.temperature,
+            top_k=CARDS.top_k,
+            top_p=CARDS.top_p,
+            repetition_penalty=CARDS.repetition_penalty,
+            eos_token_id=engine.eos_token_ids,
+            return_full_text=False,
+        )
         return out[0]["generated_text"]
 
     def run_ours(q):
         return engine.generate(msgs(q), params)
 
-    qs = QUESTIONS[:args.hf_prompts]
+    qs = QUESTIONS[: args.hf_prompts]
     run_ours(qs[0]), run_pipe(qs[0])  # warm-up: first-call allocations
     ratios, ours_t, pipe_t, ours_tok, same = [], 0.0, 0.0, 0, True
     for r in range(args.hf_runs):  # alternating order, so drifting load lands on both sides
         t_ours = t_pipe = 0.0
         for q in qs:
-            for side in (("ours", "pipe") if r % 2 == 0 else ("pipe", "ours")):
+            for side in ("ours", "pipe") if r % 2 == 0 else ("pipe", "ours"):
                 t = time.perf_counter()
                 if side == "ours":
                     c = run_ours(q)
@@ -192,11 +226,19 @@ def bench_transformers(args) -> tuple[dict, dict]:
         next(gen)
         ttft.append(time.perf_counter() - t)
         gen.close()
-    single = {"model": "SmolLM2-135M-Instruct (transformers, f32)", "load_s": round(load_s, 1),
-              "prompts": args.hf_prompts, "runs": args.hf_runs, "tokens": ours_tok, "same_text_as_pipeline": same,
-              "starchat_tok_s": round(ours_tok / ours_t, 1), "pipeline_tok_s": round(ours_tok / pipe_t, 1),
-              "ratio": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
-              "time_to_first_token_ms": round(1000 * statistics.median(ttft), 1)}
+    single = {
+        "model": "SmolLM2-135M-Instruct (transformers, f32)",
+        "load_s": round(load_s, 1),
+        "prompts": args.hf_prompts,
+        "runs": args.hf_runs,
+        "tokens": ours_tok,
+        "same_text_as_pipeline": same,
+        "starchat_tok_s": round(ours_tok / ours_t, 1),
+        "pipeline_tok_s": round(ours_tok / pipe_t, 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
+        "time_to_first_token_ms": round(1000 * statistics.median(ttft), 1),
+    }
 
     if args.skip_batch:
         return single, {}
@@ -209,9 +251,13 @@ def bench_transformers(args) -> tuple[dict, dict]:
     bat_t = time.perf_counter() - t
     seq_tps = sum(c.completion_tokens for c in seq) / seq_t
     bat_tps = sum(c.completion_tokens for c in bat) / bat_t
-    batch = {"prompts": len(QUESTIONS), "max_new_tokens": args.batch_tokens,
-             "sequential_tok_s": round(seq_tps, 1), "batched_tok_s": round(bat_tps, 1),
-             "ratio": round(bat_tps / seq_tps, 2)}
+    batch = {
+        "prompts": len(QUESTIONS),
+        "max_new_tokens": args.batch_tokens,
+        "sequential_tok_s": round(seq_tps, 1),
+        "batched_tok_s": round(bat_tps, 1),
+        "ratio": round(bat_tps / seq_tps, 2),
+    }
     return single, batch
 
 
@@ -249,19 +295,24 @@ def main() -> None:
     summary = []
     if "llamacpp" in results:
         lc = results["llamacpp"]
-        summary += [f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
-                    f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
-                    f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
-                    f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"]
+        summary += [
+            f"llama.cpp decode: starchat {lc['ratio']}x raw llama-cpp-python "
+            f"({lc['starchat_tok_s']} vs {lc['raw_llama_cpp_tok_s']} tok/s), "
+            f"{lc['fraction_of_bound']:.0%} of the bandwidth bound "
+            f"({lc['bandwidth_bound_tok_s']} tok/s at {lc['read_bandwidth_GB_s']} GB/s)"
+        ]
     if "transformers" in results:
         t, b = results["transformers"], results["batch"]
-        summary += [f"transformers: starchat {t['ratio']}x pipeline() (median of {t['runs']} alternating runs "
-                    f"{t['ratios']}; target >= 1.0: {'met' if t['ratio'] >= 1.0 else 'NOT met'}), "
-                    f"same text: {t['same_text_as_pipeline']}, first token {t['time_to_first_token_ms']} ms"]
+        summary += [
+            f"transformers: starchat {t['ratio']}x pipeline() (median of {t['runs']} alternating runs "
+            f"{t['ratios']}; target >= 1.0: {'met' if t['ratio'] >= 1.0 else 'NOT met'}), "
+            f"same text: {t['same_text_as_pipeline']}, first token {t['time_to_first_token_ms']} ms"
+        ]
         if b:
             summary.append(f"batch of 16: {b['ratio']}x one after another")
-    summary.append(f"load average {results['load_avg_at_start']:.1f} -> {results['load_avg_at_end']:.1f} "
-                   f"on {results['cpus']} CPUs")
+    summary.append(
+        f"load average {results['load_avg_at_start']:.1f} -> {results['load_avg_at_end']:.1f} on {results['cpus']} CPUs"
+    )
     print("\n".join(summary))
 
 

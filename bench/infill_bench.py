@@ -74,7 +74,7 @@ def requests_from_sources(n: int, seed: int = 0) -> list[dict]:
     for path in rng.sample(files, min(n, len(files))):
         text = path.read_text(encoding="utf-8")
         cut = rng.randrange(1000, len(text) - 600)
-        out.append({"input_prefix": text[max(0, cut - 1500):cut], "input_suffix": text[cut:cut + 500]})
+        out.append({"input_prefix": text[max(0, cut - 1500) : cut], "input_suffix": text[cut : cut + 500]})
     return out
 
 
@@ -85,7 +85,7 @@ def typing_session(n: int = 30, seed: int = 1) -> list[dict]:
     start = text.index("\ndef ")  # the file from its first function: the prefix's start stays put
     cut, out = start + 1200, []
     for _ in range(n):
-        out.append({"input_prefix": text[start:cut], "input_suffix": text[cut:cut + 500]})
+        out.append({"input_prefix": text[start:cut], "input_suffix": text[cut : cut + 500]})
         cut += rng.randint(2, 5)
     return out
 
@@ -109,17 +109,24 @@ def one(client: httpx.Client, url: str, req: dict, n_predict: int) -> dict:
                 final = ev
                 break
     total = time.perf_counter() - t0
-    return {"ttft": ttft if ttft is not None else total, "total": total, "tokens": final.get("tokens_predicted", 0),
-            "content": content}
+    return {
+        "ttft": ttft if ttft is not None else total,
+        "total": total,
+        "tokens": final.get("tokens_predicted", 0),
+        "content": content,
+    }
 
 
 def run_all(url: str, reqs: list[dict], n_predict: int) -> dict:
     with httpx.Client(timeout=300) as client:
         one(client, url, reqs[0], 4)  # warm-up (page faults, first allocations)
         rows = [one(client, url, r, n_predict) for r in reqs]
-    return {"ttft_p50": statistics.median(r["ttft"] for r in rows),
-            "total_p50": statistics.median(r["total"] for r in rows),
-            "tokens": sum(r["tokens"] for r in rows), "contents": [r["content"] for r in rows]}
+    return {
+        "ttft_p50": statistics.median(r["ttft"] for r in rows),
+        "total_p50": statistics.median(r["total"] for r in rows),
+        "tokens": sum(r["tokens"] for r in rows),
+        "contents": [r["content"] for r in rows],
+    }
 
 
 def child_server(model: str, port: int, cache: bool, threads: int) -> None:
@@ -144,32 +151,79 @@ def vs_llama_server(gguf: Path, reqs: list[dict], args, threads: int) -> dict:
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     same_weights = ["--no-repack"] if " amx_int8" in cpu_flags else []  # as serve_bench: see amx_guard
     n = str(threads)
-    ours = lambda p: [sys.executable, "-m", "starchat", "serve", "--model", str(gguf), "--backend", "llamacpp",  # noqa: E731
-                      "--port", str(p), "--max-batch", "1", "--kv-tokens", str(N_CTX), "--threads", n]
-    theirs = lambda p: [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(p), "-c", str(N_CTX),  # noqa: E731
-                        "-np", "1", "-t", n, "-tb", n, *same_weights]
+
+    def ours(p):
+        return [
+            sys.executable,
+            "-m",
+            "starchat",
+            "serve",
+            "--model",
+            str(gguf),
+            "--backend",
+            "llamacpp",
+            "--port",
+            str(p),
+            "--max-batch",
+            "1",
+            "--kv-tokens",
+            str(N_CTX),
+            "--threads",
+            n,
+        ]
+
+    def theirs(p):
+        return [
+            binary,
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(p),
+            "-c",
+            str(N_CTX),
+            "-np",
+            "1",
+            "-t",
+            n,
+            "-tb",
+            n,
+            *same_weights,
+        ]
+
     rounds: dict[str, list[dict]] = {"starchat": [], "llama-server": []}
     sides = [("starchat", ours), ("llama-server", theirs)]
     for r in range(args.repeats):
-        for name, cmd in (sides if r % 2 == 0 else sides[::-1]):
+        for name, cmd in sides if r % 2 == 0 else sides[::-1]:
             port = free_port()
             proc, url = wait_healthy(cmd(port), port)
             try:
                 res = run_all(url, reqs, args.n_predict)
             finally:
                 stop_server(proc)
-            print(f"  round {r + 1} {name:<13} TTFT p50 {res['ttft_p50']:.3f}s  total p50 {res['total_p50']:.3f}s"
-                  f"  {res['tokens']} tokens", flush=True)
+            print(
+                f"  round {r + 1} {name:<13} TTFT p50 {res['ttft_p50']:.3f}s  total p50 {res['total_p50']:.3f}s"
+                f"  {res['tokens']} tokens",
+                flush=True,
+            )
             rounds[name].append(res)
     best = {k: min(v, key=lambda x: x["total_p50"]) for k, v in rounds.items()}
     same = sum(a == b for a, b in zip(best["starchat"]["contents"], best["llama-server"]["contents"]))
     ratio = best["llama-server"]["total_p50"] / best["starchat"]["total_p50"]
-    print(f"starchat /infill vs llama-server /infill: {ratio:.2f}x (p50 total, best rounds; target >= 0.9: "
-          f"{'met' if ratio >= 0.9 else 'NOT met'}); same middle in {same}/{len(reqs)} requests", flush=True)
+    print(
+        f"starchat /infill vs llama-server /infill: {ratio:.2f}x (p50 total, best rounds; target >= 0.9: "
+        f"{'met' if ratio >= 0.9 else 'NOT met'}); same middle in {same}/{len(reqs)} requests",
+        flush=True,
+    )
     strip = lambda x: {k: v for k, v in x.items() if k != "contents"}  # noqa: E731
-    return {"starchat": strip(best["starchat"]), "llama_server": strip(best["llama-server"]), "ratio": ratio,
-            "ttft_ratio": best["llama-server"]["ttft_p50"] / best["starchat"]["ttft_p50"],
-            "same_middle": f"{same}/{len(reqs)}"}
+    return {
+        "starchat": strip(best["starchat"]),
+        "llama_server": strip(best["llama-server"]),
+        "ratio": ratio,
+        "ttft_ratio": best["llama-server"]["ttft_p50"] / best["starchat"]["ttft_p50"],
+        "same_middle": f"{same}/{len(reqs)}",
+    }
 
 
 def typing(gguf: Path, args, threads: int) -> dict:
@@ -188,8 +242,10 @@ def typing(gguf: Path, args, threads: int) -> dict:
         finally:
             stop_server(proc)
         out[name] = {"median_s": statistics.median(lat), "reused_tokens": stats.get("reused_tokens", 0)}
-        print(f"  typing, {name:<5} median {out[name]['median_s']:.3f}s  reused {out[name]['reused_tokens']} tokens",
-              flush=True)
+        print(
+            f"  typing, {name:<5} median {out[name]['median_s']:.3f}s  reused {out[name]['reused_tokens']} tokens",
+            flush=True,
+        )
     out["speedup"] = out["cold"]["median_s"] / out["cache"]["median_s"]
     print(f"typing session ({args.typing} requests): the prompt cache is {out['speedup']:.2f}x faster (median)")
     return out
@@ -216,15 +272,23 @@ def main() -> None:
     threads = args.threads or T.plan().threads
     SCRATCH.mkdir(parents=True, exist_ok=True)
     gguf = make_fim_gguf(SCRATCH)
-    setup = {"model": gguf.name, "threads": threads, "n_predict": args.n_predict, "cpus": os.cpu_count(),
-             "load_average_at_start": round(os.getloadavg()[0], 1)}
+    setup = {
+        "model": gguf.name,
+        "threads": threads,
+        "n_predict": args.n_predict,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": round(os.getloadavg()[0], 1),
+    }
     out = ROOT / "bench" / "results" / "infill_bench.json"
     result = json.loads(out.read_text()) if out.is_file() else {}  # a part run alone keeps the other's numbers
     if not args.skip_typing:
         result["typing"] = {**setup, "requests": args.typing, **typing(gguf, args, threads)}
     if not args.skip_llama_server:
-        result["vs_llama_server"] = {**setup, "requests": args.requests,
-                                     **vs_llama_server(gguf, requests_from_sources(args.requests), args, threads)}
+        result["vs_llama_server"] = {
+            **setup,
+            "requests": args.requests,
+            **vs_llama_server(gguf, requests_from_sources(args.requests), args, threads),
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     from starchat.fsio import write_text_atomic
 

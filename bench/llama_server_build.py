@@ -25,9 +25,16 @@ DEFAULT_SCRATCH = Path(os.environ.get("STARCHAT_BENCH_DIR") or ROOT / ".runs" / 
 
 # Release build of the server alone: no curl/openssl (nothing is downloaded at run time), no web UI
 # (its prebuilt assets would be fetched from a hub), shared/static as llama.cpp defaults.
-CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-               "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-               "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
+]
 
 
 def installed_version() -> str:
@@ -43,8 +50,22 @@ def source_dir(scratch: Path, version: str) -> Path:
     sdists = scratch / "sdist"
     archive = sdists / f"llama_cpp_python-{version}.tar.gz"
     if not archive.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}",
-                        "--no-binary", ":all:", "--no-deps", "-d", str(sdists)], check=True, timeout=900)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"llama-cpp-python=={version}",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-d",
+                str(sdists),
+            ],
+            check=True,
+            timeout=900,
+        )
     with tarfile.open(archive) as tf:
         tf.extractall(scratch, filter="data")
     if not (src / "CMakeLists.txt").is_file():
@@ -62,10 +83,14 @@ def build(scratch: Path = DEFAULT_SCRATCH, jobs: int | None = None, version: str
     src = source_dir(scratch, version)
     jobs = jobs or len(os.sched_getaffinity(0))
     print(f"building llama-server {version} from {src} (a few minutes, once)", flush=True)
-    subprocess.run(["cmake", "-S", str(src), "-B", str(out), "-G", "Ninja", *CMAKE_FLAGS], check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(out), "--target", "llama-server", "-j", str(jobs)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["cmake", "-S", str(src), "-B", str(out), "-G", "Ninja", *CMAKE_FLAGS], check=True, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        ["cmake", "--build", str(out), "--target", "llama-server", "-j", str(jobs)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     if not binary.is_file():
         raise RuntimeError(f"the build finished but {binary} is missing")
     return binary

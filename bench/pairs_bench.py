@@ -44,8 +44,16 @@ def tiny_model(out: Path) -> str:
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2()))
     torch.manual_seed(0)
-    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=1024, n_embd=64, n_layer=2, n_head=4,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GPTBigCodeConfig(
+        vocab_size=len(tok),
+        n_positions=1024,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     GPTBigCodeForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
@@ -55,9 +63,18 @@ def run_once(engine, prompts, args, overlap: bool) -> dict:
     from starchat.eval.humaneval import SampleLog
     from starchat.pairs.mine import PairsConfig, generate_and_score
 
-    cfg = PairsConfig(model="bench", prompts=args.prompts, output="unused", k=args.k, temperature=0.8,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, overlap=overlap,
-                      progress=False, workers=args.workers)
+    cfg = PairsConfig(
+        model="bench",
+        prompts=args.prompts,
+        output="unused",
+        k=args.k,
+        temperature=0.8,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        overlap=overlap,
+        progress=False,
+        workers=args.workers,
+    )
     with tempfile.TemporaryDirectory() as d:
         log = SampleLog(Path(d), {"bench": overlap})
         try:
@@ -87,15 +104,26 @@ def measure(args) -> dict:
             rates[overlap].append(r["replies_per_minute"])
             if not overlap:
                 seq_gen.append(r["generation_seconds"] / r["wall"])
-            print(f"{'overlapped' if overlap else 'sequential'}: {r['replies']} replies in {r['wall']:.1f} s "
-                  f"({r['replies_per_minute']} replies/min; generation {r['generation_seconds']} s)", flush=True)
+            print(
+                f"{'overlapped' if overlap else 'sequential'}: {r['replies']} replies in {r['wall']:.1f} s "
+                f"({r['replies_per_minute']} replies/min; generation {r['generation_seconds']} s)",
+                flush=True,
+            )
     over, seq = statistics.median(rates[True]), statistics.median(rates[False])
     share = statistics.median(seq_gen)
-    return {"model": args.model, "backend": args.backend, "prompts": len(prompts), "k": args.k,
-            "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-            "replies_per_minute_overlapped": over, "replies_per_minute_sequential": seq,
-            "ratio": round(over / seq, 3), "sequential_generation_share": round(share, 3),
-            "best_possible_ratio": round(1 / max(share, 1 - share), 3)}
+    return {
+        "model": args.model,
+        "backend": args.backend,
+        "prompts": len(prompts),
+        "k": args.k,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "replies_per_minute_overlapped": over,
+        "replies_per_minute_sequential": seq,
+        "ratio": round(over / seq, 3),
+        "sequential_generation_share": round(share, 3),
+        "best_possible_ratio": round(1 / max(share, 1 - share), 3),
+    }
 
 
 def main() -> None:
@@ -113,10 +141,14 @@ def main() -> None:
     args = ap.parse_args()
     res = measure(args)
     share = res["sequential_generation_share"]
-    print(f"sequential run: generation {share:.0%} of the time, scoring {1 - share:.0%} "
-          f"(best possible overlap gain {res['best_possible_ratio']:.2f}x)")
-    print(f"replies generated and scored per minute: overlapped {res['replies_per_minute_overlapped']:.1f} vs "
-          f"sequential {res['replies_per_minute_sequential']:.1f}: ratio {res['ratio']:.2f}x (target >= 1.3x)")
+    print(
+        f"sequential run: generation {share:.0%} of the time, scoring {1 - share:.0%} "
+        f"(best possible overlap gain {res['best_possible_ratio']:.2f}x)"
+    )
+    print(
+        f"replies generated and scored per minute: overlapped {res['replies_per_minute_overlapped']:.1f} vs "
+        f"sequential {res['replies_per_minute_sequential']:.1f}: ratio {res['ratio']:.2f}x (target >= 1.3x)"
+    )
     if args.json:
         import json
 

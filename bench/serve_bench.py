@@ -35,10 +35,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-PROMPTS = ["Write a Python function that reverses a string.", "How do I sort a dict by value?",
-           "Explain list comprehensions with an example.", "Write a bash loop over files.",
-           "What is a Python generator?", "Write a function to check for primes.",
-           "How do I read a JSON file in Python?", "Explain the GIL briefly."]
+PROMPTS = [
+    "Write a Python function that reverses a string.",
+    "How do I sort a dict by value?",
+    "Explain list comprehensions with an example.",
+    "Write a bash loop over files.",
+    "What is a Python generator?",
+    "Write a function to check for primes.",
+    "How do I read a JSON file in Python?",
+    "Explain the GIL briefly.",
+]
 
 
 def make_tiny_model(out: Path) -> Path:
@@ -51,8 +57,15 @@ def make_tiny_model(out: Path) -> Path:
     gguf = Path(default_model_path())
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
-    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=1024, n_embd=64, n_layer=2, n_head=4,
-                           eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    cfg = GPTBigCodeConfig(
+        vocab_size=len(tok),
+        n_positions=1024,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     GPTBigCodeForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -66,8 +79,19 @@ def free_port() -> int:
 
 def start_server(model: str, backend: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "starchat", "serve", "--model", model, "--backend", backend,
-           "--port", str(port), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "starchat",
+        "serve",
+        "--model",
+        model,
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        *extra,
+    ]
     return wait_healthy(cmd, port)
 
 
@@ -104,8 +128,13 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, sampling: dict) -> dict:
-    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "stream": True,
-            "stream_options": {"include_usage": True}, **sampling}
+    body = {
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **sampling,
+    }
     t0 = time.perf_counter()
     ttft, tokens, chunks = None, 0, 0
     try:
@@ -131,9 +160,12 @@ async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_toke
 
 async def run_clients(url: str, n_clients: int, per_client: int, max_tokens: int, sampling: dict) -> dict:
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client:
+
         async def worker(i: int) -> list[dict]:
-            return [await one_request(client, url, PROMPTS[(i + k) % len(PROMPTS)], max_tokens, sampling)
-                    for k in range(per_client)]
+            return [
+                await one_request(client, url, PROMPTS[(i + k) % len(PROMPTS)], max_tokens, sampling)
+                for k in range(per_client)
+            ]
 
         t0 = time.perf_counter()
         results = [r for rs in await asyncio.gather(*(worker(i) for i in range(n_clients))) for r in rs]
@@ -142,9 +174,17 @@ async def run_clients(url: str, n_clients: int, per_client: int, max_tokens: int
     ttfts = sorted(r["ttft"] for r in ok)
     tokens = sum(r["tokens"] for r in ok)
     why = next((r["why"] for r in results if not r["ok"]), None)
-    return {"clients": n_clients, "requests": len(results), "failed": len(results) - len(ok), "why": why,
-            "tokens": tokens,
-            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50": _pct(ttfts, 50), "ttft_p95": _pct(ttfts, 95)}
+    return {
+        "clients": n_clients,
+        "requests": len(results),
+        "failed": len(results) - len(ok),
+        "why": why,
+        "tokens": tokens,
+        "wall_s": wall,
+        "tok_s": tokens / wall,
+        "ttft_p50": _pct(ttfts, 50),
+        "ttft_p95": _pct(ttfts, 95),
+    }
 
 
 def _pct(xs: list[float], p: int) -> float:
@@ -162,9 +202,12 @@ def bench(name: str, model: str, backend: str, extra: list[str], max_tokens: int
     finally:
         stop_server(proc)
     row = {"name": name, "single": single, "many": many, "ratio": many["tok_s"] / single["tok_s"]}
-    print(f"{name:<34} 1 client {single['tok_s']:7.1f} tok/s  TTFT p50 {single['ttft_p50']:.3f}s | "
-          f"16 clients {many['tok_s']:7.1f} tok/s  TTFT p50 {many['ttft_p50']:.3f}s p95 {many['ttft_p95']:.3f}s | "
-          f"x{row['ratio']:.2f}  failed {single['failed'] + many['failed']}", flush=True)
+    print(
+        f"{name:<34} 1 client {single['tok_s']:7.1f} tok/s  TTFT p50 {single['ttft_p50']:.3f}s | "
+        f"16 clients {many['tok_s']:7.1f} tok/s  TTFT p50 {many['ttft_p50']:.3f}s p95 {many['ttft_p95']:.3f}s | "
+        f"x{row['ratio']:.2f}  failed {single['failed'] + many['failed']}",
+        flush=True,
+    )
     return row
 
 
@@ -184,7 +227,6 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     threads and sampling, the same streaming clients; rounds alternate, the best of each side is kept."""
     sys.path.insert(0, str(Path(__file__).parent))
     import llama_server_build
-
     from starchat import threads
     from starchat.inference import default_model_path
 
@@ -192,8 +234,27 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     model = default_model_path()
     n = str(args.threads or threads.plan().threads)
     kv, slots = str(args.kv_tokens), str(args.clients)
-    ours = lambda port: [sys.executable, "-m", "starchat", "serve", "--model", model, "--backend", "llamacpp",  # noqa: E731
-                         "--port", str(port), "--max-batch", slots, "--kv-tokens", kv, "--threads", n]
+
+    def ours(port):
+        return [
+            sys.executable,
+            "-m",
+            "starchat",
+            "serve",
+            "--model",
+            model,
+            "--backend",
+            "llamacpp",
+            "--port",
+            str(port),
+            "--max-batch",
+            slots,
+            "--kv-tokens",
+            kv,
+            "--threads",
+            n,
+        ]
+
     # -c is the KV cells of all slots together; --kv-unified shares them as starchat's slots do.
     # Our llama-server is a native build: on an AMX CPU it has the AMX repacking that segfaults there
     # (see starchat.inference.llamacpp.amx_guard), so it runs without extra weight buffers, as starchat's
@@ -201,8 +262,28 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     # every tensor in plain CPU buffers), so both sides use the same weight layout.
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     same_weights = ["--no-repack"] if " amx_int8" in cpu_flags else []
-    theirs = lambda port: [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", kv,  # noqa: E731
-                           "-np", slots, "--kv-unified", "-t", n, "-tb", n, *same_weights]
+
+    def theirs(port):
+        return [
+            binary,
+            "-m",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-c",
+            kv,
+            "-np",
+            slots,
+            "--kv-unified",
+            "-t",
+            n,
+            "-tb",
+            n,
+            *same_weights,
+        ]
+
     # The same rule in both: llama-server's min-p (on by default) off, its penalty over the whole context
     # as transformers' (and starchat's) repetition penalty.
     their_sampling = {k: v for k, v in sampling.items() if k != "repetition_penalty"}
@@ -211,10 +292,13 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     every: dict[str, list[float]] = {"starchat": [], "llama-server": []}
     sides = (("starchat", ours, sampling), ("llama-server", theirs, their_sampling))
     for r in range(args.repeats):
-        for name, cmd, samp in (sides if r % 2 == 0 else sides[::-1]):
+        for name, cmd, samp in sides if r % 2 == 0 else sides[::-1]:
             res = run_round(cmd, samp, args)
-            print(f"  round {r + 1} {name:<13}{res['tok_s']:7.1f} tok/s  TTFT p50 {res['ttft_p50']:.3f}s "
-                  f"p95 {res['ttft_p95']:.3f}s  {res['tokens']} tokens  failed {res['failed']}", flush=True)
+            print(
+                f"  round {r + 1} {name:<13}{res['tok_s']:7.1f} tok/s  TTFT p50 {res['ttft_p50']:.3f}s "
+                f"p95 {res['ttft_p95']:.3f}s  {res['tokens']} tokens  failed {res['failed']}",
+                flush=True,
+            )
             if not res["tokens"]:
                 raise RuntimeError(f"{name}: every request failed, e.g. {res['why']}")
             every[name].append(res["tok_s"])
@@ -223,21 +307,35 @@ def bench_vs_llama_server(args, sampling: dict) -> dict:
     a, b = best["starchat"], best["llama-server"]
     median_ratio = statistics.median(every["starchat"]) / statistics.median(every["llama-server"])
     ratio = a["tok_s"] / b["tok_s"]
-    print(f"{args.clients} streaming clients x {args.per_client} requests, max_tokens {args.max_tokens}, "
-          f"{n} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.clients} streaming clients x {args.per_client} requests, max_tokens {args.max_tokens}, "
+        f"{n} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     for name, x in (("llama-server", b), ("starchat", a)):
         print(f"  {name:<13}{x['tok_s']:7.1f} tok/s  TTFT p50 {x['ttft_p50']:.3f}s  p95 {x['ttft_p95']:.3f}s")
-    print(f"starchat serve vs llama-server: {ratio:.2f}x aggregate tokens/s, best rounds "
-          f"(target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}); {median_ratio:.2f}x of the median rounds",
-          flush=True)
-    return {"name": "starchat vs llama-server", "starchat": a, "llama_server": b, "ratio": ratio,
-            "median_ratio": median_ratio, "rounds": every}
+    print(
+        f"starchat serve vs llama-server: {ratio:.2f}x aggregate tokens/s, best rounds "
+        f"(target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'}); {median_ratio:.2f}x of the median rounds",
+        flush=True,
+    )
+    return {
+        "name": "starchat vs llama-server",
+        "starchat": a,
+        "llama_server": b,
+        "ratio": ratio,
+        "median_ratio": median_ratio,
+        "rounds": every,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["llama-server", "tiny", "default-hf", "default-llamacpp"], default=None,
-                    help="one comparison (default: all)")
+    ap.add_argument(
+        "--only",
+        choices=["llama-server", "tiny", "default-hf", "default-llamacpp"],
+        default=None,
+        help="one comparison (default: all)",
+    )
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--clients", type=int, default=16, help="streaming clients (and slots) against llama-server")
     ap.add_argument("--per-client", type=int, default=2, help="requests each client sends, one after another")
@@ -260,14 +358,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "tiny"):
             tiny = make_tiny_model(Path(tmp) / "tiny")
-            rows.append(bench("tiny / transformers (batching)", str(tiny), "transformers", [], args.max_tokens,
-                              sampling))
+            rows.append(
+                bench("tiny / transformers (batching)", str(tiny), "transformers", [], args.max_tokens, sampling)
+            )
         if args.only in (None, "default-hf"):
-            rows.append(bench("default / transformers (batching)", default_model_path(), "transformers", [],
-                              args.max_tokens, sampling))
+            rows.append(
+                bench(
+                    "default / transformers (batching)",
+                    default_model_path(),
+                    "transformers",
+                    [],
+                    args.max_tokens,
+                    sampling,
+                )
+            )
         if args.only in (None, "default-llamacpp"):
-            rows.append(bench("default / llama.cpp (16 slots)", default_model_path(), "llamacpp", [],
-                              args.max_tokens, sampling))
+            rows.append(
+                bench("default / llama.cpp (16 slots)", default_model_path(), "llamacpp", [], args.max_tokens, sampling)
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

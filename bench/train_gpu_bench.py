@@ -43,8 +43,7 @@ from train_bench import make_tokenizer_and_model  # noqa: E402
 # Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), FLOP/s.
 DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 # StarCoderBase-1B's shape (bigcode/starcoderbase-1b config.json).
-SHAPE_1B = dict(n_embd=2048, n_layer=24, n_head=16, n_inner=8192, multi_query=True, n_positions=8192,
-                vocab_size=49152)
+SHAPE_1B = dict(n_embd=2048, n_layer=24, n_head=16, n_inner=8192, multi_query=True, n_positions=8192, vocab_size=49152)
 SHAPE_TINY = dict(n_embd=64, n_layer=2, n_head=4, n_positions=1024)
 
 
@@ -60,7 +59,7 @@ def matmul_peak(device, dtype, n: int, repeats: int = 10) -> float:
     for _ in range(repeats):
         a @ b
     _sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
 def _sync(device) -> None:
@@ -113,22 +112,38 @@ def bench_step(args, work: Path, rows, data_dir: Path) -> dict:
     shape = SHAPE_TINY if args.tiny else SHAPE_1B
     shape = {**shape, "n_positions": max(shape["n_positions"], args.block)}
     _, model_dir = make_tokenizer_and_model(rows, work, **shape)
-    cfg = load_config(None, {
-        "model.name_or_path": str(model_dir), "model.torch_dtype": "float32",
-        "model.gradient_checkpointing": args.gradient_checkpointing,
-        "data.dataset": str(data_dir), "data.test_split": "", "data.max_length": args.block,
-        "data.block_size": args.block, "data.packing": True,
-        "training.output_dir": str(work / "run"), "training.overwrite": True, "training.max_steps": args.steps,
-        "training.per_device_train_batch_size": args.batch_size, "training.learning_rate": 2e-5,
-        "training.warmup_ratio": 0.0, "training.bf16": gpu, "training.use_cpu": not gpu,
-        "training.save_strategy": "no", "training.eval_strategy": "no", "training.load_best_model_at_end": False,
-        "training.logging_steps": 1000, "training.disable_tqdm": True})
+    cfg = load_config(
+        None,
+        {
+            "model.name_or_path": str(model_dir),
+            "model.torch_dtype": "float32",
+            "model.gradient_checkpointing": args.gradient_checkpointing,
+            "data.dataset": str(data_dir),
+            "data.test_split": "",
+            "data.max_length": args.block,
+            "data.block_size": args.block,
+            "data.packing": True,
+            "training.output_dir": str(work / "run"),
+            "training.overwrite": True,
+            "training.max_steps": args.steps,
+            "training.per_device_train_batch_size": args.batch_size,
+            "training.learning_rate": 2e-5,
+            "training.warmup_ratio": 0.0,
+            "training.bf16": gpu,
+            "training.use_cpu": not gpu,
+            "training.save_strategy": "no",
+            "training.eval_strategy": "no",
+            "training.load_best_model_at_end": False,
+            "training.logging_steps": 1000,
+            "training.disable_tqdm": True,
+        },
+    )
     timer = step_timer()
     trainer, *_ = build(cfg, callbacks=[timer])
     device = trainer.args.device
     per_token = flops_per_token(trainer.model, args.block)
     trainer.train()
-    timed = timer.steps[args.warmup:]
+    timed = timer.steps[args.warmup :]
     if not timed:
         raise SystemExit(f"--steps {args.steps} leaves no step after --warmup {args.warmup}")
     seconds, tokens = sum(s for s, _ in timed), sum(t for _, t in timed)
@@ -138,14 +153,21 @@ def bench_step(args, work: Path, rows, data_dir: Path) -> dict:
     name = torch.cuda.get_device_name() if gpu else "cpu"
     sheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None) if gpu else None
     return {
-        "device": name, "params": sum(p.numel() for p in trainer.model.parameters()),
-        "dtype": "bf16 mixed" if gpu else "fp32", "block": args.block, "batch_size": args.batch_size,
-        "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": len(timed),
-        "tokens_per_s": tokens / seconds, "step_s": seconds / len(timed), "flops_per_token": per_token,
-        "achieved_tflops": achieved / 1e12, "matmul_tflops_measured": measured / 1e12,
+        "device": name,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "dtype": "bf16 mixed" if gpu else "fp32",
+        "block": args.block,
+        "batch_size": args.batch_size,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "timed_steps": len(timed),
+        "tokens_per_s": tokens / seconds,
+        "step_s": seconds / len(timed),
+        "flops_per_token": per_token,
+        "achieved_tflops": achieved / 1e12,
+        "matmul_tflops_measured": measured / 1e12,
         "mfu_vs_measured_matmul": achieved / measured,
         "mfu_vs_datasheet": achieved / sheet if sheet else None,
-        "max_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if gpu else None,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
     }
 
 
@@ -168,11 +190,25 @@ def bench_zero3(work: Path, rows, data_dir: Path) -> dict:
         f"model:\n  name_or_path: {model_dir}\n  torch_dtype: bfloat16\n"
         f"data:\n  dataset: {data_dir}\n  test_split: ''\n  max_length: 512\n  block_size: 512\n"
         f"training:\n  output_dir: {work / 'z3-run'}\n  max_steps: 4\n  learning_rate: 1.0e-4\n  bf16: true\n"
-        "  save_strategy: 'no'\n  eval_strategy: 'no'\n  load_best_model_at_end: false\n  disable_tqdm: true\n")
+        "  save_strategy: 'no'\n  eval_strategy: 'no'\n  load_best_model_at_end: false\n  disable_tqdm: true\n"
+    )
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "starchat", "train", str(recipe), "--accelerate-config", "zero3",
-                          "--num-processes", str(max(1, torch.cuda.device_count()))],
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "starchat",
+            "train",
+            str(recipe),
+            "--accelerate-config",
+            "zero3",
+            "--num-processes",
+            str(max(1, torch.cuda.device_count())),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     out = {"returncode": run.returncode, "seconds": time.perf_counter() - t0}
     if run.returncode != 0:
         out["stderr_tail"] = run.stderr[-3000:]
@@ -181,9 +217,13 @@ def bench_zero3(work: Path, rows, data_dir: Path) -> dict:
     w = model.get_input_embeddings().weight.float()
     mean = w[:base_rows].mean(0)
     tok_len = len(AutoTokenizer.from_pretrained(work / "z3-run"))
-    out.update(vocab_rows=w.shape[0], tokenizer_len=tok_len, resized=w.shape[0] == tok_len,
-               new_row_distance_to_mean=float((w[base_rows:] - mean).norm(dim=1).max()),
-               typical_row_norm=float(w[:base_rows].norm(dim=1).median()))
+    out.update(
+        vocab_rows=w.shape[0],
+        tokenizer_len=tok_len,
+        resized=w.shape[0] == tok_len,
+        new_row_distance_to_mean=float((w[base_rows:] - mean).norm(dim=1).max()),
+        typical_row_norm=float(w[:base_rows].norm(dim=1).median()),
+    )
     return out
 
 
@@ -221,9 +261,11 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=1))
     s = results["step"]
     sheet = f", {s['mfu_vs_datasheet']:.1%} of the datasheet peak" if s["mfu_vs_datasheet"] else ""
-    print(f"\n{s['device']}: {s['tokens_per_s']:,.0f} tokens/s, {s['achieved_tflops']:.3g} TFLOP/s = "
-          f"{s['mfu_vs_measured_matmul']:.1%} of a {s['matmul_tflops_measured']:.3g} TFLOP/s matrix product "
-          f"measured in this run{sheet}")
+    print(
+        f"\n{s['device']}: {s['tokens_per_s']:,.0f} tokens/s, {s['achieved_tflops']:.3g} TFLOP/s = "
+        f"{s['mfu_vs_measured_matmul']:.1%} of a {s['matmul_tflops_measured']:.3g} TFLOP/s matrix product "
+        f"measured in this run{sheet}"
+    )
 
 
 if __name__ == "__main__":

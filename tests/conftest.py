@@ -34,12 +34,15 @@ def base_tokenizer_dir(tmp_path_factory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=600,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                 unk_token="<|endoftext|>")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     out = tmp_path_factory.mktemp("tok")
     hf.save_pretrained(out)
     return out
@@ -69,9 +72,16 @@ def tiny_model_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(base_tokenizer_dir))
     torch.manual_seed(0)
-    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=512, n_embd=64, n_layer=2, n_head=4,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                           pad_token_id=tok.pad_token_id)
+    cfg = GPTBigCodeConfig(
+        vocab_size=len(tok),
+        n_positions=512,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = GPTBigCodeForCausalLM(cfg)
     out = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(out)
@@ -89,8 +99,15 @@ def make_plain_base(base_tokenizer_dir, tmp_path_factory):
     def make(n_embd: int, seed: int):
         tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
         torch.manual_seed(seed)
-        cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=256, n_embd=n_embd, n_layer=2, n_head=4,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        cfg = GPTBigCodeConfig(
+            vocab_size=len(tok),
+            n_positions=256,
+            n_embd=n_embd,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         out = tmp_path_factory.mktemp(f"plain-base-{n_embd}")
         GPTBigCodeForCausalLM(cfg).save_pretrained(out)
         tok.save_pretrained(out)

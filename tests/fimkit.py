@@ -22,9 +22,16 @@ def make_fim_model(base_tokenizer_dir, out: Path, seed: int = 0, stopper: bool =
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(base_tokenizer_dir))
     spec = fim.add_fim_tokens(tok)
     torch.manual_seed(seed)
-    cfg = GPTBigCodeConfig(vocab_size=len(tok), n_positions=512, n_embd=64, n_layer=2, n_head=4,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                           pad_token_id=tok.pad_token_id)
+    cfg = GPTBigCodeConfig(
+        vocab_size=len(tok),
+        n_positions=512,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = GPTBigCodeForCausalLM(cfg)
     if stopper:
         with torch.no_grad():

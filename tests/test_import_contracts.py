@@ -15,9 +15,14 @@ def _lint(src: Path) -> subprocess.CompletedProcess:
     if not LINT_IMPORTS.exists():
         pytest.fail(f"{LINT_IMPORTS} is missing: pip install -e '.[dev]' (import-linter)")
     # PYTHONPATH first: the contracts are checked on this checkout, not on whatever starchat is installed.
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")],
-                          cwd=ROOT, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_import_contracts_hold():
@@ -26,12 +31,18 @@ def test_the_import_contracts_hold():
     assert "0 broken" in out.stdout
 
 
-@pytest.mark.parametrize("module, line, broken", [
-    ("data/build.py", "from starchat.train import config", "one-way layers across packages BROKEN"),
-    ("inference/params.py", "from starchat.server import settings", "one-way layers across packages BROKEN"),
-    ("data/records.py", "from starchat.data import readers",
-     "no import cycles among the modules of any package BROKEN"),
-])
+@pytest.mark.parametrize(
+    "module, line, broken",
+    [
+        ("data/build.py", "from starchat.train import config", "one-way layers across packages BROKEN"),
+        ("inference/params.py", "from starchat.server import settings", "one-way layers across packages BROKEN"),
+        (
+            "data/records.py",
+            "from starchat.data import readers",
+            "no import cycles among the modules of any package BROKEN",
+        ),
+    ],
+)
 def test_an_import_against_the_contracts_breaks_them(tmp_path, module, line, broken):
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src" / "starchat", src / "starchat", ignore=shutil.ignore_patterns("__pycache__"))

@@ -22,15 +22,27 @@ class _Collect(logging.Handler):
 
 # (logger, the library's message as it prints it, a real warning of the same logger that must still show)
 CASES = [
-    ("DeepSpeed", "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.",
-     "Setting accelerator to CUDA failed: no device"),
-    ("bitsandbytes.backends.cpu.ops",
-     ("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make sure "
-      "you already `pip install kernels` and the kernels >= 0.11.1"),
-     ("Failed to load CPU gemm_4bit_forward from kernels-community: HTTP 503. Please make sure you already `pip "
-      "install kernels` and the kernels >= 0.11.1")),
-    ("transformers.trainer", "There were missing keys in the checkpoint model loaded: ['lm_head.weight'].",
-     "There were missing keys in the checkpoint model loaded: ['lm_head.weight', 'transformer.wte.weight']."),
+    (
+        "DeepSpeed",
+        "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.",
+        "Setting accelerator to CUDA failed: no device",
+    ),
+    (
+        "bitsandbytes.backends.cpu.ops",
+        (
+            "Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'. Please make sure "
+            "you already `pip install kernels` and the kernels >= 0.11.1"
+        ),
+        (
+            "Failed to load CPU gemm_4bit_forward from kernels-community: HTTP 503. Please make sure you already `pip "
+            "install kernels` and the kernels >= 0.11.1"
+        ),
+    ),
+    (
+        "transformers.trainer",
+        "There were missing keys in the checkpoint model loaded: ['lm_head.weight'].",
+        "There were missing keys in the checkpoint model loaded: ['lm_head.weight', 'transformer.wte.weight'].",
+    ),
 ]
 
 
@@ -52,11 +64,16 @@ def test_the_noise_goes_and_a_real_warning_of_the_same_logger_stays(name, noise,
 
 @pytest.mark.slow  # two interpreters importing DeepSpeed
 def test_deepspeed_cpu_notice_is_gone_from_a_starchat_process():
-    probe = ("import sys; from starchat import quiet\nif sys.argv[1] == 'quiet': quiet.install()\n"
-             "from deepspeed.accelerator import get_accelerator; get_accelerator()")
-    runs = {mode: subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, timeout=300,
-                                  check=False)
-            for mode in ("loud", "quiet")}
+    probe = (
+        "import sys; from starchat import quiet\nif sys.argv[1] == 'quiet': quiet.install()\n"
+        "from deepspeed.accelerator import get_accelerator; get_accelerator()"
+    )
+    runs = {
+        mode: subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, timeout=300, check=False
+        )
+        for mode in ("loud", "quiet")
+    }
     notice = "we were unable to detect it"
     if notice not in runs["loud"].stdout + runs["loud"].stderr:
         pytest.skip("this machine has an accelerator DeepSpeed detects: no notice to filter")

@@ -71,7 +71,9 @@ def test_json_block_that_does_not_parse():
 def test_fences_of_four_backticks_and_tildes():
     blocks = code_blocks("````md\n```python\nx\n```\n````\n~~~py\ny = 2\n~~~")
     assert [(b.lang, b.code, b.line, b.closed) for b in blocks] == [
-        ("md", "```python\nx\n```\n", 2, True), ("py", "y = 2\n", 7, True)]
+        ("md", "```python\nx\n```\n", 2, True),
+        ("py", "y = 2\n", 7, True),
+    ]
 
 
 def test_urls_are_listed_without_trailing_punctuation_and_once():
@@ -130,7 +132,8 @@ def test_past_the_block_bound_a_limit_finding_says_what_was_not_reviewed():
     bad = "```python\ndef f(:\n```\n"
     findings = review(block * 3 + bad, max_blocks=3)  # the broken block is past the bound: not checked
     assert [(f.kind, str(f)) for f in findings] == [
-        ("limit", "not reviewed: too large: only the first 3 of 4 code blocks were checked")]
+        ("limit", "not reviewed: too large: only the first 3 of 4 code blocks were checked")
+    ]
     assert [f.kind for f in review(block * 3 + bad, max_blocks=4)] == ["syntax"]
 
 

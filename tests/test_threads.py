@@ -13,8 +13,14 @@ from starchat.errors import StarchatError
 @pytest.fixture
 def clean_env(monkeypatch):
     """No OpenMP settings of the test run's own; apply()'s writes are undone after the test."""
-    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", "RAYON_NUM_THREADS",
-              threads._OURS):
+    for k in (
+        "OMP_NUM_THREADS",
+        "OMP_WAIT_POLICY",
+        "GOMP_SPINCOUNT",
+        "LOCAL_WORLD_SIZE",
+        "RAYON_NUM_THREADS",
+        threads._OURS,
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(threads, "_applied", None)
     if "torch" in sys.modules:
@@ -30,15 +36,18 @@ def fixed_machine(mp, cpus: int, load: float) -> None:
     mp.setattr(threads, "busy_cpus", lambda: load)
 
 
-@pytest.mark.parametrize("cpus,load,ranks,want", [
-    (2, 0.0, 1, 2),    # idle: every usable CPU
-    (2, 0.3, 1, 2),    # background noise does not cost a core
-    (2, 1.0, 1, 1),    # one competing job: the core it leaves
-    (2, 5.0, 1, 1),    # overloaded: never below one
-    (16, 4.4, 1, 12),  # the idle cores of a bigger machine
-    (16, 0.0, 4, 4),   # four ranks on one machine share it
-    (1, 0.0, 1, 1),
-])
+@pytest.mark.parametrize(
+    "cpus,load,ranks,want",
+    [
+        (2, 0.0, 1, 2),  # idle: every usable CPU
+        (2, 0.3, 1, 2),  # background noise does not cost a core
+        (2, 1.0, 1, 1),  # one competing job: the core it leaves
+        (2, 5.0, 1, 1),  # overloaded: never below one
+        (16, 4.4, 1, 12),  # the idle cores of a bigger machine
+        (16, 0.0, 4, 4),  # four ranks on one machine share it
+        (1, 0.0, 1, 1),
+    ],
+)
 def test_pick_threads(cpus, load, ranks, want):
     assert threads.pick_threads(cpus, load, ranks) == want
 

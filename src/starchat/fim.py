@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from starchat.errors import StarchatError
 from starchat.fsio import write_text_atomic
@@ -57,7 +57,7 @@ class FimSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping, where: str = FIM_FILE) -> "FimSpec":
+    def from_dict(cls, data: Mapping, where: str = FIM_FILE) -> FimSpec:
         if not isinstance(data, Mapping):
             raise FimError(f"{where}: expected a JSON object, got {type(data).__name__}")
         for key in ("family", "prefix", "suffix", "middle", "eot"):
@@ -69,15 +69,30 @@ class FimSpec:
         stop = data.get("stop") or [data["eot"]]
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
             raise FimError(f"{where}: field 'stop' must be a list of token strings, got {stop!r}")
-        known = {k: data.get(k) for k in ("family", "prefix", "suffix", "middle", "eot", "pad", "repo_name",
-                                          "file_sep")}
+        known = {
+            k: data.get(k) for k in ("family", "prefix", "suffix", "middle", "eot", "pad", "repo_name", "file_sep")
+        }
         return cls(**known, stop=tuple(dict.fromkeys([data["eot"], *stop])))
 
     @property
     def tokens(self) -> list[str]:
         """Every token string the spec names (each must be one token of the vocabulary)."""
-        return list(dict.fromkeys(t for t in (self.prefix, self.suffix, self.middle, self.eot, self.pad,
-                                              self.repo_name, self.file_sep, *self.stop) if t))
+        return list(
+            dict.fromkeys(
+                t
+                for t in (
+                    self.prefix,
+                    self.suffix,
+                    self.middle,
+                    self.eot,
+                    self.pad,
+                    self.repo_name,
+                    self.file_sep,
+                    *self.stop,
+                )
+                if t
+            )
+        )
 
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / FIM_FILE
@@ -85,7 +100,7 @@ class FimSpec:
         return path
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "FimSpec | None":
+    def from_tokenizer(cls, tokenizer) -> FimSpec | None:
         """The FIM format the tokenizer's vocabulary spells, or None for a model without FIM tokens."""
         return detect(set(tokenizer.get_vocab()), tokenizer)
 
@@ -93,11 +108,27 @@ class FimSpec:
 # (family, prefix, suffix, middle, pad, repo_name candidates, file_sep candidates, explicit eot or None).
 # StarCoder 1 spells the separators <reponame>/<filename>; StarCoder2 <repo_name>/<file_sep>.
 _FAMILIES: list[tuple[str, str, str, str, str | None, tuple[str, ...], tuple[str, ...], str | None]] = [
-    ("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", ("<repo_name>", "<reponame>"),
-     ("<file_sep>", "<filename>"), None),
+    (
+        "starcoder",
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        "<fim_pad>",
+        ("<repo_name>", "<reponame>"),
+        ("<file_sep>", "<filename>"),
+        None,
+    ),
     ("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>", "<fim-pad>", (), (), None),
-    ("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", ("<|repo_name|>",),
-     ("<|file_sep|>",), None),
+    (
+        "qwen",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        "<|fim_pad|>",
+        ("<|repo_name|>",),
+        ("<|file_sep|>",),
+        None,
+    ),
     ("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", None, (), (), "▁<EOT>"),
     ("codellama", "<PRE>", "<SUF>", "<MID>", None, (), (), "<EOT>"),
     ("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", None, (), (), "<|EOT|>"),
@@ -142,8 +173,10 @@ def add_fim_tokens(tokenizer) -> FimSpec:
     tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
     spec = FimSpec.from_tokenizer(tokenizer)  # StarCoder's spellings: read back like any StarCoder vocabulary
     if spec is None:
-        raise FimError("the tokenizer has neither <|endoftext|> nor an eos token to end a middle: call "
-                       "templates.prepare_tokenizer first")
+        raise FimError(
+            "the tokenizer has neither <|endoftext|> nor an eos token to end a middle: call "
+            "templates.prepare_tokenizer first"
+        )
     return spec
 
 
@@ -154,7 +187,9 @@ def load_spec(model_dir: str | os.PathLike, tokenizer=None) -> FimSpec | None:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FimError(f"{path}: not valid JSON ({e}); delete it to read the FIM tokens from the tokenizer")
+            raise FimError(
+                f"{path}: not valid JSON ({e}); delete it to read the FIM tokens from the tokenizer"
+            ) from None
         return FimSpec.from_dict(data, where=str(path))
     return FimSpec.from_tokenizer(tokenizer) if tokenizer is not None else None
 
@@ -162,8 +197,10 @@ def load_spec(model_dir: str | os.PathLike, tokenizer=None) -> FimSpec | None:
 def require(spec: FimSpec | None, model: str) -> FimSpec:
     """The spec, or a one-line error naming the model (for /infill, suffix, eval infill and recipes)."""
     if spec is None:
-        raise FimError(f"{model}: this model has no fill-in-the-middle tokens (<fim_prefix> or similar); use a "
-                       "FIM-pretrained base (StarCoder, Qwen2.5-Coder, ...) or train with `data.fim` (see docs: FIM)")
+        raise FimError(
+            f"{model}: this model has no fill-in-the-middle tokens (<fim_prefix> or similar); use a "
+            "FIM-pretrained base (StarCoder, Qwen2.5-Coder, ...) or train with `data.fim` (see docs: FIM)"
+        )
     return spec
 
 
@@ -190,9 +227,18 @@ class FimPrompt:
     truncated: bool
 
 
-def build_prompt(spec: FimSpec, ids: Mapping[str, int], encode: Callable[[str], list[int]], *, prefix: str,
-                 suffix: str, prompt: str = "", extra: Sequence[Mapping[str, str]] = (),
-                 budget: int | None = None, bos: Sequence[int] = ()) -> FimPrompt:
+def build_prompt(
+    spec: FimSpec,
+    ids: Mapping[str, int],
+    encode: Callable[[str], list[int]],
+    *,
+    prefix: str,
+    suffix: str,
+    prompt: str = "",
+    extra: Sequence[Mapping[str, str]] = (),
+    budget: int | None = None,
+    bos: Sequence[int] = (),
+) -> FimPrompt:
     """The PSM prompt as ids: repository context, then ``<pre> prefix+prompt <suf> suffix <mid>``.
 
     ``encode`` turns text into ids without parsing control tokens; ``ids`` is ``token_ids(spec, ...)``;
@@ -215,9 +261,9 @@ def build_prompt(spec: FimSpec, ids: Mapping[str, int], encode: Callable[[str], 
         n_suf = min(len(suf_ids), room - n_pre)  # a short prefix leaves its room to the suffix
         n_extra = min(len(extra_ids), room - n_pre - n_suf)
         truncated = (n_pre, n_suf, n_extra) != (len(pre_ids), len(suf_ids), len(extra_ids))
-        pre_ids = pre_ids[len(pre_ids) - n_pre:]
+        pre_ids = pre_ids[len(pre_ids) - n_pre :]
         suf_ids = suf_ids[:n_suf]
-        extra_ids = extra_ids[len(extra_ids) - n_extra:]
+        extra_ids = extra_ids[len(extra_ids) - n_extra :]
     out = [*bos, *extra_ids, ids[spec.prefix], *pre_ids, *p_ids, ids[spec.suffix], *suf_ids, ids[spec.middle]]
     return FimPrompt(out, len(pre_ids), len(suf_ids), len(extra_ids), truncated)
 
@@ -241,8 +287,16 @@ def _extra_ids(spec: FimSpec, ids: Mapping[str, int], encode, extra: Sequence[Ma
     return out
 
 
-def training_ids(spec: FimSpec, ids: Mapping[str, int], encode: Callable[[str], list[int]], *, prefix: str,
-                 middle: str, suffix: str, order: str = "psm") -> tuple[list[int], list[bool]]:
+def training_ids(
+    spec: FimSpec,
+    ids: Mapping[str, int],
+    encode: Callable[[str], list[int]],
+    *,
+    prefix: str,
+    middle: str,
+    suffix: str,
+    order: str = "psm",
+) -> tuple[list[int], list[bool]]:
     """A FIM training row's ids and which of them are the middle plus its end (the part an editor asks for).
 
     PSM: ``<pre> P <suf> S <mid> M <eot>``; SPM (StarCoder's variant): ``<pre> <suf> S <mid> P M <eot>``.
@@ -260,8 +314,14 @@ def training_ids(spec: FimSpec, ids: Mapping[str, int], encode: Callable[[str], 
 
 def gguf_metadata(spec: FimSpec, ids: Mapping[str, int]) -> dict[str, int]:
     """The GGUF keys llama.cpp reads the FIM tokens from (``llama_vocab_fim_pre`` ... ``_sep``)."""
-    keys = {"pre": spec.prefix, "suf": spec.suffix, "mid": spec.middle, "pad": spec.pad,
-            "rep": spec.repo_name, "sep": spec.file_sep}
+    keys = {
+        "pre": spec.prefix,
+        "suf": spec.suffix,
+        "mid": spec.middle,
+        "pad": spec.pad,
+        "rep": spec.repo_name,
+        "sep": spec.file_sep,
+    }
     return {f"tokenizer.ggml.fim_{k}_token_id": ids[t] for k, t in keys.items() if t}
 
 

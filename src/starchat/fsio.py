@@ -8,8 +8,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def current_umask() -> int:
@@ -118,7 +118,7 @@ def clean_stale(target: str | os.PathLike) -> list[Path]:
     if not target.parent.is_dir():
         return removed
     for p in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        kind, _, rest = p.name[len(target.name) + 2:].partition("-")
+        kind, _, rest = p.name[len(target.name) + 2 :].partition("-")
         pid = rest.split("-")[0]
         if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)

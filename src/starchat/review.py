@@ -69,10 +69,15 @@ def code_blocks(text: str) -> list[CodeBlock]:
             i += 1
             continue
         fence, lang, start = m.group(1), m.group(2).lower(), i + 1
-        end = next((j for j in range(start, len(lines))
-                    if lines[j].strip().startswith(fence[0] * len(fence)) and not lines[j].strip().strip(fence[0])),
-                   None)
-        body = lines[start:end if end is not None else len(lines)]
+        end = next(
+            (
+                j
+                for j in range(start, len(lines))
+                if lines[j].strip().startswith(fence[0] * len(fence)) and not lines[j].strip().strip(fence[0])
+            ),
+            None,
+        )
+        body = lines[start : end if end is not None else len(lines)]
         if end is None and body and body[-1] == "":  # the reply's final newline, not a line of code
             body.pop()
         blocks.append(CodeBlock(lang, "".join(line + "\n" for line in body), start + 1, end is not None))
@@ -86,8 +91,7 @@ def _python_source(block: CodeBlock) -> str | None:
     if block.lang not in PYTHON_TAGS and not (block.lang == "" and _PYTHON_START.match(first)):
         return None
     if first.startswith(">>>"):  # a doctest/REPL transcript: output lines are not code
-        return "\n".join(ln.strip()[4:] for ln in block.code.splitlines()
-                         if ln.strip().startswith((">>>", "...")))
+        return "\n".join(ln.strip()[4:] for ln in block.code.splitlines() if ln.strip().startswith((">>>", "...")))
     return textwrap.dedent(block.code)
 
 
@@ -175,9 +179,15 @@ def unclosed_message(finish_reason: str | None) -> str:
     return "not closed: the code fence was left open (the reply ended without a closing ```)"
 
 
-def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", timeout: float = 5.0,
-           finish_reason: str | None = None, max_chars: int = MAX_REVIEW_CHARS,
-           max_blocks: int = MAX_CODE_BLOCKS) -> list[Finding]:
+def review(
+    text: str,
+    check_urls: bool = False,
+    min_severity: str = "MEDIUM",
+    timeout: float = 5.0,
+    finish_reason: str | None = None,
+    max_chars: int = MAX_REVIEW_CHARS,
+    max_blocks: int = MAX_CODE_BLOCKS,
+) -> list[Finding]:
     """Everything worth a warning in one reply; ``finish_reason`` ("stop", "length", ...) says how it ended.
 
     Bounded: only the first ``max_chars`` characters and, of those, the first ``max_blocks`` code blocks
@@ -186,14 +196,21 @@ def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", ti
     findings: list[Finding] = []
     blocks = code_blocks(text[:max_chars])
     if len(text) > max_chars:
-        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_chars} of {len(text)} "
-                                         "characters were checked"))
+        findings.append(
+            Finding(
+                "limit", f"not reviewed: too large: only the first {max_chars} of {len(text)} characters were checked"
+            )
+        )
         text = text[:max_chars]
         if blocks and not blocks[-1].closed:  # cut by this bound, not by the model: not a finding
             blocks.pop()
     if len(blocks) > max_blocks:
-        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_blocks} of "
-                                         f"{len(blocks)} code blocks were checked"))
+        findings.append(
+            Finding(
+                "limit",
+                f"not reviewed: too large: only the first {max_blocks} of {len(blocks)} code blocks were checked",
+            )
+        )
         blocks = blocks[:max_blocks]
     for n, block in enumerate(blocks, 1):
         if not block.closed:
@@ -204,8 +221,9 @@ def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", ti
             if err:
                 findings.append(Finding("syntax", f"Python that does not compile: {err[1]}", n, err[0], "error"))
             else:
-                findings += [Finding("security", msg, n, line, sev)
-                             for line, sev, msg in check_security(source, min_severity)]
+                findings += [
+                    Finding("security", msg, n, line, sev) for line, sev, msg in check_security(source, min_severity)
+                ]
         elif block.lang == "json":
             try:
                 json.loads(block.code)
@@ -215,8 +233,9 @@ def review(text: str, check_urls: bool = False, min_severity: str = "MEDIUM", ti
                 findings.append(Finding("syntax", "JSON that does not parse: too deeply nested", n, 1, "error"))
     urls = find_urls(text)
     if len(urls) > max_blocks:  # each one is a finding, and with check_urls a request of up to 2 * timeout
-        findings.append(Finding("limit", f"not reviewed: too large: only the first {max_blocks} of "
-                                         f"{len(urls)} links were checked"))
+        findings.append(
+            Finding("limit", f"not reviewed: too large: only the first {max_blocks} of {len(urls)} links were checked")
+        )
         urls = urls[:max_blocks]
     for url in urls:
         if not check_urls:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.fsio import write_text_atomic
@@ -57,7 +58,7 @@ class DialogueTemplate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DialogueTemplate":
+    def from_dict(cls, data: Mapping[str, Any]) -> DialogueTemplate:
         known = set(cls.__dataclass_fields__)
         bad = [k for k in known & set(data) if k != "messages" and not isinstance(data[k], str)]
         if bad:
@@ -72,7 +73,7 @@ class DialogueTemplate:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DialogueTemplate":
+    def load(cls, path: str | os.PathLike) -> DialogueTemplate:
         path = Path(path)
         if path.is_dir():
             path = path / "dialogue_template.json"

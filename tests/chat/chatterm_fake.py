@@ -53,8 +53,16 @@ CODE = [
 PROSE_BEFORE = [f"Paragraph {i}: a binary search tree keeps smaller keys on the left side." for i in range(1, 9)]
 PROSE_AFTER = [f"Note {i}: the tree is not balanced, so sorted input makes it a list." for i in range(1, 7)]
 LAST = "That is the whole tree."
-REPLY = ("\n\n".join(PROSE_BEFORE) + "\n\n```python\n" + "\n".join(CODE) + "\n```\n\n"
-         + "\n\n".join(PROSE_AFTER) + "\n\n" + LAST + "\n")
+REPLY = (
+    "\n\n".join(PROSE_BEFORE)
+    + "\n\n```python\n"
+    + "\n".join(CODE)
+    + "\n```\n\n"
+    + "\n\n".join(PROSE_AFTER)
+    + "\n\n"
+    + LAST
+    + "\n"
+)
 
 
 class _Stream:
@@ -66,7 +74,7 @@ class _Stream:
     def __iter__(self):
         for i in range(0, len(self.text), 6):  # token-sized pieces, slow enough for the live view to redraw
             time.sleep(0.004)
-            yield self.text[i:i + 6]
+            yield self.text[i : i + 6]
         self.completion = SimpleNamespace(text=self.text, finish_reason="stop")
 
     def close(self) -> None:

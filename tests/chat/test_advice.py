@@ -16,29 +16,38 @@ from starchat.inference import SamplingParams
 LOOP_LINES = "Here:\n```python\n" + "print('hello world')\nprint('again')\n" * 12 + "print('hel"
 LOOP_CHARS = "The values are: " + "0, " * 60 + "0"
 COUNTING = "```python\n" + "".join(
-    f"        if not isinstance(kwargs[{i}], int):\n            raise TypeError(type(kwargs[{i}]))\n" for i in range(30))
+    f"        if not isinstance(kwargs[{i}], int):\n            raise TypeError(type(kwargs[{i}]))\n" for i in range(30)
+)
 NUMBERS = "```python\nallowed = (" + ", ".join(str(i) for i in range(1, 120))
 _pick = random.Random(0).choice  # the same few lines in no fixed period
-SHUFFLED = "```python\n" + "".join(f"    {_pick(['a()', 'b()', 'c()', 'def d(self):', 'return a()'])}\n"
-                                  for _ in range(40))
+SHUFFLED = "```python\n" + "".join(
+    f"    {_pick(['a()', 'b()', 'c()', 'def d(self):', 'return a()'])}\n" for _ in range(40)
+)
 HONEST = "Here is a longer answer.\n```python\n" + inspect.getsource(textwrap)[:6000]  # real code, cut mid-line
 
 
-@pytest.mark.parametrize("text, says", [
-    (LOOP_LINES, "the same 2 lines 12 times"), (LOOP_CHARS, "over and over"),
-    (COUNTING, "the same 2 lines 30 times"),  # only the numbers change
-    (NUMBERS, "over and over, with the numbers counting up"),
-    (SHUFFLED, "the same 5 lines, in some order, make up its last 24"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (LOOP_LINES, "the same 2 lines 12 times"),
+        (LOOP_CHARS, "over and over"),
+        (COUNTING, "the same 2 lines 30 times"),  # only the numbers change
+        (NUMBERS, "over and over, with the numbers counting up"),
+        (SHUFFLED, "the same 5 lines, in some order, make up its last 24"),
+    ],
+)
 def test_a_loop_at_the_end_of_the_reply_is_found(text, says):
     assert says in repeated_tail(text)
 
 
-@pytest.mark.parametrize("text", [
-    HONEST,
-    "```python\nclass A:\n    pass\n\n\nclass B:\n    pass\n\n\nclass C:\n    pass\n",  # short repeats are code
-    "| a | b |\n|---|---|\n| 1 | 2 |\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        HONEST,
+        "```python\nclass A:\n    pass\n\n\nclass B:\n    pass\n\n\nclass C:\n    pass\n",  # short repeats are code
+        "| a | b |\n|---|---|\n| 1 | 2 |\n",
+    ],
+)
 def test_code_that_merely_repeats_a_little_is_not_a_loop(text):
     assert repeated_tail(text) is None
 
@@ -104,6 +113,10 @@ def test_the_playground_starts_from_the_same_sampling_defaults():
     html = (Path(__file__).resolve().parents[2] / "src/starchat/server/static/playground.html").read_text()
     slider = {m[0]: float(m[1]) for m in re.findall(r'<input id="(\w+)" type="range"[^>]* value="([\d.]+)"', html)}
     p = SamplingParams()
-    assert {k: slider[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty")} == \
-        {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "repetition_penalty": p.repetition_penalty}
+    assert {k: slider[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty")} == {
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "top_k": p.top_k,
+        "repetition_penalty": p.repetition_penalty,
+    }
     assert slider["max_tokens"] == p.max_new_tokens

@@ -61,8 +61,11 @@ def test_retry_replaces_the_last_reply(chat_engine):
 
 def test_load_restores_a_saved_conversation(chat_engine, tmp_path):
     src = tmp_path / "in.json"
-    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"},
-            {"role": "assistant", "content": "a"}]
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+    ]
     src.write_text(json.dumps(msgs))
     session, rc, _, _ = run(chat_engine, f"/load {src}\n")
     assert rc == 0 and session.conversation() == msgs
@@ -74,11 +77,14 @@ def test_params_changes_sampling_and_rejects_bad_values(chat_engine):
     assert session.params.top_p == FAST.top_p and "top_p" in err and rc == 1
 
 
-@pytest.mark.parametrize("script,message", [
-    ("/bogus\n", "unknown command /bogus: type /help"),
-    ("/load /no/such.json\n", "cannot read /no/such.json"),
-    ("/retry\n", "nothing to retry"),
-])
+@pytest.mark.parametrize(
+    "script,message",
+    [
+        ("/bogus\n", "unknown command /bogus: type /help"),
+        ("/load /no/such.json\n", "cannot read /no/such.json"),
+        ("/retry\n", "nothing to retry"),
+    ],
+)
 def test_bad_commands_give_one_line_errors_and_the_chat_goes_on(chat_engine, script, message):
     session, rc, out, err = run(chat_engine, script + "hello\n")
     assert message in err and len(err.strip().splitlines()) == 1
@@ -116,10 +122,13 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_chat(chat_engine):
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]  # went on
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--model", "./no/such/model"], "does not exist"),
-    (["--template", "nosuch"], "unknown template 'nosuch'"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--model", "./no/such/model"], "does not exist"),
+        (["--template", "nosuch"], "unknown template 'nosuch'"),
+    ],
+)
 def test_cli_bad_model_or_template_is_one_line_and_exit_2(monkeypatch, capsys, flags, message):
     from starchat.cli import main
 
@@ -166,12 +175,19 @@ def test_reply_with_broken_python_and_a_link_gets_warnings_on_stderr_only():
     _, rc, out, err = run(_Scripted(reply), "write f\n")
     assert rc == 0 and out == reply + "\n"  # stdout is still exactly the answer
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
-    assert warnings == ["warning: code block 1, line 1: Python that does not compile: invalid syntax",
-                        "warning: unverified link (models invent URLs): https://example.invalid/docs"]
+    assert warnings == [
+        "warning: code block 1, line 1: Python that does not compile: invalid syntax",
+        "warning: unverified link (models invent URLs): https://example.invalid/docs",
+    ]
 
 
-@pytest.mark.parametrize("finish, says", [("length", "the reply was cut off at the token limit (raise max_new_tokens)"),
-                                          ("stop", "the code fence was left open (the reply ended without a closing ```)")])
+@pytest.mark.parametrize(
+    "finish, says",
+    [
+        ("length", "the reply was cut off at the token limit (raise max_new_tokens)"),
+        ("stop", "the code fence was left open (the reply ended without a closing ```)"),
+    ],
+)
 def test_open_fence_is_cut_off_only_at_the_token_limit(finish, says):
     _, rc, _, err = run(_Scripted("Here:\n```python\nx = 1\n", finish), "q\n")
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
@@ -188,8 +204,9 @@ def test_reply_too_deep_for_the_parser_gets_a_warning_and_the_chat_goes_on():
 
 def test_review_can_be_turned_off():
     err = io.StringIO()
-    session = ChatSession(_Scripted("```python\ndef f(:\n```"), PipeIO(io.StringIO("q\n"), io.StringIO(), err),
-                          FAST, review=False)
+    session = ChatSession(
+        _Scripted("```python\ndef f(:\n```"), PipeIO(io.StringIO("q\n"), io.StringIO(), err), FAST, review=False
+    )
     assert session.run() == 0 and err.getvalue() == ""
 
 
@@ -198,11 +215,17 @@ def test_review_command_needs_a_reply_first():
     assert rc == 1 and "no reply to check yet" in err
 
 
-@pytest.mark.parametrize("make", [
-    lambda tmp: (tmp / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))) and tmp / "img.png",
-    lambda tmp: (tmp / "latin1.json").write_bytes(b'[{"role": "user", "content": "caf\xe9"}]') and tmp / "latin1.json",
-    lambda tmp: "/dev/zero",
-], ids=["png", "latin1", "dev_zero"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: (tmp / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256))) and tmp / "img.png",
+        lambda tmp: (
+            (tmp / "latin1.json").write_bytes(b'[{"role": "user", "content": "caf\xe9"}]') and tmp / "latin1.json"
+        ),
+        lambda tmp: "/dev/zero",
+    ],
+    ids=["png", "latin1", "dev_zero"],
+)
 def test_load_of_a_binary_file_or_dev_zero_is_a_one_line_error(chat_engine, tmp_path, make):
     path = make(tmp_path)
     session, rc, _, err = run(chat_engine, f"/load {path}\n/system still here\n")
@@ -236,9 +259,22 @@ def test_a_closed_pipe_on_stdout_ends_the_chat_quietly_with_0(tiny_model_dir):
     # `starchat chat ... | head -1`: the reader went away before the answer came.
     import subprocess
 
-    p = subprocess.Popen([sys.executable, "-m", "starchat", "chat", "--model", str(tiny_model_dir),
-                          "--max-new-tokens", "4", "--no-review"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "starchat",
+            "chat",
+            "--model",
+            str(tiny_model_dir),
+            "--max-new-tokens",
+            "4",
+            "--no-review",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     p.stdout.close()
     _, err = p.communicate(b"hello\n", timeout=120)
     assert p.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
@@ -252,12 +288,16 @@ def _model_with_generation_config(src, dst, config):
     return dst
 
 
-def test_cli_samples_with_the_models_generation_config_unless_a_flag_is_set(monkeypatch, capsys, tiny_model_dir,
-                                                                            tmp_path):
+def test_cli_samples_with_the_models_generation_config_unless_a_flag_is_set(
+    monkeypatch, capsys, tiny_model_dir, tmp_path
+):
     from starchat.cli import main
 
-    model = _model_with_generation_config(tiny_model_dir, tmp_path / "m", {
-        "do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "max_new_tokens": 33, "eos_token_id": 0})
+    model = _model_with_generation_config(
+        tiny_model_dir,
+        tmp_path / "m",
+        {"do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "max_new_tokens": 33, "eos_token_id": 0},
+    )
     monkeypatch.setattr(sys, "stdin", io.StringIO("/params\n"))
     assert main(["chat", "--model", str(model), "--top-k", "5"]) == 0
     err = capsys.readouterr().err
@@ -265,13 +305,26 @@ def test_cli_samples_with_the_models_generation_config_unless_a_flag_is_set(monk
     assert "temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.0, max_new_tokens=33" in err
 
 
-@pytest.mark.parametrize("config, expected", [
-    ({"bos_token_id": 0, "eos_token_id": 0}, {}),  # what save_pretrained writes for any model: no choice made
-    ({"do_sample": False, "max_new_tokens": 64},
-     {"temperature": 0.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": 64}),
-    ({"do_sample": True, "temperature": 0.2, "top_k": 50, "top_p": 0.95, "max_new_tokens": 256},  # what train saves
-     {"temperature": 0.2, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0, "max_new_tokens": 256}),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"bos_token_id": 0, "eos_token_id": 0}, {}),  # what save_pretrained writes for any model: no choice made
+        (
+            {"do_sample": False, "max_new_tokens": 64},
+            {"temperature": 0.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": 64},
+        ),
+        (
+            {
+                "do_sample": True,
+                "temperature": 0.2,
+                "top_k": 50,
+                "top_p": 0.95,
+                "max_new_tokens": 256,
+            },  # what train saves
+            {"temperature": 0.2, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.0, "max_new_tokens": 256},
+        ),
+    ],
+)
 def test_saved_sampling_defaults_of_a_checkpoint(tmp_path, config, expected):
     from starchat.inference.params import saved_sampling_defaults
 
@@ -282,8 +335,12 @@ def test_saved_sampling_defaults_of_a_checkpoint(tmp_path, config, expected):
 def test_saved_sampling_defaults_of_a_gguf_come_from_its_metadata():
     from starchat.inference.params import resolve_sampling, saved_sampling_defaults
 
-    meta = {"general.architecture": "llama", "general.sampling.temp": "0.6", "general.sampling.top_k": "40",
-            "general.sampling.penalty_repeat": "1.1"}
+    meta = {
+        "general.architecture": "llama",
+        "general.sampling.temp": "0.6",
+        "general.sampling.top_k": "40",
+        "general.sampling.penalty_repeat": "1.1",
+    }
     assert saved_sampling_defaults("x.gguf", meta) == {"temperature": 0.6, "top_k": 40, "repetition_penalty": 1.1}
     assert saved_sampling_defaults("x.gguf", {"general.architecture": "llama"}) == {}
     p = resolve_sampling("x.gguf", meta, temperature=0.0, top_p=None)

@@ -24,7 +24,9 @@ def test_console_script_runs_as_a_module():
 
 
 def test_building_the_parser_imports_no_heavy_library():
-    code = ("import sys, starchat.cli; starchat.cli.build_parser(); "
-            "print(any(m in sys.modules for m in ('torch', 'transformers', 'datasets')))")
+    code = (
+        "import sys, starchat.cli; starchat.cli.build_parser(); "
+        "print(any(m in sys.modules for m in ('torch', 'transformers', 'datasets')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"

@@ -18,8 +18,21 @@ def test_serve_without_options_gives_the_default_settings(monkeypatch):
 
 
 def test_every_server_setting_is_a_serve_option():
-    args = build_parser().parse_args(["serve", "--keep-alive-timeout", "2.5", "--retry-after", "7",
-                                      "--max-connections", "9", "--default-max-tokens", "33", "--port", "8123"])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--keep-alive-timeout",
+            "2.5",
+            "--retry-after",
+            "7",
+            "--max-connections",
+            "9",
+            "--default-max-tokens",
+            "33",
+            "--port",
+            "8123",
+        ]
+    )
     s = settings_from_args(args)
     assert (s.keep_alive_s, s.retry_after_s, s.max_connections, s.default_max_tokens, s.port) == (2.5, 7, 9, 33, 8123)
 
@@ -43,7 +56,8 @@ def test_data_build_defaults_are_the_dataclass_defaults():
 
 def test_every_from_code_option_is_a_flag():
     """Flags, defaults and types of `data from-code` come from FromCodeOptions, and parse back into it."""
-    args = build_parser().parse_args(["data", "from-code", "--output", "o", "--min-doc-chars", "5",
-                                      "--include-methods"])
+    args = build_parser().parse_args(
+        ["data", "from-code", "--output", "o", "--min-doc-chars", "5", "--include-methods"]
+    )
     opts = from_args(FromCodeOptions, args)
     assert opts == dataclasses.replace(FromCodeOptions(), min_doc_chars=5, include_methods=True)

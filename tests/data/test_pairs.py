@@ -71,8 +71,13 @@ FILLER = {"Filler?": ["Fine.", ("Fine", "length")]}  # always a pair: the output
 
 def _run(tmp_path, rows, script, engine=None, **kw):
     rows, script = rows + [{"id": "filler", "prompt": "Filler?"}], {**script, **FILLER}
-    cfg = PairsConfig(model="scripted", prompts=_prompts(tmp_path, rows), output=str(tmp_path / "pairs"),
-                      progress=False, **{"k": 2, **kw})
+    cfg = PairsConfig(
+        model="scripted",
+        prompts=_prompts(tmp_path, rows),
+        output=str(tmp_path / "pairs"),
+        progress=False,
+        **{"k": 2, **kw},
+    )
     stats = build_pairs(cfg, engine=engine or ScriptedEngine(script), make_params=Params)
     dd = datasets.load_from_disk(str(tmp_path / "pairs"))
     out = {r["source"]: r for s in ("train", "test") for r in dd[s]}
@@ -81,8 +86,9 @@ def _run(tmp_path, rows, script, engine=None, **kw):
 
 
 def test_a_passing_reply_beats_a_non_compiling_one(tmp_path):
-    rows = [{"id": "add", "messages": [{"role": "user", "content": "Write add(a, b)."}], "entry_point": "add",
-             "test": TEST}]
+    rows = [
+        {"id": "add", "messages": [{"role": "user", "content": "Write add(a, b)."}], "entry_point": "add", "test": TEST}
+    ]
     stats, out = _run(tmp_path, rows, {"Write add(a, b).": [BROKEN, GOOD]})
     assert out["add"]["chosen"][0]["content"] == GOOD and out["add"]["rejected"][0]["content"] == BROKEN
     assert out["add"]["chosen_score"] == 4.0 and out["add"]["rejected_score"] == -3.0
@@ -91,8 +97,9 @@ def test_a_passing_reply_beats_a_non_compiling_one(tmp_path):
 
 
 def test_tests_decide_between_two_compiling_replies(tmp_path):
-    rows = [{"id": "add", "messages": [{"role": "user", "content": "Write add(a, b)."}], "entry_point": "add",
-             "test": TEST}]
+    rows = [
+        {"id": "add", "messages": [{"role": "user", "content": "Write add(a, b)."}], "entry_point": "add", "test": TEST}
+    ]
     _, out = _run(tmp_path, rows, {"Write add(a, b).": [GOOD, WRONG]})
     assert out["add"]["chosen"][0]["content"] == GOOD
 
@@ -105,16 +112,17 @@ def test_doctests_in_the_prompt_are_the_tests(tmp_path):
 
 
 def test_a_bandit_high_finding_loses(tmp_path):
-    stats, out = _run(tmp_path, [{"id": "sh", "prompt": "Run a command."}],
-                      {"Run a command.": [SHELL, SAFE]})
+    stats, out = _run(tmp_path, [{"id": "sh", "prompt": "Run a command."}], {"Run a command.": [SHELL, SAFE]})
     assert out["sh"]["chosen"][0]["content"] == SAFE and out["sh"]["rejected"][0]["content"] == SHELL
     assert stats["criteria"]["high"] == 1
 
 
 def test_ties_and_cut_off_replies(tmp_path):
     rows = [{"id": "tie", "prompt": "Explain lists."}, {"id": "cut", "prompt": "Explain tuples."}]
-    script = {"Explain lists.": ["Lists are mutable.", "A list can change."],
-              "Explain tuples.": [("Tuples are", "length"), ("Tuples are immutable.", "stop")]}
+    script = {
+        "Explain lists.": ["Lists are mutable.", "A list can change."],
+        "Explain tuples.": [("Tuples are", "length"), ("Tuples are immutable.", "stop")],
+    }
     stats, out = _run(tmp_path, rows, script)
     assert "tie" not in out and stats["no_pair"] == {"tie": 1}
     assert out["cut"]["chosen"][0]["content"] == "Tuples are immutable."
@@ -132,8 +140,13 @@ def test_weights_are_configurable(tmp_path):
 
 
 def test_too_few_pairs_is_an_error_that_keeps_the_replies(tmp_path):
-    cfg = PairsConfig(model="m", prompts=_prompts(tmp_path, [{"prompt": "Explain lists."}]),
-                      output=str(tmp_path / "o"), progress=False, k=2)
+    cfg = PairsConfig(
+        model="m",
+        prompts=_prompts(tmp_path, [{"prompt": "Explain lists."}]),
+        output=str(tmp_path / "o"),
+        progress=False,
+        k=2,
+    )
     with pytest.raises(StarchatError, match="only 0 of 1 prompts gave a pair .no pair: {'tie': 1}"):
         build_pairs(cfg, engine=ScriptedEngine({"Explain lists.": ["Yes.", "No."]}), make_params=Params)
     assert (tmp_path / "o.partial" / "stats.json").exists() and not (tmp_path / "o").exists()
@@ -155,8 +168,10 @@ def test_resume_generates_only_the_missing_replies(tmp_path):
 
 
 def test_overlapped_and_sequential_scoring_agree(tmp_path):
-    rows = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Q{i}"}], "entry_point": "add",
-             "test": TEST} for i in range(5)]
+    rows = [
+        {"id": f"p{i}", "messages": [{"role": "user", "content": f"Q{i}"}], "entry_point": "add", "test": TEST}
+        for i in range(5)
+    ]
     script = {f"Q{i}": [GOOD, BROKEN if i % 2 else WRONG] for i in range(5)}
     a, out_a = _run(tmp_path / "a", rows, script, batch_size=2, overlap=True)
     b, out_b = _run(tmp_path / "b", rows, script, batch_size=2, overlap=False)
@@ -164,35 +179,48 @@ def test_overlapped_and_sequential_scoring_agree(tmp_path):
     assert a["config"]["overlap"] and not b["config"]["overlap"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(k=1), "at least 2 replies"),
-    (dict(temperature=0.0), "must be > 0"),
-    (dict(weights="speed=1"), "unknown criterion 'speed'"),
-    (dict(weights="passed=inf"), "passed=inf: each weight must be a finite number"),  # inf - inf: every prompt was a tie
-    (dict(weights="url=-inf,syntax=nan"), "syntax=nan, url=-inf: each weight must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(k=1), "at least 2 replies"),
+        (dict(temperature=0.0), "must be > 0"),
+        (dict(weights="speed=1"), "unknown criterion 'speed'"),
+        (
+            dict(weights="passed=inf"),
+            "passed=inf: each weight must be a finite number",
+        ),  # inf - inf: every prompt was a tie
+        (dict(weights="url=-inf,syntax=nan"), "syntax=nan, url=-inf: each weight must be"),
+    ],
+)
 def test_bad_settings_fail_before_generation(tmp_path, change, message):
     engine = ScriptedEngine({})
-    cfg = PairsConfig(model="m", prompts=_prompts(tmp_path, [{"prompt": "q"}]), output=str(tmp_path / "o"),
-                      progress=False, **change)
+    cfg = PairsConfig(
+        model="m", prompts=_prompts(tmp_path, [{"prompt": "q"}]), output=str(tmp_path / "o"), progress=False, **change
+    )
     with pytest.raises(StarchatError, match=message):
         build_pairs(cfg, engine=engine, make_params=Params)
     assert engine.generated == 0
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"text": "q"}, "needs 'prompt'"),
-    ({"prompt": [{"role": "user", "content": "q"}, {"role": "user", "content": "r"}]}, "prompt"),
-    ({"prompt": "   "}, "non-empty user turn"),
-    ({"prompt": "q", "entry_point": 3}, "field 'entry_point' must be str"),
-    ({"id": "a", "prompt": "other"}, "id 'a' is used by two different prompts"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"text": "q"}, "needs 'prompt'"),
+        ({"prompt": [{"role": "user", "content": "q"}, {"role": "user", "content": "r"}]}, "prompt"),
+        ({"prompt": "   "}, "non-empty user turn"),
+        ({"prompt": "q", "entry_point": 3}, "field 'entry_point' must be str"),
+        ({"id": "a", "prompt": "other"}, "id 'a' is used by two different prompts"),
+    ],
+)
 def test_bad_prompt_rows_name_their_line(tmp_path, row, message):
     engine = ScriptedEngine({})
     src = _prompts(tmp_path, [{"id": "a", "prompt": "fine"}, row])
     with pytest.raises(StarchatError, match=message) as e:
-        build_pairs(PairsConfig(model="m", prompts=src, output=str(tmp_path / "o"), progress=False),
-                    engine=engine, make_params=Params)
+        build_pairs(
+            PairsConfig(model="m", prompts=src, output=str(tmp_path / "o"), progress=False),
+            engine=engine,
+            make_params=Params,
+        )
     assert (f"{src}:2" in str(e.value) or "id 'a'" in str(e.value)) and engine.generated == 0
 
 
@@ -201,7 +229,9 @@ def test_model_without_chat_template_fails_before_generation(tmp_path, base_toke
 
     tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
     model_dir = tmp_path / "plain"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(model_dir)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+        model_dir
+    )
     tok.save_pretrained(model_dir)
     cfg = PairsConfig(model=str(model_dir), prompts=_prompts(tmp_path, [{"prompt": "q"}]), output=str(tmp_path / "o"))
     with pytest.raises(StarchatError, match="no chat template"):
@@ -217,8 +247,22 @@ def test_cli_pairs_prints_the_table_and_the_rule(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(starchat.inference, "load_engine", lambda **kw: ScriptedEngine(script))
     src = _prompts(tmp_path, [{"id": "t", "prompt": "Explain tuples."}, {"id": "f", "prompt": "Filler?"}])
     monkeypatch.setattr("starchat.eval.prompting.sampling_params", Params)
-    rc = main(["data", "pairs", "--model", "m", "--prompts", src, "--output", str(tmp_path / "o"), "-k", "2",
-               "--no-progress", "--no-overlap"])
+    rc = main(
+        [
+            "data",
+            "pairs",
+            "--model",
+            "m",
+            "--prompts",
+            src,
+            "--output",
+            str(tmp_path / "o"),
+            "-k",
+            "2",
+            "--no-progress",
+            "--no-overlap",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "prompts with a pair" in out and "score = +4*passed" in out and "train 1, test 1" in out
 
@@ -261,15 +305,21 @@ def _interrupted(tmp_path):
     return log, [json.loads(line) for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda row: json.dumps({**row, "flags": "passed"}).encode(), "field 'flags' must be an object"),
-    (lambda row: json.dumps({**row, "flags": {**row["flags"], "high": "many"}}).encode(),
-     "field 'flags.high' must be a number"),
-    (lambda row: json.dumps({**row, "reply": ["Short answer."]}).encode(), "field 'reply' must be a string"),
-    (lambda row: json.dumps({**row, "sample_index": "0"}).encode(), "field 'sample_index' must be an integer"),
-    (lambda row: b"\x93\xfe\x00garbage\xff", "not UTF-8 text"),
-    (lambda row: b"[1, 2]", "a list, not a JSON object"),
-], ids=["flags-not-object", "flag-not-number", "reply-not-string", "index-not-int", "random-bytes", "not-object"])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda row: json.dumps({**row, "flags": "passed"}).encode(), "field 'flags' must be an object"),
+        (
+            lambda row: json.dumps({**row, "flags": {**row["flags"], "high": "many"}}).encode(),
+            "field 'flags.high' must be a number",
+        ),
+        (lambda row: json.dumps({**row, "reply": ["Short answer."]}).encode(), "field 'reply' must be a string"),
+        (lambda row: json.dumps({**row, "sample_index": "0"}).encode(), "field 'sample_index' must be an integer"),
+        (lambda row: b"\x93\xfe\x00garbage\xff", "not UTF-8 text"),
+        (lambda row: b"[1, 2]", "a list, not a JSON object"),
+    ],
+    ids=["flags-not-object", "flag-not-number", "reply-not-string", "index-not-int", "random-bytes", "not-object"],
+)
 def test_a_damaged_resume_log_line_is_file_line_and_how_to_recover(tmp_path, damage, message):
     log, rows = _interrupted(tmp_path)
     log.write_bytes(json.dumps(rows[0]).encode() + b"\n" + damage(rows[1]) + b"\n")

@@ -28,12 +28,15 @@ def _check_shape(rows):
         assert r["chosen"][0]["content"] != r["rejected"][0]["content"]
 
 
-@pytest.mark.parametrize("name, pairs, prompt_len", [
-    ("trl.jsonl", 9, 1),  # 10 records, one a second pair for a seen prompt (dedup by prompt)
-    ("trl_implicit.jsonl", 7, 4),  # 3 multi-turn (system, user, assistant, user) + 4 single-turn
-    ("text.jsonl", 6, 1),
-    ("hh.jsonl", 7, 3),  # 3 two-exchange dialogues + 4 single
-])
+@pytest.mark.parametrize(
+    "name, pairs, prompt_len",
+    [
+        ("trl.jsonl", 9, 1),  # 10 records, one a second pair for a seen prompt (dedup by prompt)
+        ("trl_implicit.jsonl", 7, 4),  # 3 multi-turn (system, user, assistant, user) + 4 single-turn
+        ("text.jsonl", 6, 1),
+        ("hh.jsonl", 7, 3),  # 3 two-exchange dialogues + 4 single
+    ],
+)
 def test_each_reader_on_its_sample(tmp_path, name, pairs, prompt_len):
     stats, rows = _build(tmp_path, [SAMPLES / name])
     assert stats["kept"] == pairs
@@ -71,7 +74,11 @@ def test_decontamination_and_extra_columns(tmp_path):
     stats, rows = _build(tmp_path, [SAMPLES / "trl.jsonl"], decontaminate=["humaneval"])
     assert stats["dropped"] == {"exact_duplicate": 1, "humaneval_contamination": 1}
     assert set(datasets.load_from_disk(str(tmp_path / "out"))["train"].column_names) == {
-        "prompt", "chosen", "rejected", "source"}
+        "prompt",
+        "chosen",
+        "rejected",
+        "source",
+    }
 
 
 def test_split_is_by_prompt(tmp_path):
@@ -79,56 +86,104 @@ def test_split_is_by_prompt(tmp_path):
     rows = [rec(f"question {i}", f"answer {i}") for i in range(10)] + [rec("question 3", "another answer")]
     src = tmp_path / "p.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build(BuildConfig(inputs=[str(src)], output=str(tmp_path / "out"), kind="preference", dedup=False,
-                      near_dedup=0, test_size=0.5))
+    build(
+        BuildConfig(
+            inputs=[str(src)], output=str(tmp_path / "out"), kind="preference", dedup=False, near_dedup=0, test_size=0.5
+        )
+    )
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     sides = {s for s in ("train", "test") for r in dd[s] if r["prompt"][0]["content"] == "question 3"}
     assert len(sides) == 1 and len(dd["train"]) + len(dd["test"]) == 11
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"prompt": "q", "chosen": "a"}, "missing field 'rejected'"),
-    ({"prompt": [{"role": "user", "content": "q"}], "chosen": 3, "rejected": []}, "field 'chosen' must be list"),
-    ({"prompt": "q", "chosen": "  ", "rejected": "b"}, "field 'chosen' is an empty reply"),
-    ({"prompt": "q", "chosen": "same", "rejected": "same "}, "are the same reply"),
-    ({"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-      "chosen": [{"role": "assistant", "content": "x"}], "rejected": [{"role": "assistant", "content": "y"}]},
-     "must end with a user turn"),
-    ({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: hi\n\nAssistant: a"}, "are the same reply"),
-])
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"prompt": "q", "chosen": "a"}, "missing field 'rejected'"),
+        ({"prompt": [{"role": "user", "content": "q"}], "chosen": 3, "rejected": []}, "field 'chosen' must be list"),
+        ({"prompt": "q", "chosen": "  ", "rejected": "b"}, "field 'chosen' is an empty reply"),
+        ({"prompt": "q", "chosen": "same", "rejected": "same "}, "are the same reply"),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                "chosen": [{"role": "assistant", "content": "x"}],
+                "rejected": [{"role": "assistant", "content": "y"}],
+            },
+            "must end with a user turn",
+        ),
+        (
+            {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: hi\n\nAssistant: a"},
+            "are the same reply",
+        ),
+    ],
+)
 def test_bad_records_name_file_line_and_field(tmp_path, record, message):
     src = tmp_path / "bad.jsonl"
     trl = isinstance(record.get("chosen"), (list, int))
     good = {"prompt": "fine", "chosen": "yes", "rejected": "no"}
     if trl:
-        good = {"prompt": [{"role": "user", "content": "fine"}], "chosen": [{"role": "assistant", "content": "yes"}],
-                "rejected": [{"role": "assistant", "content": "no"}]}
+        good = {
+            "prompt": [{"role": "user", "content": "fine"}],
+            "chosen": [{"role": "assistant", "content": "yes"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
     elif "prompt" not in record:
         good = {"chosen": "\n\nHuman: hi\n\nAssistant: yes", "rejected": "\n\nHuman: hi\n\nAssistant: no"}
     src.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(DataError, match=message) as e:
-        build(BuildConfig(inputs=[str(src)], output=str(tmp_path / "out"), kind="preference",
-                          format="trl" if trl else "auto"))
+        build(
+            BuildConfig(
+                inputs=[str(src)], output=str(tmp_path / "out"), kind="preference", format="trl" if trl else "auto"
+            )
+        )
     assert f"{src}:2" in str(e.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_skip_invalid_counts_the_bad_pairs(tmp_path):
     src = tmp_path / "p.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"prompt": "a", "chosen": "x", "rejected": "y"}, {"prompt": "b", "chosen": "z", "rejected": "z"},
-        {"prompt": "c", "chosen": "x", "rejected": "w"}]))
+    src.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"prompt": "a", "chosen": "x", "rejected": "y"},
+                {"prompt": "b", "chosen": "z", "rejected": "z"},
+                {"prompt": "c", "chosen": "x", "rejected": "w"},
+            ]
+        )
+    )
     stats, rows = _build(tmp_path, [src], skip_invalid=True)
     assert stats["invalid"] == 1 and len(rows) == 2
     assert "are the same reply" in stats["invalid_examples"][0]
 
 
 def test_cli_kind_preference(tmp_path, capsys):
-    rc = main(["data", "build", "--kind", "preference", "--input", str(SAMPLES / "text.jsonl"),
-               "--output", str(tmp_path / "o")])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--kind",
+            "preference",
+            "--input",
+            str(SAMPLES / "text.jsonl"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 0 and "train 5, test 1" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["data", "build", "--kind", "pairs", "--input", str(SAMPLES / "text.jsonl"), "--output", str(tmp_path / "x")])
+        main(
+            [
+                "data",
+                "build",
+                "--kind",
+                "pairs",
+                "--input",
+                str(SAMPLES / "text.jsonl"),
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 def test_dialogue_formats_and_tokenizer_are_refused_for_preference_data(tmp_path):

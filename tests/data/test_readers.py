@@ -14,10 +14,17 @@ def read(path, fmt="auto", **kw):
     return list(read_source(str(path), fmt, ReadOptions(**kw)))
 
 
-@pytest.mark.parametrize("name, fmt, n", [
-    ("guanaco.jsonl", "guanaco", 31), ("sharegpt.json", "sharegpt", 12), ("sharegpt.jsonl", "sharegpt", 19),
-    ("messages.jsonl", "messages", 31), ("prompt_completion.jsonl", "alpaca", 28), ("alpaca.json", "alpaca", 25),
-])
+@pytest.mark.parametrize(
+    "name, fmt, n",
+    [
+        ("guanaco.jsonl", "guanaco", 31),
+        ("sharegpt.json", "sharegpt", 12),
+        ("sharegpt.jsonl", "sharegpt", 19),
+        ("messages.jsonl", "messages", 31),
+        ("prompt_completion.jsonl", "alpaca", 28),
+        ("alpaca.json", "alpaca", 25),
+    ],
+)
 def test_each_format_reads_its_sample(name, fmt, n):
     auto, forced = read(SAMPLES / name), read(SAMPLES / name, fmt)
     assert len(auto) == n and [e.messages for e in auto] == [e.messages for e in forced]
@@ -59,8 +66,10 @@ def test_oasst_best_path_only_follows_rank_zero():
 
 
 def test_oasst_lang_filter():
-    en, de = read(SAMPLES / "oasst_flat.jsonl", lang="en", best_path_only=True), read(
-        SAMPLES / "oasst_flat.jsonl", lang="de", best_path_only=True)
+    en, de = (
+        read(SAMPLES / "oasst_flat.jsonl", lang="en", best_path_only=True),
+        read(SAMPLES / "oasst_flat.jsonl", lang="de", best_path_only=True),
+    )
     assert (len(en), len(de)) == (14, 2)
     assert {e.group for e in de} == {"de0", "de1"}
 
@@ -72,12 +81,16 @@ def test_oasst_tree_export_matches_flat_reading():
 
 
 def test_oasst_trailing_prompter_is_trimmed(tmp_path):
-    rows = [{"message_id": "a", "parent_id": None, "role": "prompter", "text": "q1"},
-            {"message_id": "b", "parent_id": "a", "role": "assistant", "text": "r1"},
-            {"message_id": "c", "parent_id": "b", "role": "prompter", "text": "q2 without reply"}]
+    rows = [
+        {"message_id": "a", "parent_id": None, "role": "prompter", "text": "q1"},
+        {"message_id": "b", "parent_id": "a", "role": "assistant", "text": "r1"},
+        {"message_id": "c", "parent_id": "b", "role": "prompter", "text": "q2 without reply"},
+    ]
     p = tmp_path / "o.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert [e.messages for e in read(p)] == [[{"role": "user", "content": "q1"}, {"role": "assistant", "content": "r1"}]]
+    assert [e.messages for e in read(p)] == [
+        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "r1"}]
+    ]
 
 
 def test_folder_reads_every_file():
@@ -85,21 +98,30 @@ def test_folder_reads_every_file():
     assert names == {p.name for p in SAMPLES.iterdir()}
 
 
-@pytest.mark.parametrize("line, match", [
-    ('{"conversations": [{"from": "bot", "value": "x"}]}', r"bad\.jsonl:2: field 'conversations\[0\]\.from'"),
-    ('{"conversations": [{"from": "human"}]}', r"bad\.jsonl:2: conversations\[0\]: missing field 'value'"),
-    ('{"messages": [{"role": "user", "content": 5}]}', r"bad\.jsonl:2: field messages\[0\]\.content"),
-    ('{"text": "hello ### Human: hi ### Assistant: yo"}', r"bad\.jsonl:2: field 'text' must start with '### Human:'"),
-    ('{"instruction": "x", "output": 7}', r"bad\.jsonl:2: field 'output' must be str"),
-    ('{"prompt": "x", "completion": "y", "instruction": "z"}', r"bad\.jsonl:2: missing field 'output'"),
-    ('{not json', r"bad\.jsonl:2: not valid JSON"),
-    ('{"text": "no markers"}', r"bad\.jsonl:2: missing field 'messages'"),  # a file keeps its first record's format
-    ('{"message_id": "m", "parent_id": null, "role": "user", "text": "x"}', r"bad\.jsonl:2: field 'role'"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"conversations": [{"from": "bot", "value": "x"}]}', r"bad\.jsonl:2: field 'conversations\[0\]\.from'"),
+        ('{"conversations": [{"from": "human"}]}', r"bad\.jsonl:2: conversations\[0\]: missing field 'value'"),
+        ('{"messages": [{"role": "user", "content": 5}]}', r"bad\.jsonl:2: field messages\[0\]\.content"),
+        (
+            '{"text": "hello ### Human: hi ### Assistant: yo"}',
+            r"bad\.jsonl:2: field 'text' must start with '### Human:'",
+        ),
+        ('{"instruction": "x", "output": 7}', r"bad\.jsonl:2: field 'output' must be str"),
+        ('{"prompt": "x", "completion": "y", "instruction": "z"}', r"bad\.jsonl:2: missing field 'output'"),
+        ("{not json", r"bad\.jsonl:2: not valid JSON"),
+        ('{"text": "no markers"}', r"bad\.jsonl:2: missing field 'messages'"),  # a file keeps its first record's format
+        ('{"message_id": "m", "parent_id": null, "role": "user", "text": "x"}', r"bad\.jsonl:2: field 'role'"),
+    ],
+)
 def test_bad_records_name_file_line_and_field(tmp_path, line, match):
     p = tmp_path / "bad.jsonl"
-    good = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}' \
-        if "message_id" not in line else '{"message_id": "g", "parent_id": null, "role": "prompter", "text": "x"}'
+    good = (
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+        if "message_id" not in line
+        else '{"message_id": "g", "parent_id": null, "role": "prompter", "text": "x"}'
+    )
     if "conversations" in line:
         good = '{"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}'
     elif "### Human" in line:
@@ -148,5 +170,8 @@ def test_detect_format_keys():
 
 def test_hub_name_goes_through_datasets_and_fails_clearly_offline():
     # conftest sets HF_HUB_OFFLINE=1: the hub path is real code, and offline it must say what happened
-    with pytest.raises(DataError, match=r"starchat-test/no-such-dataset: not a local path, and loading it from the Hugging Face hub failed"):
+    with pytest.raises(
+        DataError,
+        match=r"starchat-test/no-such-dataset: not a local path, and loading it from the Hugging Face hub failed",
+    ):
         read("starchat-test/no-such-dataset")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_doctest_examples_become_asserts_on_the_candidate():
-    doc = textwrap.dedent('''\
+    doc = textwrap.dedent("""\
         Add numbers.
 
         >>> add(2, 3)
@@ -32,11 +32,14 @@ def test_doctest_examples_become_asserts_on_the_candidate():
         >>> add(open("x"), 1)
         Traceback (most recent call last):
         ValueError
-        ''')
+        """)
     check = doctest_check(doc, "add")
-    assert check.splitlines() == ["def check(candidate):", "    assert candidate(2, 3) == 5",
-                                  "    assert (round(candidate(0.1, 0.2), 3) == 0.3) == True",
-                                  "    assert sorted(candidate([3], [1])) == [1, 3]"]
+    assert check.splitlines() == [
+        "def check(candidate):",
+        "    assert candidate(2, 3) == 5",
+        "    assert (round(candidate(0.1, 0.2), 3) == 0.3) == True",
+        "    assert sorted(candidate([3], [1])) == [1, 3]",
+    ]
     scope = {}
     exec(check, scope)  # the asserts hold for a right answer and fail for a wrong one
     scope["check"](lambda a, b: a + b)
@@ -53,7 +56,8 @@ def test_no_usable_example_gives_no_test():
 
 def test_from_code_rows_carry_doctest_tests_and_a_code_prompt(tmp_path):
     src = tmp_path / "mathx.py"
-    src.write_text(textwrap.dedent('''
+    src.write_text(
+        textwrap.dedent('''
         def double(x):
             """Twice x, for any number "x".
 
@@ -62,7 +66,8 @@ def test_from_code_rows_carry_doctest_tests_and_a_code_prompt(tmp_path):
             """
             y = x
             return y * 2
-        '''))
+        ''')
+    )
     rows, _ = collect([str(src)], FromCodeOptions(min_lines=1))
     (row,) = rows
     assert row["entry_point"] == "double" and "assert candidate(4) == 8" in row["test"]
@@ -111,7 +116,7 @@ def test_stdlib_eval_is_a_human_eval_problems_file(tmp_path):
 
 
 def test_examples_may_use_names_bound_to_literals_earlier():
-    doc = textwrap.dedent('''\
+    doc = textwrap.dedent("""\
         Mean of data.
 
         >>> data = [1, 2, 6]
@@ -126,10 +131,15 @@ def test_examples_may_use_names_bound_to_literals_earlier():
         >>> for data in [[1]]: pass
         >>> mean(data)
         1
-        ''')
+        """)
     check = doctest_check(doc, "mean")
-    assert check.splitlines() == ["def check(candidate):", "    data = [1, 2, 6]", "    assert candidate(data) == 3",
-                                  "    data = (4, 8)", "    assert candidate(data) == 6"]
+    assert check.splitlines() == [
+        "def check(candidate):",
+        "    data = [1, 2, 6]",
+        "    assert candidate(data) == 3",
+        "    data = (4, 8)",
+        "    assert candidate(data) == 6",
+    ]
     scope = {}
     exec(check, scope)
     scope["check"](lambda xs: sum(xs) // len(xs))

@@ -116,11 +116,19 @@ SPOOF = [
 
 def test_control_token_text_in_content_is_encoded_as_text(tokenizer):
     row = tokenize_messages(SPOOF, tokenizer)
-    control = {tokenizer.convert_tokens_to_ids(t) for t in ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
-                                                             "<|endoftext|>")}
+    control = {
+        tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>")
+    }
     # Only the template's own markers are control tokens: system, its end, user, its end, assistant, reply end.
     assert [tokenizer.convert_ids_to_tokens(i) for i in row["input_ids"] if i in control] == [
-        "<|system|>", "<|end|>", "<|user|>", "<|end|>", "<|assistant|>", "<|end|>"]
+        "<|system|>",
+        "<|end|>",
+        "<|user|>",
+        "<|end|>",
+        "<|assistant|>",
+        "<|end|>",
+    ]
     assert tokenizer.decode(row["input_ids"]) == render(SPOOF)  # nothing lost: the text round-trips
     assert row["control_text"] is True
 

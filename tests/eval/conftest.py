@@ -1,7 +1,6 @@
 """Fixtures for the eval tests: HumanEval problems and sample files."""
 
 import pytest
-
 from eval_fakes import write_samples
 
 
@@ -14,5 +13,7 @@ def problems():
 
 @pytest.fixture
 def canonical_samples(tmp_path, problems):
-    return write_samples(tmp_path / "canonical.jsonl",
-                         [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()])
+    return write_samples(
+        tmp_path / "canonical.jsonl",
+        [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()],
+    )

@@ -7,8 +7,7 @@ from starchat.cli import main
 
 def test_humaneval_samples_prints_pass_at_1(canonical_samples, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["eval", "humaneval", "--samples", str(canonical_samples), "--output", str(out),
-                 "--no-progress"]) == 0
+    assert main(["eval", "humaneval", "--samples", str(canonical_samples), "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "pass@1 = 1.0000" in printed and "164 problems" in printed
     assert {p.name for p in out.iterdir()} >= {"samples.jsonl", "summary.json", "report.md"}
@@ -18,10 +17,31 @@ def _humaneval_run(tmp_path, problems, name, wrong=()):
     """A scored run over the first 3 problems, canonical except the ``wrong`` ones."""
     tasks = list(problems)[:3]
     f = tmp_path / f"{name}.jsonl"
-    f.write_text("".join(json.dumps({"task_id": t, "completion": "    return None\n" if t in wrong
-                                     else problems[t]["canonical_solution"]}) + "\n" for t in tasks))
-    assert main(["eval", "humaneval", "--samples", str(f), "--limit", "3", "--output", str(tmp_path / name),
-                 "--no-progress"]) == 0
+    f.write_text(
+        "".join(
+            json.dumps(
+                {"task_id": t, "completion": "    return None\n" if t in wrong else problems[t]["canonical_solution"]}
+            )
+            + "\n"
+            for t in tasks
+        )
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "humaneval",
+                "--samples",
+                str(f),
+                "--limit",
+                "3",
+                "--output",
+                str(tmp_path / name),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return tmp_path / name
 
 
@@ -44,8 +64,9 @@ def test_compare_runs_of_different_kinds(tmp_path, problems, capsys):
     he = _humaneval_run(tmp_path, problems, "he")
     (tmp_path / "loss.json").write_text(json.dumps({"kind": "loss", "model": "base", "metrics": {"loss": 1.5}}))
     (tmp_path / "judge").mkdir()
-    (tmp_path / "judge" / "summary.json").write_text(json.dumps({"kind": "judge", "name": "a-vs-b",
-                                                                 "metrics": {"win_rate": 0.625}}))
+    (tmp_path / "judge" / "summary.json").write_text(
+        json.dumps({"kind": "judge", "name": "a-vs-b", "metrics": {"win_rate": 0.625}})
+    )
     capsys.readouterr()
     assert main(["eval", "compare", str(he), str(tmp_path / "loss.json"), str(tmp_path / "judge")]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -83,8 +104,12 @@ def test_compare_writes_its_table_into_a_model_card(tmp_path, problems, capsys):
         assert main(["eval", "compare", str(before), str(after), "--card", str(model), "--card-title", title]) == 0
     card = (model / "README.md").read_text()
     assert card.count("## Evaluation: before and after") == 1 and card.count("### HumanEval 3") == 1
-    assert card.index("### Training results") < card.index("### HumanEval 3") < card.index("### stdlib-eval") \
+    assert (
+        card.index("### Training results")
+        < card.index("### HumanEval 3")
+        < card.index("### stdlib-eval")
         < card.index("### Framework versions")
+    )
     assert "| pass@1 | 0.6667 | 1.0000 (+0.3333) |" in card
     assert card.count("-->\n\n") == 2  # each section stands apart from the next, after a rerun too
     capsys.readouterr()
@@ -96,8 +121,9 @@ def _two_summaries(tmp_path):
     """Two runs as summary.json files (any kind with flat metrics), without running anything."""
     paths = []
     for name, val in (("base", 0.25), ("tuned", 0.5)):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"kind": "judge", "name": name,
-                                                           "metrics": {"win_rate": val}}))
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"kind": "judge", "name": name, "metrics": {"win_rate": val}})
+        )
         paths.append(str(tmp_path / f"{name}.json"))
     model = tmp_path / "model"
     model.mkdir()

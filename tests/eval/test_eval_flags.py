@@ -19,11 +19,14 @@ class FlaggedEngine(FakeEngine):
             if task == "HumanEval/0":
                 out[i] = FakeCompletion("```python\ndef has_close_elements(numbers, threshold)\n    return True\n```")
             elif task == "HumanEval/1":
-                out[i] = FakeCompletion("```python\nimport hashlib\n\ndef separate_paren_groups(s):\n"
-                                        "    return [hashlib.md5(s.encode()).hexdigest()]\n```")
+                out[i] = FakeCompletion(
+                    "```python\nimport hashlib\n\ndef separate_paren_groups(s):\n"
+                    "    return [hashlib.md5(s.encode()).hexdigest()]\n```"
+                )
             elif task == "HumanEval/2":
-                out[i] = FakeCompletion("```python\ndef truncate_number(number):\n    return number % 1.0\n",
-                                        finish_reason="length")
+                out[i] = FakeCompletion(
+                    "```python\ndef truncate_number(number):\n    return number % 1.0\n", finish_reason="length"
+                )
         return out
 
 
@@ -36,8 +39,12 @@ def test_flagged_shares_in_summary_report_and_compare(tmp_path, problems):
     assert saved["flagged"] == summary["flagged"]
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| Python that does not compile | 0.2500 |" in report and "| cut off at the token limit | 0.2500 |" in report
-    clean = run_model(FakeEngine(problems), HumanEvalConfig(output=tmp_path / "b", limit=4, progress=False), "clean",
-                      make_params=FakeParams)
+    clean = run_model(
+        FakeEngine(problems),
+        HumanEvalConfig(output=tmp_path / "b", limit=4, progress=False),
+        "clean",
+        make_params=FakeParams,
+    )
     assert clean["flagged"] == {"syntax": 0.0, "security": 0.0, "cut_off": 0.0}
     table = compare([tmp_path / "a", tmp_path / "b"], markdown_table=True)
     assert "| share with bandit findings | 0.2500 | 0.0000 (-0.25) |" in table
@@ -45,10 +52,13 @@ def test_flagged_shares_in_summary_report_and_compare(tmp_path, problems):
 
 
 def test_samples_without_finish_reason_leave_cut_off_unknown(tmp_path, problems):
-    rows = [{"task_id": "HumanEval/0", "completion": "    return (\n"},
-            {"task_id": "HumanEval/1", "completion": problems["HumanEval/1"]["canonical_solution"]}]
-    summary = score_samples(write_samples(tmp_path / "s.jsonl", rows),
-                            HumanEvalConfig(output=tmp_path / "o", limit=2, progress=False))
+    rows = [
+        {"task_id": "HumanEval/0", "completion": "    return (\n"},
+        {"task_id": "HumanEval/1", "completion": problems["HumanEval/1"]["canonical_solution"]},
+    ]
+    summary = score_samples(
+        write_samples(tmp_path / "s.jsonl", rows), HumanEvalConfig(output=tmp_path / "o", limit=2, progress=False)
+    )
     assert summary["flagged"] == {"syntax": 0.5, "security": 0.0, "cut_off": None}
     assert "| cut off at the token limit | - |" in (tmp_path / "o" / "report.md").read_text()
 

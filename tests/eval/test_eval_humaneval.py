@@ -21,15 +21,21 @@ def test_bare_prompts_score_zero(tmp_path, problems):
 
 
 def test_outputs_are_written(tmp_path, problems):
-    rows = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
-            {"task_id": "HumanEval/0", "completion": "    return False\n"},
-            {"task_id": "HumanEval/1", "completion": "    return []\n"}]
+    rows = [
+        {"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
+        {"task_id": "HumanEval/0", "completion": "    return False\n"},
+        {"task_id": "HumanEval/1", "completion": "    return []\n"},
+    ]
     out = tmp_path / "out"
-    summary = score_samples(write_samples(tmp_path / "s.jsonl", rows), HumanEvalConfig(output=out, limit=2,
-                                                                                      progress=False))
+    summary = score_samples(
+        write_samples(tmp_path / "s.jsonl", rows), HumanEvalConfig(output=out, limit=2, progress=False)
+    )
     lines = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted((r["task_id"], r["sample_index"], r["passed"]) for r in lines) == [
-        ("HumanEval/0", 0, True), ("HumanEval/0", 1, False), ("HumanEval/1", 0, False)]
+        ("HumanEval/0", 0, True),
+        ("HumanEval/0", 1, False),
+        ("HumanEval/1", 0, False),
+    ]
     assert {"prompt", "raw", "program", "error", "status"} <= set(lines[0])
     assert json.loads((out / "summary.json").read_text())["per_task"]["HumanEval/0"] == {"n": 2, "correct": 1}
     assert summary["pass_at_k"]["pass@1"] == 0.25  # (1/2 + 0/1) / 2
@@ -76,8 +82,9 @@ def test_generation_with_prefill_sends_token_ids(tmp_path, problems):
 
 def test_a_rerun_with_a_larger_limit_extends_the_run(tmp_path, problems):
     out = tmp_path / "out"
-    run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=2, progress=False), "fake",
-              make_params=FakeParams)
+    run_model(
+        FakeEngine(problems), HumanEvalConfig(output=out, limit=2, progress=False), "fake", make_params=FakeParams
+    )
     engine = FakeEngine(problems, wrong={"HumanEval/3"})
     summary = run_model(engine, HumanEvalConfig(output=out, limit=4, progress=False), "fake", make_params=FakeParams)
     asked = [engine._problem(p)[0]["task_id"] for prompts, _ in engine.calls for p in prompts]
@@ -92,24 +99,36 @@ def test_a_rerun_with_other_settings_names_the_setting_old_and_new(tmp_path, pro
     from starchat.errors import StarchatError
 
     out = tmp_path / "out"
-    run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=1, progress=False), "fake",
-              make_params=FakeParams)
+    run_model(
+        FakeEngine(problems), HumanEvalConfig(output=out, limit=1, progress=False), "fake", make_params=FakeParams
+    )
     with pytest.raises(StarchatError) as e:
-        run_model(FakeEngine(problems), HumanEvalConfig(output=out, limit=1, temperature=0.8, progress=False),
-                  "fake", make_params=FakeParams)
-    assert str(e.value) == (f"{out} holds a run with other settings (temperature was 0.2, now 0.8): "
-                            "use another --output, or delete it to start over")
+        run_model(
+            FakeEngine(problems),
+            HumanEvalConfig(output=out, limit=1, temperature=0.8, progress=False),
+            "fake",
+            make_params=FakeParams,
+        )
+    assert str(e.value) == (
+        f"{out} holds a run with other settings (temperature was 0.2, now 0.8): "
+        "use another --output, or delete it to start over"
+    )
 
 
 def test_a_sample_too_deep_to_parse_is_scored_and_the_run_finishes(tmp_path, problems):
     deep = "    return " + "+".join(["1"] * 10_000) + "\n"
-    rows = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
-            {"task_id": "HumanEval/0", "completion": deep},
-            {"task_id": "HumanEval/1", "completion": "    return []\n"}]
+    rows = [
+        {"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
+        {"task_id": "HumanEval/0", "completion": deep},
+        {"task_id": "HumanEval/1", "completion": "    return []\n"},
+    ]
     out = tmp_path / "out"
-    summary = score_samples(write_samples(tmp_path / "s.jsonl", rows),
-                            HumanEvalConfig(output=out, limit=2, progress=False))
+    summary = score_samples(
+        write_samples(tmp_path / "s.jsonl", rows), HumanEvalConfig(output=out, limit=2, progress=False)
+    )
     assert summary["num_samples"] == 3 and (out / "report.md").exists()
-    logged = {(r["task_id"], r["sample_index"]): r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    logged = {
+        (r["task_id"], r["sample_index"]): r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())
+    }
     assert logged[("HumanEval/0", 1)]["flags"]["syntax"] == 1 and not logged[("HumanEval/0", 1)]["passed"]
     assert logged[("HumanEval/0", 0)]["passed"]

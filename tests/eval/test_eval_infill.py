@@ -73,7 +73,7 @@ class FakeFimEngine:
         for ids in prompts:
             text = self.tokenizer.decode(ids)
             assert text.startswith(spec.prefix) and text.endswith(spec.middle)  # PSM, prefix first
-            prefix, _, suffix = text[len(spec.prefix):-len(spec.middle)].partition(spec.suffix)
+            prefix, _, suffix = text[len(spec.prefix) : -len(spec.middle)].partition(spec.suffix)
             it = self.by_prefix[(prefix, suffix)]
             middle = "    return None\n" if it.task_id in self.wrong else it.middle
             out.append(type("C", (), {"text": middle, "finish_reason": "stop"})())
@@ -106,8 +106,9 @@ def test_middles_are_put_back_and_tested_in_the_sandbox(fim_tokenizer, problems,
     assert len(wrong) == 3 and not any(r["passed"] or r["exact"] for r in wrong)
     assert all(r["passed"] and r["exact"] for r in rows if r["problem"] != "HumanEval/1")
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert saved["kind"] == "infill" and set(saved["metrics"]) == {f"{m} {k}" for m in infill.MODES
-                                                                     for k in ("pass@1", "exact_match")}
+    assert saved["kind"] == "infill" and set(saved["metrics"]) == {
+        f"{m} {k}" for m in infill.MODES for k in ("pass@1", "exact_match")
+    }
     # a rerun resumes: nothing is generated again
     again = FakeFimEngine(fim_tokenizer, items)
     assert run_infill(again, cfg, "fake")["metrics"] == summary["metrics"] and again.params == []
@@ -125,8 +126,19 @@ def test_eval_compare_reads_infill_summaries(fim_tokenizer, problems, tmp_path, 
 
 
 def test_a_model_without_fim_tokens_is_one_line_naming_it(tiny_model_dir, tmp_path, capsys):
-    code = main(["eval", "infill", "--model", str(tiny_model_dir), "--limit", "1", "--output",
-                 str(tmp_path / "o"), "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "infill",
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "1",
+            "--output",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "Loading weights" not in ln]
     assert code == 2 and len(err) == 1  # no traceback: one line
     assert f"{tiny_model_dir}: this model has no fill-in-the-middle tokens" in err[0]
@@ -152,8 +164,28 @@ def tiny_fim_model(tiny_model_dir, tmp_path_factory):
 
 def test_a_transformers_model_fills_in_from_its_fim_prompt_end_to_end(tiny_fim_model, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["eval", "infill", "--model", str(tiny_fim_model), "--mode", "single-line", "--limit", "2",
-                 "--max-new-tokens", "8", "--temperature", "0", "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "infill",
+                "--model",
+                str(tiny_fim_model),
+                "--mode",
+                "single-line",
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "8",
+                "--temperature",
+                "0",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "(<fim_prefix> <fim_suffix> <fim_middle>, ends at <|endoftext|>" in printed
     assert "single-line: pass@1 = " in printed
@@ -199,16 +231,24 @@ def _fim_server(problems_by_prompt):
             self.wfile.write(data)
 
         def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "fim-model", "object": "model", "created": 0,
-                                                    "owned_by": "me"}]})
+            self._send(
+                {"object": "list", "data": [{"id": "fim-model", "object": "model", "created": 0, "owned_by": "me"}]}
+            )
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             middle = problems_by_prompt.get((body["prompt"], body.get("suffix")), "")
-            self._send({"id": "x", "object": "text_completion", "created": 0, "model": "fim-model",
-                        "choices": [{"index": 0, "text": middle, "finish_reason": "stop", "logprobs": None}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            self._send(
+                {
+                    "id": "x",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": "fim-model",
+                    "choices": [{"index": 0, "text": middle, "finish_reason": "stop", "logprobs": None}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -222,8 +262,24 @@ def _fim_server(problems_by_prompt):
 def test_an_endpoint_gets_prompt_and_suffix_on_v1_completions(problems, tmp_path, capsys):
     items, _ = build_problems(dict(list(problems.items())[:2]), ["multi-line"])
     with _fim_server({(it.prefix, it.suffix): it.middle for it in items}) as (url, seen):
-        assert main(["eval", "infill", "--model", url, "--mode", "multi-line", "--limit", "2", "--output",
-                     str(tmp_path / "o"), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "infill",
+                    "--model",
+                    url,
+                    "--mode",
+                    "multi-line",
+                    "--limit",
+                    "2",
+                    "--output",
+                    str(tmp_path / "o"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     assert "multi-line: pass@1 = 1.0000  exact match = 1.0000" in capsys.readouterr().out
     fills = [b for b in seen if "suffix" in b]
     assert len(fills) == 2 and {(b["prompt"], b["suffix"]) for b in fills} == {(it.prefix, it.suffix) for it in items}

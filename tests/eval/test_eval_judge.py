@@ -4,16 +4,19 @@ import json
 import re
 
 import pytest
-
 from eval_fakes import FakeCompletion
+
 from starchat.cli import main
 from starchat.errors import StarchatError
 from starchat.eval import judge_prompts as jp
 from starchat.eval.judge import JudgeConfig, parse_models, run_judge
 from starchat.eval.judge_report import bootstrap_ci
 
-ANSWER_RE = re.compile(r"\[Start of Assistant A's answer\]\n(.*?)\n\[End of Assistant A's answer\].*?"
-                       r"\[Start of Assistant B's answer\]\n(.*?)\n\[End of Assistant B's answer\]", re.S)
+ANSWER_RE = re.compile(
+    r"\[Start of Assistant A's answer\]\n(.*?)\n\[End of Assistant A's answer\].*?"
+    r"\[Start of Assistant B's answer\]\n(.*?)\n\[End of Assistant B's answer\]",
+    re.S,
+)
 
 
 class FixedModel:
@@ -93,25 +96,28 @@ def test_three_models_give_three_pairs(tmp_path):
     assert m["win_rate[good]"] == 0.75
 
 
-@pytest.mark.parametrize("text, verdict", [
-    ("A explains the bug.\n\n[[A]]", "A"),
-    ("Final verdict: [[B]]", "B"),
-    ("[[C]]", "C"),
-    ("It is a draw. [[tie]]", "C"),
-    ("Assistant A wins. [[A>B]]", "A"),
-    ("My final verdict is [[B>>A]].", "B"),
-    ("[[ b ]]", "B"),
-    ("Options are [[A]], [[B]] or [[C]].\nB handles the empty list.\n[[B]]", "B"),  # instructions restated
-    ("Verdict: [B]", "B"),
-    ("Final verdict: Assistant A", "A"),
-    ("**Verdict:** **B**", "B"),
-    ("Assistant B's answer is clearly better.", "B"),
-    ("Both answers are equally good.", "C"),
-    ("The winner is a matter of taste.", None),  # "a" is not a label
-    ("I cannot decide.", None),
-    ("[[A]] or [[B]], hard to say", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, verdict",
+    [
+        ("A explains the bug.\n\n[[A]]", "A"),
+        ("Final verdict: [[B]]", "B"),
+        ("[[C]]", "C"),
+        ("It is a draw. [[tie]]", "C"),
+        ("Assistant A wins. [[A>B]]", "A"),
+        ("My final verdict is [[B>>A]].", "B"),
+        ("[[ b ]]", "B"),
+        ("Options are [[A]], [[B]] or [[C]].\nB handles the empty list.\n[[B]]", "B"),  # instructions restated
+        ("Verdict: [B]", "B"),
+        ("Final verdict: Assistant A", "A"),
+        ("**Verdict:** **B**", "B"),
+        ("Assistant B's answer is clearly better.", "B"),
+        ("Both answers are equally good.", "C"),
+        ("The winner is a matter of taste.", None),  # "a" is not a label
+        ("I cannot decide.", None),
+        ("[[A]] or [[B]], hard to say", None),
+        ("", None),
+    ],
+)
 def test_verdict_parsing(text, verdict):
     assert jp.parse_verdict(text) == verdict
 
@@ -209,8 +215,11 @@ def test_a_bad_prompts_file_names_file_and_line(tmp_path):
 def test_a_prompt_with_a_lone_surrogate_names_file_and_line(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "ok"}\n{"prompt": "broken \\ud800 escape"}\n')  # valid JSON, but not text
-    with pytest.raises(StarchatError, match=r"p.jsonl:2: field 'prompt' holds a lone surrogate \(U\+D800 at "
-                                            r"character 7\)"):
+    with pytest.raises(
+        StarchatError,
+        match=r"p.jsonl:2: field 'prompt' holds a lone surrogate \(U\+D800 at "
+        r"character 7\)",
+    ):
         jp.load_prompts(str(f))
 
 
@@ -221,13 +230,36 @@ def test_a_prompts_file_that_is_not_utf8_names_file_and_line(tmp_path):
         jp.load_prompts(str(f))
 
 
-@pytest.mark.parametrize("flag, value, says", [("--limit", "0", "--limit 0: give at least 1 prompt"),
-                                               ("--bootstrap", "-5", "--bootstrap -5: give a number of resamples")])
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--limit", "0", "--limit 0: give at least 1 prompt"),
+        ("--bootstrap", "-5", "--bootstrap -5: give a number of resamples"),
+    ],
+)
 def test_cli_refuses_limit_zero_and_negative_bootstrap(tmp_path, monkeypatch, capsys, flag, value, says):
     engines = {"a": FixedModel("GOOD"), "b": FixedModel("BAD"), "j": RuleJudge(prefers_good)}
     monkeypatch.setattr("starchat.inference.load_engine", lambda model=None, backend="auto": engines[model])
-    assert main(["eval", "judge", "--model", "a", "--model", "b", "--judge", "j", flag, value,
-                 "--output", str(tmp_path / "cli"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "judge",
+                "--model",
+                "a",
+                "--model",
+                "b",
+                "--judge",
+                "j",
+                flag,
+                value,
+                "--output",
+                str(tmp_path / "cli"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err
     assert engines["a"].asked == [] and not (tmp_path / "cli").exists()  # refused before any work
@@ -235,8 +267,10 @@ def test_cli_refuses_limit_zero_and_negative_bootstrap(tmp_path, monkeypatch, ca
 
 def test_model_labels():
     assert parse_models(["default", "/runs/nano-cpu/"]) == {"default": "default", "nano-cpu": "/runs/nano-cpu/"}
-    assert list(parse_models(["http://127.0.0.1:8000/v1", "big=https://api.example.com/v1"])) == \
-        ["127.0.0.1-8000", "big"]
+    assert list(parse_models(["http://127.0.0.1:8000/v1", "big=https://api.example.com/v1"])) == [
+        "127.0.0.1-8000",
+        "big",
+    ]
     with pytest.raises(StarchatError, match="both called 'model'"):
         parse_models(["/a/model", "/b/model"])
     with pytest.raises(StarchatError, match="at least two"):
@@ -267,8 +301,26 @@ def test_cli_prints_the_pairs(tmp_path, monkeypatch, capsys):
     engines = {"a": FixedModel("GOOD"), "b": FixedModel("BAD"), "j": RuleJudge(prefers_good)}
     monkeypatch.setattr("starchat.inference.load_engine", lambda model=None, backend="auto": engines[model])
     out = tmp_path / "cli"
-    assert main(["eval", "judge", "--model", "a", "--model", "b", "--judge", "j", "--limit", "3",
-                 "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "judge",
+                "--model",
+                "a",
+                "--model",
+                "b",
+                "--judge",
+                "j",
+                "--limit",
+                "3",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "a vs b: 3 wins, 0 ties, 0 losses; win rate 1.000 [1.000, 1.000] over 3 prompts" in printed
     assert "position-bias rate: 0.000; unparsed verdicts: 0/6" in printed
@@ -281,8 +333,25 @@ def test_cli_with_real_engines_and_a_judge_too_small(tiny_model_dir, tmp_path, c
     hold the judge's request, which is one clear error, and the answers made so far are kept."""
     out = tmp_path / "cli"
     m = str(tiny_model_dir)
-    argv = ["eval", "judge", "--model", f"one={m}", "--model", f"two={m}", "--judge", m, "--limit", "2",
-            "--max-new-tokens", "8", "--judge-max-new-tokens", "8", "--output", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        "judge",
+        "--model",
+        f"one={m}",
+        "--model",
+        f"two={m}",
+        "--judge",
+        m,
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--judge-max-new-tokens",
+        "8",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not load progress
     assert len(errors) == 1 and errors[0].startswith("starchat eval: error: the judge's request is ")

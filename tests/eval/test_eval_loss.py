@@ -49,8 +49,12 @@ def test_end_token_accuracy_is_the_share_of_turn_ends_predicted(built_data, tiny
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     row = tokenize_messages(datasets.load_from_disk(str(built_data))["test"][0]["messages"], tok, max_length=2048)
     with torch.inference_mode():
-        top = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(
-            input_ids=torch.tensor([row["input_ids"]])).logits[0].argmax(-1).tolist()
+        top = (
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=torch.tensor([row["input_ids"]]))
+            .logits[0]
+            .argmax(-1)
+            .tolist()
+        )
     end = tok.convert_tokens_to_ids("<|end|>")
     turn_ends = [t for t in range(1, len(row["labels"])) if row["labels"][t] == end]
     assert turn_ends  # every assistant turn's <|end|> is a label
@@ -73,8 +77,7 @@ def test_missing_split_is_a_clear_error(built_data, tiny_model_dir):
         eval_loss(LossConfig(model=str(tiny_model_dir), data=str(built_data), split="validation", progress=False))
 
 
-def test_a_base_without_dialogue_tokens_is_prepared_as_train_prepares_it(built_data, plain_base_dir, tmp_path,
-                                                                          capsys):
+def test_a_base_without_dialogue_tokens_is_prepared_as_train_prepares_it(built_data, plain_base_dir, tmp_path, capsys):
     """`eval loss` on the base before fine-tuning: the loss a training run starts from (issue 16)."""
     import datasets
     import torch
@@ -85,8 +88,23 @@ def test_a_base_without_dialogue_tokens_is_prepared_as_train_prepares_it(built_d
     from starchat.train.model import load_model, load_tokenizer
 
     out = tmp_path / "before.json"
-    assert main(["eval", "loss", "--model", str(plain_base_dir), "--data", str(built_data), "--limit", "1",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "loss",
+                "--model",
+                str(plain_base_dir),
+                "--data",
+                str(built_data),
+                "--limit",
+                "1",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "has no dialogue tokens: added <|system|> <|user|> <|assistant|> <|end|>" in capsys.readouterr().out
     res = json.loads(out.read_text())
     mcfg = ModelConfig(name_or_path=str(plain_base_dir))

@@ -29,8 +29,10 @@ def test_full_function_keeps_prompt_imports_and_helpers(problems):
 
 def test_body_only_reply_continues_the_prompt(problems):
     p = problems["HumanEval/0"]
-    body = "for i, a in enumerate(numbers):\n    for b in numbers[i + 1:]:\n        if abs(a - b) < threshold:\n" \
-           "            return True\nreturn False"
+    body = (
+        "for i, a in enumerate(numbers):\n    for b in numbers[i + 1:]:\n        if abs(a - b) < threshold:\n"
+        "            return True\nreturn False"
+    )
     scope = {}
     exec(chat_program(p, f"```python\n{body}\n```"), scope)
     assert scope["has_close_elements"]([1.0, 1.05], 0.1) is True

@@ -14,8 +14,10 @@ from starchat.eval import registry
 
 def _register_wordcount(ev, name, help_text):
     def run(args):
-        registry.write_summary(Path(args.output) / "summary.json",
-                               {"kind": name, "name": args.text, "metrics": {"words": len(args.text.split())}})
+        registry.write_summary(
+            Path(args.output) / "summary.json",
+            {"kind": name, "name": args.text, "metrics": {"words": len(args.text.split())}},
+        )
         return 0
 
     p = ev.add_parser(name, help=help_text)
@@ -30,8 +32,11 @@ def wordcount_eval(monkeypatch):
     mod = types.ModuleType("wordcount_eval")
     mod.register = _register_wordcount
     monkeypatch.setitem(sys.modules, "wordcount_eval", mod)
-    monkeypatch.setitem(registry.EVALS, "wordcount", registry.Eval(
-        "wordcount", "count words", "wordcount_eval:register", "wordcount_eval:register"))
+    monkeypatch.setitem(
+        registry.EVALS,
+        "wordcount",
+        registry.Eval("wordcount", "count words", "wordcount_eval:register", "wordcount_eval:register"),
+    )
 
 
 def test_a_new_eval_is_one_registry_line_and_compares_with_the_others(wordcount_eval, tmp_path, capsys):
@@ -54,11 +59,14 @@ def test_every_registered_eval_is_a_subcommand_and_compare_states_the_contract(c
     assert " ".join(registry.CONTRACT.split()) in " ".join(capsys.readouterr().out.split())
 
 
-@pytest.mark.parametrize("summary, field", [
-    ({"metrics": {"a": 1.0}}, "'kind'"),
-    ({"kind": "x", "metrics": {"a": "high"}}, "'metrics'"),
-    ({"kind": "x"}, "'metrics'"),
-])
+@pytest.mark.parametrize(
+    "summary, field",
+    [
+        ({"metrics": {"a": 1.0}}, "'kind'"),
+        ({"kind": "x", "metrics": {"a": "high"}}, "'metrics'"),
+        ({"kind": "x"}, "'metrics'"),
+    ],
+)
 def test_a_summary_that_breaks_the_contract_is_not_written(tmp_path, summary, field):
     path = tmp_path / "summary.json"
     with pytest.raises(StarchatError, match=f"summary.json: field {field}"):

@@ -120,8 +120,10 @@ def test_cannot_write_or_delete_outside_its_directory(victim, tmp_path):
 
 
 def test_filling_the_disk_is_stopped():
-    program = "def f():\n    with open('big', 'wb') as fh:\n        for _ in range(200):\n" \
-              "            fh.write(b'x' * (1 << 20))\n    return 1\n"
+    program = (
+        "def f():\n    with open('big', 'wb') as fh:\n        for _ in range(200):\n"
+        "            fh.write(b'x' * (1 << 20))\n    return 1\n"
+    )
     res = run_job(job(program, "def check(c):\n    assert c() == 1\n"), Limits(timeout=10, file_size_mb=8))
     assert not res.passed and res.status in ("failed", "crashed")
 
@@ -181,13 +183,16 @@ def test_no_network():
         server.close()
 
 
-@pytest.mark.parametrize("program", [
-    "import sys\nsys.exit(0)\ndef f(x):\n    return x\n",
-    "import os\nos._exit(0)\n",
-    "def f(x):\n    import sys\n    sys.exit(0)\n",
-    "def f(x):\n    import os\n    os._exit(0)\n",
-    "def f(x):\n    import os\n    os.kill(-1, 9)\n",
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.exit(0)\ndef f(x):\n    return x\n",
+        "import os\nos._exit(0)\n",
+        "def f(x):\n    import sys\n    sys.exit(0)\n",
+        "def f(x):\n    import os\n    os._exit(0)\n",
+        "def f(x):\n    import os\n    os.kill(-1, 9)\n",
+    ],
+)
 def test_exiting_before_or_during_tests_is_a_failure(program):
     if "kill(-1" in program and sandbox_mode()["name"] == "basic" and os.geteuid() != 0:
         pytest.skip("in basic mode as a normal user, kill(-1) would hit this user's other processes")
@@ -197,18 +202,21 @@ def test_exiting_before_or_during_tests_is_a_failure(program):
         assert res.status in ("load_error", "crashed")
 
 
-@pytest.mark.parametrize("program", [
-    # replace the checker and the assertion machinery
-    "import builtins\nbuiltins.AssertionError = type('N', (Exception,), {})\ncheck = lambda c: None\n"
-    "def f(x):\n    return 0\n",
-    # an object equal to everything
-    "class Eq:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Eq()\n",
-    # an int subclass with a forged __eq__
-    "class I(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
-    "def f(x):\n    return I(0)\n",
-    # trace hooks that try to skip the asserts
-    "import sys\nsys.settrace(lambda *a: None)\nimport builtins\nbuiltins.print = None\ndef f(x):\n    return -1\n",
-])
+@pytest.mark.parametrize(
+    "program",
+    [
+        # replace the checker and the assertion machinery
+        "import builtins\nbuiltins.AssertionError = type('N', (Exception,), {})\ncheck = lambda c: None\n"
+        "def f(x):\n    return 0\n",
+        # an object equal to everything
+        "class Eq:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Eq()\n",
+        # an int subclass with a forged __eq__
+        "class I(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+        "def f(x):\n    return I(0)\n",
+        # trace hooks that try to skip the asserts
+        "import sys\nsys.settrace(lambda *a: None)\nimport builtins\nbuiltins.print = None\ndef f(x):\n    return -1\n",
+    ],
+)
 def test_monkeypatching_the_checker_does_not_pass(program):
     test = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(5) == 6\n"
     res = run_job(job(program, test), FAST)
@@ -218,8 +226,11 @@ def test_monkeypatching_the_checker_does_not_pass(program):
 def test_flood_of_output_and_garbage_replies_leave_the_harness_standing():
     flood = "def f(x):\n    while True:\n        print('x' * 10000)\n"
     garbage = "import os\nos.write(3, b'\\xff' * 8 + b'junk')\ndef f(x):\n    return x + 1\n"
-    res = run_many([job(flood, "def check(c):\n    c(1)\n"), job(garbage, "def check(c):\n    assert c(1) == 2\n")],
-                   Limits(timeout=2), workers=2)
+    res = run_many(
+        [job(flood, "def check(c):\n    c(1)\n"), job(garbage, "def check(c):\n    assert c(1) == 2\n")],
+        Limits(timeout=2),
+        workers=2,
+    )
     assert [r.passed for r in res] == [False, False]
     assert len(res[0].output) <= 4096
 
@@ -308,7 +319,7 @@ def test_host_unix_sockets_are_unreachable(tmp_path):
             with pytest.raises(OSError):  # nobody knocked
                 s.accept()
     finally:
-        for s, p in zip(servers, paths):
+        for s in servers:
             s.close()
         for p in paths:
             p.unlink(missing_ok=True)
@@ -383,8 +394,9 @@ def test_total_memory_of_all_processes_is_bounded():
         time.sleep(30)
         return 1
     """
-    res = run_job(job(program, "def check(c):\n    assert c() == 1\n"),
-                  Limits(timeout=20, memory_mb=512, total_memory_mb=300))
+    res = run_job(
+        job(program, "def check(c):\n    assert c() == 1\n"), Limits(timeout=20, memory_mb=512, total_memory_mb=300)
+    )
     assert not res.passed and res.status == "crashed", res  # killed by the watch, not the 20 s timeout
     assert "more than 300 MiB" in res.output
 

@@ -44,8 +44,13 @@ def echo_backend(monkeypatch):
     mod = types.ModuleType("echo_backend")
     mod.EchoEngine, mod.EchoScheduler = EchoEngine, EchoScheduler
     monkeypatch.setitem(sys.modules, "echo_backend", mod)
-    monkeypatch.setitem(backends.BACKENDS, "echo", backends.Backend(
-        "echo", "echo_backend:EchoEngine", "repeats the prompt", scheduler="echo_backend:EchoScheduler"))
+    monkeypatch.setitem(
+        backends.BACKENDS,
+        "echo",
+        backends.Backend(
+            "echo", "echo_backend:EchoEngine", "repeats the prompt", scheduler="echo_backend:EchoScheduler"
+        ),
+    )
 
 
 def _backend_action(argv_prefix):

@@ -16,8 +16,8 @@ GREEDY = SamplingParams(temperature=0, repetition_penalty=3.0, max_new_tokens=24
 def boundary_stop(engine, ids: list[int], text: str) -> str:
     """A 4-character string that only exists across a token boundary of ``ids`` (first such one)."""
     for k in range(1, len(ids) - 1):
-        left, right = engine.decode(ids[:k]), engine.decode(ids[:k + 1])
-        stop = left[-2:] + right[len(left):len(left) + 2]
+        left, right = engine.decode(ids[:k]), engine.decode(ids[: k + 1])
+        stop = left[-2:] + right[len(left) : len(left) + 2]
         if len(stop) == 4 and stop.isascii() and stop.isprintable() and text.find(stop) == len(left) - 2:
             return stop
     raise AssertionError(f"no clean token boundary in {text!r}")
@@ -38,7 +38,7 @@ def test_stop_string_spanning_tokens_cuts_the_text(hf_engine):
     stop = boundary_stop(hf_engine, full.token_ids, full.text)
     cut = hf_engine.generate(MSGS, GREEDY.replace(stop=[stop]))
     assert cut.finish_reason == "stop"
-    assert cut.text == full.text[:full.text.index(stop)]
+    assert cut.text == full.text[: full.text.index(stop)]
     assert "".join(hf_engine.stream(MSGS, GREEDY.replace(stop=[stop]))) == cut.text
 
 
@@ -63,8 +63,11 @@ def test_stops_on_end_token(always_end_model_dir):
 
 
 def test_batch_matches_one_by_one(hf_engine):
-    prompts = [MSGS, [{"role": "user", "content": "def add(a, b): what does it return?"}],
-               [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]]
+    prompts = [
+        MSGS,
+        [{"role": "user", "content": "def add(a, b): what does it return?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    ]
     batch = hf_engine.generate_batch(prompts, GREEDY)
     single = [hf_engine.generate(p, GREEDY) for p in prompts]
     assert [c.token_ids for c in batch] == [c.token_ids for c in single]
@@ -136,12 +139,13 @@ def test_batched_stop_criterion_flags_each_row_when_its_stop_string_is_complete(
     rows = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 1, 1, 5, 2, 3]])
     flags = [crit(rows[:, :n], None).tolist() for n in range(2, 7)]
     assert flags == [[False, False], [False, False], [False, False], [True, False], [True, False]]
+
+
 @pytest.mark.parametrize("temperature,top_k,top_p", [(0.2, 50, 0.95), (0.7, 0, 0.9), (1.0, 10, 1.0), (0.5, 200, 0.5)])
 def test_fused_sampling_keeps_what_transformers_warpers_keep(temperature, top_k, top_p):
     """_TopKTopP (one top-k, the nucleus among its candidates) = Temperature -> TopK -> TopP, value for value."""
     import torch
-    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
-                                                        TopPLogitsWarper)
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     from starchat.inference.hf import _TopKTopP
 
@@ -166,9 +170,17 @@ def test_engine_samples_the_tokens_plain_generate_samples(hf_engine):
     ids = hf_engine.prompt_ids(MSGS)
     ours = hf_engine.generate(ids, params)
     torch.manual_seed(3)
-    out = hf_engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                   do_sample=True, temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=16,
-                                   eos_token_id=hf_engine.eos_token_ids, pad_token_id=hf_engine.pad_token_id)
-    theirs = out[0, len(ids):].tolist()
-    assert ours.token_ids == [t for t in theirs if t not in hf_engine.eos_token_ids][:len(ours.token_ids)]
+    out = hf_engine.model.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        do_sample=True,
+        temperature=0.7,
+        top_k=20,
+        top_p=0.9,
+        max_new_tokens=16,
+        eos_token_id=hf_engine.eos_token_ids,
+        pad_token_id=hf_engine.pad_token_id,
+    )
+    theirs = out[0, len(ids) :].tolist()
+    assert ours.token_ids == [t for t in theirs if t not in hf_engine.eos_token_ids][: len(ours.token_ids)]
     assert len(ours.token_ids) >= 8

@@ -27,14 +27,15 @@ def test_stop_string_spanning_tokens(gguf_engine):
     full = gguf_engine.generate(MSGS, greedy)
     stop = boundary_stop(gguf_engine, full.token_ids, full.text)
     cut = gguf_engine.generate(MSGS, greedy.replace(stop=[stop]))
-    assert cut.finish_reason == "stop" and cut.text == full.text[:full.text.index(stop)]
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)]
 
 
 def test_prompt_uses_the_gguf_chat_template(gguf_engine):
     text = gguf_engine.llm.detokenize(gguf_engine.encode_prompt(MSGS), special=True).decode()
     assert gguf_engine.format.source == "GGUF"
-    assert text.endswith("<|im_start|>user\nWrite a Python function that reverses a string<|im_end|>\n"
-                         "<|im_start|>assistant\n")
+    assert text.endswith(
+        "<|im_start|>user\nWrite a Python function that reverses a string<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_broken_gguf_gives_one_clear_error(tmp_path):
@@ -53,8 +54,9 @@ def test_amx_builds_load_without_weight_repacking(gguf_engine, monkeypatch):
     if b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info():
         pytest.skip("this llama.cpp build has no AMX")
     assert gguf_engine.llm.model_params.use_extra_bufts is False
-    reply = gguf_engine.generate([{"role": "user", "content": "Name a sorting algorithm."}],
-                                 SamplingParams(max_new_tokens=4, seed=0))
+    reply = gguf_engine.generate(
+        [{"role": "user", "content": "Name a sorting algorithm."}], SamplingParams(max_new_tokens=4, seed=0)
+    )
     assert reply.completion_tokens > 0
     monkeypatch.setenv(KEEP_AMX_ENV, "1")
     assert not amx_repacking(llama_cpp)

@@ -32,7 +32,7 @@ def test_f32_export_matches_transformers_tokens_and_logits(fixture, request, tmp
     ids = AutoTokenizer.from_pretrained(model_dir)(TEXT, add_special_tokens=False)["input_ids"]
     assert llm.tokenize(TEXT.encode(), add_bos=False, special=True) == ids  # same tokenizer
     llm.eval(ids)
-    ours = np.array(llm.scores[:len(ids)])
+    ours = np.array(llm.scores[: len(ids)])
     np.testing.assert_allclose(ours, _hf_logits(model_dir, ids), atol=2e-3, rtol=1e-3)  # same network
 
 
@@ -43,8 +43,9 @@ def test_quantized_export_loads_and_chats_with_the_saved_template(tiny_model_dir
     assert engine.format.source == "GGUF"  # the checkpoint's chat_template travelled into the file
     prompt = engine.llm.detokenize(engine.encode_prompt([{"role": "user", "content": "hi"}]), special=True)
     assert prompt.decode() == "<|system|>\n<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>"
-    c = engine.generate([{"role": "user", "content": "hi"}],
-                        SamplingParams(temperature=0, repetition_penalty=3.0, max_new_tokens=6))
+    c = engine.generate(
+        [{"role": "user", "content": "hi"}], SamplingParams(temperature=0, repetition_penalty=3.0, max_new_tokens=6)
+    )
     assert c.completion_tokens >= 1 and (c.finish_reason == "stop" or len(c.token_ids) == 6)
 
 

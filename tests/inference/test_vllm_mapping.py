@@ -20,11 +20,35 @@ from vllm_fakes import FakeLLMEngine, _Out, _RequestOutput
 
 # vllm 0.33.0, vllm/sampling_params.py: the fields of SamplingParams a caller may set (msgspec rejects others).
 VLLM_SAMPLING_FIELDS = {
-    "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "watermarking", "top_p",
-    "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
-    "prompt_logprobs", "detokenize", "skip_special_tokens", "spaces_between_special_tokens",
-    "include_stop_str_in_output", "output_kind", "stream_interval", "structured_outputs", "logit_bias",
-    "allowed_token_ids", "extra_args", "bad_words"}
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "temperature",
+    "watermarking",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "max_tokens",
+    "min_tokens",
+    "logprobs",
+    "prompt_logprobs",
+    "detokenize",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "include_stop_str_in_output",
+    "output_kind",
+    "stream_interval",
+    "structured_outputs",
+    "logit_bias",
+    "allowed_token_ids",
+    "extra_args",
+    "bad_words",
+}
 
 
 class RequestOutputKind(enum.Enum):  # vllm.sampling_params.RequestOutputKind
@@ -51,8 +75,9 @@ class FakeLLM:
         FakeLLM.made.append(self)
         self.llm_engine = FakeLLMEngine()
         self.tokenizer = AutoTokenizer.from_pretrained(kw["model"])
-        self.model_config = types.SimpleNamespace(max_model_len=kw.get("max_model_len", 512),
-                                                  hf_config=types.SimpleNamespace(eos_token_id=None))
+        self.model_config = types.SimpleNamespace(
+            max_model_len=kw.get("max_model_len", 512), hf_config=types.SimpleNamespace(eos_token_id=None)
+        )
         self.generated = []
 
     def get_tokenizer(self):
@@ -60,8 +85,10 @@ class FakeLLM:
 
     def generate(self, prompts, params, use_tqdm=True):
         self.generated.append((prompts, params))
-        return [_RequestOutput(str(i), [_Out([5, 6, 7][:params.max_tokens], "length")], True)
-                for i, _ in enumerate(prompts)]
+        return [
+            _RequestOutput(str(i), [_Out([5, 6, 7][: params.max_tokens], "length")], True)
+            for i, _ in enumerate(prompts)
+        ]
 
 
 @pytest.fixture
@@ -80,8 +107,9 @@ def fake_vllm(monkeypatch):
 
 def test_engine_options_map_to_vllms_llm_arguments():
     args = llm_args("m", tensor_parallel_size=4, gpu_memory_utilization=0.5, n_ctx=2048, n_threads=3)
-    assert args == dict(model="m", tensor_parallel_size=4, dtype="auto", seed=0, gpu_memory_utilization=0.5,
-                        max_model_len=2048)  # n_threads is llama.cpp's: dropped
+    assert args == dict(
+        model="m", tensor_parallel_size=4, dtype="auto", seed=0, gpu_memory_utilization=0.5, max_model_len=2048
+    )  # n_threads is llama.cpp's: dropped
     with pytest.raises(StarchatError, match="gpu-memory-utilization"):
         llm_args("m", gpu_memory_utilization=1.5)
     with pytest.raises(StarchatError, match="tensor-parallel-size"):
@@ -93,8 +121,9 @@ def test_sampling_hands_stops_and_end_of_turn_ids_to_vllm(fake_vllm, tiny_model_
     assert FakeLLM.made[0].kwargs["tensor_parallel_size"] == 2
     end = engine.tokenizer.convert_tokens_to_ids("<|end|>")
     assert end in engine.eos_token_ids
-    p = engine.sampling(SamplingParams(temperature=0.7, top_k=0, top_p=0.9, repetition_penalty=1.2, seed=3,
-                                       stop=["\n\n"]), 64)
+    p = engine.sampling(
+        SamplingParams(temperature=0.7, top_k=0, top_p=0.9, repetition_penalty=1.2, seed=3, stop=["\n\n"]), 64
+    )
     assert (p.temperature, p.top_k, p.top_p, p.repetition_penalty, p.seed, p.max_tokens) == (0.7, 0, 0.9, 1.2, 3, 64)
     assert p.stop == ["\n\n"] and end in p.stop_token_ids and p.output_kind is RequestOutputKind.DELTA
     assert engine.sampling(SamplingParams(), 8, stream=False).output_kind is RequestOutputKind.FINAL_ONLY

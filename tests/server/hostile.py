@@ -14,15 +14,30 @@ LIFETIME = 20.0  # the longest any reply goes on, whatever the client does
 
 
 def completion(content, model="hostile") -> dict:
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
 
 
 def chunk(content, finish=None) -> str:
-    return "data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "hostile",
-                                  "choices": [{"index": 0, "delta": {"content": content},
-                                               "finish_reason": finish}]}) + "\n\n"
+    return (
+        "data: "
+        + json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "hostile",
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+            }
+        )
+        + "\n\n"
+    )
 
 
 class Hostile:
@@ -70,8 +85,11 @@ def _handler(h: Hostile):
         def do_GET(self):
             if h.models_body is not None:
                 return self._send(h.models_body)
-            self._send(json.dumps({"object": "list", "data": [{"id": "hostile", "object": "model", "created": 0,
-                                                               "owned_by": "me"}]}).encode())
+            self._send(
+                json.dumps(
+                    {"object": "list", "data": [{"id": "hostile", "object": "model", "created": 0, "owned_by": "me"}]}
+                ).encode()
+            )
 
         def do_POST(self):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -88,7 +106,7 @@ def _handler(h: Hostile):
             if mode == "trickle-body":  # a valid reply, a byte per pace
                 data = json.dumps(completion("trickled")).encode()
                 self._head(length=len(data))
-                return self._drip(data[i:i + 1] for i in range(len(data)))
+                return self._drip(data[i : i + 1] for i in range(len(data)))
             if mode == "trickle-headers":  # the status line, then a header a byte per pace
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                 return self._drip(b"X" for _ in range(10**6))
@@ -102,6 +120,7 @@ def _handler(h: Hostile):
                 content = "x" * 20_000_000
                 return self._send(json.dumps(completion(content)).encode())
             raise AssertionError(f"unknown mode {mode}")
+
     return Handler
 
 

@@ -9,17 +9,29 @@ import tomllib
 import httpx
 import pytest
 import yaml
-from fimkit import make_fim_model
 from serverkit import live_server
 
+from fimkit import make_fim_model
 from starchat import fim
 from starchat.inference import load_engine
 from starchat.server import ServerSettings, create_app, editors
 
 PREFIX, SUFFIX = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
 # Continue's stop words for a StarCoder-style FIM template (more than OpenAI's 4): its autocomplete sends them all.
-CONTINUE_STOPS = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "<|endoftext|>", "</fim_middle>",
-                  "</code>", "\n\n", "\r\n\r\n", "/src/", "#- coding: utf-8", "```"]
+CONTINUE_STOPS = [
+    "<fim_prefix>",
+    "<fim_suffix>",
+    "<fim_middle>",
+    "<file_sep>",
+    "<|endoftext|>",
+    "</fim_middle>",
+    "</code>",
+    "\n\n",
+    "\r\n\r\n",
+    "/src/",
+    "#- coding: utf-8",
+    "```",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +65,14 @@ def test_continue_config_chats_and_autocompletes(server, fim_dir):
     headers = {"Authorization": f"Bearer {m['apiKey']}"}
     prompt = m["promptTemplates"]["autocomplete"].replace("{{{prefix}}}", PREFIX).replace("{{{suffix}}}", SUFFIX)
     assert engine.encode_text(prompt) == _psm_ids(engine)  # the template spells the served model's FIM format
-    body = {"model": m["model"], "prompt": prompt, "max_tokens": 8, "temperature": 0.01, "stop": CONTINUE_STOPS,
-            "stream": True}
+    body = {
+        "model": m["model"],
+        "prompt": prompt,
+        "max_tokens": 8,
+        "temperature": 0.01,
+        "stop": CONTINUE_STOPS,
+        "stream": True,
+    }
     with httpx.stream("POST", m["apiBase"] + "/completions", json=body, headers=headers, timeout=60) as r:
         chunks = _events(r)
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
@@ -75,8 +93,15 @@ def test_tabby_config_completes_through_llama_cpps_api_and_chats(server, fim_dir
     prompt = comp["prompt_template"].format(prefix=PREFIX, suffix=SUFFIX)
     assert engine.encode_text(prompt) == _psm_ids(engine)
     headers = {"Authorization": f"Bearer {comp['api_key']}"}
-    body = {"seed": 2**63, "prompt": prompt, "n_predict": 8, "temperature": 0.1, "stream": True,
-            "penalty_last_n": 0, "presence_penalty": 0.0}  # Tabby's llama.cpp CompletionRequest
+    body = {
+        "seed": 2**63,
+        "prompt": prompt,
+        "n_predict": 8,
+        "temperature": 0.1,
+        "stream": True,
+        "penalty_last_n": 0,
+        "presence_penalty": 0.0,
+    }  # Tabby's llama.cpp CompletionRequest
     for route in ("/completion", "/infill"):  # llama.cpp's routes need the key as /v1 does
         assert httpx.post(comp["api_endpoint"] + route, json={"prompt": "x"}, timeout=60).status_code == 401
     with httpx.stream("POST", comp["api_endpoint"] + "/completion", json=body, headers=headers, timeout=60) as r:

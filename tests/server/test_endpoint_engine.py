@@ -12,8 +12,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from serverkit import live_server
+
 from starchat.errors import StarchatError
 from starchat.inference import SamplingParams, load_engine
 from starchat.inference.endpoint import PartialBatchError
@@ -86,7 +86,7 @@ def test_stream_gives_the_same_text_and_stop_strings_pass_through(remote, tiny_e
     assert gen.completion.finish_reason == "length" and gen.completion.completion_tokens == 12
     stop = ref[5:8]
     cut = remote.generate(PROMPTS[1], GREEDY.replace(stop=[stop]))
-    assert cut.text == ref[:ref.index(stop)] and cut.finish_reason == "stop"
+    assert cut.text == ref[: ref.index(stop)] and cut.finish_reason == "stop"
 
 
 def test_seed_passes_through(remote):
@@ -119,6 +119,7 @@ def test_endpoint_that_is_down():
 
 # ---- a scripted server --------------------------------------------------------------------------
 
+
 class Script:
     """What the fake server does: fail the first ``fail`` chat requests with ``status``, refuse fields, etc."""
 
@@ -143,8 +144,10 @@ def _handler(script: Script):
             self.wfile.write(data)
 
         def do_GET(self):
-            self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
-                                                         "owned_by": "me"}]})
+            self._send(
+                200,
+                {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "me"}]},
+            )
 
         def do_POST(self):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -158,15 +161,36 @@ def _handler(script: Script):
                 return self._send(script.status, {"error": {"message": "overloaded", "type": "server_error"}})
             refused = sorted(script.refuse & set(req))
             if refused:
-                return self._send(400, {"error": {"message": f"Unrecognized request argument supplied: {refused[0]}",
-                                                  "type": "invalid_request_error"}})
+                return self._send(
+                    400,
+                    {
+                        "error": {
+                            "message": f"Unrecognized request argument supplied: {refused[0]}",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
             if script.body is not None:
                 return self._send(200, None, raw=script.body)
             text = req["messages"][-1]["content"].upper()
-            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "fake-model",
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                          "finish_reason": "length" if req.get("max_tokens") == 1 else "stop"}],
-                             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+            self._send(
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "fake-model",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "length" if req.get("max_tokens") == 1 else "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                },
+            )
+
     return H
 
 
@@ -208,13 +232,14 @@ def test_knobs_go_as_extra_body_and_an_ignoring_server_is_reported_once():
     script = Script()
     with scripted(script) as url:
         engine = load_engine(url, notify=notes.append)
-        p = SamplingParams(temperature=0.5, top_k=40, repetition_penalty=1.3, max_new_tokens=5, seed=7,
-                           stop=["\n\n"])
+        p = SamplingParams(temperature=0.5, top_k=40, repetition_penalty=1.3, max_new_tokens=5, seed=7, stop=["\n\n"])
         for _ in range(3):
             engine.generate([{"role": "user", "content": "x"}], p)
     probes = [r for r in script.requests if r.get("max_tokens") == 1]
-    assert sorted(k for r in probes for k in ("top_k", "repetition_penalty") if k in r) == \
-        ["repetition_penalty", "top_k"]
+    assert sorted(k for r in probes for k in ("top_k", "repetition_penalty") if k in r) == [
+        "repetition_penalty",
+        "top_k",
+    ]
     assert len(notes) == 2 and all("ignores it" in n for n in notes)
     real = [r for r in script.requests if r.get("max_tokens") == 5]
     assert real[0]["seed"] == 7 and real[0]["stop"] == ["\n\n"] and real[0]["temperature"] == 0.5
@@ -240,19 +265,44 @@ def test_malformed_body_is_one_line():
 
 # ---- the commands ---------------------------------------------------------------------------------
 
+
 def test_eval_humaneval_through_the_endpoint_gives_the_local_results(server, tiny_engine, tmp_path, capsys):
     from starchat.cli import main
     from starchat.eval.humaneval import HumanEvalConfig, run_model
 
     out = tmp_path / "remote"
-    assert main(["eval", "humaneval", "--model", server, "--limit", "3", "--temperature", "0", "--max-new-tokens",
-                 "8", "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "humaneval",
+                "--model",
+                server,
+                "--limit",
+                "3",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "8",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     # batch_size 1: the server decodes each request as the engine does alone (its padded batches may differ)
-    local = run_model(tiny_engine, HumanEvalConfig(output=tmp_path / "local", limit=3, temperature=0, batch_size=1,
-                                                   max_new_tokens=8, progress=False), "local")
+    local = run_model(
+        tiny_engine,
+        HumanEvalConfig(
+            output=tmp_path / "local", limit=3, temperature=0, batch_size=1, max_new_tokens=8, progress=False
+        ),
+        "local",
+    )
     rows = lambda d: [json.loads(x) for x in (d / "samples.jsonl").open()]  # noqa: E731
-    assert [(r["raw"], r["finish_reason"]) for r in rows(out)] == [(r["raw"], r["finish_reason"])
-                                                                  for r in rows(tmp_path / "local")]
+    assert [(r["raw"], r["finish_reason"]) for r in rows(out)] == [
+        (r["raw"], r["finish_reason"]) for r in rows(tmp_path / "local")
+    ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == f"{tiny_engine.model_name} at {server}" and summary["kind"] == "humaneval"
     assert summary["pass_at_k"] == local["pass_at_k"]
@@ -277,8 +327,9 @@ def test_chat_through_the_endpoint(server, tiny_engine):
     out, err = io.StringIO(), io.StringIO()
     script = "/params temperature=0 repetition_penalty=2.0 max_new_tokens=8\nhi\n"
     assert chat(server, stdin=io.StringIO(script), stdout=out, stderr=err, interactive=False, review=False) == 0
-    ref = tiny_engine.generate([{"role": "user", "content": "hi"}],
-                               SamplingParams(temperature=0, repetition_penalty=2.0, max_new_tokens=8)).text
+    ref = tiny_engine.generate(
+        [{"role": "user", "content": "hi"}], SamplingParams(temperature=0, repetition_penalty=2.0, max_new_tokens=8)
+    ).text
     assert ref.strip() and out.getvalue().strip() == ref.strip()
 
 
@@ -293,8 +344,10 @@ def test_a_failed_batch_keeps_its_finished_samples_and_the_rerun_resumes(tmp_pat
         engine = load_engine(url, max_retries=0)
         with pytest.raises(StarchatError, match="2 of 3 requests.*rerun the same command to resume"):
             run_model(engine, cfg, "fake")
-        assert sorted(json.loads(x)["task_id"] for x in (cfg.output / "samples.jsonl").open()) == \
-            ["HumanEval/0", "HumanEval/2"]
+        assert sorted(json.loads(x)["task_id"] for x in (cfg.output / "samples.jsonl").open()) == [
+            "HumanEval/0",
+            "HumanEval/2",
+        ]
         script.always_fail.clear()
         before = len(script.requests)
         summary = run_model(engine, cfg, "fake")

@@ -19,8 +19,9 @@ MSGS = [{"role": "user", "content": "hi"}]
 PLAIN = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=16)
 
 
-@pytest.mark.parametrize("content, shown", [(42, "int 42"), ({"text": "hi"}, "dict {'text': 'hi'}"),
-                                            (["hi"], "list ['hi']")])
+@pytest.mark.parametrize(
+    "content, shown", [(42, "int 42"), ({"text": "hi"}, "dict {'text': 'hi'}"), (["hi"], "list ['hi']")]
+)
 def test_a_reply_whose_content_is_not_a_string_is_one_line(content, shown):
     with hostile_server(Hostile(reply=content)) as url:
         engine = load_engine(url)
@@ -92,6 +93,7 @@ def test_a_long_reply_within_the_byte_cap_is_cut_at_max_new_tokens_worth_of_text
 
 # ---- the commands: one line on stderr, exit 2 ----------------------------------------------------------
 
+
 def _errors(capsys) -> str:
     """stderr less the warnings (e.g. that the fake server ignores top_k)."""
     return "\n".join(x for x in capsys.readouterr().err.splitlines() if x.strip() and "warning:" not in x)
@@ -101,8 +103,9 @@ def test_eval_humaneval_with_a_non_string_reply_is_one_line(tmp_path, capsys):
     from starchat.cli import main
 
     with hostile_server(Hostile(reply=7)) as url:
-        rc = main(["eval", "humaneval", "--model", url, "--limit", "1", "--output", str(tmp_path / "o"),
-                   "--no-progress"])
+        rc = main(
+            ["eval", "humaneval", "--model", url, "--limit", "1", "--output", str(tmp_path / "o"), "--no-progress"]
+        )
     err = _errors(capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and f"{url} sent the reply as int 7" in err
 
@@ -146,7 +149,22 @@ def test_eval_judge_with_answers_that_are_not_strings_is_one_line(tmp_path, caps
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"id": "a", "prompt": "Say hi."}) + "\n")
     with hostile_server(Hostile(reply={"no": "text"})) as url:
-        rc = main(["eval", "judge", "--model", f"a={url}", "--model", f"b={url}", "--judge", url,
-                   "--prompts", str(prompts), "--output", str(tmp_path / "j"), "--no-progress"])
+        rc = main(
+            [
+                "eval",
+                "judge",
+                "--model",
+                f"a={url}",
+                "--model",
+                f"b={url}",
+                "--judge",
+                url,
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(tmp_path / "j"),
+                "--no-progress",
+            ]
+        )
     err = _errors(capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "sent the reply as dict {'no': 'text'}" in err

@@ -14,8 +14,8 @@ import types
 
 import httpx
 import pytest
-
 from serverkit import live_server
+
 from starchat.server import ServerSettings, create_app
 
 MSG = [{"role": "user", "content": "Write a long story."}]

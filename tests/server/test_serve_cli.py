@@ -23,9 +23,24 @@ def test_starchat_serve_runs_on_loopback_with_an_api_key(tiny_model_dir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(SRC), STARCHAT_API_KEY="k1")
-    proc = subprocess.Popen([sys.executable, "-m", "starchat", "serve", "--model", str(tiny_model_dir),
-                             "--port", str(port), "--max-batch", "4"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "starchat",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+            "--max-batch",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -53,4 +68,3 @@ def test_starchat_serve_runs_on_loopback_with_an_api_key(tiny_model_dir):
 def test_tensor_parallel_without_vllm_is_a_clear_error(capsys):
     assert main(["serve", "--tensor-parallel-size", "2"]) == 2
     assert "--tensor-parallel-size needs --backend vllm" in capsys.readouterr().err
-

@@ -8,8 +8,8 @@ import time
 import httpx
 import openai
 import pytest
-
 from serverkit import SlowEngine, live_server
+
 from starchat.server import ServerSettings, create_app
 
 MSG = [{"role": "user", "content": "Write a long story."}]
@@ -27,8 +27,9 @@ def _wait_for(cond, timeout=10.0) -> bool:
 def _read_some_then_hang_up(url: str, n_chunks: int) -> list[str]:
     """Open a streaming chat, read a few SSE lines, close the connection mid-stream."""
     got = []
-    with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
-                      json={"messages": MSG, "stream": True, "max_tokens": 400}) as r:
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", timeout=30, json={"messages": MSG, "stream": True, "max_tokens": 400}
+    ) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if line.startswith("data: "):

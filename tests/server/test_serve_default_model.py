@@ -7,8 +7,8 @@ import concurrent.futures as cf
 import httpx
 import openai
 import pytest
-
 from serverkit import live_server
+
 from starchat.server import ServerSettings, build
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,21 @@ def test_default_gguf_answers_and_streams_the_same(url):
 
 def test_concurrent_requests_share_the_llama_cpp_context(url):
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=300)
-    questions = ["What is the capital of France? Answer in one word.", "Say hello.", "What is 2+2?",
-                 "Name a Python web framework."]
+    questions = [
+        "What is the capital of France? Answer in one word.",
+        "Say hello.",
+        "What is 2+2?",
+        "Name a Python web framework.",
+    ]
     with cf.ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(lambda q: client.chat.completions.create(
-            model="default", messages=[{"role": "user", "content": q}], max_tokens=24, temperature=0), questions))
+        outs = list(
+            pool.map(
+                lambda q: client.chat.completions.create(
+                    model="default", messages=[{"role": "user", "content": q}], max_tokens=24, temperature=0
+                ),
+                questions,
+            )
+        )
     texts = [o.choices[0].message.content for o in outs]
     # Batched kernels round differently, so greedy text may drift from the solo run; each reply must
     # still answer its own question (no rows mixed up).

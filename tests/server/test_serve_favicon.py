@@ -1,8 +1,8 @@
 """`/favicon.ico` is a real icon, not a 404 (browsers request it with every playground visit)."""
 
 import httpx
-
 from serverkit import live_server
+
 from starchat.server import ServerSettings, create_app
 
 

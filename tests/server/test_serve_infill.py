@@ -8,9 +8,9 @@ import json
 import httpx
 import openai
 import pytest
-from fimkit import STOPPER_TOKEN, make_fim_model
 from serverkit import live_server
 
+from fimkit import STOPPER_TOKEN, make_fim_model
 from starchat import fim
 from starchat.inference import SamplingParams, load_engine
 from starchat.server import ServerSettings, create_app
@@ -45,24 +45,30 @@ def served(request, fim_model_dir, stopper_dir, tmp_path_factory):
     """(base URL, engine) for the random FIM model and (URL, engine) for the stopper, on one backend."""
     out = []
     engines = [_engine(d, request.param, tmp_path_factory) for d in (fim_model_dir, stopper_dir)]
-    with live_server(create_app(engines[0], ServerSettings(max_tokens_cap=64))) as a, \
-            live_server(create_app(engines[1], ServerSettings(max_tokens_cap=64))) as b:
+    with (
+        live_server(create_app(engines[0], ServerSettings(max_tokens_cap=64))) as a,
+        live_server(create_app(engines[1], ServerSettings(max_tokens_cap=64))) as b,
+    ):
         out = [(a, engines[0]), (b, engines[1])]
         yield out
 
 
 def _reference(engine, n, budget=None, **parts):
     found = engine.fim()
-    fp = fim.build_prompt(found.spec, found.ids, engine.encode_plain, budget=budget, bos=engine.encode_text(""),
-                          **parts)
+    fp = fim.build_prompt(
+        found.spec, found.ids, engine.encode_plain, budget=budget, bos=engine.encode_text(""), **parts
+    )
     params = SamplingParams(temperature=0, repetition_penalty=2.0, max_new_tokens=n, stop_token_ids=found.stop_ids)
     return fp, engine.generate(fp.ids, params)
 
 
 def test_infill_is_the_middle_of_the_psm_prompt_in_llama_servers_shape(served):
     url, engine = served[0]
-    r = httpx.post(url + "/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 8,
-                                          "cache_prompt": True, **GREEDY}, timeout=60).json()
+    r = httpx.post(
+        url + "/infill",
+        json={"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 8, "cache_prompt": True, **GREEDY},
+        timeout=60,
+    ).json()
     fp, ref = _reference(engine, 8, prefix=PREFIX, suffix=SUFFIX)
     assert r["content"] == ref.text
     assert r["tokens_evaluated"] == len(fp.ids) and r["tokens_predicted"] == ref.completion_tokens
@@ -78,17 +84,30 @@ def test_generation_ends_at_the_fim_end_tokens(served):
     body = {"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 12, "temperature": 0, "repeat_penalty": 2.0}
     r = httpx.post(url + "/infill", json=body, timeout=60).json()
     assert (r["content"], r["tokens_predicted"], r["stop_type"]) == (STOPPER_TOKEN, 2, "eos")
-    plain = httpx.post(url + "/v1/completions", json={"prompt": "x = ", "max_tokens": 12, "temperature": 0,
-                                                      "repetition_penalty": 2.0}, timeout=60).json()
+    plain = httpx.post(
+        url + "/v1/completions",
+        json={"prompt": "x = ", "max_tokens": 12, "temperature": 0, "repetition_penalty": 2.0},
+        timeout=60,
+    ).json()
     pad_ends_anyway = engine.fim().ids[engine.fim().spec.pad] in engine.eos_token_ids
     assert plain["choices"][0]["finish_reason"] == ("stop" if pad_ends_anyway else "length")
-    middle = httpx.post(url + "/v1/completions", json={"prompt": "x = ", "suffix": "\n", "max_tokens": 12,
-                                                       "temperature": 0, "repetition_penalty": 2.0}, timeout=60).json()
+    middle = httpx.post(
+        url + "/v1/completions",
+        json={"prompt": "x = ", "suffix": "\n", "max_tokens": 12, "temperature": 0, "repetition_penalty": 2.0},
+        timeout=60,
+    ).json()
     assert middle["choices"][0] == {"index": 0, "text": STOPPER_TOKEN, "finish_reason": "stop", "logprobs": None}
     spec = engine.fim().spec  # Continue's autocomplete: its template spells the FIM tokens in a raw prompt
-    raw = httpx.post(url + "/v1/completions", json={"prompt": f"{spec.prefix}x = {spec.suffix}\n{spec.middle}",
-                                                    "max_tokens": 12, "temperature": 0, "repetition_penalty": 2.0},
-                     timeout=60).json()
+    raw = httpx.post(
+        url + "/v1/completions",
+        json={
+            "prompt": f"{spec.prefix}x = {spec.suffix}\n{spec.middle}",
+            "max_tokens": 12,
+            "temperature": 0,
+            "repetition_penalty": 2.0,
+        },
+        timeout=60,
+    ).json()
     assert (raw["choices"][0]["text"], raw["choices"][0]["finish_reason"]) == (STOPPER_TOKEN, "stop")
 
 
@@ -97,9 +116,20 @@ def test_a_raw_fim_prompt_on_completion_ends_at_the_fim_end_tokens(served):
     url, engine = served[1]
     spec = engine.fim().spec
     prompt = f"{spec.prefix}x = {spec.suffix}\n{spec.middle}"
-    r = httpx.post(url + "/completion", json={"prompt": prompt, "n_predict": 12, "temperature": 0, "seed": 2**40,
-                                              "stream": False, "penalty_last_n": 0, "presence_penalty": 0.0,
-                                              "repeat_penalty": 2.0}, timeout=60).json()
+    r = httpx.post(
+        url + "/completion",
+        json={
+            "prompt": prompt,
+            "n_predict": 12,
+            "temperature": 0,
+            "seed": 2**40,
+            "stream": False,
+            "penalty_last_n": 0,
+            "presence_penalty": 0.0,
+            "repeat_penalty": 2.0,
+        },
+        timeout=60,
+    ).json()
     assert (r["content"], r["stop_type"]) == (STOPPER_TOKEN, "eos")
 
 
@@ -119,12 +149,21 @@ def test_a_long_file_keeps_the_code_nearest_the_cursor_within_n_ctx_minus_n_pred
     url, engine = served[0]
     prefix = "".join(f"x{i} = {i}\n" for i in range(300)) + "def add(a, b):\n    return "
     suffix = SUFFIX + "".join(f"y{i} = {i}\n" for i in range(300))
-    r = httpx.post(url + "/infill", json={"input_prefix": prefix, "input_suffix": suffix, "n_predict": 16,
-                                          "input_extra": [{"filename": "util.py", "text": "import os\n"}],
-                                          **GREEDY}, timeout=60).json()
+    r = httpx.post(
+        url + "/infill",
+        json={
+            "input_prefix": prefix,
+            "input_suffix": suffix,
+            "n_predict": 16,
+            "input_extra": [{"filename": "util.py", "text": "import os\n"}],
+            **GREEDY,
+        },
+        timeout=60,
+    ).json()
     budget = engine.context_length - 16
-    fp, ref = _reference(engine, 16, budget=budget, prefix=prefix, suffix=suffix,
-                         extra=[{"filename": "util.py", "text": "import os\n"}])
+    fp, ref = _reference(
+        engine, 16, budget=budget, prefix=prefix, suffix=suffix, extra=[{"filename": "util.py", "text": "import os\n"}]
+    )
     assert r["truncated"] is True and r["fim"]["budget"] == budget and r["tokens_evaluated"] == len(fp.ids) <= budget
     assert r["fim"]["extra_tokens"] == 0 and r["fim"]["suffix_tokens"] <= budget // 4
     assert r["content"] == ref.text  # generated from the kept end of the prefix and start of the suffix
@@ -134,12 +173,20 @@ def test_openai_suffix_gives_the_same_middle_as_infill(served):
     url, engine = served[0]
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
     name = client.models.list().data[0].id  # the served name: the server refuses any other
-    r = client.completions.create(model=name, prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
-                                  extra_body={"repetition_penalty": 2.0})
+    r = client.completions.create(
+        model=name, prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0, extra_body={"repetition_penalty": 2.0}
+    )
     fp, ref = _reference(engine, 8, prefix=PREFIX, suffix=SUFFIX)
     assert r.choices[0].text == ref.text and r.usage.prompt_tokens == len(fp.ids)
-    streamed = client.completions.create(model=name, prompt=PREFIX, suffix=SUFFIX, max_tokens=8, temperature=0,
-                                         stream=True, extra_body={"repetition_penalty": 2.0})
+    streamed = client.completions.create(
+        model=name,
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        extra_body={"repetition_penalty": 2.0},
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == ref.text
 
 
@@ -152,11 +199,11 @@ def test_typing_reuses_the_cached_prompt_prefix(served):
     typed = ["def add(a, b):\n    ret", "def add(a, b):\n    return a", "def add(a, b):\n    return a + b"]
     reused, prompts = [], []
     for prefix in typed:
-        httpx.post(url + "/infill", json={"input_prefix": prefix, "input_suffix": SUFFIX, "n_predict": 4,
-                                          **GREEDY}, timeout=60).raise_for_status()
+        httpx.post(
+            url + "/infill", json={"input_prefix": prefix, "input_suffix": SUFFIX, "n_predict": 4, **GREEDY}, timeout=60
+        ).raise_for_status()
         reused.append(httpx.get(url + "/health").json()["prompt_cache"]["reused_tokens"])
-        prompts.append(fim.build_prompt(found.spec, found.ids, engine.encode_plain, prefix=prefix,
-                                        suffix=SUFFIX).ids)
+        prompts.append(fim.build_prompt(found.spec, found.ids, engine.encode_plain, prefix=prefix, suffix=SUFFIX).ids)
     for i in (1, 2):
         shared = common_prefix(prompts[i - 1], prompts[i])
         assert shared > 3 and reused[i] - reused[i - 1] >= shared
@@ -164,9 +211,14 @@ def test_typing_reuses_the_cached_prompt_prefix(served):
 
 def test_bad_infill_input_is_a_422_naming_the_field(served):
     url, _ = served[0]
-    cases = {"input_extra": {"input_extra": "import os"}, "input_extra.0.name": {"input_extra": [{"name": "a"}]},
-             "input_prefix": {"input_prefix": "\ud800"}, "n_predict": {"n_predict": -3},
-             "stop": {"stop": ["a"] * 17}, "input_extra.0.text": {"input_extra": [{"text": 5}]}}
+    cases = {
+        "input_extra": {"input_extra": "import os"},
+        "input_extra.0.name": {"input_extra": [{"name": "a"}]},
+        "input_prefix": {"input_prefix": "\ud800"},
+        "n_predict": {"n_predict": -3},
+        "stop": {"stop": ["a"] * 17},
+        "input_extra.0.text": {"input_extra": [{"text": 5}]},
+    }
     for field, body in cases.items():
         r = httpx.post(url + "/infill", content=json.dumps(body), headers={"content-type": "application/json"})
         assert r.status_code == 422, (field, r.text)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+
 from fimkit import make_fim_model
 from inference.test_vllm_mapping import fake_vllm  # noqa: F401  (the stand-in vllm package, as a fixture)
-
 from starchat import fim
 from starchat.server import create_app
 
@@ -32,6 +32,8 @@ def test_infill_hands_vllm_the_psm_ids_and_the_fim_end_ids(fake_vllm, fim_dir): 
     ids = fim.build_prompt(found.spec, found.ids, engine.encode_plain, prefix="def f(", suffix="):\n").ids
     for prompt, params in seen:
         assert prompt == {"prompt_token_ids": ids}
-        assert set(found.stop_ids) <= set(params.stop_token_ids) and set(engine.eos_token_ids) <= set(params.stop_token_ids)
+        assert set(found.stop_ids) <= set(params.stop_token_ids) and set(engine.eos_token_ids) <= set(
+            params.stop_token_ids
+        )
     assert (r.json()["tokens_predicted"], r.json()["stop_type"], r.json()["tokens_evaluated"]) == (3, "limit", len(ids))
     assert s.json()["choices"][0]["finish_reason"] == "length"

@@ -28,7 +28,10 @@ def test_another_model_is_refused_with_openais_404(url):
         client.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=2)
     error = e.value.body
     assert {k: error[k] for k in ("type", "param", "code")} == {
-        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     assert error["message"].startswith("The model `gpt-4o` does not exist") and "`coder`" in error["message"]
     r = httpx.post(url + "/v1/completions", json={"model": "gpt-4o", "prompt": "def f():", "max_tokens": 2})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

@@ -7,8 +7,8 @@ import concurrent.futures as cf
 import httpx
 import openai
 import pytest
-
 from serverkit import live_server
+
 from starchat.inference import SamplingParams
 from starchat.server import ServerSettings, create_app
 
@@ -20,8 +20,9 @@ MSG = [{"role": "user", "content": "How do I sort a list in Python?"}]
 
 @pytest.fixture(scope="module")
 def server(tiny_engine):
-    app = create_app(tiny_engine, ServerSettings(max_tokens_cap=256, max_body_bytes=20_000,
-                                                model_aliases=("m",)))  # the name these tests send
+    app = create_app(
+        tiny_engine, ServerSettings(max_tokens_cap=256, max_body_bytes=20_000, model_aliases=("m",))
+    )  # the name these tests send
     with live_server(app) as url:
         yield url
 
@@ -55,8 +56,9 @@ def test_concurrent_requests_are_batched_without_changing_outputs(server, client
     """Different prompt lengths share forward passes (left padding); each answer is what it is alone."""
     prompts = [[{"role": "user", "content": "hi " * k}] for k in (1, 7, 3, 12, 5, 2)]
     with cf.ThreadPoolExecutor(len(prompts)) as pool:
-        got = list(pool.map(lambda m: client.chat.completions.create(model="m", messages=m, max_tokens=16,
-                                                                     **GREEDY), prompts))
+        got = list(
+            pool.map(lambda m: client.chat.completions.create(model="m", messages=m, max_tokens=16, **GREEDY), prompts)
+        )
     for m, r in zip(prompts, got):
         assert r.choices[0].message.content == _reference(tiny_engine, m, 16).text
     assert httpx.get(server + "/health").json()["peak_batch"] > 1
@@ -64,8 +66,11 @@ def test_concurrent_requests_are_batched_without_changing_outputs(server, client
 
 def test_streaming_gives_the_same_text_and_ends_with_a_finish_reason(client):
     full = client.chat.completions.create(model="m", messages=MSG, max_tokens=20, **GREEDY)
-    chunks = list(client.chat.completions.create(model="m", messages=MSG, max_tokens=20, stream=True,
-                                                 stream_options={"include_usage": True}, **GREEDY))
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=MSG, max_tokens=20, stream=True, stream_options={"include_usage": True}, **GREEDY
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3  # really streamed
@@ -78,14 +83,22 @@ def test_stop_string_cuts_the_reply(client):
     full = client.chat.completions.create(model="m", messages=MSG, max_tokens=20, **GREEDY).choices[0].message.content
     stop = full[6:9]
     r = client.chat.completions.create(model="m", messages=MSG, max_tokens=20, stop=[stop], **GREEDY)
-    assert r.choices[0].message.content == full[:full.index(stop)]
+    assert r.choices[0].message.content == full[: full.index(stop)]
     assert r.choices[0].finish_reason == "stop"
 
 
 def test_seeded_sampling_repeats_and_n_gives_distinct_choices(client):
     # a penalty keeps the tiny random model off its end token, so both choices run to max_tokens
-    kw = dict(model="m", messages=MSG, max_tokens=10, temperature=1.0, top_p=1.0, seed=7, n=2,
-              extra_body={"top_k": 0, "repetition_penalty": 1.2})
+    kw = dict(
+        model="m",
+        messages=MSG,
+        max_tokens=10,
+        temperature=1.0,
+        top_p=1.0,
+        seed=7,
+        n=2,
+        extra_body={"top_k": 0, "repetition_penalty": 1.2},
+    )
     a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert a.choices[0].message.content != a.choices[1].message.content
@@ -93,21 +106,26 @@ def test_seeded_sampling_repeats_and_n_gives_distinct_choices(client):
 
 
 def test_text_completions(client, tiny_engine):
-    r = client.completions.create(model="m", prompt="def add(a, b):", max_tokens=8, temperature=0,
-                                  extra_body={"repetition_penalty": 2.0})
-    ref = tiny_engine.generate("def add(a, b):", SamplingParams(temperature=0, repetition_penalty=2.0,
-                                                                 max_new_tokens=8))
+    r = client.completions.create(
+        model="m", prompt="def add(a, b):", max_tokens=8, temperature=0, extra_body={"repetition_penalty": 2.0}
+    )
+    ref = tiny_engine.generate(
+        "def add(a, b):", SamplingParams(temperature=0, repetition_penalty=2.0, max_new_tokens=8)
+    )
     assert r.choices[0].text == ref.text
     assert r.usage.prompt_tokens == len(tiny_engine.encode_text("def add(a, b):"))
 
 
-@pytest.mark.parametrize("kw, param", [
-    (dict(temperature=3.0), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(n=0), "n"),
-    (dict(extra_body={"top_k": -1}), "top_k"),
-    (dict(stop=[""]), "stop"),
-])
+@pytest.mark.parametrize(
+    "kw, param",
+    [
+        (dict(temperature=3.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(n=0), "n"),
+        (dict(extra_body={"top_k": -1}), "top_k"),
+        (dict(stop=[""]), "stop"),
+    ],
+)
 def test_bad_parameters_answer_422_naming_the_field(client, kw, param):
     with pytest.raises(openai.UnprocessableEntityError) as e:
         client.chat.completions.create(model="m", messages=MSG, **kw)
@@ -129,8 +147,9 @@ def test_prompt_longer_than_the_context_is_400(client, tiny_engine):
 
 
 def test_bad_json_is_400_with_an_openai_error_body(server):
-    r = httpx.post(server + "/v1/chat/completions", content=b'{"messages": [', headers={"content-type":
-                                                                                         "application/json"})
+    r = httpx.post(
+        server + "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert "JSON" in r.json()["error"]["message"]
@@ -181,7 +200,11 @@ def test_review_endpoint_flags_broken_python_and_never_fetches_links(server):
 
 def test_review_endpoint_says_cut_off_only_for_a_length_finish(server):
     text = "```python\nx = 1\n"
-    said = {finish: httpx.post(server + "/v1/review", json={"text": text, "finish_reason": finish}).json()["findings"][0]["text"]
-            for finish in ("length", "stop", None)}
+    said = {
+        finish: httpx.post(server + "/v1/review", json={"text": text, "finish_reason": finish}).json()["findings"][0][
+            "text"
+        ]
+        for finish in ("length", "stop", None)
+    }
     assert "cut off at the token limit" in said["length"]
     assert "left open" in said["stop"] and said["stop"] == said[None] and "cut off" not in said[None]

@@ -10,13 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
-
 from serverkit import SlowEngine, live_server
+
 from starchat.server import ServerSettings, create_app
 
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".runs" / "test-artifacts"
 
 pytestmark = pytest.mark.slow
@@ -127,8 +135,11 @@ def test_markdown_code_blocks_are_highlighted_and_copyable(page, tiny_engine):
     with live_server(app) as url:
         page.goto(url + "/")
         md = "Use **sorted**:\n\n```python\ndef f(xs):\n    return sorted(xs)  # new list\n```\n\n- one\n- `two`\n<script>x</script>"
-        page.evaluate("md => { document.getElementById('chat').innerHTML = "
-                      "'<div class=\"msg assistant\"><div class=\"body\">' + renderMarkdown(md) + '</div></div>'; }", md)
+        page.evaluate(
+            "md => { document.getElementById('chat').innerHTML = "
+            "'<div class=\"msg assistant\"><div class=\"body\">' + renderMarkdown(md) + '</div></div>'; }",
+            md,
+        )
         assert page.inner_text(".codeblock .lang") == "python"
         assert page.locator(".codeblock .tok-kw", has_text="def").count() == 1
         assert page.locator(".codeblock .tok-com").inner_text() == "# new list"
@@ -146,13 +157,24 @@ def test_markdown_code_blocks_are_highlighted_and_copyable(page, tiny_engine):
 
 def test_reply_warnings_from_the_review_are_shown_under_it(page, tiny_engine):
     reply = "Try:\n```python\nimport subprocess\nsubprocess.call(cmd, shell=True)\n```\nDocs: https://made.up/x"
-    chunk = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                        "choices": [{"index": 0, "delta": {"content": reply}, "finish_reason": None}]})
+    chunk = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": reply}, "finish_reason": None}],
+        }
+    )
     app = create_app(tiny_engine, ServerSettings())
     with live_server(app) as url:
         # The model's reply is scripted; the review comes from the real server.
-        page.route("**/v1/chat/completions", lambda route: route.fulfill(
-            status=200, headers={"Content-Type": "text/event-stream"}, body=f"data: {chunk}\n\ndata: [DONE]\n\n"))
+        page.route(
+            "**/v1/chat/completions",
+            lambda route: route.fulfill(
+                status=200, headers={"Content-Type": "text/event-stream"}, body=f"data: {chunk}\n\ndata: [DONE]\n\n"
+            ),
+        )
         page.goto(url + "/")
         page.fill("#prompt", "Run a shell command")
         page.click("#send")
@@ -168,16 +190,32 @@ def test_reply_warnings_from_the_review_are_shown_under_it(page, tiny_engine):
 
 
 def _chunk(content=None, usage=None):
-    return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                       "choices": [] if content is None else
-                       [{"index": 0, "delta": {"content": content}, "finish_reason": None}], "usage": usage})
+    return json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+            "usage": usage,
+        }
+    )
 
 
 def test_status_counts_tokens_from_the_usage_not_chunks(page, tiny_engine):
     # three chunks carrying 7 tokens (a server may merge tokens into one chunk): the status says 7
-    body = "".join(f"data: {c}\n\n" for c in (_chunk("Hello "), _chunk("there, "), _chunk("friend."),
-                                               _chunk(usage={"prompt_tokens": 5, "completion_tokens": 7,
-                                                             "total_tokens": 12}))) + "data: [DONE]\n\n"
+    body = (
+        "".join(
+            f"data: {c}\n\n"
+            for c in (
+                _chunk("Hello "),
+                _chunk("there, "),
+                _chunk("friend."),
+                _chunk(usage={"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}),
+            )
+        )
+        + "data: [DONE]\n\n"
+    )
     requests = []
 
     def fulfill(route):
@@ -200,10 +238,15 @@ def test_markdown_tables_render_as_tables(page, tiny_engine):
     app = create_app(tiny_engine, ServerSettings())
     with live_server(app) as url:
         page.goto(url + "/")
-        md = ("Complexity:\n\n| op | list | `set` |\n|:---|:---:|---:|\n| lookup | O(n) | **O(1)** |\n"
-              "| a \\| b | <b>x</b> |\n\nafter | the table")
-        page.evaluate("md => { document.getElementById('chat').innerHTML = "
-                      "'<div class=\"msg assistant\"><div class=\"body\">' + renderMarkdown(md) + '</div></div>'; }", md)
+        md = (
+            "Complexity:\n\n| op | list | `set` |\n|:---|:---:|---:|\n| lookup | O(n) | **O(1)** |\n"
+            "| a \\| b | <b>x</b> |\n\nafter | the table"
+        )
+        page.evaluate(
+            "md => { document.getElementById('chat').innerHTML = "
+            "'<div class=\"msg assistant\"><div class=\"body\">' + renderMarkdown(md) + '</div></div>'; }",
+            md,
+        )
         assert page.locator("table").count() == 1
         assert page.locator("th").all_inner_texts() == ["op", "list", "set"]
         assert page.locator("th code").inner_text() == "set"
@@ -253,14 +296,24 @@ def test_settings_are_reachable_on_a_narrow_screen(browser, tiny_engine):
 @pytest.mark.parametrize("finish, says", [("length", "cut off at the token limit"), ("stop", "left open")])
 def test_open_fence_warning_follows_the_finish_reason(page, tiny_engine, finish, says):
     def chunk(delta, reason):
-        return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+        return json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+            }
+        )
+
     first, last = chunk({"content": "Here:\n```python\nx = 1\n"}, None), chunk({}, finish)
     body = f"data: {first}\n\ndata: {last}\n\ndata: [DONE]\n\n"
     app = create_app(tiny_engine, ServerSettings())
     with live_server(app) as url:
-        page.route("**/v1/chat/completions", lambda route: route.fulfill(
-            status=200, headers={"Content-Type": "text/event-stream"}, body=body))
+        page.route(
+            "**/v1/chat/completions",
+            lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body),
+        )
         page.goto(url + "/")
         page.fill("#prompt", "Set x")
         page.click("#send")

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-
 from serverkit import SlowEngine, live_server
+
 from starchat.server import ServerSettings, create_app
 from starchat.server.review_worker import ReviewBusy, ReviewRunner
 
@@ -23,8 +23,9 @@ def server():
         yield url
 
 
-@pytest.mark.parametrize("code", ["x = " + "+".join(["1"] * 10_000), "x = " + "-" * 100_000 + "1"],
-                         ids=["10k_plus", "100k_minus"])
+@pytest.mark.parametrize(
+    "code", ["x = " + "+".join(["1"] * 10_000), "x = " + "-" * 100_000 + "1"], ids=["10k_plus", "100k_minus"]
+)
 def test_code_too_deep_to_parse_is_a_finding_not_a_500(server, code):
     r = httpx.post(server + "/v1/review", json={"text": f"```python\n{code}\n```"}, timeout=60)
     assert r.status_code == 200
@@ -72,8 +73,11 @@ def test_a_full_review_queue_answers_503_with_retry_after(server, monkeypatch):
 
 def _chat_seconds(url: str) -> float:
     t0 = time.monotonic()
-    r = httpx.post(url + "/v1/chat/completions", timeout=300, json={
-        "messages": [{"role": "user", "content": "Sort a list"}], "max_tokens": 8, "temperature": 0})
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        timeout=300,
+        json={"messages": [{"role": "user", "content": "Sort a list"}], "max_tokens": 8, "temperature": 0},
+    )
     assert r.status_code == 200
     return time.monotonic() - t0
 

@@ -65,8 +65,9 @@ def test_a_slot_reused_after_another_request_samples_the_same(engine):
     slot starts clean."""
     chat = engine.generate(MSGS, PARAMS).text
     other = [{"role": "user", "content": "Name three sorting algorithms."}]
-    texts = _serve(engine, [(other, PARAMS.replace(seed=1)), (other, PARAMS.replace(seed=2)), (MSGS, PARAMS)],
-                   prompt_cache=False)
+    texts = _serve(
+        engine, [(other, PARAMS.replace(seed=1)), (other, PARAMS.replace(seed=2)), (MSGS, PARAMS)], prompt_cache=False
+    )
     assert texts[2] == chat
 
 

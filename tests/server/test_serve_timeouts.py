@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-
 from serverkit import SlowEngine, live_server
+
 from starchat.server import ServerSettings, create_app
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -41,7 +41,7 @@ def _trickle(s: socket.socket, data: bytes, every: float, limit: float = 5.0) ->
         time.sleep(every)
         try:
             chunk = s.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return got, time.monotonic() - start
@@ -71,7 +71,7 @@ def test_fifty_silent_connections_are_all_closed(url):
                 try:
                     if socks[i].recv(100) == b"":
                         open_.discard(i)
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 except OSError:
                     open_.discard(i)
@@ -109,7 +109,8 @@ def test_an_idle_keep_alive_connection_is_closed(url):
 def test_prompt_clients_are_not_affected(url):
     with httpx.Client(timeout=10) as c:
         for _ in range(3):  # keep-alive reuse, each request well within the deadlines
-            r = c.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}],
-                                                            "max_tokens": 3})
+            r = c.post(
+                url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}], "max_tokens": 3}
+            )
             assert r.status_code == 200
             time.sleep(0.2)

@@ -7,8 +7,8 @@ import importlib.util
 
 import openai
 import pytest
-
 from serverkit import live_server
+
 from starchat.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.gpu
@@ -30,12 +30,18 @@ def test_vllm_server_chats_streams_and_batches(vllm_engine):
     msgs = [{"role": "user", "content": "hi"}]
     with live_server(app) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
-        kw = dict(model=vllm_engine.model_name, messages=msgs, max_tokens=16, temperature=0,
-                  extra_body={"repetition_penalty": 2.0})
+        kw = dict(
+            model=vllm_engine.model_name,
+            messages=msgs,
+            max_tokens=16,
+            temperature=0,
+            extra_body={"repetition_penalty": 2.0},
+        )
         full = client.chat.completions.create(**kw)
         assert full.usage.completion_tokens >= 1
-        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw)
-                           if c.choices)
+        streamed = "".join(
+            c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw) if c.choices
+        )
         assert streamed == full.choices[0].message.content
         with cf.ThreadPoolExecutor(8) as pool:
             outs = list(pool.map(lambda _: client.chat.completions.create(**kw), range(8)))

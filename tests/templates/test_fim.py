@@ -15,12 +15,39 @@ def _vocab(*toks):
 @pytest.mark.parametrize(
     "vocab, family, sep",
     [
-        (_vocab("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<|endoftext|>", "<file_sep>",
-                "<repo_name>"), "starcoder", "<file_sep>"),
-        (_vocab("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<|endoftext|>", "<filename>",
-                "<reponame>"), "starcoder", "<filename>"),
-        (_vocab("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|endoftext|>",
-                "<|file_sep|>", "<|repo_name|>"), "qwen", "<|file_sep|>"),
+        (
+            _vocab(
+                "<fim_prefix>",
+                "<fim_suffix>",
+                "<fim_middle>",
+                "<fim_pad>",
+                "<|endoftext|>",
+                "<file_sep>",
+                "<repo_name>",
+            ),
+            "starcoder",
+            "<file_sep>",
+        ),
+        (
+            _vocab(
+                "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<|endoftext|>", "<filename>", "<reponame>"
+            ),
+            "starcoder",
+            "<filename>",
+        ),
+        (
+            _vocab(
+                "<|fim_prefix|>",
+                "<|fim_suffix|>",
+                "<|fim_middle|>",
+                "<|fim_pad|>",
+                "<|endoftext|>",
+                "<|file_sep|>",
+                "<|repo_name|>",
+            ),
+            "qwen",
+            "<|file_sep|>",
+        ),
         (_vocab("▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>", "</s>"), "codellama", None),
         (_vocab("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<|EOT|>"), "deepseek", None),
     ],
@@ -92,8 +119,10 @@ def test_repository_context_uses_the_file_separator_and_gives_way_first():
     full = fim.build_prompt(spec, ids, enc, prefix="f(", suffix=")", extra=extra)
     assert full.ids[0] == ids["<R>"] and full.ids.count(ids["<F>"]) == 2 and full.extra_tokens > 0
     tight = fim.build_prompt(spec, ids, enc, prefix="f(", suffix=")", extra=extra, budget=10)
-    assert tight.extra_tokens == 10 - 3 - 3 and tight.ids[-6:] == [ids["<P>"], *enc("f("), ids["<S>"], *enc(")"),
-                                                                   ids["<M>"]][-6:]
+    assert (
+        tight.extra_tokens == 10 - 3 - 3
+        and tight.ids[-6:] == [ids["<P>"], *enc("f("), ids["<S>"], *enc(")"), ids["<M>"]][-6:]
+    )
 
 
 def test_training_rows_train_only_the_middle_and_its_end_in_both_orders():

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from starchat.templates import (
-    DialogueTemplate, TemplateError, chat_template, end_token_id, get_template, prepare_tokenizer, render,
+    DialogueTemplate,
+    TemplateError,
+    chat_template,
+    end_token_id,
+    get_template,
+    prepare_tokenizer,
+    render,
 )
 
 CARD_PROMPT = "<|system|>\n<|end|>\n<|user|>\nHow do I sort a list in Python?<|end|>\n<|assistant|>"
@@ -24,15 +30,19 @@ def test_render_matches_the_model_card_prompt():
 
 
 def test_render_without_system_uses_an_empty_system_turn():
-    assert render([{"role": "user", "content": "How do I sort a list in Python?"}],
-                  add_generation_prompt=True) == CARD_PROMPT
+    assert (
+        render([{"role": "user", "content": "How do I sort a list in Python?"}], add_generation_prompt=True)
+        == CARD_PROMPT
+    )
 
 
 def test_render_training_form_ends_each_turn():
     text = render(MULTI)
-    assert text == ("<|system|>\nYou are helpful.<|end|>\n<|user|>\nSort a list?<|end|>\n"
-                    "<|assistant|>\nUse `sorted(xs)`.\n\n```python\nys = sorted(xs)\n```<|end|>\n"
-                    "<|user|>\nIn place?<|end|>\n<|assistant|>\n xs.sort()  <|end|>\n")
+    assert text == (
+        "<|system|>\nYou are helpful.<|end|>\n<|user|>\nSort a list?<|end|>\n"
+        "<|assistant|>\nUse `sorted(xs)`.\n\n```python\nys = sorted(xs)\n```<|end|>\n"
+        "<|user|>\nIn place?<|end|>\n<|assistant|>\n xs.sort()  <|end|>\n"
+    )
 
 
 def test_alpaca_template_as_in_the_original():
@@ -41,12 +51,15 @@ def test_alpaca_template_as_in_the_original():
     assert "### Instruction:\nAdd.<|end|>\n### Response:\na+b<|end|>\n" in text
 
 
-@pytest.mark.parametrize("bad, field", [
-    ([{"role": "bot", "content": "x"}], "messages[0].role"),
-    ([{"role": "user"}], "messages[0]"),
-    ([{"role": "user", "content": 3}], "messages[0].content"),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "messages[1]"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ([{"role": "bot", "content": "x"}], "messages[0].role"),
+        ([{"role": "user"}], "messages[0]"),
+        ([{"role": "user", "content": 3}], "messages[0].content"),
+        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "messages[1]"),
+    ],
+)
 def test_bad_messages_name_the_field(bad, field):
     with pytest.raises(TemplateError, match=field.replace("[", r"\[").replace("]", r"\]")):
         render(bad)
@@ -60,8 +73,9 @@ def test_unknown_template_says_what_exists():
 def test_apply_chat_template_equals_render(tokenizer):
     for msgs in (MULTI, MULTI[1:], MULTI[:2]):
         assert tokenizer.apply_chat_template(msgs, tokenize=False) == render(msgs)
-        assert tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == \
-            render(msgs, add_generation_prompt=True)
+        assert tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == render(
+            msgs, add_generation_prompt=True
+        )
     card = [{"role": "system", "content": ""}, {"role": "user", "content": "How do I sort a list in Python?"}]
     assert tokenizer.apply_chat_template(card, tokenize=False, add_generation_prompt=True) == CARD_PROMPT
 
@@ -116,7 +130,12 @@ def test_starcoder_sized_vocab_gets_ids_49152_to_49155():
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
     prepare_tokenizer(tok)
-    assert tok.convert_tokens_to_ids(["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]) == [49152, 49153, 49154, 49155]
+    assert tok.convert_tokens_to_ids(["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]) == [
+        49152,
+        49153,
+        49154,
+        49155,
+    ]
     assert tok.eos_token_id == 49155
 
 
@@ -140,15 +159,24 @@ def test_dialogue_template_json_round_trips_and_matches_the_original_fields(base
 
 
 def test_original_checkpoint_template_without_name_loads(tmp_path):
-    (tmp_path / "dialogue_template.json").write_text(json.dumps({
-        "system": "Be brief.", "messages": None, "system_token": "<|system|>", "user_token": "<|user|>",
-        "assistant_token": "<|assistant|>", "end_token": "<|end|>"}))
+    (tmp_path / "dialogue_template.json").write_text(
+        json.dumps(
+            {
+                "system": "Be brief.",
+                "messages": None,
+                "system_token": "<|system|>",
+                "user_token": "<|user|>",
+                "assistant_token": "<|assistant|>",
+                "end_token": "<|end|>",
+            }
+        )
+    )
     t = DialogueTemplate.load(tmp_path)
     assert render([{"role": "user", "content": "x"}], t).startswith("<|system|>\nBe brief.<|end|>\n")
 
 
 def test_broken_dialogue_template_names_the_file(tmp_path):
-    (tmp_path / "dialogue_template.json").write_text("{\n  \"system\": ,\n}")
+    (tmp_path / "dialogue_template.json").write_text('{\n  "system": ,\n}')
     with pytest.raises(TemplateError, match=r"dialogue_template.json: line 2"):
         DialogueTemplate.load(tmp_path)
 

@@ -9,10 +9,14 @@ def _dialogues(n: int, offset: int = 0) -> list[dict]:
     rows = []
     for i in range(offset, offset + n):
         a, b = i % 7 + 1, i % 5 + 2
-        rows.append({"messages": [
-            {"role": "user", "content": f"How do I add {a} and {b} in Python?"},
-            {"role": "assistant", "content": f"Use the + operator: `{a} + {b}` gives {a + b}."},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"How do I add {a} and {b} in Python?"},
+                    {"role": "assistant", "content": f"Use the + operator: `{a} + {b}` gives {a + b}."},
+                ]
+            }
+        )
     return rows
 
 
@@ -20,8 +24,9 @@ def save_splits(out, train: list[dict], test: list[dict]):
     """A DatasetDict (splits train and test) written with save_to_disk, as `starchat data build` does."""
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(train),
-                          "test": datasets.Dataset.from_list(test)}).save_to_disk(str(out))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(train), "test": datasets.Dataset.from_list(test)}
+    ).save_to_disk(str(out))
     return out
 
 
@@ -36,12 +41,17 @@ def tiny_run_overrides(model_dir, dataset_dir, tmp_path) -> dict:
     return {
         "model.name_or_path": str(model_dir),
         "data.dataset": str(dataset_dir),
-        "data.max_length": 64, "data.block_size": 128,
+        "data.max_length": 64,
+        "data.block_size": 128,
         "training.output_dir": str(tmp_path / "run"),
-        "training.num_train_epochs": 2, "training.per_device_train_batch_size": 4,
+        "training.num_train_epochs": 2,
+        "training.per_device_train_batch_size": 4,
         "training.per_device_eval_batch_size": 4,
-        "training.learning_rate": 3e-3, "training.warmup_ratio": 0.0,
-        "training.logging_steps": 1, "training.use_cpu": True, "training.disable_tqdm": True,
+        "training.learning_rate": 3e-3,
+        "training.warmup_ratio": 0.0,
+        "training.logging_steps": 1,
+        "training.use_cpu": True,
+        "training.disable_tqdm": True,
         "training.save_total_limit": 3,
     }
 
@@ -65,12 +75,20 @@ def _pairs(n: int, offset: int = 0) -> list[dict]:
         a, b = i % 7 + 1, i % 5 + 2
         prompt = [{"role": "user", "content": f"What is {a} + {b} in Python?"}]
         if i % 3 == 0:  # some prompts carry a system message and an earlier exchange
-            prompt = [{"role": "system", "content": "You are a coding assistant."},
-                      {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}] + prompt
-        rows.append({"prompt": prompt,
-                     "chosen": [{"role": "assistant", "content": f"`{a} + {b}` gives {a + b}."}],
-                     "rejected": [{"role": "assistant", "content": f"`{a} + {b}` gives {a * b + 1}, I think."}],
-                     "chosen_score": 1.0, "rejected_score": 0.0})
+            prompt = [
+                {"role": "system", "content": "You are a coding assistant."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+            ] + prompt
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": f"`{a} + {b}` gives {a + b}."}],
+                "rejected": [{"role": "assistant", "content": f"`{a} + {b}` gives {a * b + 1}, I think."}],
+                "chosen_score": 1.0,
+                "rejected_score": 0.0,
+            }
+        )
     return rows
 
 
@@ -86,12 +104,19 @@ def tiny_dpo_overrides(model_dir, pairs, tmp_path) -> dict:
         "method": "dpo",
         "model.name_or_path": str(model_dir),
         "data.dataset": str(pairs),
-        "dpo.beta": 0.1, "dpo.max_length": 128, "dpo.max_prompt_length": 96,
+        "dpo.beta": 0.1,
+        "dpo.max_length": 128,
+        "dpo.max_prompt_length": 96,
         "training.output_dir": str(tmp_path / "dpo-run"),
-        "training.num_train_epochs": 2, "training.per_device_train_batch_size": 4,
+        "training.num_train_epochs": 2,
+        "training.per_device_train_batch_size": 4,
         "training.per_device_eval_batch_size": 4,
-        "training.learning_rate": 1e-3, "training.warmup_ratio": 0.0, "training.lr_scheduler_type": "constant",
-        "training.logging_steps": 1, "training.use_cpu": True, "training.disable_tqdm": True,
+        "training.learning_rate": 1e-3,
+        "training.warmup_ratio": 0.0,
+        "training.lr_scheduler_type": "constant",
+        "training.logging_steps": 1,
+        "training.use_cpu": True,
+        "training.disable_tqdm": True,
         "training.save_total_limit": 3,
     }
 

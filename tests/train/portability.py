@@ -23,8 +23,9 @@ def probe(model_dir: Path, transformers4: bool) -> dict:
                 pytest.fail(f"{TRANSFORMERS4} is missing: `make test` installs it (tests/train/transformers4.txt)")
             pytest.skip(f"transformers 4.x not installed in {TRANSFORMERS4} (`make test` installs it)")
         env["PYTHONPATH"] = str(TRANSFORMERS4)
-    run = subprocess.run([sys.executable, str(PROBE), str(model_dir)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(PROBE), str(model_dir)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -21,8 +21,9 @@ def _no_training_happened(over):
 
 def test_missing_messages_column(tiny_overrides, tmp_path):
     ds = tmp_path / "ds"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "hi"}]),
-                          "test": datasets.Dataset.from_list([{"text": "yo"}])}).save_to_disk(str(ds))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list([{"text": "hi"}]), "test": datasets.Dataset.from_list([{"text": "yo"}])}
+    ).save_to_disk(str(ds))
     tiny_overrides["data.dataset"] = str(ds)
     with pytest.raises(StarchatError, match=r"no column 'messages' \(columns: \['text'\]\)"):
         train(load_config(None, tiny_overrides))
@@ -32,8 +33,9 @@ def test_missing_messages_column(tiny_overrides, tmp_path):
 def test_mismatched_messages_column(tiny_overrides, tmp_path):
     ds = tmp_path / "ds"
     rows = [{"messages": [{"speaker": "user", "text": "hi"}]}]
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(str(ds))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows)}
+    ).save_to_disk(str(ds))
     tiny_overrides["data.dataset"] = str(ds)
     with pytest.raises(StarchatError, match=r"\[train\]\[0\]\.messages is not a list of \{role, content\}"):
         train(load_config(None, tiny_overrides))
@@ -41,7 +43,9 @@ def test_mismatched_messages_column(tiny_overrides, tmp_path):
 
 def test_missing_split(tiny_overrides):
     tiny_overrides["data.test_split"] = "validation"
-    with pytest.raises(StarchatError, match=r"data.test_split: .* has no split 'validation' \(it has \['test', 'train'\]\)"):
+    with pytest.raises(
+        StarchatError, match=r"data.test_split: .* has no split 'validation' \(it has \['test', 'train'\]\)"
+    ):
         train(load_config(None, tiny_overrides))
 
 
@@ -127,8 +131,9 @@ def test_a_run_that_failed_its_checks_does_not_block_the_fixed_run(tiny_override
 def test_a_dataset_without_assistant_turns_says_so(tiny_overrides, tmp_path):
     ds = tmp_path / "ds"
     rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]}] * 3
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(str(ds))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows)}
+    ).save_to_disk(str(ds))
     tiny_overrides["data.dataset"] = str(ds)
     with pytest.raises(StarchatError, match="no train dialogue has an assistant turn") as e:
         train(load_config(None, tiny_overrides))
@@ -144,25 +149,63 @@ def _bad_pairs(tmp_path, make_dpo_overrides, rows):
     return over
 
 
-GOOD = {"prompt": [{"role": "user", "content": "Add 1 and 2?"}],
-        "chosen": [{"role": "assistant", "content": "3"}], "rejected": [{"role": "assistant", "content": "4"}]}
+GOOD = {
+    "prompt": [{"role": "user", "content": "Add 1 and 2?"}],
+    "chosen": [{"role": "assistant", "content": "3"}],
+    "rejected": [{"role": "assistant", "content": "4"}],
+}
 
 
-@pytest.mark.parametrize("row, msg", [
-    ({"prompt": GOOD["prompt"], "chosen": GOOD["chosen"]}, r"no column 'rejected' \(columns: \['prompt', 'chosen'\]\)"),
-    ({**GOOD, "prompt": "Add 1 and 2?"}, r"\[train\]\[0\]\.prompt: must be a list of \{role, content\} messages"),
-    ({**GOOD, "chosen": [{"speaker": "assistant", "text": "3"}]}, r"\[train\]\[0\]\.chosen\[0\]: a message needs 'role'"),
-    ({**GOOD, "prompt": GOOD["prompt"] + GOOD["chosen"]}, r"\[train\]\[0\]: field 'prompt' must end with a user turn"),
-    ({**GOOD, "rejected": GOOD["rejected"] * 2}, r"\[train\]\[0\]: field 'rejected' must be exactly one assistant reply"),
-    ({**GOOD, "chosen": [{"role": "assistant", "content": "  "}]}, r"\[train\]\[0\]: field 'chosen' is an empty reply"),
-    ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
-    # the rule `data build --kind preference` applies (check_pair): whitespace around a reply does not count
-    ({**GOOD, "rejected": [{"role": "assistant", "content": " 3\n"}]},
-     r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
-    ({**GOOD, "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}, *GOOD["prompt"]]},
-     r"\[train\]\[0\]: field 'prompt' has an empty assistant turn"),
-], ids=["missing-column", "prompt-not-messages", "mistyped-message", "prompt-ends-with-reply", "two-replies",
-        "empty-reply", "identical", "identical-but-whitespace", "empty-prompt-turn"])
+@pytest.mark.parametrize(
+    "row, msg",
+    [
+        (
+            {"prompt": GOOD["prompt"], "chosen": GOOD["chosen"]},
+            r"no column 'rejected' \(columns: \['prompt', 'chosen'\]\)",
+        ),
+        ({**GOOD, "prompt": "Add 1 and 2?"}, r"\[train\]\[0\]\.prompt: must be a list of \{role, content\} messages"),
+        (
+            {**GOOD, "chosen": [{"speaker": "assistant", "text": "3"}]},
+            r"\[train\]\[0\]\.chosen\[0\]: a message needs 'role'",
+        ),
+        (
+            {**GOOD, "prompt": GOOD["prompt"] + GOOD["chosen"]},
+            r"\[train\]\[0\]: field 'prompt' must end with a user turn",
+        ),
+        (
+            {**GOOD, "rejected": GOOD["rejected"] * 2},
+            r"\[train\]\[0\]: field 'rejected' must be exactly one assistant reply",
+        ),
+        (
+            {**GOOD, "chosen": [{"role": "assistant", "content": "  "}]},
+            r"\[train\]\[0\]: field 'chosen' is an empty reply",
+        ),
+        ({**GOOD, "rejected": GOOD["chosen"]}, r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply"),
+        # the rule `data build --kind preference` applies (check_pair): whitespace around a reply does not count
+        (
+            {**GOOD, "rejected": [{"role": "assistant", "content": " 3\n"}]},
+            r"\[train\]\[0\]: fields 'chosen' and 'rejected' are the same reply",
+        ),
+        (
+            {
+                **GOOD,
+                "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}, *GOOD["prompt"]],
+            },
+            r"\[train\]\[0\]: field 'prompt' has an empty assistant turn",
+        ),
+    ],
+    ids=[
+        "missing-column",
+        "prompt-not-messages",
+        "mistyped-message",
+        "prompt-ends-with-reply",
+        "two-replies",
+        "empty-reply",
+        "identical",
+        "identical-but-whitespace",
+        "empty-prompt-turn",
+    ],
+)
 def test_bad_preference_rows_name_the_row_and_field(make_dpo_overrides, tmp_path, row, msg):
     over = _bad_pairs(tmp_path, make_dpo_overrides, [row, row])
     with pytest.raises(StarchatError, match=msg):
@@ -170,18 +213,21 @@ def test_bad_preference_rows_name_the_row_and_field(make_dpo_overrides, tmp_path
     assert not list((Path(over["training.output_dir"]) / "checkpoints").glob("checkpoint-*"))
 
 
-def test_a_dpo_start_without_the_dialogue_tokens_is_refused_before_training(make_dpo_overrides, plain_base_dir,
-                                                                           tmp_path):
+def test_a_dpo_start_without_the_dialogue_tokens_is_refused_before_training(
+    make_dpo_overrides, plain_base_dir, tmp_path
+):
     over = make_dpo_overrides(tmp_path)
     over["model.name_or_path"] = str(plain_base_dir)
-    with pytest.raises(StarchatError, match=r"lacks the dialogue tokens <\|system\|> <\|user\|> <\|assistant\|> "
-                                            r"<\|end\|>.*method: sft"):
+    with pytest.raises(
+        StarchatError,
+        match=r"lacks the dialogue tokens <\|system\|> <\|user\|> <\|assistant\|> "
+        r"<\|end\|>.*method: sft",
+    ):
         train(load_config(None, over))
     assert _no_training_happened(over)
 
 
-def test_a_dpo_start_whose_embeddings_miss_the_dialogue_tokens_is_refused(make_dpo_overrides, plain_base_dir,
-                                                                          tmp_path):
+def test_a_dpo_start_whose_embeddings_miss_the_dialogue_tokens_is_refused(make_dpo_overrides, plain_base_dir, tmp_path):
     """The tokenizer was prepared, the model never resized (so the tokens' rows were never trained)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,13 +243,17 @@ def test_a_dpo_start_whose_embeddings_miss_the_dialogue_tokens_is_refused(make_d
 
 
 @pytest.mark.parametrize("key", ["data.max_length", "dpo.max_length"])
-def test_a_max_length_above_the_model_context_is_refused_before_training(make_overrides, make_dpo_overrides,
-                                                                         tmp_path, key):
+def test_a_max_length_above_the_model_context_is_refused_before_training(
+    make_overrides, make_dpo_overrides, tmp_path, key
+):
     """The tiny model has 512 positions; a longer dialogue or pair was an IndexError in the middle of the run."""
     over = make_dpo_overrides(tmp_path) if key.startswith("dpo") else make_overrides(tmp_path)
     over[key] = 1024
-    with pytest.raises(StarchatError, match=rf"{key}=1024 is above the context of model '.*': 512 tokens "
-                                            r"\(n_positions in its config\); set " + key + " to 512 or less"):
+    with pytest.raises(
+        StarchatError,
+        match=rf"{key}=1024 is above the context of model '.*': 512 tokens "
+        r"\(n_positions in its config\); set " + key + " to 512 or less",
+    ):
         train(load_config(None, over))
     assert _no_training_happened(over)
 
@@ -215,7 +265,9 @@ def test_a_model_config_without_a_context_length_says_what_is_assumed(tiny_overr
 
     with caplog.at_level("WARNING", logger="starchat"):
         check_context(load_config(None, tiny_overrides), "unused", PretrainedConfig())
-    expected = (f"model {tiny_overrides['model.name_or_path']} gives no context length in its config (none of "
-                "max_position_embeddings, n_positions, n_ctx, max_seq_len, seq_length, max_sequence_length, seq_len); "
-                "assuming data.max_length=64 fits")
+    expected = (
+        f"model {tiny_overrides['model.name_or_path']} gives no context length in its config (none of "
+        "max_position_embeddings, n_positions, n_ctx, max_seq_len, seq_length, max_sequence_length, seq_len); "
+        "assuming data.max_length=64 fits"
+    )
     assert [r.getMessage() for r in caplog.records if "context length" in r.getMessage()] == [expected]

@@ -16,9 +16,14 @@ def _rows(op: str, sym: str, fn, n: int, offset: int) -> list[dict]:
     rows = []
     for i in range(offset, offset + n):
         a, b = i % 7 + 1, i % 5 + 2
-        rows.append({"messages": [
-            {"role": "user", "content": f"How do I {op} {a} and {b} in Python?"},
-            {"role": "assistant", "content": f"Use the {sym} operator: `{a} {sym} {b}` gives {fn(a, b)}."}]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"How do I {op} {a} and {b} in Python?"},
+                    {"role": "assistant", "content": f"Use the {sym} operator: `{a} {sym} {b}` gives {fn(a, b)}."},
+                ]
+            }
+        )
     return rows
 
 
@@ -30,12 +35,22 @@ def overtrained(make_overrides, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("best")
     ds = tmp / "ds"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(_rows("add", "+", lambda a, b: a + b, 16, 0)),
-                          "test": datasets.Dataset.from_list(_rows("multiply", "*", lambda a, b: a * b, 8, 100))}
-                         ).save_to_disk(str(ds))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(_rows("add", "+", lambda a, b: a + b, 16, 0)),
+            "test": datasets.Dataset.from_list(_rows("multiply", "*", lambda a, b: a * b, 8, 100)),
+        }
+    ).save_to_disk(str(ds))
     over = make_overrides(tmp)
-    over.update({"data.dataset": str(ds), "training.num_train_epochs": 8, "training.learning_rate": 1e-2,
-                 "training.lr_scheduler_type": "constant", "training.save_total_limit": 2})
+    over.update(
+        {
+            "data.dataset": str(ds),
+            "training.num_train_epochs": 8,
+            "training.learning_rate": 1e-2,
+            "training.lr_scheduler_type": "constant",
+            "training.save_total_limit": 2,
+        }
+    )
     out = train(load_config(None, over))
     res = json.loads((out / "trainer_results.json").read_text())
     evals = [(e["step"], e["eval_loss"]) for e in res["log_history"] if "eval_loss" in e]

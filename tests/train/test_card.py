@@ -7,9 +7,11 @@ from starchat.train.config import TrainConfig
 
 LOG = [
     {"eval_loss": 2.5, "epoch": 0, "step": 0},
-    {"loss": 2.9, "epoch": 0.5, "step": 5}, {"loss": 2.1, "epoch": 1.0, "step": 10},
+    {"loss": 2.9, "epoch": 0.5, "step": 5},
+    {"loss": 2.1, "epoch": 1.0, "step": 10},
     {"eval_loss": 1.9, "epoch": 1.0, "step": 10},
-    {"loss": 1.5, "epoch": 2.0, "step": 20}, {"eval_loss": 1.7, "epoch": 2.0, "step": 20},
+    {"loss": 1.5, "epoch": 2.0, "step": 20},
+    {"eval_loss": 1.7, "epoch": 2.0, "step": 20},
 ]
 
 
@@ -29,10 +31,20 @@ def test_results_table_pairs_each_eval_with_the_mean_train_loss_since_the_previo
 
 def test_card_has_the_starchat_sections():
     card = render_card(_cfg(), LOG, end_token_id=49155)
-    for part in ("# my-model", "## Model description", "## Intended uses & limitations",
-                 "## Training procedure", "### Training hyperparameters", "### Training results",
-                 "### Framework versions", "eos_token_id=49155", "<|assistant|>", "- Loss: 1.7000",
-                 "| No log | 0 | 0 | 2.5000 |", "| 2.5000 | 1.00 | 10 | 1.9000 |"):
+    for part in (
+        "# my-model",
+        "## Model description",
+        "## Intended uses & limitations",
+        "## Training procedure",
+        "### Training hyperparameters",
+        "### Training results",
+        "### Framework versions",
+        "eos_token_id=49155",
+        "<|assistant|>",
+        "- Loss: 1.7000",
+        "| No log | 0 | 0 | 2.5000 |",
+        "| 2.5000 | 1.00 | 10 | 1.9000 |",
+    ):
         assert part in card, part
 
 
@@ -58,11 +70,25 @@ def test_the_snippet_names_the_output_dir_as_an_absolute_path(tmp_path, monkeypa
 
 
 DPO_LOG = [
-    {"eval_loss": 0.6931, "eval_rewards/chosen": 0.0, "eval_rewards/rejected": 0.0, "eval_rewards/accuracies": 0.0,
-     "eval_rewards/margins": 0.0, "epoch": 0, "step": 0},
+    {
+        "eval_loss": 0.6931,
+        "eval_rewards/chosen": 0.0,
+        "eval_rewards/rejected": 0.0,
+        "eval_rewards/accuracies": 0.0,
+        "eval_rewards/margins": 0.0,
+        "epoch": 0,
+        "step": 0,
+    },
     {"loss": 0.6, "epoch": 1.0, "step": 6},
-    {"eval_loss": 0.5, "eval_rewards/chosen": 0.1, "eval_rewards/rejected": -0.3, "eval_rewards/accuracies": 0.75,
-     "eval_rewards/margins": 0.4, "epoch": 1.0, "step": 6},
+    {
+        "eval_loss": 0.5,
+        "eval_rewards/chosen": 0.1,
+        "eval_rewards/rejected": -0.3,
+        "eval_rewards/accuracies": 0.75,
+        "eval_rewards/margins": 0.4,
+        "epoch": 1.0,
+        "step": 6,
+    },
 ]
 
 
@@ -74,14 +100,21 @@ def _dpo_cfg() -> dict:
 
 def test_dpo_table_has_rewards_accuracy_and_margin_per_evaluation():
     card = render_card(_dpo_cfg(), DPO_LOG, end_token_id=3)
-    assert ("| Training Loss | Epoch | Step | Validation Loss | Rewards/chosen | Rewards/rejected | "
-            "Rewards/accuracies | Rewards/margins |") in card
+    assert (
+        "| Training Loss | Epoch | Step | Validation Loss | Rewards/chosen | Rewards/rejected | "
+        "Rewards/accuracies | Rewards/margins |"
+    ) in card
     assert "| No log | 0 | 0 | 0.6931 | 0.0000 | 0.0000 | 0.0000 | 0.0000 |" in card
     assert "| 0.6000 | 1.00 | 6 | 0.5000 | 0.1000 | -0.3000 | 0.7500 | 0.4000 |" in card
     assert "- Rewards/margins: 0.4000" in card and "tuned with DPO (beta 0.1, sigmoid loss)" in card
     assert "Perplexity" not in card  # the DPO loss is no language-model loss
-    for part in ("## Model description", "## Intended uses & limitations", "### Training hyperparameters",
-                 "- beta: 0.1", "### Framework versions"):
+    for part in (
+        "## Model description",
+        "## Intended uses & limitations",
+        "### Training hyperparameters",
+        "- beta: 0.1",
+        "### Framework versions",
+    ):
         assert part in card, part
 
 

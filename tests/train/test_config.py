@@ -26,8 +26,13 @@ BASE = "model:\n  name_or_path: m\ndata:\n  dataset: d\ntraining:\n  output_dir:
 
 def test_recipes_are_found():
     names = {p.name for p in RECIPES}
-    assert {"starchat-alpha.yaml", "starchat-beta.yaml", "nano-cpu.yaml", "starchat2-dpo.yaml",
-            "nano-cpu-dpo.yaml"} <= names
+    assert {
+        "starchat-alpha.yaml",
+        "starchat-beta.yaml",
+        "nano-cpu.yaml",
+        "starchat2-dpo.yaml",
+        "nano-cpu-dpo.yaml",
+    } <= names
     assert len(RECIPES) >= 7
 
 
@@ -36,8 +41,13 @@ def test_starchat2_dpo_recipe_has_the_handbook_numbers():
     t, p = cfg.training, cfg.dpo
     assert cfg.method == "dpo" and cfg.model.name_or_path == "HuggingFaceH4/starchat2-15b-sft-v0.1"
     assert (p.beta, p.max_length, p.max_prompt_length, p.loss_type) == (0.05, 1024, 512, "sigmoid")
-    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.num_train_epochs, t.seed) == \
-        (5e-7, "cosine", 0.1, 2, 42)
+    assert (t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.num_train_epochs, t.seed) == (
+        5e-7,
+        "cosine",
+        0.1,
+        2,
+        42,
+    )
     assert t.per_device_train_batch_size * t.num_processes * t.gradient_accumulation_steps == 128
     assert t.bf16 and t.accelerate_config == "zero3"
 
@@ -92,8 +102,19 @@ def test_shipped_accelerate_configs_load(path):
 
 def test_override_types_and_false_is_false(tmp_path):
     p = _yaml(tmp_path, BASE + "  bf16: true\n")
-    cfg = load_config(p, ["--training.bf16", "false", "--training.learning_rate=1e-4", "--lora.enabled",
-                          "--lora.target_modules", "q_proj,v_proj", "--data.max_train_samples", "none"])
+    cfg = load_config(
+        p,
+        [
+            "--training.bf16",
+            "false",
+            "--training.learning_rate=1e-4",
+            "--lora.enabled",
+            "--lora.target_modules",
+            "q_proj,v_proj",
+            "--data.max_train_samples",
+            "none",
+        ],
+    )
     assert cfg.training.bf16 is False and cfg.lora.enabled is True
     assert cfg.training.learning_rate == 1e-4
     assert cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.data.max_train_samples is None
@@ -106,25 +127,28 @@ def test_unknown_key_suggests_the_closest(tmp_path):
         load_config(_yaml(tmp_path, BASE + "  epochs: 3\n"))
 
 
-@pytest.mark.parametrize("over, msg", [
-    ({"training.learning_rate": "0"}, "learning_rate must be > 0"),
-    ({"training.learning_rate": "-1e-5"}, "learning_rate must be > 0"),
-    ({"training.bf16": "maybe"}, "must be true or false"),
-    ({"data.max_length": "1.5"}, "must be an integer"),
-    ({"training.report_to": "mlflow"}, "report_to must be one of"),
-    ({"training.new_token_lr_multiplier": "0"}, "new_token_lr_multiplier must be > 0"),
-    ({"training.learning_rate": "inf"}, "learning_rate must be a finite number"),
-    ({"training.max_grad_norm": "nan"}, "max_grad_norm must be a finite number"),
-    ({"lora.dropout": "-inf"}, "dropout must be a finite number"),
-    ({"training.new_token_lr_multiplier": "10", "training.accelerate_config": "zero3"}, "zero3 shards them"),
-    ({"method": "ppo"}, r"method must be one of \('sft', 'dpo'\)"),
-    ({"method": "dpo", "dpo.beta": "0"}, "dpo.beta must be > 0"),
-    ({"method": "dpo", "dpo.loss_type": "sigmod"}, "dpo.loss_type must be one of"),
-    ({"method": "dpo", "dpo.reference": "none"}, "dpo.reference must be one of"),
-    ({"method": "dpo", "dpo.max_prompt_length": "1024"}, "the reply needs room"),
-    ({"method": "dpo", "training.new_token_lr_multiplier": "50"}, "new_token_lr_multiplier is for SFT"),
-    ({"method": "dpo", "data.from_code": "stdlib"}, "data.from_code builds dialogues for SFT"),
-])
+@pytest.mark.parametrize(
+    "over, msg",
+    [
+        ({"training.learning_rate": "0"}, "learning_rate must be > 0"),
+        ({"training.learning_rate": "-1e-5"}, "learning_rate must be > 0"),
+        ({"training.bf16": "maybe"}, "must be true or false"),
+        ({"data.max_length": "1.5"}, "must be an integer"),
+        ({"training.report_to": "mlflow"}, "report_to must be one of"),
+        ({"training.new_token_lr_multiplier": "0"}, "new_token_lr_multiplier must be > 0"),
+        ({"training.learning_rate": "inf"}, "learning_rate must be a finite number"),
+        ({"training.max_grad_norm": "nan"}, "max_grad_norm must be a finite number"),
+        ({"lora.dropout": "-inf"}, "dropout must be a finite number"),
+        ({"training.new_token_lr_multiplier": "10", "training.accelerate_config": "zero3"}, "zero3 shards them"),
+        ({"method": "ppo"}, r"method must be one of \('sft', 'dpo'\)"),
+        ({"method": "dpo", "dpo.beta": "0"}, "dpo.beta must be > 0"),
+        ({"method": "dpo", "dpo.loss_type": "sigmod"}, "dpo.loss_type must be one of"),
+        ({"method": "dpo", "dpo.reference": "none"}, "dpo.reference must be one of"),
+        ({"method": "dpo", "dpo.max_prompt_length": "1024"}, "the reply needs room"),
+        ({"method": "dpo", "training.new_token_lr_multiplier": "50"}, "new_token_lr_multiplier is for SFT"),
+        ({"method": "dpo", "data.from_code": "stdlib"}, "data.from_code builds dialogues for SFT"),
+    ],
+)
 def test_bad_values_are_rejected(tmp_path, over, msg):
     with pytest.raises(StarchatError, match=msg):
         load_config(_yaml(tmp_path, BASE), over)
@@ -136,8 +160,11 @@ def test_a_logger_that_is_not_installed_is_refused_before_training(tmp_path, mon
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == logger else real(name, *a))
-    with pytest.raises(ConfigError, match=rf"report_to '{logger}' needs the {logger} package; "
-                                          rf"pip install 'starchat\[{logger}\]'"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"report_to '{logger}' needs the {logger} package; "
+        rf"pip install 'starchat\[{logger}\]'",
+    ):
         load_config(_yaml(tmp_path, BASE), {"training.report_to": logger})
 
 
@@ -148,7 +175,7 @@ def test_bad_yaml_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
 def test_non_finite_floats_in_a_recipe_are_refused(tmp_path, value):
-    with pytest.raises(ConfigError, match=rf"r.yaml: training.learning_rate must be a finite number"):
+    with pytest.raises(ConfigError, match=r"r.yaml: training.learning_rate must be a finite number"):
         load_config(_yaml(tmp_path, BASE.replace("training:\n", f"training:\n  learning_rate: {value}\n")))
 
 

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_resume import KillAfterSave, Killed  # tests/train is on sys.path (rootdir conftest)
 from transformers import TrainerCallback
 
 from starchat.templates import render
 from starchat.train import load_config, train
 from starchat.train.checkpoint import COMPLETE_MARKER
 from starchat.train.run import build
-from test_resume import Killed, KillAfterSave  # tests/train is on sys.path (rootdir conftest)
 
 
 def _logp_margin(model_dir, pairs) -> float:
@@ -31,12 +31,13 @@ def _logp_margin(model_dir, pairs) -> float:
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
         targets = torch.tensor(ids[1:])
-        return logits[torch.arange(len(targets)), targets][len(prompt_ids) - 1:].sum().item()
+        return logits[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :].sum().item()
 
     margins = []
     for row in pairs:
         prompt_ids = tok(render(row["prompt"], add_generation_prompt=True) + "\n", add_special_tokens=False)[
-            "input_ids"]
+            "input_ids"
+        ]
         margins.append(logp(prompt_ids, row["chosen"][0]["content"]) - logp(prompt_ids, row["rejected"][0]["content"]))
     return sum(margins) / len(margins)
 
@@ -45,8 +46,9 @@ def _history(out):
     return json.loads((out / "trainer_results.json").read_text())["log_history"]
 
 
-def test_completions_are_the_reply_and_its_end_token_and_the_prompt_is_never_in_the_loss(make_dpo_overrides,
-                                                                                          tmp_path, pairs_dir):
+def test_completions_are_the_reply_and_its_end_token_and_the_prompt_is_never_in_the_loss(
+    make_dpo_overrides, tmp_path, pairs_dir
+):
     import datasets
 
     trainer, tok, stats, _ = build(load_config(None, make_dpo_overrides(tmp_path)))
@@ -66,7 +68,7 @@ def test_completions_are_the_reply_and_its_end_token_and_the_prompt_is_never_in_
         for half, col in ((0, "chosen"), (n, "rejected")):
             ids, mask = batch["input_ids"][half + i], batch["completion_mask"][half + i]
             assert ids[mask.bool()].tolist() == ds[i][f"{col}_ids"]
-            assert mask[:len(ds[i]["prompt_ids"])].sum() == 0  # no prompt token in the loss
+            assert mask[: len(ds[i]["prompt_ids"])].sum() == 0  # no prompt token in the loss
 
 
 def test_an_overlong_prompt_keeps_its_end_and_an_overlong_pair_is_dropped(make_dpo_overrides, tmp_path):
@@ -117,22 +119,31 @@ def test_the_final_model_is_the_checkpoint_of_lowest_validation_loss(dpo_run):
 
 
 @pytest.mark.slow
-def test_card_has_the_dpo_table_the_rewards_plot_and_a_snippet_path_that_works_anywhere(dpo_run, tmp_path,
-                                                                                        monkeypatch):
+def test_card_has_the_dpo_table_the_rewards_plot_and_a_snippet_path_that_works_anywhere(dpo_run, tmp_path, monkeypatch):
     _, out = dpo_run
     card = (out / "README.md").read_text()
-    assert ("| Training Loss | Epoch | Step | Validation Loss | Rewards/chosen | Rewards/rejected | "
-            "Rewards/accuracies | Rewards/margins |") in card
+    assert (
+        "| Training Loss | Epoch | Step | Validation Loss | Rewards/chosen | Rewards/rejected | "
+        "Rewards/accuracies | Rewards/margins |"
+    ) in card
     rows = [line for line in card.splitlines() if line.startswith("| ") and "Loss" not in line]
     evals = [e for e in _history(out) if "eval_loss" in e]
     assert len(rows) == len(evals) == 3  # the start and one evaluation per epoch
     last = evals[-1]
-    assert rows[-1].endswith(f"| {last['eval_rewards/chosen']:.4f} | {last['eval_rewards/rejected']:.4f} | "
-                             f"{last['eval_rewards/accuracies']:.4f} | {last['eval_rewards/margins']:.4f} |")
+    assert rows[-1].endswith(
+        f"| {last['eval_rewards/chosen']:.4f} | {last['eval_rewards/rejected']:.4f} | "
+        f"{last['eval_rewards/accuracies']:.4f} | {last['eval_rewards/margins']:.4f} |"
+    )
     assert (out / "rewards_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "![Validation rewards and reward accuracy](rewards_curve.png)" in card
-    for part in ("## Model description", "## Intended uses & limitations", "### Training hyperparameters",
-                 "- beta: 0.1", "- reference: model", "### Framework versions"):
+    for part in (
+        "## Model description",
+        "## Intended uses & limitations",
+        "### Training hyperparameters",
+        "- beta: 0.1",
+        "- reference: model",
+        "### Framework versions",
+    ):
         assert part in card, part
     # The usage snippet's model path loads from any directory.
     from transformers import pipeline
@@ -147,9 +158,16 @@ def test_card_has_the_dpo_table_the_rewards_plot_and_a_snippet_path_that_works_a
 def test_a_killed_dpo_run_resumes_and_ends_where_an_uninterrupted_one_ends(make_dpo_overrides, tmp_path, caplog):
     def over(tmp):
         o = make_dpo_overrides(tmp)
-        o.update({"training.save_strategy": "steps", "training.save_steps": 3, "training.eval_strategy": "steps",
-                  "training.eval_steps": 3, "training.load_best_model_at_end": False,
-                  "training.save_total_limit": 5})
+        o.update(
+            {
+                "training.save_strategy": "steps",
+                "training.save_steps": 3,
+                "training.eval_strategy": "steps",
+                "training.eval_steps": 3,
+                "training.load_best_model_at_end": False,
+                "training.save_total_limit": 5,
+            }
+        )
         return o
 
     ref = train(load_config(None, over(tmp_path / "a")))
@@ -164,7 +182,8 @@ def test_a_killed_dpo_run_resumes_and_ends_where_an_uninterrupted_one_ends(make_
     assert [e["step"] for e in a if "eval_loss" in e] == [e["step"] for e in b if "eval_loss" in e]
     assert a[-1]["step"] == b[-1]["step"] == 12
     assert [e["eval_loss"] for e in b if "eval_loss" in e] == pytest.approx(
-        [e["eval_loss"] for e in a if "eval_loss" in e], rel=1e-3)
+        [e["eval_loss"] for e in a if "eval_loss" in e], rel=1e-3
+    )
     w_ref, w_res = load_file(ref / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name, t in w_ref.items():
         assert (w_res[name] - t).abs().max().item() < 1e-4, name
@@ -245,13 +264,24 @@ def test_qlora_dpo_on_a_4bit_base(make_dpo_overrides, make_plain_base, tmp_path)
 
     class Inspect(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
-            seen["4bit"] = sum(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
-                               for m in model.modules())
+            seen["4bit"] = sum(
+                type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+                for m in model.modules()
+            )
             seen["trainable"] = [n for n, p in model.named_parameters() if p.requires_grad]
 
     over = make_dpo_overrides(tmp_path)
-    over.update({"model.name_or_path": str(start), "model.load_in_4bit": True, "lora.enabled": True, "lora.r": 8,
-                 "lora.alpha": 16, "training.num_train_epochs": 1, "training.learning_rate": 1e-2})
+    over.update(
+        {
+            "model.name_or_path": str(start),
+            "model.load_in_4bit": True,
+            "lora.enabled": True,
+            "lora.r": 8,
+            "lora.alpha": 16,
+            "training.num_train_epochs": 1,
+            "training.learning_rate": 1e-2,
+        }
+    )
     out = train(load_config(None, over), callbacks=[Inspect()])
     assert seen["4bit"] == 8 and seen["trainable"] and all("lora_" in n for n in seen["trainable"])
     hist = _history(out)
@@ -278,8 +308,15 @@ def test_the_nano_cpu_dpo_recipe_runs_on_a_tiny_stand_in(tiny_model_dir, pairs_d
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "nano-cpu-dpo.yaml"
-    cfg = load_config(recipe, {"model.name_or_path": str(tiny_model_dir), "data.dataset": str(pairs_dir),
-                               "training.output_dir": str(tmp_path / "nano-dpo"), "training.disable_tqdm": True})
+    cfg = load_config(
+        recipe,
+        {
+            "model.name_or_path": str(tiny_model_dir),
+            "data.dataset": str(pairs_dir),
+            "training.output_dir": str(tmp_path / "nano-dpo"),
+            "training.disable_tqdm": True,
+        },
+    )
     out = train(cfg)
     evals = [e for e in _history(out) if "eval_loss" in e]
     assert len(evals) == 3 and evals[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)

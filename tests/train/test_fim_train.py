@@ -31,19 +31,34 @@ def code_dir(tmp_path_factory):
 
 
 def _fim_overrides(base: dict, code_dir, **fim_keys) -> dict:
-    over = dict(base, **{"data.fim.source": str(code_dir), "data.max_length": 128, "data.block_size": 256,
-                         "data.fim.max_chars": 400, "data.fim.rate": 0.6, "data.fim.share": 0.25})
+    over = dict(
+        base,
+        **{
+            "data.fim.source": str(code_dir),
+            "data.max_length": 128,
+            "data.block_size": 256,
+            "data.fim.max_chars": 400,
+            "data.fim.rate": 0.6,
+            "data.fim.share": 0.25,
+        },
+    )
     over.update({f"data.fim.{k}": v for k, v in fim_keys.items()})
     return over
 
 
 def test_the_fim_section_reads_from_yaml_and_overrides_and_refuses_bad_values(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model: {name_or_path: m}\ndata:\n  dataset: d\n  fim:\n    source: stdlib\n    rate: 0.7\n"
-                      "training: {output_dir: o}\n")
+    recipe.write_text(
+        "model: {name_or_path: m}\ndata:\n  dataset: d\n  fim:\n    source: stdlib\n    rate: 0.7\n"
+        "training: {output_dir: o}\n"
+    )
     cfg = load_config(recipe, ["--data.fim.spm_rate", "0.25"])
-    assert (cfg.data.fim.source, cfg.data.fim.rate, cfg.data.fim.spm_rate, cfg.data.fim.share) == \
-        ("stdlib", 0.7, 0.25, 0.3)
+    assert (cfg.data.fim.source, cfg.data.fim.rate, cfg.data.fim.spm_rate, cfg.data.fim.share) == (
+        "stdlib",
+        0.7,
+        0.25,
+        0.3,
+    )
     with pytest.raises(ConfigError, match="unknown key 'data.fim.rat'; did you mean 'data.fim.rate'"):
         load_config(recipe, ["--data.fim.rat", "0.5"])
     with pytest.raises(ConfigError, match=r"data.fim.share must be in \(0, 1\)"):
@@ -53,8 +68,13 @@ def test_the_fim_section_reads_from_yaml_and_overrides_and_refuses_bad_values(tm
 
 
 def test_a_dpo_recipe_with_data_fim_is_refused_in_one_line(tmp_path):
-    over = {"method": "dpo", "model.name_or_path": "m", "data.dataset": "d", "training.output_dir": "o",
-            "data.fim.source": "stdlib"}
+    over = {
+        "method": "dpo",
+        "model.name_or_path": "m",
+        "data.dataset": "d",
+        "training.output_dir": "o",
+        "data.fim.source": "stdlib",
+    }
     with pytest.raises(ConfigError, match="data.fim mixes FIM rows into SFT; a DPO run .* remove the data.fim"):
         load_config(None, over)
 
@@ -70,8 +90,9 @@ def test_a_recipe_without_fim_is_the_same_run_as_before_data_fim_existed(tiny_ov
     assert run_fingerprint(d) != run_fingerprint(old)
 
 
-def test_fim_tokens_follow_the_dialogue_tokens_start_like_them_and_learn_like_them(make_overrides, plain_base_dir,
-                                                                                 code_dir, tmp_path):
+def test_fim_tokens_follow_the_dialogue_tokens_start_like_them_and_learn_like_them(
+    make_overrides, plain_base_dir, code_dir, tmp_path
+):
     from starchat.train.model import new_token_ids
     from starchat.train.run import build
 
@@ -92,8 +113,11 @@ def test_a_base_without_fim_tokens_and_adding_disabled_is_one_line(make_override
     from starchat.train.run import build
 
     over = _fim_overrides(make_overrides(tmp_path), code_dir, add_tokens=False)
-    with pytest.raises(StarchatError, match=r"model.name_or_path: .*tiny-model.* has no fill-in-the-middle tokens "
-                                            "and data.fim.add_tokens is false"):
+    with pytest.raises(
+        StarchatError,
+        match=r"model.name_or_path: .*tiny-model.* has no fill-in-the-middle tokens "
+        "and data.fim.add_tokens is false",
+    ):
         build(load_config(None, over))
 
 
@@ -112,8 +136,7 @@ def _segments(row):
     return [(row["input_ids"][a:b], row["labels"][a:b]) for a, b in zip(starts, starts[1:])]
 
 
-def test_fim_rows_are_counted_packed_intact_and_train_only_the_middle_and_its_end(make_overrides, code_dir,
-                                                                                 tmp_path):
+def test_fim_rows_are_counted_packed_intact_and_train_only_the_middle_and_its_end(make_overrides, code_dir, tmp_path):
     from starchat.train.run import build
 
     trainer, tok, stats, _ = build(load_config(None, _fim_overrides(make_overrides(tmp_path), code_dir)))
@@ -141,7 +164,8 @@ def test_fim_rows_are_counted_packed_intact_and_train_only_the_middle_and_its_en
 
 @pytest.mark.slow
 def test_a_fim_run_writes_fim_json_beside_the_model_and_each_checkpoint_and_counts_rows_in_the_card(
-        make_overrides, code_dir, tmp_path):
+    make_overrides, code_dir, tmp_path
+):
     from starchat.train import train
 
     over = _fim_overrides(make_overrides(tmp_path), code_dir)

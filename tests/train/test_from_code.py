@@ -66,7 +66,9 @@ def test_dialogue_shape_and_filters(src_dir):
     assert user["role"] == "user" and "`def clamp(value, low=0, high=1)`" in user["content"]
     assert "closed interval [low, high]" in user["content"]
     assert reply["role"] == "assistant"
-    assert reply["content"].startswith("```python\ndef clamp(") and reply["content"].endswith("return min(value, high)\n```")
+    assert reply["content"].startswith("```python\ndef clamp(") and reply["content"].endswith(
+        "return min(value, high)\n```"
+    )
     assert stats.dropped["humaneval_overlap"] == 1 and stats.dropped["private"] == 1
     assert stats.dropped["no_docstring"] == 1 and stats.unparsable_files == 1
 
@@ -83,7 +85,8 @@ def test_a_package_gets_its_methods_by_default_and_the_request_names_the_class(s
     rows, _ = collect([str(src_dir)], FromCodeOptions(min_lines=2))
     area = next(r for r in rows if r["name"] == "area")
     assert area["messages"][0]["content"].startswith(
-        "Write a Python method of the class `Box` with the signature `def area(self")
+        "Write a Python method of the class `Box` with the signature `def area(self"
+    )
 
 
 def test_stdlib_by_default_stays_functions_only():
@@ -97,11 +100,15 @@ def class_heavy(tmp_path):
     """A package like rich: one documented module-level function, the rest in classes."""
     d = tmp_path / "widgets"
     d.mkdir()
-    methods = "".join(f'    def draw_{i}(self, width):\n        """Draw part {i} of the widget at the given width."""\n'
-                      f"        line = '-' * width\n        return line + str({i})\n\n" for i in range(30))
+    methods = "".join(
+        f'    def draw_{i}(self, width):\n        """Draw part {i} of the widget at the given width."""\n'
+        f"        line = '-' * width\n        return line + str({i})\n\n"
+        for i in range(30)
+    )
     (d / "widget.py").write_text(
         'def make(kind):\n    """Make a widget of the given kind, ready to draw."""\n    w = Widget()\n'
-        '    w.kind = kind\n    return w\n\n\nclass Widget:\n' + methods)
+        "    w.kind = kind\n    return w\n\n\nclass Widget:\n" + methods
+    )
     return d
 
 
@@ -127,12 +134,33 @@ def test_recipe_options_are_the_command_options(class_heavy, tmp_path, capsys):
     from starchat.train.data import ensure_dataset
 
     via_cli = tmp_path / "cli"
-    assert main(["data", "from-code", str(class_heavy), "--output", str(via_cli), "--include-methods",
-                 "--min-lines", "2", "--min-test", "3", "--test-size", "0", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "from-code",
+                str(class_heavy),
+                "--output",
+                str(via_cli),
+                "--include-methods",
+                "--min-lines",
+                "2",
+                "--min-test",
+                "3",
+                "--test-size",
+                "0",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     via_recipe = tmp_path / "recipe"
-    cfg = DataConfig(dataset=str(via_recipe), from_code=[str(class_heavy)],
-                     from_code_options={"include_methods": True, "min-lines": 2, "min_test": 3, "test_size": 0,
-                                        "seed": 5})
+    cfg = DataConfig(
+        dataset=str(via_recipe),
+        from_code=[str(class_heavy)],
+        from_code_options={"include_methods": True, "min-lines": 2, "min_test": 3, "test_size": 0, "seed": 5},
+    )
     assert ensure_dataset(cfg)
     cli_stats = json.loads((via_cli / "stats.json").read_text())
     recipe_stats = json.loads((via_recipe / "stats.json").read_text())
@@ -146,12 +174,15 @@ def test_recipe_options_are_the_command_options(class_heavy, tmp_path, capsys):
         assert "--" + f.name.replace("_", "-") in help_text
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"include_method": True}, "unknown option 'include_method'; did you mean 'include_methods'"),
-    ({"test_size": "a lot"}, "data.from_code_options.test_size: expected float, got 'a lot'"),
-    ({"min_test": 2.5}, "data.from_code_options.min_test: expected int, got 2.5"),
-    ("include_methods", "expected a mapping of option names to values"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"include_method": True}, "unknown option 'include_method'; did you mean 'include_methods'"),
+        ({"test_size": "a lot"}, "data.from_code_options.test_size: expected float, got 'a lot'"),
+        ({"min_test": 2.5}, "data.from_code_options.min_test: expected int, got 2.5"),
+        ("include_methods", "expected a mapping of option names to values"),
+    ],
+)
 def test_bad_recipe_options_are_one_clear_line(options, message, six_functions, tmp_path):
     from starchat.train.config import DataConfig
     from starchat.train.data import ensure_dataset
@@ -163,12 +194,17 @@ def test_bad_recipe_options_are_one_clear_line(options, message, six_functions, 
 
 
 def test_build_writes_splits_and_stats_via_cli(src_dir, tmp_path, capsys):
-    (src_dir / "more.py").write_text("\n".join(
-        f'def f{i}(x):\n    """Return x plus {i}, computed the long way round."""\n    y = x\n    y += {i}\n'
-        f"    return y\n" for i in range(40)))
+    (src_dir / "more.py").write_text(
+        "\n".join(
+            f'def f{i}(x):\n    """Return x plus {i}, computed the long way round."""\n    y = x\n    y += {i}\n'
+            f"    return y\n"
+            for i in range(40)
+        )
+    )
     out = tmp_path / "out"
-    assert main(["data", "from-code", str(src_dir), "--output", str(out), "--min-lines", "2",
-                 "--test-size", "0.2"]) == 0
+    assert (
+        main(["data", "from-code", str(src_dir), "--output", str(out), "--min-lines", "2", "--test-size", "0.2"]) == 0
+    )
     dd = datasets.load_from_disk(str(out))
     assert set(dd) == {"train", "test"} and len(dd["train"]) + len(dd["test"]) == 42  # with Box.area
     assert 0 < len(dd["test"]) < 20
@@ -193,9 +229,13 @@ def test_unknown_source_is_a_clear_error():
 def six_functions(tmp_path):
     src = tmp_path / "pkg"
     src.mkdir()
-    (src / "ops.py").write_text("".join(
-        f'def scale_{i}(x, factor={i}):\n    """Multiply x by {i}, then add one."""\n    y = x * factor\n'
-        f"    z = y + 1\n    return z\n\n\n" for i in range(2, 8)))
+    (src / "ops.py").write_text(
+        "".join(
+            f'def scale_{i}(x, factor={i}):\n    """Multiply x by {i}, then add one."""\n    y = x * factor\n'
+            f"    z = y + 1\n    return z\n\n\n"
+            for i in range(2, 8)
+        )
+    )
     return src
 
 
@@ -223,7 +263,9 @@ def test_train_builds_a_missing_from_code_dataset_once_while_other_ranks_wait(si
 
 def test_one_function_is_a_clear_error_not_an_empty_split(src_dir, tmp_path):
     with pytest.raises(StarchatError, match="only 1 documented function found .* at least 2"):
-        build_from_code([str(src_dir)], tmp_path / "out", FromCodeOptions(min_lines=2, test_size=0.0, include_methods=False))
+        build_from_code(
+            [str(src_dir)], tmp_path / "out", FromCodeOptions(min_lines=2, test_size=0.0, include_methods=False)
+        )
 
 
 def test_train_builds_the_from_code_dataset_when_missing(six_functions, tmp_path):

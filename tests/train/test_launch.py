@@ -54,10 +54,16 @@ def test_zero3_without_deepspeed_is_refused_before_launching(monkeypatch):
 
 
 def test_multi_node_command_names_this_machine_and_the_rendezvous():
-    t = TrainingConfig(accelerate_config="ddp", num_processes=16, num_machines=2, machine_rank=1,
-                       main_process_ip="10.0.0.1", main_process_port=29600)
+    t = TrainingConfig(
+        accelerate_config="ddp",
+        num_processes=16,
+        num_machines=2,
+        machine_rank=1,
+        main_process_ip="10.0.0.1",
+        main_process_port=29600,
+    )
     cmd = launch.launch_command(t, ["r.yaml"])
-    flags = dict(zip(cmd[3:cmd.index("-m", 3)], cmd[4:cmd.index("-m", 3)]))
+    flags = dict(zip(cmd[3 : cmd.index("-m", 3)], cmd[4 : cmd.index("-m", 3)]))
     assert (flags["--num_processes"], flags["--num_machines"], flags["--machine_rank"]) == ("16", "2", "1")
     assert (flags["--main_process_ip"], flags["--main_process_port"]) == ("10.0.0.1", "29600")
 
@@ -80,22 +86,47 @@ def test_bf16_false_means_fp32_inside_an_accelerate_bf16_launch(monkeypatch, tmp
     from starchat.train.run import training_arguments
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    cfg = load_config(None, {"model.name_or_path": "m", "data.dataset": "d", "training.output_dir": str(tmp_path),
-                             "training.bf16": "false", "training.use_cpu": True})
+    cfg = load_config(
+        None,
+        {
+            "model.name_or_path": "m",
+            "data.dataset": "d",
+            "training.output_dir": str(tmp_path),
+            "training.bf16": "false",
+            "training.use_cpu": True,
+        },
+    )
     with caplog.at_level("WARNING", logger="starchat.train.run"):
         args = training_arguments(cfg, tmp_path, has_eval=False)
     assert args.mixed_precision == "no"
     assert "asks for mixed precision 'bf16'; training.bf16/fp16 say 'no'" in caplog.text
 
 
-@pytest.mark.parametrize("over, msg", [
-    ({"training.num_machines": 2, "training.accelerate_config": "ddp"}, "needs .*main_process_ip"),
-    ({"training.num_machines": 2, "training.main_process_ip": "h0"}, "needs training.accelerate_config"),
-    ({"training.num_machines": 2, "training.machine_rank": 2, "training.accelerate_config": "ddp",
-      "training.main_process_ip": "h0"}, "machine_rank must be in 0 .. num_machines - 1"),
-    ({"training.num_machines": 2, "training.num_processes": 3, "training.accelerate_config": "ddp",
-      "training.main_process_ip": "h0"}, "positive multiple of training.num_machines"),
-])
+@pytest.mark.parametrize(
+    "over, msg",
+    [
+        ({"training.num_machines": 2, "training.accelerate_config": "ddp"}, "needs .*main_process_ip"),
+        ({"training.num_machines": 2, "training.main_process_ip": "h0"}, "needs training.accelerate_config"),
+        (
+            {
+                "training.num_machines": 2,
+                "training.machine_rank": 2,
+                "training.accelerate_config": "ddp",
+                "training.main_process_ip": "h0",
+            },
+            "machine_rank must be in 0 .. num_machines - 1",
+        ),
+        (
+            {
+                "training.num_machines": 2,
+                "training.num_processes": 3,
+                "training.accelerate_config": "ddp",
+                "training.main_process_ip": "h0",
+            },
+            "positive multiple of training.num_machines",
+        ),
+    ],
+)
 def test_bad_multi_node_settings_are_refused(over, msg):
     base = {"model.name_or_path": "m", "data.dataset": "d", "training.output_dir": "o"}
     with pytest.raises(StarchatError, match=msg):
@@ -108,7 +139,8 @@ def _recipe(tmp_path, model_dir, dataset_dir, out: str, batch: int) -> str:
         f"model:\n  name_or_path: {model_dir}\n"
         f"data:\n  dataset: {dataset_dir}\n  max_length: 64\n  block_size: 128\n"
         f"training:\n  output_dir: {tmp_path / out}\n  num_train_epochs: 2\n  per_device_train_batch_size: {batch}\n"
-        "  learning_rate: 3.0e-3\n  warmup_ratio: 0.0\n  use_cpu: true\n  disable_tqdm: true\n")
+        "  learning_rate: 3.0e-3\n  warmup_ratio: 0.0\n  use_cpu: true\n  disable_tqdm: true\n"
+    )
     return str(recipe)
 
 
@@ -128,8 +160,13 @@ def _train(recipe: str, *extra: str):
     """`starchat train RECIPE EXTRA...` in a fresh process, as a user runs it; fails the test on an error."""
     import subprocess
 
-    run = subprocess.run([sys.executable, "-m", "starchat", "train", recipe, *extra], env=_env(),
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "starchat", "train", recipe, *extra],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -143,11 +180,17 @@ def one_process(tiny_model_dir, dialogue_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(tiny_model_dir, dialogue_dir,
-                                                                                 tmp_path, one_process):
+def test_two_process_ddp_on_cpu_matches_one_process_with_the_same_global_batch(
+    tiny_model_dir, dialogue_dir, tmp_path, one_process
+):
     """The real path: `accelerate launch` with the shipped ddp config, 2 CPU processes (gloo)."""
-    run = _train(_recipe(tmp_path, tiny_model_dir, dialogue_dir, "ddp", batch=2), "--accelerate-config", "ddp",
-                 "--num-processes", "2")
+    run = _train(
+        _recipe(tmp_path, tiny_model_dir, dialogue_dir, "ddp", batch=2),
+        "--accelerate-config",
+        "ddp",
+        "--num-processes",
+        "2",
+    )
     assert run.stdout.count("model written to") == 1  # said by rank 0 only
     res = _results(tmp_path / "ddp")
     assert res["global_step"] == one_process["global_step"]  # the ranks split the data, not repeat it
@@ -165,11 +208,34 @@ def test_two_machines_on_loopback_train_one_run(tiny_model_dir, dialogue_dir, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     recipe = _recipe(tmp_path, tiny_model_dir, dialogue_dir, "nodes", batch=2)
-    procs = [subprocess.Popen([sys.executable, "-m", "starchat", "train", recipe, "--accelerate-config", "ddp",
-                               "--num-processes", "2", "--num-machines", "2", "--machine-rank", str(rank),
-                               "--main-process-ip", "127.0.0.1", "--main-process-port", str(port)],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "starchat",
+                "train",
+                recipe,
+                "--accelerate-config",
+                "ddp",
+                "--num-processes",
+                "2",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                str(rank),
+                "--main-process-ip",
+                "127.0.0.1",
+                "--main-process-port",
+                str(port),
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "--machine_rank 1" in outs[1]
@@ -210,7 +276,7 @@ def test_zero3_shards_on_cpu_resizes_the_embeddings_and_resumes(plain_base_dir, 
     w = model.get_input_embeddings().weight  # saved whole (16-bit gather), resized to the tokenizer
     assert w.shape[0] == len(tok) == base.shape[0] + 4
     one_w = AutoModelForCausalLM.from_pretrained(tmp_path / "one").get_input_embeddings().weight
-    assert torch.allclose(w[base.shape[0]:], one_w[base.shape[0]:], atol=0.02)  # same start, same training
+    assert torch.allclose(w[base.shape[0] :], one_w[base.shape[0] :], atol=0.02)  # same start, same training
 
     shutil.rmtree(last)  # the last checkpoint lost: the rerun resumes from the ZeRO partitions before it
     (out / FINISHED_MARKER).unlink()  # and the run no longer counts as finished (else the rerun does nothing)
@@ -228,7 +294,8 @@ def _dpo_recipe(tmp_path, model_dir, pairs_dir, out: str, batch: int, reference:
         f"dpo:\n  max_length: 128\n  reference: {reference}\n"
         f"training:\n  output_dir: {tmp_path / out}\n  num_train_epochs: 1\n  per_device_train_batch_size: {batch}\n"
         "  learning_rate: 1.0e-3\n  lr_scheduler_type: constant\n  warmup_ratio: 0.0\n  use_cpu: true\n"
-        "  disable_tqdm: true\n")
+        "  disable_tqdm: true\n"
+    )
     return str(recipe)
 
 
@@ -240,8 +307,13 @@ def test_dpo_on_two_processes_matches_one_process(tiny_model_dir, pairs_dir, tmp
     if config == "zero3":
         pytest.importorskip("deepspeed")
     _train(_dpo_recipe(tmp_path, tiny_model_dir, pairs_dir, "one", 4, reference))
-    run = _train(_dpo_recipe(tmp_path, tiny_model_dir, pairs_dir, config, 2, reference),
-                 "--accelerate-config", config, "--num-processes", "2")
+    run = _train(
+        _dpo_recipe(tmp_path, tiny_model_dir, pairs_dir, config, 2, reference),
+        "--accelerate-config",
+        config,
+        "--num-processes",
+        "2",
+    )
     assert run.stdout.count("model written to") == 1
     one, two = _results(tmp_path / "one"), _results(tmp_path / config)
     assert two["global_step"] == one["global_step"]

@@ -17,8 +17,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def adapter(make_overrides, plain_base_dir, tmp_path_factory):
     over = make_overrides(tmp_path_factory.mktemp("lora"))
-    over.update({"model.name_or_path": str(plain_base_dir), "lora.enabled": True, "lora.r": 4,
-                 "lora.alpha": 8, "training.num_train_epochs": 1, "training.learning_rate": 1e-2})
+    over.update(
+        {
+            "model.name_or_path": str(plain_base_dir),
+            "lora.enabled": True,
+            "lora.r": 4,
+            "lora.alpha": 8,
+            "training.num_train_epochs": 1,
+            "training.learning_rate": 1e-2,
+        }
+    )
     return train(load_config(None, over))
 
 

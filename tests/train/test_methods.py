@@ -43,7 +43,7 @@ METHOD = Method(name="toy", help="a toy", build=build_toy, section="toy", sectio
                 validate=validate_toy)
 '''
 
-PROBE = '''
+PROBE = """
 import json, sys
 from starchat.cli import main
 from starchat.train.checkpoint import run_fingerprint
@@ -59,7 +59,7 @@ except ConfigError as e:
     out["error"] = str(e)
 print(json.dumps(out))
 main(["train", "--help"])
-'''
+"""
 
 
 def test_sft_and_dpo_are_registered_with_their_sections():
@@ -70,8 +70,10 @@ def test_sft_and_dpo_are_registered_with_their_sections():
 
 def test_an_unregistered_method_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"method must be one of \('sft', 'dpo'\), got 'ppo'"):
-        load_config(None, {"method": "ppo", "model.name_or_path": "m", "data.dataset": "d",
-                           "training.output_dir": str(tmp_path)})
+        load_config(
+            None,
+            {"method": "ppo", "model.name_or_path": "m", "data.dataset": "d", "training.output_dir": str(tmp_path)},
+        )
 
 
 def test_a_new_method_is_one_file_and_one_registry_line(tmp_path):
@@ -86,11 +88,20 @@ def test_a_new_method_is_one_file_and_one_registry_line(tmp_path):
     init = methods / "__init__.py"
     text = init.read_text()
     assert text.count('    "starchat.train.methods.dpo",\n') == 1
-    init.write_text(text.replace('    "starchat.train.methods.dpo",\n',
-                                 '    "starchat.train.methods.dpo",\n    "starchat.train.methods.toy",\n'))
-    run = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin",
-                                                          "HF_HUB_OFFLINE": "1"})
+    init.write_text(
+        text.replace(
+            '    "starchat.train.methods.dpo",\n',
+            '    "starchat.train.methods.dpo",\n    "starchat.train.methods.toy",\n',
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     first, help_text = run.stdout.split("\n", 1)
     out = json.loads(first)

@@ -16,9 +16,16 @@ def _one_step(overrides: dict, multiplier: float) -> tuple[dict, dict, list[int]
     from starchat.train import load_config
     from starchat.train.model import new_token_ids
 
-    over = dict(overrides, **{"training.max_steps": 1, "training.eval_strategy": "no", "training.save_strategy": "no",
-                              "training.load_best_model_at_end": False,
-                              "training.new_token_lr_multiplier": multiplier})
+    over = dict(
+        overrides,
+        **{
+            "training.max_steps": 1,
+            "training.eval_strategy": "no",
+            "training.save_strategy": "no",
+            "training.load_best_model_at_end": False,
+            "training.new_token_lr_multiplier": multiplier,
+        },
+    )
     torch.manual_seed(0)  # the same LoRA initialisation in both runs
     trainer, tok, _, _ = build(load_config(None, over))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}

@@ -10,10 +10,16 @@ from portability import assert_same_model
 
 from starchat.train.portable import make_portable
 
-V5_TOKENIZER = {"tokenizer_class": "TokenizersBackend", "extra_special_tokens": ["<|system|>", "<|end|>"],
-                "eos_token": "<|end|>"}
-V5_CONFIG = {"model_type": "llama", "dtype": "float32", "rope_parameters": {"rope_theta": 100000.0,
-                                                                           "rope_type": "default"}}
+V5_TOKENIZER = {
+    "tokenizer_class": "TokenizersBackend",
+    "extra_special_tokens": ["<|system|>", "<|end|>"],
+    "eos_token": "<|end|>",
+}
+V5_CONFIG = {
+    "model_type": "llama",
+    "dtype": "float32",
+    "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+}
 
 
 def _write(d: Path, tokenizer: dict, config: dict) -> Path:
@@ -58,9 +64,18 @@ def test_a_llama_with_its_own_rope_theta_computes_the_same_in_transformers_4(tmp
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(base_tokenizer_dir))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      rope_theta=100000.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=100000.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     make_portable(tmp_path)

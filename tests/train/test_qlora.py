@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from starchat.export.merge import merge_lora
 from starchat.train import load_config, train
@@ -38,8 +37,17 @@ def qlora(make_overrides, base_128, tmp_path_factory):
             seen["trainable"] = sorted(n for n, p in model.named_parameters() if p.requires_grad)
 
     over = make_overrides(tmp_path_factory.mktemp("qlora"))
-    over.update({"model.name_or_path": str(base_128), "model.load_in_4bit": True, "lora.enabled": True,
-                 "lora.r": 8, "lora.alpha": 16, "training.num_train_epochs": 2, "training.learning_rate": 1e-2})
+    over.update(
+        {
+            "model.name_or_path": str(base_128),
+            "model.load_in_4bit": True,
+            "lora.enabled": True,
+            "lora.r": 8,
+            "lora.alpha": 16,
+            "training.num_train_epochs": 2,
+            "training.learning_rate": 1e-2,
+        }
+    )
     out = train(load_config(None, over), callbacks=[Inspect()])
     return out, seen
 
@@ -68,5 +76,6 @@ def test_merge_gives_a_standalone_full_precision_model(qlora, base_128, tmp_path
     tok, merged = AutoTokenizer.from_pretrained(merged_dir), AutoModelForCausalLM.from_pretrained(merged_dir)
     assert merged.get_input_embeddings().weight.shape[0] == len(tok)
     assert not any(_is_bnb_4bit(m) for m in merged.modules())  # folded into plain weights
-    assert json.loads((merged_dir / "generation_config.json").read_text())["eos_token_id"] == \
-        tok.convert_tokens_to_ids("<|end|>")
+    assert json.loads((merged_dir / "generation_config.json").read_text())["eos_token_id"] == tok.convert_tokens_to_ids(
+        "<|end|>"
+    )

@@ -31,9 +31,17 @@ class KillAfterSave(TrainerCallback):
 
 def _overrides(make_overrides, tmp):
     over = make_overrides(tmp)
-    over.update({"training.num_train_epochs": 3, "training.save_strategy": "steps", "training.save_steps": 4,
-                 "training.eval_strategy": "steps", "training.eval_steps": 4, "training.save_total_limit": 5,
-                 "training.load_best_model_at_end": False})
+    over.update(
+        {
+            "training.num_train_epochs": 3,
+            "training.save_strategy": "steps",
+            "training.save_steps": 4,
+            "training.eval_strategy": "steps",
+            "training.eval_steps": 4,
+            "training.save_total_limit": 5,
+            "training.load_best_model_at_end": False,
+        }
+    )
     return over
 
 
@@ -69,8 +77,9 @@ def test_killed_run_resumes_from_last_complete_checkpoint(make_overrides, tmp_pa
         assert (w_res[name] - t).abs().max().item() < 1e-4, name
 
 
-def test_full_disk_during_a_save_leaves_no_checkpoint_that_looks_complete(make_overrides, tmp_path, monkeypatch,
-                                                                          caplog):
+def test_full_disk_during_a_save_leaves_no_checkpoint_that_looks_complete(
+    make_overrides, tmp_path, monkeypatch, caplog
+):
     import errno
     import io
 
@@ -104,4 +113,3 @@ def test_full_disk_during_a_save_leaves_no_checkpoint_that_looks_complete(make_o
         out = train(load_config(None, over))
     assert f"resuming from {run_dir}/checkpoint-4" in caplog.text
     assert json.loads((out / "trainer_results.json").read_text())["global_step"] == planned > 8
-

@@ -27,8 +27,13 @@ def test_output_dir_has_weights_tokenizer_and_generation_config(trained):
     assert tok.eos_token == "<|end|>" and "generation" in tok.chat_template
     gen = json.loads((trained / "generation_config.json").read_text())
     assert gen["eos_token_id"] == end and gen["pad_token_id"] == tok.pad_token_id
-    assert (gen["do_sample"], gen["temperature"], gen["top_k"], gen["top_p"], gen["max_new_tokens"]) == \
-        (True, 0.2, 50, 0.95, 256)  # the card's usage values
+    assert (gen["do_sample"], gen["temperature"], gen["top_k"], gen["top_p"], gen["max_new_tokens"]) == (
+        True,
+        0.2,
+        50,
+        0.95,
+        256,
+    )  # the card's usage values
     assert json.loads((trained / "dialogue_template.json").read_text())["end_token"] == "<|end|>"
     assert "learning_rate: 0.003" in (trained / "training_config.yaml").read_text()
     assert not (trained / ".final.tmp").exists()
@@ -55,16 +60,14 @@ def test_validation_loss_drops_and_best_checkpoint_is_kept(trained):
 
 
 def test_pipeline_stops_at_end_token(trained):
-    from transformers import pipeline
-
-    from transformers import set_seed
+    from transformers import pipeline, set_seed
 
     pipe = pipeline("text-generation", model=str(trained), device="cpu")
     prompt = "<|system|>\n<|end|>\n<|user|>\nHow do I add 3 and 4 in Python?<|end|>\n<|assistant|>"
     set_seed(0)
     # No generation arguments: the card's sampling, the length limit and the eos come from generation_config.json.
     out = pipe(prompt, return_tensors=True)
-    ids = list(out[0]["generated_token_ids"])[len(pipe.tokenizer(prompt)["input_ids"]):]
+    ids = list(out[0]["generated_token_ids"])[len(pipe.tokenizer(prompt)["input_ids"]) :]
     end = pipe.tokenizer.convert_tokens_to_ids("<|end|>")
     assert end in ids and ids.index(end) == len(ids) - 1  # generation ended on <|end|>, nothing after it
 

@@ -13,10 +13,22 @@ from starchat.inference.params import resolve_sampling
 __all__ = ["HELP", "ChatIO", "ChatSession", "PipeIO", "RichIO", "chat"]
 
 
-def chat(model: str | None = None, backend: str = "auto", template: str | None = None, system: str | None = None,
-         params: SamplingParams | None = None, interactive: bool | None = None, markdown: bool = True,
-         stdin: IO[str] | None = None, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-         review: bool = True, check_urls: bool = False, sampling: dict | None = None, **engine_kw) -> int:
+def chat(
+    model: str | None = None,
+    backend: str = "auto",
+    template: str | None = None,
+    system: str | None = None,
+    params: SamplingParams | None = None,
+    interactive: bool | None = None,
+    markdown: bool = True,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    review: bool = True,
+    check_urls: bool = False,
+    sampling: dict | None = None,
+    **engine_kw,
+) -> int:
     """Load the model and run the chat; returns the exit status. ``sampling``: SamplingParams fields where
     None means "not set", so the model's own generation_config.json / GGUF metadata decides (see
     ``starchat.inference.params.saved_sampling_defaults``); ``params`` wins over both."""
@@ -33,8 +45,10 @@ def chat(model: str | None = None, backend: str = "auto", template: str | None =
         metadata = getattr(getattr(engine, "llm", None), "metadata", None)  # llama.cpp's GGUF key/values
         params = resolve_sampling(model, metadata if isinstance(metadata, dict) else None, **(sampling or {}))
     if interactive:
-        io.info(f"{engine.model_name} ready ({type(engine).__name__}, context {engine.context_length}). "
-                "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves.")
+        io.info(
+            f"{engine.model_name} ready ({type(engine).__name__}, context {engine.context_length}). "
+            "/help for commands, Ctrl-C stops a reply, Ctrl-D leaves."
+        )
     try:
         return ChatSession(engine, io, params, system, review=review, check_urls=check_urls).run()
     except BrokenPipeError:  # `starchat chat ... | head -1`: the reader has all it wanted

@@ -34,7 +34,7 @@ def repeated_tail(text: str) -> str | None:
             continue
         run = _periodic_run(lines, period)
         repeats = (run + period) // period
-        if repeats >= (4 if period == 1 else 3) and len("\n".join(lines[-(run + period):])) >= MIN_LOOP_CHARS:
+        if repeats >= (4 if period == 1 else 3) and len("\n".join(lines[-(run + period) :])) >= MIN_LOOP_CHARS:
             what = "line" if period == 1 else f"{period} lines"
             return f"the same {what} {repeats} times"
     chars = text.rstrip()
@@ -60,8 +60,10 @@ def _periodic_run(seq, period: int) -> int:
 
 
 def loop_message(loop: str) -> str:
-    return (f"the model repeated itself until the token limit ({loop}); a larger max_new_tokens would only "
-            "buy more repeats: /retry, or ask again in other words")
+    return (
+        f"the model repeated itself until the token limit ({loop}); a larger max_new_tokens would only "
+        "buy more repeats: /retry, or ask again in other words"
+    )
 
 
 def explain_ending(findings: list, text: str, finish_reason: str | None) -> list:
@@ -69,8 +71,10 @@ def explain_ending(findings: list, text: str, finish_reason: str | None) -> list
     looped says so instead of "raise max_new_tokens", and a looping reply gets a warning of its own."""
     if finish_reason != "length" or (loop := repeated_tail(text)) is None:
         return findings
-    out = [dataclasses.replace(f, message=f"not closed: {loop_message(loop)}") if f.kind == "unclosed" else f
-           for f in findings]
+    out = [
+        dataclasses.replace(f, message=f"not closed: {loop_message(loop)}") if f.kind == "unclosed" else f
+        for f in findings
+    ]
     if not any(f.kind == "unclosed" for f in findings):
         from starchat.review import Finding
 

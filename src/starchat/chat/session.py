@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from starchat.errors import StarchatError
 from starchat.fsio import write_text_atomic
@@ -55,8 +56,15 @@ MAX_LOAD_BYTES = 16 << 20  # a saved conversation is text; more is not one
 
 
 class ChatSession:
-    def __init__(self, engine: Engine, io: ChatIO, params: SamplingParams | None = None,
-                 system: str | None = None, review: bool = True, check_urls: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        io: ChatIO,
+        params: SamplingParams | None = None,
+        system: str | None = None,
+        review: bool = True,
+        check_urls: bool = False,
+    ) -> None:
         self.engine, self.io = engine, io
         self.review, self.check_urls = review, check_urls  # see starchat.review
         self.finish_reason: str | None = None  # how the last reply ended: only "length" is "cut off"
@@ -65,8 +73,16 @@ class ChatSession:
         self.messages: list[dict[str, str]] = []  # user/assistant turns; the system prompt is kept apart
         self.errors = 0
         self.commands: dict[str, Callable[[str], bool | None]] = {
-            "system": self._system, "reset": self._reset, "retry": self._retry, "save": self._save,
-            "load": self._load, "params": self._params, "review": self._review_last, "help": self._help, "exit": self._exit, "quit": self._exit,
+            "system": self._system,
+            "reset": self._reset,
+            "retry": self._retry,
+            "save": self._save,
+            "load": self._load,
+            "params": self._params,
+            "review": self._review_last,
+            "help": self._help,
+            "exit": self._exit,
+            "quit": self._exit,
         }
 
     def conversation(self) -> list[dict[str, str]]:
@@ -124,7 +140,9 @@ class ChatSession:
             raise
         text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
-        self.finish_reason = getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
+        self.finish_reason = (
+            getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
+        )
         if self.review:
             self._review(text, self.check_urls)
         return True

@@ -13,8 +13,8 @@ copies as it was written.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # The opening fence of a code block (CommonMark: up to 3 spaces of indent, ``` or ~~~, an info string).
 _OPEN_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})[ \t]*([^\s`]*)")
@@ -96,7 +96,7 @@ class BlockSplitter:
 
 def _code(lines: list[str], indent: int) -> str:
     """A fence's body: the fence's own indent (up to its width) is markdown, not code."""
-    return "\n".join(ln[min(indent, len(ln) - len(ln.lstrip(" "))):] for ln in lines)
+    return "\n".join(ln[min(indent, len(ln) - len(ln.lstrip(" "))) :] for ln in lines)
 
 
 def code_text(code: str, lang: str):
@@ -161,8 +161,15 @@ class MarkdownStream:
 
         parts: list[str] = []
         tail = _Tail()
-        live = Live(tail, console=self.console, refresh_per_second=10, transient=True,
-                    vertical_overflow="crop", redirect_stdout=False, redirect_stderr=False)
+        live = Live(
+            tail,
+            console=self.console,
+            refresh_per_second=10,
+            transient=True,
+            vertical_overflow="crop",
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         with live:
             try:
                 for d in deltas:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 from starchat.errors import StarchatError
 
@@ -20,8 +21,9 @@ class PipeIO:
 
     interactive = False
 
-    def __init__(self, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
-                 stderr: IO[str] | None = None) -> None:
+    def __init__(
+        self, stdin: IO[str] | None = None, stdout: IO[str] | None = None, stderr: IO[str] | None = None
+    ) -> None:
         self.stdin, self.stdout, self.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
         self._lines: Iterator[str] = self._read_lines()
         self._pending: str | None = None

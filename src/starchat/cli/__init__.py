@@ -19,8 +19,10 @@ def build_parser():
 
     # Parser: every subcommand's help shows its defaults the same way (subparsers take the parent's class).
     parser = Parser(
-        prog="starchat", description="Turn a code language model into a coding assistant: "
-        "prepare data, fine-tune, chat, serve and evaluate.")
+        prog="starchat",
+        description="Turn a code language model into a coding assistant: "
+        "prepare data, fine-tune, chat, serve and evaluate.",
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in STAGES:

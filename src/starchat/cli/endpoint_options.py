@@ -19,10 +19,14 @@ def add_endpoint_options(p, concurrency: bool = False) -> None:
     g = p.add_argument_group("endpoint (--model http(s)://HOST[:PORT]/v1)")
     g.add_argument("--served-model", default=None, help="model name at the endpoint (default: the first of /v1/models)")
     g.add_argument("--api-key", default=None, help="the endpoint's key (default: $OPENAI_API_KEY)")
-    g.add_argument("--request-timeout", type=float, default=600.0,
-                   help="seconds one reply may take as a whole, from connecting to its last byte, streamed or "
-                        "not (a server that trickles or never ends its stream is cut off then; failed attempts "
-                        "retried after a 5xx each get their own) (default: %(default)s)")
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=600.0,
+        help="seconds one reply may take as a whole, from connecting to its last byte, streamed or "
+        "not (a server that trickles or never ends its stream is cut off then; failed attempts "
+        "retried after a 5xx each get their own) (default: %(default)s)",
+    )
     if concurrency:
         g.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
 
@@ -36,8 +40,9 @@ def endpoint_kwargs(args) -> dict:
             if getattr(args, flag, None):
                 from starchat.errors import StarchatError
 
-                raise StarchatError(f"--{flag.replace('_', '-')} applies to an endpoint: "
-                                    "give --model http(s)://HOST[:PORT]/v1")
+                raise StarchatError(
+                    f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST[:PORT]/v1"
+                )
         return {}
     kw = {"served_model": args.served_model, "api_key": args.api_key, "timeout": args.request_timeout}
     if getattr(args, "concurrency", None):

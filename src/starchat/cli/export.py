@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a model: merge (LoRA adapters into the base), gguf (convert for "
-                                      "llama.cpp)",
-                       description="Export a trained model for use elsewhere.")
+    p = sub.add_parser(
+        "export",
+        help="export a model: merge (LoRA adapters into the base), gguf (convert for llama.cpp)",
+        description="Export a trained model for use elsewhere.",
+    )
     ex = p.add_subparsers(dest="export_command", metavar="WHAT", required=True)
 
     m = ex.add_parser("merge", help="merge a LoRA/QLoRA adapter into its base and save a standalone model")
@@ -19,8 +21,7 @@ def register(sub) -> None:
     g = ex.add_parser("gguf", help="convert a transformers model directory to a GGUF file for llama.cpp/ollama")
     g.add_argument("model_dir", help="a transformers checkpoint (GPT-BigCode/StarCoder or Llama architecture)")
     g.add_argument("out", help="the .gguf file to write (written atomically)")
-    g.add_argument("--quant", default="f16", choices=["f32", "f16", "q8_0", "q4_k_m"],
-                   help="weight type (default f16)")
+    g.add_argument("--quant", default="f16", choices=["f32", "f16", "q8_0", "q4_k_m"], help="weight type (default f16)")
     g.set_defaults(func=_gguf)
 
 

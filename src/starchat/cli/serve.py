@@ -11,26 +11,44 @@ def register(sub) -> None:
     from starchat.options import add_arguments
     from starchat.server.settings import ServerSettings
 
-    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API with a web playground",
-                       description="Serve a model at /v1 (OpenAI-compatible) with a playground at /. "
-                                   "Without --model: the offline default SmolLM2-135M-Instruct GGUF.")
-    p.add_argument("--model", default=None,
-                   help="HF model directory, hub ID or .gguf file (default: the offline SmolLM2 GGUF)")
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible API with a web playground",
+        description="Serve a model at /v1 (OpenAI-compatible) with a playground at /. "
+        "Without --model: the offline default SmolLM2-135M-Instruct GGUF.",
+    )
+    p.add_argument(
+        "--model", default=None, help="HF model directory, hub ID or .gguf file (default: the offline SmolLM2 GGUF)"
+    )
     add_backend_option(p)
-    p.add_argument("--template", default=None,
-                   help="force a chat format (e.g. starchat) instead of the model's own (default: the model's own)")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="force a chat format (e.g. starchat) instead of the model's own (default: the model's own)",
+    )
     g = p.add_argument_group("server (see starchat.server.ServerSettings)")
     add_arguments(g, ServerSettings)  # every setting's flag, default and help come from the dataclass
     e = p.add_argument_group("engine")
-    e.add_argument("--n-ctx", type=int, default=None,
-                   help="the longest prompt + reply of one request (llama.cpp; vLLM's max_model_len) (default: "
-                        "the GGUF's trained context, at most 4096)")
-    e.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for llama.cpp and torch (default: the CPUs this process may use that "
-                        "other jobs leave idle)")
+    e.add_argument(
+        "--n-ctx",
+        type=int,
+        default=None,
+        help="the longest prompt + reply of one request (llama.cpp; vLLM's max_model_len) (default: "
+        "the GGUF's trained context, at most 4096)",
+    )
+    e.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for llama.cpp and torch (default: the CPUs this process may use that other jobs leave idle)",
+    )
     e.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: shard the model over this many GPUs")
-    e.add_argument("--gpu-memory-utilization", type=float, default=None,
-                   help="vLLM: fraction of GPU memory to use (default: vLLM's own)")
+    e.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="vLLM: fraction of GPU memory to use (default: vLLM's own)",
+    )
     p.set_defaults(func=_serve)
 
 

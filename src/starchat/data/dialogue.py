@@ -44,8 +44,16 @@ def from_guanaco(rec: dict, where: str) -> list[dict[str, str]]:
     return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "system": "system"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "system": "system",
+}
 
 
 def from_sharegpt(rec: dict, where: str) -> list[dict[str, str]]:
@@ -54,8 +62,9 @@ def from_sharegpt(rec: dict, where: str) -> list[dict[str, str]]:
     for i, turn in enumerate(conv):
         who = _field(turn, "from", f"{where}: conversations[{i}]")
         if who not in _SHAREGPT_ROLES:
-            raise DataError(f"{where}: field 'conversations[{i}].from' is {who!r}; expected one of "
-                            f"{sorted(_SHAREGPT_ROLES)}")
+            raise DataError(
+                f"{where}: field 'conversations[{i}].from' is {who!r}; expected one of {sorted(_SHAREGPT_ROLES)}"
+            )
         out.append({"role": _SHAREGPT_ROLES[who], "content": _field(turn, "value", f"{where}: conversations[{i}]")})
     return out
 

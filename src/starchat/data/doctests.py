@@ -28,11 +28,46 @@ def _literal(node: ast.AST) -> bool:
 
 # Builtins an example may wrap the call in (``round(f(x), 9)``, ``sorted(f(x))``), evaluated on the
 # harness side on the plain data the sandbox sends back.
-SAFE_BUILTINS = {"abs", "bool", "dict", "float", "int", "len", "list", "max", "min", "round", "set", "sorted",
-                 "str", "sum", "tuple"}
-_ALLOWED = (ast.Expression, ast.Call, ast.Name, ast.Attribute, ast.Constant, ast.Tuple, ast.List, ast.Dict,
-            ast.Set, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Subscript, ast.Slice, ast.Load,
-            ast.keyword, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+SAFE_BUILTINS = {
+    "abs",
+    "bool",
+    "dict",
+    "float",
+    "int",
+    "len",
+    "list",
+    "max",
+    "min",
+    "round",
+    "set",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+}
+_ALLOWED = (
+    ast.Expression,
+    ast.Call,
+    ast.Name,
+    ast.Attribute,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Dict,
+    ast.Set,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Subscript,
+    ast.Slice,
+    ast.Load,
+    ast.keyword,
+    ast.operator,
+    ast.unaryop,
+    ast.cmpop,
+    ast.boolop,
+)
 
 
 class _ToCandidate(ast.NodeTransformer):
@@ -95,12 +130,21 @@ def _binding(source: str) -> tuple[list[str], str | None] | None:
     if not tree.body or (len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)):
         return None
     node = tree.body[0]
-    if len(tree.body) == 1 and isinstance(node, ast.Assign) and len(node.targets) == 1 \
-            and isinstance(node.targets[0], ast.Name) and _literal(node.value):
+    if (
+        len(tree.body) == 1
+        and isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and _literal(node.value)
+    ):
         return [node.targets[0].id], ast.unparse(node.value)
     names = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-    names += [(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-              for a in n.names]
+    names += [
+        (a.asname or a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    ]
     names += [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     return names, None
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from starchat.data.readers import DataError
 
@@ -115,7 +115,7 @@ class HumanEvalDecontaminator:
             sig = re.search(rf"def {re.escape(entry)}\(.*?\).*?:", prompt, re.S)
             if sig:
                 pats.add(_squash(sig.group(0)))
-            doc = re.search(r'("""|\'\'\')(.*?)(\1|$)', prompt[sig.end() if sig else 0:], re.S)
+            doc = re.search(r'("""|\'\'\')(.*?)(\1|$)', prompt[sig.end() if sig else 0 :], re.S)
             if doc and len(_squash(doc.group(2))) >= min_chars:
                 pats.add(_squash(doc.group(2))[:200])
             solution = _squash(prob["canonical_solution"])
@@ -148,7 +148,7 @@ class NearDuplicateIndex:
         from datasketch import MinHash
 
         words = re.findall(r"\w+|[^\w\s]", " ".join(m["content"].lower() for m in messages))
-        shingles = {" ".join(words[i:i + 3]).encode() for i in range(max(1, len(words) - 2))}
+        shingles = {" ".join(words[i : i + 3]).encode() for i in range(max(1, len(words) - 2))}
         mh = MinHash(num_perm=self.num_perm, seed=1)
         mh.update_batch(list(shingles))
         return mh

@@ -98,7 +98,7 @@ def _units(path: Path, text: str, unit: str, stats: FimStats) -> Iterator[FimDoc
             start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             if node.end_lineno - start < 2:  # one-liners: nothing to fill in
                 continue
-            lines = text.splitlines(keepends=True)[start - 1:node.end_lineno]
+            lines = text.splitlines(keepends=True)[start - 1 : node.end_lineno]
             yield FimDocument(textwrap.dedent("".join(lines)), f"{path}:{node.name}")
 
 
@@ -129,8 +129,10 @@ def code_documents(source: str, unit: str, seed: int, max_chars: int, stats: Fim
     try:
         label, root = resolve_source(source)
     except StarchatError as e:
-        raise StarchatError(f"data.fim.source: {source!r} is not 'stdlib', an installed package, a folder or a .py "
-                            "file; for a dataset also set data.fim.text_column") from e
+        raise StarchatError(
+            f"data.fim.source: {source!r} is not 'stdlib', an installed package, a folder or a .py "
+            "file; for a dataset also set data.fim.text_column"
+        ) from e
     files = []
     for i, p in enumerate(iter_py_files(label, root)):
         if i >= MAX_SCANNED_FILES:
@@ -182,16 +184,27 @@ class _Decontaminator:
         return bool(self.names.search(text)) or not self.grams.isdisjoint(_ngrams(text))
 
 
-def collect_documents(source: str, *, text_column: str | None = None, unit: str = "function", seed: int = 0,
-                      max_chars: int = 2000, limit: int | None = None,
-                      stats: FimStats | None = None, load: Callable | None = None) -> list[FimDocument]:
+def collect_documents(
+    source: str,
+    *,
+    text_column: str | None = None,
+    unit: str = "function",
+    seed: int = 0,
+    max_chars: int = 2000,
+    limit: int | None = None,
+    stats: FimStats | None = None,
+    load: Callable | None = None,
+) -> list[FimDocument]:
     """Up to ``limit`` distinct, decontaminated documents of ``source`` (``load``: see dataset_documents)."""
     stats = stats if stats is not None else FimStats()
     stats.source = source
     if unit not in UNITS:
         raise StarchatError(f"data.fim.unit must be one of {UNITS}, got {unit!r}")
-    docs = (dataset_documents(source, text_column, max_chars, load) if text_column
-            else code_documents(source, unit, seed, max_chars, stats))
+    docs = (
+        dataset_documents(source, text_column, max_chars, load)
+        if text_column
+        else code_documents(source, unit, seed, max_chars, stats)
+    )
     clean = _Decontaminator()
     out, seen = [], set()
     for doc in docs:
@@ -227,9 +240,19 @@ def plain_encoder(tokenizer) -> Callable[[str], list[int]]:
     return encode
 
 
-def fim_rows(docs: Sequence[FimDocument], spec: fim.FimSpec, ids: dict[str, int], encode: Callable[[str], list[int]],
-             *, rate: float = 0.5, spm_rate: float = 0.5, seed: int = 0, max_length: int | None = None,
-             max_rows: int | None = None, stats: FimStats | None = None) -> list[dict]:
+def fim_rows(
+    docs: Sequence[FimDocument],
+    spec: fim.FimSpec,
+    ids: dict[str, int],
+    encode: Callable[[str], list[int]],
+    *,
+    rate: float = 0.5,
+    spm_rate: float = 0.5,
+    seed: int = 0,
+    max_length: int | None = None,
+    max_rows: int | None = None,
+    stats: FimStats | None = None,
+) -> list[dict]:
     """Tokenized rows ``{input_ids, labels, length, kind}`` (kind psm, spm or code), at most ``max_rows``.
 
     FIM rows train the middle and its end token only (``fim.training_ids``' mask, built with the ids): an
@@ -248,8 +271,7 @@ def fim_rows(docs: Sequence[FimDocument], spec: fim.FimSpec, ids: dict[str, int]
             trained = [True] * len(row)
         else:
             prefix, middle, suffix = parts
-            row, trained = fim.training_ids(spec, ids, encode, prefix=prefix, middle=middle, suffix=suffix,
-                                            order=kind)
+            row, trained = fim.training_ids(spec, ids, encode, prefix=prefix, middle=middle, suffix=suffix, order=kind)
         if max_length is not None and len(row) > max_length:
             stats.too_long += 1
             continue

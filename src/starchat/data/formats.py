@@ -34,21 +34,30 @@ class Format:
 
 
 FORMATS: list[Format] = [
-    Format("sharegpt", "dialogue", dialogue.is_sharegpt, "conversations with from/value turns",
-           dialogue.from_sharegpt),
+    Format("sharegpt", "dialogue", dialogue.is_sharegpt, "conversations with from/value turns", dialogue.from_sharegpt),
     Format("messages", "dialogue", dialogue.is_messages, "OpenAI-style messages lists", dialogue.from_messages),
-    Format("oasst", "dialogue", oasst.is_oasst, "oasst1 trees (flat rows or the tree export): root-to-leaf paths",
-           read_trees=oasst.read_oasst),
-    Format("guanaco", "dialogue", dialogue.is_guanaco, "'### Human:' / '### Assistant:' text",
-           dialogue.from_guanaco),
-    Format("alpaca", "dialogue", dialogue.is_alpaca, "instruction/input/output, or prompt/completion",
-           dialogue.from_alpaca),
-    Format("oasst", "preference", oasst.is_oasst, "oasst1 trees: the best- vs the worst-ranked reply",
-           read_trees=preference.read_oasst_pairs),
-    Format("trl", "preference", preference.is_trl, "TRL's prompt/chosen/rejected message lists",
-           preference.from_trl),
-    Format("hh", "preference", preference.is_hh, "Anthropic HH chosen/rejected Human:/Assistant: text",
-           preference.from_hh),
+    Format(
+        "oasst",
+        "dialogue",
+        oasst.is_oasst,
+        "oasst1 trees (flat rows or the tree export): root-to-leaf paths",
+        read_trees=oasst.read_oasst,
+    ),
+    Format("guanaco", "dialogue", dialogue.is_guanaco, "'### Human:' / '### Assistant:' text", dialogue.from_guanaco),
+    Format(
+        "alpaca", "dialogue", dialogue.is_alpaca, "instruction/input/output, or prompt/completion", dialogue.from_alpaca
+    ),
+    Format(
+        "oasst",
+        "preference",
+        oasst.is_oasst,
+        "oasst1 trees: the best- vs the worst-ranked reply",
+        read_trees=preference.read_oasst_pairs,
+    ),
+    Format("trl", "preference", preference.is_trl, "TRL's prompt/chosen/rejected message lists", preference.from_trl),
+    Format(
+        "hh", "preference", preference.is_hh, "Anthropic HH chosen/rejected Human:/Assistant: text", preference.from_hh
+    ),
     Format("text", "preference", preference.is_text, "prompt/chosen/rejected strings", preference.from_text),
 ]
 
@@ -84,8 +93,12 @@ def detect(rec: Any, where: str, kind: str = "dialogue") -> str:
             if f.kind == kind and f.detect(rec):
                 return f.name
     keys = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
-    need = (" a record needs 'chosen' and 'rejected' (and 'prompt' unless they are whole dialogues), or"
-            if kind == "preference" else "")
+    need = (
+        " a record needs 'chosen' and 'rejected' (and 'prompt' unless they are whole dialogues), or"
+        if kind == "preference"
+        else ""
+    )
     what = "preference format" if kind == "preference" else "format"
-    raise DataError(f"{where}: cannot tell the {what} from the fields {keys};{need} "
-                    f"pass --format ({'|'.join(names(kind)[1:])})")
+    raise DataError(
+        f"{where}: cannot tell the {what} from the fields {keys};{need} pass --format ({'|'.join(names(kind)[1:])})"
+    )

@@ -19,9 +19,9 @@ import shutil
 import sys
 import sysconfig
 import textwrap
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 from starchat.data.doctests import doctest_check
 from starchat.errors import StarchatError
@@ -29,8 +29,22 @@ from starchat.fsio import replace_dir
 from starchat.options import add_arguments, from_args, setting
 
 # Parts of the stdlib that are tests, demos, vendored code or platform glue: poor teaching material.
-STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "site-packages", "dist-packages",
-               "__pycache__", "pydoc_data", "tkinter", "venv", "msilib", "distutils"}
+STDLIB_SKIP = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "pydoc_data",
+    "tkinter",
+    "venv",
+    "msilib",
+    "distutils",
+}
 NGRAM = 13  # the StarCoder decontamination span length
 
 
@@ -39,20 +53,30 @@ class FromCodeOptions:
     """What to extract and how to split it: the options of `starchat data from-code`, and of a recipe's
     `data.from_code_options` (same names, one list for both)."""
 
-    include_methods: bool | None = setting(None, "also use the documented methods of classes (default: yes for a "
-                                                 "package, directory or file; no for 'stdlib', whose functions alone "
-                                                 "are thousands). A class-heavy package has few module-level "
-                                                 "functions: rich has 27, and 196 with its methods")
-    min_lines: int = setting(3, "skip functions whose source spans fewer lines (they teach little beyond the "
-                                "signature)")
-    max_chars: int = setting(2500, "skip functions longer than this many characters (keeps each dialogue within a "
-                                   "small model's context)")
-    min_doc_chars: int = setting(20, "skip functions whose docstring is shorter (one-word docstrings make vague "
-                                     "requests)")
-    test_size: float = setting(0.05, "fraction of the functions in the test (validation) split, chosen by a hash of "
-                                     "their name")
-    min_test: int = setting(8, "the test split holds at least this many dialogues, up to a quarter of them (a small "
-                               "package's 5% is one or two: too few to tell progress from noise)")
+    include_methods: bool | None = setting(
+        None,
+        "also use the documented methods of classes (default: yes for a "
+        "package, directory or file; no for 'stdlib', whose functions alone "
+        "are thousands). A class-heavy package has few module-level "
+        "functions: rich has 27, and 196 with its methods",
+    )
+    min_lines: int = setting(
+        3, "skip functions whose source spans fewer lines (they teach little beyond the signature)"
+    )
+    max_chars: int = setting(
+        2500, "skip functions longer than this many characters (keeps each dialogue within a small model's context)"
+    )
+    min_doc_chars: int = setting(
+        20, "skip functions whose docstring is shorter (one-word docstrings make vague requests)"
+    )
+    test_size: float = setting(
+        0.05, "fraction of the functions in the test (validation) split, chosen by a hash of their name"
+    )
+    min_test: int = setting(
+        8,
+        "the test split holds at least this many dialogues, up to a quarter of them (a small "
+        "package's 5% is one or two: too few to tell progress from noise)",
+    )
     max_functions: int | None = setting(None, "stop after this many dialogues (default: all)")
     seed: int = setting(0, "seed of the train/test split")
 
@@ -75,8 +99,10 @@ def options_from_mapping(values: dict, where: str = "data.from_code_options") ->
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise StarchatError(f"{where}: unknown option {key!r}; {hint}the options are {sorted(known)} "
-                                "(as `starchat data from-code --help` lists them)")
+            raise StarchatError(
+                f"{where}: unknown option {key!r}; {hint}the options are {sorted(known)} "
+                "(as `starchat data from-code --help` lists them)"
+            )
         out[name] = _typed(value, known[name].type, f"{where}.{name}")
     return FromCodeOptions(**out)
 
@@ -85,8 +111,11 @@ def _typed(value, annotation: str, where: str):
     kind = str(annotation).split("|")[0].strip()  # "int | None" -> "int" (annotations are strings here)
     if value is None and "None" in str(annotation):
         return None
-    ok = {"bool": isinstance(value, bool), "int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+    }[kind]
     if not ok:
         raise StarchatError(f"{where}: expected {str(annotation).replace(' | None', ' or null')}, got {value!r}")
     return float(value) if kind == "float" else value
@@ -164,10 +193,8 @@ def _functions(tree: ast.Module, include_methods: bool):
 def dialogue(signature: str, doc: str, source: str, cls: str | None = None) -> list[dict]:
     """The user asks for the documented behaviour; the assistant answers with the code in a fenced block."""
     what = f"method of the class `{cls}`" if cls else "function"
-    user = (f"Write a Python {what} with the signature `{signature}` that does the following:\n\n"
-            f"{doc.strip()}")
-    return [{"role": "user", "content": user},
-            {"role": "assistant", "content": f"```python\n{source.rstrip()}\n```"}]
+    user = f"Write a Python {what} with the signature `{signature}` that does the following:\n\n{doc.strip()}"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": f"```python\n{source.rstrip()}\n```"}]
 
 
 def _reject(node, doc: str | None, opts: FromCodeOptions) -> str | None:
@@ -206,8 +233,15 @@ def extract(path: Path, opts: FromCodeOptions, stats: FromCodeStats, methods: bo
             stats.drop(why)
             continue
         sig = _signature(node)
-        yield {"name": node.name, "module": str(path), "signature": sig, "messages": dialogue(sig, doc, source, cls),
-               "entry_point": node.name, "code_prompt": code_prompt(sig, doc), "test": doctest_check(doc, node.name)}
+        yield {
+            "name": node.name,
+            "module": str(path),
+            "signature": sig,
+            "messages": dialogue(sig, doc, source, cls),
+            "entry_point": node.name,
+            "code_prompt": code_prompt(sig, doc),
+            "test": doctest_check(doc, node.name),
+        }
 
 
 def code_prompt(signature: str, doc: str) -> str:
@@ -221,7 +255,7 @@ def code_prompt(signature: str, doc: str) -> str:
 
 def _ngrams(text: str) -> set[tuple[str, ...]]:
     toks = re.findall(r"\w+|[^\w\s]", text)
-    return {tuple(toks[i:i + NGRAM]) for i in range(len(toks) - NGRAM + 1)}
+    return {tuple(toks[i : i + NGRAM]) for i in range(len(toks) - NGRAM + 1)}
 
 
 def humaneval_index() -> tuple[set[str], set[tuple[str, ...]]]:
@@ -282,13 +316,15 @@ def split_rows(rows: list[dict], opts: FromCodeOptions) -> dict[str, list[dict]]
     test = {id(r) for r in rows if key[id(r)] < opts.test_size}
     want = max(min(opts.min_test, len(rows) // 4), 1 if len(rows) > 1 else 0)
     if len(test) < want:  # the next-lowest hashes: the same rows whatever else the package holds
-        test |= {id(r) for r in sorted((r for r in rows if id(r) not in test), key=lambda r: key[id(r)])
-                 [:want - len(test)]}
+        test |= {
+            id(r) for r in sorted((r for r in rows if id(r) not in test), key=lambda r: key[id(r)])[: want - len(test)]
+        }
     return {"train": [r for r in rows if id(r) not in test], "test": [r for r in rows if id(r) in test]}
 
 
-def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCodeOptions | None = None,
-                    overwrite: bool = False) -> Path:
+def build_from_code(
+    sources: list[str], output: str | os.PathLike, opts: FromCodeOptions | None = None, overwrite: bool = False
+) -> Path:
     """Write a DatasetDict (train/test, `messages` column) + stats.json to ``output``, atomically."""
     import datasets
 
@@ -301,8 +337,10 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
         raise StarchatError(f"from-code: no documented functions found in {list(sources) or ['stdlib']}")
     split = split_rows(rows, opts)
     if not split["test"]:
-        raise StarchatError(f"from-code: only 1 documented function found in {list(sources) or ['stdlib']}; "
-                            "a train and a test split need at least 2 (lower --min-lines, or add sources)")
+        raise StarchatError(
+            f"from-code: only 1 documented function found in {list(sources) or ['stdlib']}; "
+            "a train and a test split need at least 2 (lower --min-lines, or add sources)"
+        )
     stats.train, stats.test = len(split["train"]), len(split["test"])
     dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in split.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -317,11 +355,18 @@ def build_from_code(sources: list[str], output: str | os.PathLike, opts: FromCod
 def register_from_code(data_subparsers) -> None:
     """Add the `from-code` subcommand to `starchat data`'s subparsers: one flag per FromCodeOptions field."""
     p = data_subparsers.add_parser(
-        "from-code", help="build instruction dialogues from the documented functions of a code base",
+        "from-code",
+        help="build instruction dialogues from the documented functions of a code base",
         description=__doc__.splitlines()[0] + " Default source: Python's standard library. A recipe's "
-                    "data.from_code_options takes the same options (names with '_').")
-    p.add_argument("sources", nargs="*", default=[], metavar="PACKAGE_OR_DIR",
-                   help="'stdlib' (default), an installed package name, a directory or a .py file")
+        "data.from_code_options takes the same options (names with '_').",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        default=[],
+        metavar="PACKAGE_OR_DIR",
+        help="'stdlib' (default), an installed package name, a directory or a .py file",
+    )
     p.add_argument("--output", required=True, help="directory for the DatasetDict (train/test, `messages`)")
     add_arguments(p, FromCodeOptions)  # flags, defaults and help from the dataclass
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
@@ -336,7 +381,9 @@ def _cli(args) -> int:
     opts = from_args(FromCodeOptions, args)
     out = build_from_code(args.sources, args.output, opts, overwrite=args.overwrite)
     stats = json.loads((out / "stats.json").read_text())
-    print(f"{stats['train']} train + {stats['test']} test dialogues written to {out} "
-          f"(dropped: {stats['dropped']})", file=sys.stdout)
+    print(
+        f"{stats['train']} train + {stats['test']} test dialogues written to {out} (dropped: {stats['dropped']})",
+        file=sys.stdout,
+    )
     print(f"train on them: copy recipes/from-code-cpu.yaml and set data.dataset: {out}", file=sys.stdout)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from starchat.data.records import DataError, Example, ReadOptions, Record
 
@@ -24,7 +24,9 @@ def _flatten_tree(rec: Record) -> list[Record]:
         node, parent, path = stack.pop()
         if not isinstance(node, dict):
             raise DataError(f"{rec.where}: field '{path}' must be a message object")
-        rows.append(Record({**{k: v for k, v in node.items() if k != "replies"}, "parent_id": parent}, f"{rec.where} ({path})"))
+        rows.append(
+            Record({**{k: v for k, v in node.items() if k != "replies"}, "parent_id": parent}, f"{rec.where} ({path})")
+        )
         replies = node.get("replies") or []
         if not isinstance(replies, list):
             raise DataError(f"{rec.where}: field '{path}.replies' must be a list")
@@ -70,13 +72,16 @@ def roots(children: dict, where: dict, on_invalid: Callable[[DataError], None]) 
     """The trees' first messages; a tree that starts with an assistant message is invalid."""
     for root in children.get(None, []):
         if root["role"] != "prompter":
-            on_invalid(DataError(f"{where[root['message_id']]}: field 'role': a tree must start with a prompter message"))
+            on_invalid(
+                DataError(f"{where[root['message_id']]}: field 'role': a tree must start with a prompter message")
+            )
             continue
         yield root
 
 
-def read_oasst(name: str, records: list[Record], opts: ReadOptions,
-               on_invalid: Callable[[DataError], None]) -> Iterator[Example]:
+def read_oasst(
+    name: str, records: list[Record], opts: ReadOptions, on_invalid: Callable[[DataError], None]
+) -> Iterator[Example]:
     """Dialogues along root-to-leaf paths; ``opts.best_path_only`` follows the best-ranked reply."""
     children, where = load_tree(records, opts, on_invalid)
     for root in roots(children, where, on_invalid):
@@ -86,9 +91,13 @@ def read_oasst(name: str, records: list[Record], opts: ReadOptions,
             if not path:
                 continue
             msgs = [{"role": ROLE[r["role"]], "content": r["text"]} for r in path]
-            yield Example(msgs, source=name, where=where[path[-1]["message_id"]],
-                          group=str(root.get("message_tree_id") or root["message_id"]),
-                          meta={"lang": root.get("lang")})
+            yield Example(
+                msgs,
+                source=name,
+                where=where[path[-1]["message_id"]],
+                group=str(root.get("message_tree_id") or root["message_id"]),
+                meta={"lang": root.get("lang")},
+            )
 
 
 def _rank(row: dict) -> float:

@@ -25,8 +25,10 @@ def plan_bins(lengths: list[int], block_size: int) -> list[list[int]]:
     for i in order:
         n = lengths[i]
         if n > block_size:
-            raise StarchatError(f"dialogue {i} has {n} tokens, more than the block of {block_size}; "
-                                f"tokenize with max_length <= block_size")
+            raise StarchatError(
+                f"dialogue {i} has {n} tokens, more than the block of {block_size}; "
+                f"tokenize with max_length <= block_size"
+            )
         k = bisect_left(free, (n, -1))
         if k < len(free):
             space, row = free.pop(k)
@@ -44,7 +46,7 @@ def _flat(ds, column: str) -> tuple[np.ndarray, np.ndarray]:
     arr = ds.with_format("arrow")[column]
     arr = arr.combine_chunks() if hasattr(arr, "combine_chunks") else arr
     offsets = arr.offsets.to_numpy()
-    return arr.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]], offsets - offsets[0]
+    return arr.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 def pack_dataset(ds, block_size: int):
@@ -64,7 +66,9 @@ def pack_dataset(ds, block_size: int):
     lengths = np.diff(offsets)
     bins = plan_bins(lengths.tolist(), block_size)
     order = np.fromiter((i for members in bins for i in members), dtype=np.int64, count=len(lengths))
-    take = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in order]) if len(order) else np.zeros(0, np.int64)
+    take = (
+        np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in order]) if len(order) else np.zeros(0, np.int64)
+    )
     new_lengths = lengths[order]
     starts = np.repeat(np.cumsum(new_lengths) - new_lengths, new_lengths)
     positions = np.arange(len(take)) - starts  # restarts at 0 for each dialogue
@@ -73,8 +77,15 @@ def pack_dataset(ds, block_size: int):
     def column(values):
         return pa.ListArray.from_arrays(pa.array(row_offsets), pa.array(values.astype(np.int32)))
 
-    table = pa.table({"input_ids": column(ids[take]), "labels": column(labels[take]), "position_ids": column(positions)})
+    table = pa.table(
+        {"input_ids": column(ids[take]), "labels": column(labels[take]), "position_ids": column(positions)}
+    )
     tokens = int(lengths.sum())
-    stats = {"block_size": block_size, "dialogues": len(lengths), "rows": len(bins), "tokens": tokens,
-             "packing_efficiency": tokens / (len(bins) * block_size) if bins else 0.0}
+    stats = {
+        "block_size": block_size,
+        "dialogues": len(lengths),
+        "rows": len(bins),
+        "tokens": tokens,
+        "packing_efficiency": tokens / (len(bins) * block_size) if bins else 0.0,
+    }
     return datasets.Dataset(table), stats

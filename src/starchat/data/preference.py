@@ -48,7 +48,9 @@ def is_text(rec: dict) -> bool:
 
 def _messages(value: Any, where: str, key: str) -> list[dict[str, str]]:
     if not isinstance(value, list):
-        raise DataError(f"{where}: field '{key}' must be a list of {{role, content}} messages, got {type(value).__name__}")
+        raise DataError(
+            f"{where}: field '{key}' must be a list of {{role, content}} messages, got {type(value).__name__}"
+        )
     try:
         return validate_messages(value, where=key)
     except TemplateError as e:
@@ -61,8 +63,9 @@ def same_reply(a: str, b: str) -> bool:
     return a.strip() == b.strip()
 
 
-def check_pair(prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejected: list[dict[str, str]],
-               where: str) -> Pair:
+def check_pair(
+    prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejected: list[dict[str, str]], where: str
+) -> Pair:
     """The one rule for a valid preference pair (`data build --kind preference`, `data pairs` and DPO
     training all apply it): the prompt ends with a user turn and has no empty turn but a system one; chosen
     and rejected are one non-empty assistant reply each, different after stripping whitespace. Returns
@@ -72,8 +75,10 @@ def check_pair(prompt: list[dict[str, str]], chosen: list[dict[str, str]], rejec
         raise DataError(f"{where}: field 'prompt' must end with a user turn, it ends with {last}")
     for key, reply in (("chosen", chosen), ("rejected", rejected)):
         if len(reply) != 1 or reply[0]["role"] != "assistant":
-            raise DataError(f"{where}: field '{key}' must be exactly one assistant reply after the prompt, "
-                            f"got roles {[m['role'] for m in reply]}")
+            raise DataError(
+                f"{where}: field '{key}' must be exactly one assistant reply after the prompt, "
+                f"got roles {[m['role'] for m in reply]}"
+            )
         if not reply[0]["content"].strip():
             raise DataError(f"{where}: field '{key}' is an empty reply")
     if same_reply(chosen[0]["content"], rejected[0]["content"]):
@@ -110,9 +115,13 @@ def from_trl(rec: dict, where: str) -> Pair:
 def from_text(rec: dict, where: str) -> Pair:
     prompt, chosen, rejected = (_field(rec, k, where) for k in ("prompt", "chosen", "rejected"))
     system = rec.get("system")
-    msgs = ([{"role": "system", "content": system}] if isinstance(system, str) and system else [])
-    return check_pair(msgs + [{"role": "user", "content": prompt}], [{"role": "assistant", "content": chosen}],
-                 [{"role": "assistant", "content": rejected}], where)
+    msgs = [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+    return check_pair(
+        msgs + [{"role": "user", "content": prompt}],
+        [{"role": "assistant", "content": chosen}],
+        [{"role": "assistant", "content": rejected}],
+        where,
+    )
 
 
 _HH_SPLIT = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
@@ -132,8 +141,9 @@ def from_hh(rec: dict, where: str) -> Pair:
     return _split_shared(chosen, rejected, where)
 
 
-def read_oasst_pairs(name: str, records: list[Record], opts: ReadOptions,
-                     on_invalid: Callable[[DataError], None]) -> Iterator[Example]:
+def read_oasst_pairs(
+    name: str, records: list[Record], opts: ReadOptions, on_invalid: Callable[[DataError], None]
+) -> Iterator[Example]:
     """One pair per prompter message with two or more ranked replies: best rank chosen, worst rejected."""
     children, where = load_tree(records, opts, on_invalid)
     for root in roots(children, where, on_invalid):
@@ -149,17 +159,24 @@ def read_oasst_pairs(name: str, records: list[Record], opts: ReadOptions,
             prompt = [{"role": ROLE[r["role"]], "content": r["text"]} for r in path]
             best, worst = ranked[0], ranked[-1]
             try:
-                prompt, meta = check_pair(prompt, [{"role": "assistant", "content": best["text"]}],
-                                     [{"role": "assistant", "content": worst["text"]}], where[best["message_id"]])
+                prompt, meta = check_pair(
+                    prompt,
+                    [{"role": "assistant", "content": best["text"]}],
+                    [{"role": "assistant", "content": worst["text"]}],
+                    where[best["message_id"]],
+                )
             except DataError as e:
                 on_invalid(e)
                 continue
-            yield Example(prompt, source=name, where=where[node["message_id"]],
-                          group=str(root.get("message_tree_id") or root["message_id"]),
-                          meta={**meta, "lang": root.get("lang")})
+            yield Example(
+                prompt,
+                source=name,
+                where=where[node["message_id"]],
+                group=str(root.get("message_tree_id") or root["message_id"]),
+                meta={**meta, "lang": root.get("lang")},
+            )
 
 
 def full_dialogue(ex: Example) -> list[dict[str, str]]:
     """Prompt plus chosen reply: what the dialogue filters (structure, refusals) look at."""
     return ex.messages + ex.meta["chosen"]
-

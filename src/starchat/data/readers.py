@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from starchat.data import formats
 from starchat.data.records import DataError, Example, ReadOptions, Record, check_text  # noqa: F401  (re-exported)
@@ -45,8 +46,10 @@ def iter_records(path: Path) -> Iterator[Record]:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             line = raw.count(b"\n", 0, e.start) + 1
-            raise DataError(f"{path}:{line}: not valid UTF-8; a .json input is "
-                            "one record list, so fix the file (or convert it to .jsonl to skip bad lines)") from None
+            raise DataError(
+                f"{path}:{line}: not valid UTF-8; a .json input is "
+                "one record list, so fix the file (or convert it to .jsonl to skip bad lines)"
+            ) from None
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -72,8 +75,10 @@ def iter_hub_records(name: str) -> Iterator[Record]:
     try:
         ds = datasets.load_dataset(repo, split=split or "train")
     except Exception as e:  # the hub's errors are many; ours must say what to do
-        raise DataError(f"{name}: not a local path, and loading it from the Hugging Face hub failed "
-                        f"({type(e).__name__}: {e}); check the path or the dataset name") from None
+        raise DataError(
+            f"{name}: not a local path, and loading it from the Hugging Face hub failed "
+            f"({type(e).__name__}: {e}); check the path or the dataset name"
+        ) from None
     for i, rec in enumerate(ds):
         yield Record(rec, f"{name}#{i}")
 
@@ -116,8 +121,13 @@ def detect_format(rec: Any, where: str) -> str:
     return formats.detect(rec, where, "dialogue")
 
 
-def read_source(source: str, fmt: str = "auto", opts: ReadOptions | None = None,
-                stats: ReadStats | None = None, kind: str = "dialogue") -> Iterator[Example]:
+def read_source(
+    source: str,
+    fmt: str = "auto",
+    opts: ReadOptions | None = None,
+    stats: ReadStats | None = None,
+    kind: str = "dialogue",
+) -> Iterator[Example]:
     """All dialogues (``kind="preference"``: pairs, see starchat.data.preference) of one source
     (file, folder or hub name), converted to messages."""
     opts = opts or ReadOptions()
@@ -130,8 +140,9 @@ def read_source(source: str, fmt: str = "auto", opts: ReadOptions | None = None,
         yield from _read_stream(name, records, fmt, opts, stats, kind)
 
 
-def _read_stream(name: str, records: Iterable[Record], fmt: str, opts: ReadOptions, stats: ReadStats,
-                 kind: str = "dialogue") -> Iterator[Example]:
+def _read_stream(
+    name: str, records: Iterable[Record], fmt: str, opts: ReadOptions, stats: ReadStats, kind: str = "dialogue"
+) -> Iterator[Example]:
     """A converter returns messages, or (messages, meta) for preference pairs; a format that reads trees
     (oasst) gets all of the file's rows at the end."""
     file_fmt = None if fmt == formats.AUTO else formats.get(kind, fmt)

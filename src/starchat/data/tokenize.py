@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.templates import get_template, render_segments
@@ -118,8 +119,9 @@ def _labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[
     return labels
 
 
-def _truncate(ids: list[int], labels: list[int], offsets, ends: list[int], max_length: int | None,
-              truncation: str) -> tuple[list[int], list[int], int] | None:
+def _truncate(
+    ids: list[int], labels: list[int], offsets, ends: list[int], max_length: int | None, truncation: str
+) -> tuple[list[int], list[int], int] | None:
     n = len(ids)
     if max_length is None or n <= max_length:
         return ids, labels, 0
@@ -134,8 +136,13 @@ def _truncate(ids: list[int], labels: list[int], offsets, ends: list[int], max_l
     return ids[:keep], labels[:keep], n - keep
 
 
-def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, template="starchat",
-                   max_length: int | None = None, truncation: str = "turns") -> list[dict | None]:
+def tokenize_batch(
+    dialogues: Sequence[Sequence[Mapping[str, Any]]],
+    tokenizer,
+    template="starchat",
+    max_length: int | None = None,
+    truncation: str = "turns",
+) -> list[dict | None]:
     """Tokenize many dialogues at once; a dropped dialogue gives None."""
     if truncation not in TRUNCATION:
         raise StarchatError(f"truncation {truncation!r} is not one of {TRUNCATION}")
@@ -167,19 +174,38 @@ def tokenize_batch(dialogues: Sequence[Sequence[Mapping[str, Any]]], tokenizer, 
             out.append(None)
             continue
         ids_k, labels_k, truncated = cut
-        out.append({"input_ids": ids_k, "labels": labels_k, "truncated": truncated, "length": len(ids_k),
-                    "control_text": bool(literal)})
+        out.append(
+            {
+                "input_ids": ids_k,
+                "labels": labels_k,
+                "truncated": truncated,
+                "length": len(ids_k),
+                "control_text": bool(literal),
+            }
+        )
     return out
 
 
-def tokenize_messages(messages: Sequence[Mapping[str, Any]], tokenizer, template="starchat",
-                      max_length: int | None = None, truncation: str = "turns") -> dict | None:
+def tokenize_messages(
+    messages: Sequence[Mapping[str, Any]],
+    tokenizer,
+    template="starchat",
+    max_length: int | None = None,
+    truncation: str = "turns",
+) -> dict | None:
     """One dialogue: ``{"input_ids", "labels", "truncated", "length", "control_text"}``, or None if dropped."""
     return tokenize_batch([messages], tokenizer, template, max_length, truncation)[0]
 
 
-def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="starchat",
-                     truncation: str = "turns", batch_size: int = 1000, column: str = "messages"):
+def tokenize_dataset(
+    ds,
+    tokenizer,
+    max_length: int | None = None,
+    template="starchat",
+    truncation: str = "turns",
+    batch_size: int = 1000,
+    column: str = "messages",
+):
     """A ``datasets.Dataset`` with a ``messages`` column -> ``(Dataset[input_ids, labels, length], stats)``.
 
     Rows that end with no trained token are dropped and counted. Parallelism comes from the
@@ -188,13 +214,22 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
     import datasets
 
     if column not in ds.column_names:
-        raise StarchatError(f"the dataset has no {column!r} column (columns: {ds.column_names}); "
-                            f"build it with `starchat data build`")
-    stats = {"dialogues": len(ds), "kept": 0, "tokens": 0, "trained_tokens": 0, "truncated_tokens": 0,
-             "truncated_dialogues": 0, "control_text_dialogues": 0, "dropped": {"too_long": 0, "no_assistant_tokens": 0}}
+        raise StarchatError(
+            f"the dataset has no {column!r} column (columns: {ds.column_names}); build it with `starchat data build`"
+        )
+    stats = {
+        "dialogues": len(ds),
+        "kept": 0,
+        "tokens": 0,
+        "trained_tokens": 0,
+        "truncated_tokens": 0,
+        "truncated_dialogues": 0,
+        "control_text_dialogues": 0,
+        "dropped": {"too_long": 0, "no_assistant_tokens": 0},
+    }
     cols: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
     for start in range(0, len(ds), batch_size):
-        batch = ds[start:start + batch_size][column]
+        batch = ds[start : start + batch_size][column]
         for row in tokenize_batch(batch, tokenizer, template, max_length, truncation):
             if row is None:
                 stats["dropped"]["too_long"] += 1
@@ -215,6 +250,11 @@ def tokenize_dataset(ds, tokenizer, max_length: int | None = None, template="sta
     import pyarrow as pa
 
     lists = pa.list_(pa.int32())
-    table = pa.table({"input_ids": pa.array(cols["input_ids"], lists), "labels": pa.array(cols["labels"], lists),
-                      "length": pa.array(cols["length"], pa.int32())})
+    table = pa.table(
+        {
+            "input_ids": pa.array(cols["input_ids"], lists),
+            "labels": pa.array(cols["labels"], lists),
+            "length": pa.array(cols["length"], pa.int32()),
+        }
+    )
     return datasets.Dataset(table), stats

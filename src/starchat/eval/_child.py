@@ -37,6 +37,7 @@ RESP_FD, REQ_FD = 3, 4
 # dicts with one tag key, str, int, float, bool and None, so every value round-trips exactly; JSON, not a
 # Python literal, because ast.literal_eval costs the harness ~300 bytes of memory per reply byte) --------
 
+
 def encode(value, depth=0):
     """Plain data -> tagged literal, or TypeError for anything that is not a builtin value type."""
     if depth > 200:
@@ -66,7 +67,7 @@ def decode(value):
     if type(value) is list:
         return [decode(v) for v in value]
     if type(value) is dict and len(value) == 1:
-        (tag, body), = value.items()
+        ((tag, body),) = value.items()
         if tag == "t":
             return tuple(decode(v) for v in body)
         if tag == "d":
@@ -87,7 +88,7 @@ def send(fd, obj):
     data = _dumps(obj)
     view = memoryview(struct.pack("<Q", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd, n):
@@ -108,6 +109,7 @@ def recv(fd):
 
 
 # ---- trusted setup ----------------------------------------------------------------------------------
+
 
 def _libc():
     import ctypes
@@ -149,15 +151,22 @@ def _isolate_filesystem(tmpfs_mb, expose):
     AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_mount_setattr = 0x8000, 1, 442
 
     class MountAttr(ctypes.Structure):
-        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                    ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+        _fields_ = [
+            ("attr_set", ctypes.c_uint64),
+            ("attr_clr", ctypes.c_uint64),
+            ("propagation", ctypes.c_uint64),
+            ("userns_fd", ctypes.c_uint64),
+        ]
 
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     rc = libc.syscall(SYS_mount_setattr, -100, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
     _check(ctypes, rc, "mount_setattr(/, read-only)")
     for top in sorted({t for t, _, _ in keep}):
-        _check(ctypes, libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755"),
-               f"hide {top}")
+        _check(
+            ctypes,
+            libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755"),
+            f"hide {top}",
+        )
     for _, fd, path in keep:
         os.makedirs(path, mode=0o755, exist_ok=True)
         src = f"/proc/self/fd/{fd}".encode()
@@ -165,8 +174,13 @@ def _isolate_filesystem(tmpfs_mb, expose):
         os.close(fd)
     opts = f"size={tmpfs_mb}m,mode=1777".encode()
     # /run and /var/run hold the host's daemons' sockets (the seccomp filter refuses AF_UNIX too).
-    targets = [("/tmp", opts), ("/dev/shm", opts), ("/var/tmp", opts), ("/run", b"size=1m,mode=755"),
-               ("/var/run", b"size=1m,mode=755")]
+    targets = [
+        ("/tmp", opts),
+        ("/dev/shm", opts),
+        ("/var/tmp", opts),
+        ("/run", b"size=1m,mode=755"),
+        ("/var/run", b"size=1m,mode=755"),
+    ]
     done = set()
     for target, o in targets:
         real = os.path.realpath(target)
@@ -247,8 +261,7 @@ def serve(cfg):
         exec(compile(program, "program.py", "exec"), namespace)
         fn = namespace[entry_point]
     except BaseException as e:  # noqa: BLE001  (SystemExit too: the program chose not to load)
-        send(RESP_FD, {"load_error": f"{type(e).__name__}: {e}"[:2000],
-                       "trace": traceback.format_exc()[-2000:]})
+        send(RESP_FD, {"load_error": f"{type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-2000:]})
         return
     _flush()
     send(RESP_FD, {"ready": True})
@@ -439,16 +452,36 @@ def run_program():
 
 # What HumanEval-style programs commonly import; the rest is imported on demand. Not threading: with it
 # loaded, every fork's set-up and program load took about three times as long (measured).
-PRELOAD = ("traceback", "resource", "fcntl", "select", "json", "math", "re", "string", "collections",
-           "itertools", "functools", "heapq", "bisect", "hashlib", "random", "typing", "statistics", "fractions",
-           "decimal", "copy", "operator")
+PRELOAD = (
+    "traceback",
+    "resource",
+    "fcntl",
+    "select",
+    "json",
+    "math",
+    "re",
+    "string",
+    "collections",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "hashlib",
+    "random",
+    "typing",
+    "statistics",
+    "fractions",
+    "decimal",
+    "copy",
+    "operator",
+)
 
 
 def zygote(sock_fd, namespaces, extra_path):
     """Serve b"spawn MEMORY_MB" (with 3 fds: requests, replies, output) and b"kill PID" on a SOCK_SEQPACKET
     socket. On EOF (the harness is gone) it asks every live program's first fork to kill its tree."""
-    import socket
     import signal
+    import socket
     import time
 
     sys.path.extend(p for p in extra_path.split(os.pathsep) if p)

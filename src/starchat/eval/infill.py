@@ -22,10 +22,11 @@ import dataclasses
 import json
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from starchat import fim
 from starchat.errors import StarchatError
@@ -74,7 +75,7 @@ def _span(solution: str, mode: str, rng: random.Random) -> tuple[int, int] | Non
         windows: dict[int, list[int]] = {}
         for k in range(2, 6):
             for i in range(len(lines) - k + 1):
-                block = lines[i:i + k]
+                block = lines[i : i + k]
                 if block[0].strip() and block[-1].strip() and not all(_trivial(x) for x in block):
                     windows.setdefault(k, []).append(i)
         if not windows:
@@ -168,27 +169,52 @@ class InfillConfig:
 
 
 def _row(item: InfillProblem, generated: str, program: str, res: Result, finish: str | None) -> dict[str, Any]:
-    return {"task_id": item.key, "sample_index": 0, "mode": item.mode, "problem": item.task_id,
-            "expected": item.middle, "generated": generated, "program": program, "passed": res.passed,
-            "exact": exact_match(generated, item.middle), "status": res.status, "error": res.error,
-            "output": res.output[:1000], "finish_reason": finish, "seconds": round(res.seconds, 3)}
+    return {
+        "task_id": item.key,
+        "sample_index": 0,
+        "mode": item.mode,
+        "problem": item.task_id,
+        "expected": item.middle,
+        "generated": generated,
+        "program": program,
+        "passed": res.passed,
+        "exact": exact_match(generated, item.middle),
+        "status": res.status,
+        "error": res.error,
+        "output": res.output[:1000],
+        "finish_reason": finish,
+        "seconds": round(res.seconds, 3),
+    }
 
 
-def run_infill(engine, cfg: InfillConfig, model_name: str, model: str | None = None,
-               make_params: Callable[..., Any] | None = None,
-               on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_infill(
+    engine,
+    cfg: InfillConfig,
+    model_name: str,
+    model: str | None = None,
+    make_params: Callable[..., Any] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Mask, generate, put back, test; resumable (rows in samples.jsonl); returns and writes summary.json."""
     filler = Filler(engine, model, cfg.max_new_tokens)  # first: a model without FIM tokens fails before any work
     problems = programs.load_problems(None, cfg.limit)
     items, skipped = build_problems(problems, cfg.modes, cfg.seed)
-    identity = {"model": model_name, "modes": list(cfg.modes), "limit": cfg.limit, "seed": cfg.seed,
-                "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens}
+    identity = {
+        "model": model_name,
+        "modes": list(cfg.modes),
+        "limit": cfg.limit,
+        "seed": cfg.seed,
+        "temperature": cfg.temperature,
+        "max_new_tokens": cfg.max_new_tokens,
+    }
     log = SampleLog(cfg.output, identity)
     pending = [it for it in items if not log.done(it.key, 0)]
     if on_start:
-        on_start(f"eval infill: {model_name}; FIM format: {filler.describe()}; modes "
-                 + ", ".join(f"{m} ({sum(it.mode == m for it in items)} problems)" for m in cfg.modes)
-                 + f"; {len(items) - len(pending)} done already; sandbox: {sandbox_mode()['name']}")
+        on_start(
+            f"eval infill: {model_name}; FIM format: {filler.describe()}; modes "
+            + ", ".join(f"{m} ({sum(it.mode == m for it in items)} problems)" for m in cfg.modes)
+            + f"; {len(items) - len(pending)} done already; sandbox: {sandbox_mode()['name']}"
+        )
     params = (make_params or _params)(cfg.temperature, cfg.max_new_tokens, cfg.seed)
     from tqdm import tqdm
 
@@ -196,13 +222,14 @@ def run_infill(engine, cfg: InfillConfig, model_name: str, model: str | None = N
     seconds = 0.0
     try:
         for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start:start + cfg.batch_size]
+            batch = pending[start : start + cfg.batch_size]
             t0 = time.monotonic()
             completions = filler.generate(batch, params)
             seconds += time.monotonic() - t0
             progs = [it.prefix + c.text + it.suffix for it, c in zip(batch, completions)]
-            results = run_many([programs.job_for(problems[it.task_id], p) for it, p in zip(batch, progs)],
-                               cfg.limits, cfg.workers)
+            results = run_many(
+                [programs.job_for(problems[it.task_id], p) for it, p in zip(batch, progs)], cfg.limits, cfg.workers
+            )
             for it, c, prog, res in zip(batch, completions, progs, results):
                 log.add(_row(it, c.text, prog, res, getattr(c, "finish_reason", None)))
             bar.update(len(batch))
@@ -226,17 +253,23 @@ def summarize(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
     for mode in meta.get("modes", MODES):
         rs = [r for r in rows if r["mode"] == mode]
         n = len(rs)
-        modes[mode] = {"problems": n, "pass@1": sum(bool(r["passed"]) for r in rs) / n if n else None,
-                       "exact_match": sum(bool(r["exact"]) for r in rs) / n if n else None,
-                       "cut_off": sum(r.get("finish_reason") == "length" for r in rs) / n if n else None}
-    metrics = {f"{m} {k}": v for m, d in modes.items() for k in ("pass@1", "exact_match")
-               if (v := d[k]) is not None}
+        modes[mode] = {
+            "problems": n,
+            "pass@1": sum(bool(r["passed"]) for r in rs) / n if n else None,
+            "exact_match": sum(bool(r["exact"]) for r in rs) / n if n else None,
+            "cut_off": sum(r.get("finish_reason") == "length" for r in rs) / n if n else None,
+        }
+    metrics = {f"{m} {k}": v for m, d in modes.items() for k in ("pass@1", "exact_match") if (v := d[k]) is not None}
     return {"kind": "infill", **meta, "num_samples": len(rows), "per_mode": modes, "metrics": metrics}
 
 
 def _finish(cfg: InfillConfig, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    meta = {**meta, "sandbox": sandbox_mode()["name"], "timeout_s": cfg.limits.timeout,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        **meta,
+        "sandbox": sandbox_mode()["name"],
+        "timeout_s": cfg.limits.timeout,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     summary = summarize(rows, meta)
     report.write_atomic(cfg.output / "summary.json", json.dumps(summary, indent=2))
     report.write_atomic(cfg.output / "report.md", markdown(summary, rows))
@@ -244,19 +277,29 @@ def _finish(cfg: InfillConfig, rows: list[dict[str, Any]], meta: dict[str, Any])
 
 
 def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    lines = [f"# HumanEval infilling: {summary.get('model')}", "", f"FIM format: {summary.get('fim')}", "",
-             "| mode | problems | pass@1 | exact match | cut off |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# HumanEval infilling: {summary.get('model')}",
+        "",
+        f"FIM format: {summary.get('fim')}",
+        "",
+        "| mode | problems | pass@1 | exact match | cut off |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for mode, d in summary["per_mode"].items():
         cells = [_fmt(d[k]) for k in ("pass@1", "exact_match", "cut_off")]
         lines.append(f"| {mode} | {d['problems']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Settings", ""] + [f"- {k}: `{summary.get(k)}`" for k in
-                                         ("temperature", "max_new_tokens", "seed", "limit", "sandbox", "timeout_s",
-                                          "created")]
+    lines += ["", "## Settings", ""] + [
+        f"- {k}: `{summary.get(k)}`"
+        for k in ("temperature", "max_new_tokens", "seed", "limit", "sandbox", "timeout_s", "created")
+    ]
     failing = [r for r in rows if not r["passed"]][:10]
     if failing:
         lines += ["", "## First failures", ""]
-        lines += [f"- {r['task_id']}: {r['status']}; expected {r['expected'].strip()[:80]!r}, got "
-                  f"{r['generated'].strip()[:80]!r}" for r in failing]
+        lines += [
+            f"- {r['task_id']}: {r['status']}; expected {r['expected'].strip()[:80]!r}, got "
+            f"{r['generated'].strip()[:80]!r}"
+            for r in failing
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,10 @@ import hashlib
 import itertools
 import json
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 from starchat.errors import StarchatError
@@ -28,8 +29,9 @@ class JudgeConfig:
     """One judge run."""
 
     output: Path = setting(help="Results directory; a rerun with the same one resumes.", cli=False)
-    prompts: str | None = setting(None, "JSONL of {\"prompt\": ...} (or MT-Bench's question.jsonl) (default: the "
-                                        "shipped set of coding prompts).")
+    prompts: str | None = setting(
+        None, 'JSONL of {"prompt": ...} (or MT-Bench\'s question.jsonl) (default: the shipped set of coding prompts).'
+    )
     limit: int | None = setting(None, "Only the first K prompts (K >= 1; default: all).")
     system: str | None = setting(None, "A system message for the answering models, not the judge (default: none).")
     temperature: float = setting(0.2, "The answers' temperature (the StarChat cards' value); the judge is greedy.")
@@ -50,8 +52,10 @@ def parse_models(specs: Iterable[str]) -> dict[str, str]:
         m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)=(.+)", raw)
         label, spec = (m.group(1), m.group(2)) if m else (model_label(raw), raw)
         if label in out:
-            raise StarchatError(f"two --model values are both called {label!r} ({out[label]} and {spec}): "
-                                f"name them, e.g. --model {label}-2={spec}")
+            raise StarchatError(
+                f"two --model values are both called {label!r} ({out[label]} and {spec}): "
+                f"name them, e.g. --model {label}-2={spec}"
+            )
         out[label] = spec
     if len(out) < 2:
         raise StarchatError("give at least two --model values to compare (e.g. --model default --model DIR)")
@@ -121,14 +125,17 @@ def _check_identity(out: Path, identity: dict[str, Any]) -> None:
         if previous != identity:
             from starchat.eval.report import settings_diff
 
-            raise StarchatError(f"{out} holds a judge run with other settings ({settings_diff(previous, identity)}): "
-                                "use another --output, or delete it to start over")
+            raise StarchatError(
+                f"{out} holds a judge run with other settings ({settings_diff(previous, identity)}): "
+                "use another --output, or delete it to start over"
+            )
     else:
         write_text_atomic(run_file, json.dumps(identity, indent=2))
 
 
-def run_judge(cfg: JudgeConfig, models: dict[str, str], judge: str | None,
-              load: Callable[[str | None], Any]) -> dict[str, Any]:
+def run_judge(
+    cfg: JudgeConfig, models: dict[str, str], judge: str | None, load: Callable[[str | None], Any]
+) -> dict[str, Any]:
     """Answer every prompt with every model, judge each pair of answers in both orders, write the report.
 
     ``load(spec)`` returns an engine (``starchat.inference.load_engine`` in the CLI); each model is
@@ -140,13 +147,21 @@ def run_judge(cfg: JudgeConfig, models: dict[str, str], judge: str | None,
     if cfg.limit is not None and cfg.limit < 1:
         raise StarchatError(f"--limit {cfg.limit}: give at least 1 prompt, or leave --limit out for all of them")
     if cfg.bootstrap < 0:
-        raise StarchatError(f"--bootstrap {cfg.bootstrap}: give a number of resamples >= 0 "
-                            "(0: no intervals; 1000 is the default)")
+        raise StarchatError(
+            f"--bootstrap {cfg.bootstrap}: give a number of resamples >= 0 (0: no intervals; 1000 is the default)"
+        )
     prompts = jp.load_prompts(cfg.prompts)
-    prompts = prompts[:cfg.limit] if cfg.limit else prompts
-    identity = {"prompts": cfg.prompts or jp.SHIPPED, "system": cfg.system, "temperature": cfg.temperature,
-                "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "judge": judge or "default",
-                "judge_max_new_tokens": cfg.judge_max_new_tokens, "judge_prompt": _sha(jp.JUDGE_TEMPLATE)}
+    prompts = prompts[: cfg.limit] if cfg.limit else prompts
+    identity = {
+        "prompts": cfg.prompts or jp.SHIPPED,
+        "system": cfg.system,
+        "temperature": cfg.temperature,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+        "judge": judge or "default",
+        "judge_max_new_tokens": cfg.judge_max_new_tokens,
+        "judge_prompt": _sha(jp.JUDGE_TEMPLATE),
+    }
     _check_identity(cfg.output, identity)
     answers = JsonlCache(cfg.output / "answers.jsonl", lambda r: (r["model"], r["prompt_id"]))
     verdicts = JsonlCache(cfg.output / "verdicts.jsonl", lambda r: (r["prompt_id"], r["first"], r["second"]))
@@ -164,8 +179,10 @@ def _answer(cfg: JudgeConfig, label: str, spec: str, prompts, answers: JsonlCach
     for p in prompts:
         row = answers.get((label, p["id"]))
         if row is not None and row["spec"] != spec:
-            raise StarchatError(f"{cfg.output}/answers.jsonl holds answers of {label!r} made by {row['spec']}, "
-                                f"not {spec}: name this model differently (--model OTHER={spec})")
+            raise StarchatError(
+                f"{cfg.output}/answers.jsonl holds answers of {label!r} made by {row['spec']}, "
+                f"not {spec}: name this model differently (--model OTHER={spec})"
+            )
     todo = [p for p in prompts if answers.get((label, p["id"])) is None]
     if not todo:
         return
@@ -176,13 +193,23 @@ def _answer(cfg: JudgeConfig, label: str, spec: str, prompts, answers: JsonlCach
     bar = _progress(len(todo), cfg.progress, f"answers {label}")
     try:
         for start in range(0, len(todo), cfg.batch_size):
-            batch = todo[start:start + cfg.batch_size]
-            requests = [([{"role": "system", "content": cfg.system}] if cfg.system else [])
-                        + [{"role": "user", "content": p["prompt"]}] for p in batch]
+            batch = todo[start : start + cfg.batch_size]
+            requests = [
+                ([{"role": "system", "content": cfg.system}] if cfg.system else [])
+                + [{"role": "user", "content": p["prompt"]}]
+                for p in batch
+            ]
             for p, c in zip(batch, engine.generate_batch(requests, params)):
-                answers.add({"model": label, "spec": spec, "prompt_id": p["id"], "answer": c.text,
-                             "finish_reason": getattr(c, "finish_reason", None),
-                             "completion_tokens": getattr(c, "completion_tokens", None)})
+                answers.add(
+                    {
+                        "model": label,
+                        "spec": spec,
+                        "prompt_id": p["id"],
+                        "answer": c.text,
+                        "finish_reason": getattr(c, "finish_reason", None),
+                        "completion_tokens": getattr(c, "completion_tokens", None),
+                    }
+                )
             bar.update(len(batch))
     finally:
         bar.close()
@@ -214,14 +241,16 @@ def _judge_all(cfg: JudgeConfig, models, judge, prompts, answers: JsonlCache, ve
     bar = _progress(len(jobs), cfg.progress, "judge")
     try:
         for start in range(0, len(jobs), cfg.batch_size):
-            batch = jobs[start:start + cfg.batch_size]
+            batch = jobs[start : start + cfg.batch_size]
             fitted = [_fit(engine, p["prompt"], a, b, cfg.judge_max_new_tokens) for p, _, _, a, b in batch]
             replies = engine.generate_batch([m for m, _ in fitted], params)
             rows = [_verdict_row(job, judge, c.text, cut) for job, c, (_, cut) in zip(batch, replies, fitted)]
             again = [i for i, r in enumerate(rows) if r["verdict"] is None]
             if again:  # retried once, as a follow-up turn asking for the verdict alone
-                for i, text in zip(again, _retry(engine, [jp.retry_messages(fitted[i][0], rows[i]["raw"])
-                                                          for i in again], retry_params)):
+                for i, text in zip(
+                    again,
+                    _retry(engine, [jp.retry_messages(fitted[i][0], rows[i]["raw"]) for i in again], retry_params),
+                ):
                     rows[i].update(retried=True, retry_raw=text)
                     _set_verdict(rows[i], jp.parse_verdict(text))
             for r in rows:
@@ -268,8 +297,17 @@ def _prefilled(engine, msgs: list[dict[str, str]]) -> tuple[Any, str]:
 
 def _verdict_row(job, judge, raw: str, cut: bool) -> dict[str, Any]:
     p, first, second, a, b = job
-    row = {"prompt_id": p["id"], "first": first, "second": second, "judge": judge or "default",
-           "raw": raw, "retried": False, "retry_raw": None, "answers_cut": cut, "answers_sha": _sha(a, b)}
+    row = {
+        "prompt_id": p["id"],
+        "first": first,
+        "second": second,
+        "judge": judge or "default",
+        "raw": raw,
+        "retried": False,
+        "retry_raw": None,
+        "answers_cut": cut,
+        "answers_sha": _sha(a, b),
+    }
     _set_verdict(row, jp.parse_verdict(raw))
     return row
 
@@ -297,9 +335,11 @@ def _fit(engine, question: str, a: str, b: str, max_new: int) -> tuple[list[dict
     except (StarchatError, NotImplementedError, AttributeError, TypeError):
         return msgs, False
     if base > budget:
-        raise StarchatError(f"the judge's request is {base} tokens before any answer, but the judge "
-                            f"{getattr(engine, 'model_name', '')}'s context is {ctx} tokens with {ctx - budget} kept "
-                            "for its reply: use a judge with a longer context")
+        raise StarchatError(
+            f"the judge's request is {base} tokens before any answer, but the judge "
+            f"{getattr(engine, 'model_name', '')}'s context is {ctx} tokens with {ctx - budget} kept "
+            "for its reply: use a judge with a longer context"
+        )
     keep = max(len(a), len(b))
     for _ in range(6):  # answer tokens scale about with their characters: shrink by the excess, then check
         keep = max(0, int(keep * max(0.0, budget - base) / max(1, n - base) * 0.95))
@@ -316,9 +356,15 @@ def _cut(text: str, keep: int) -> str:
 
 def _write_report(cfg, models, judge, prompts, answers: JsonlCache, verdicts: JsonlCache) -> dict[str, Any]:
     summary = judge_report.summarize(list(models), prompts, verdicts.rows, n_boot=cfg.bootstrap, seed=cfg.seed)
-    summary.update(models=models, judge=judge or "default", prompts=cfg.prompts or jp.SHIPPED,
-                   num_prompts=len(prompts), temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    summary.update(
+        models=models,
+        judge=judge or "default",
+        prompts=cfg.prompts or jp.SHIPPED,
+        num_prompts=len(prompts),
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     write_summary(cfg.output / "summary.json", summary)
     md = judge_report.markdown(summary, prompts, answers.rows, verdicts.rows, cfg.examples)
     write_text_atomic(cfg.output / "report.md", md)

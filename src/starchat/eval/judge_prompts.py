@@ -57,8 +57,10 @@ def load_prompts(spec: str | None = None) -> list[dict[str, Any]]:
     else:
         p = Path(spec).expanduser()
         if not p.is_file():
-            raise StarchatError(f"--prompts {spec}: no such file; give a JSONL file (one {{\"prompt\": ...}} per "
-                                f"line) or leave it out for the shipped coding set")
+            raise StarchatError(
+                f'--prompts {spec}: no such file; give a JSONL file (one {{"prompt": ...}} per '
+                f"line) or leave it out for the shipped coding set"
+            )
         text, name = _read_utf8(p), str(p)
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
@@ -67,8 +69,10 @@ def load_prompts(spec: str | None = None) -> list[dict[str, Any]]:
             continue
         rec = _record(name, no, line)
         if rec["id"] in seen:
-            raise StarchatError(f"{name}:{no}: id {rec['id']!r} was already used on line {seen[rec['id']]}; "
-                                "give every prompt its own id")
+            raise StarchatError(
+                f"{name}:{no}: id {rec['id']!r} was already used on line {seen[rec['id']]}; "
+                "give every prompt its own id"
+            )
         seen[rec["id"]] = no
         out.append(rec)
     if not out:
@@ -81,9 +85,10 @@ def _read_utf8(p: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise StarchatError(f"{p}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the prompts "
-                            "as UTF-8") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise StarchatError(
+            f"{p}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the prompts as UTF-8"
+        ) from None
 
 
 def _check_text(name: str, no: int, field: str, value: str) -> None:
@@ -91,9 +96,11 @@ def _check_text(name: str, no: int, field: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise StarchatError(f"{name}:{no}: field {field!r} holds a lone surrogate (U+{ord(value[e.start]):04X} at "
-                            f"character {e.start}), which is not text; write the character itself, or its "
-                            "escape as a full \\uD8xx\\uDCxx pair") from None
+        raise StarchatError(
+            f"{name}:{no}: field {field!r} holds a lone surrogate (U+{ord(value[e.start]):04X} at "
+            f"character {e.start}), which is not text; write the character itself, or its "
+            "escape as a full \\uD8xx\\uDCxx pair"
+        ) from None
 
 
 def _record(name: str, no: int, line: str) -> dict[str, Any]:
@@ -107,13 +114,19 @@ def _record(name: str, no: int, line: str) -> dict[str, Any]:
     if prompt is None and isinstance(obj.get("turns"), list) and obj["turns"]:
         prompt = obj["turns"][0]
     if not isinstance(prompt, str) or not prompt.strip():
-        raise StarchatError(f"{name}:{no}: field 'prompt' is missing or empty; give the request as "
-                            "\"prompt\" (or \"question\", or MT-Bench's \"turns\")")
+        raise StarchatError(
+            f"{name}:{no}: field 'prompt' is missing or empty; give the request as "
+            '"prompt" (or "question", or MT-Bench\'s "turns")'
+        )
     pid = obj.get("id", obj.get("question_id", no))
     if not isinstance(pid, (str, int)) or isinstance(pid, bool):
         raise StarchatError(f"{name}:{no}: field 'id' must be a string or an integer")
-    rec = {"id": str(pid), "prompt": prompt, "category": str(obj.get("category") or ""),
-           "language": str(obj.get("language") or "")}
+    rec = {
+        "id": str(pid),
+        "prompt": prompt,
+        "category": str(obj.get("category") or ""),
+        "language": str(obj.get("language") or ""),
+    }
     for field, value in rec.items():
         _check_text(name, no, field, value)
     return rec
@@ -136,11 +149,17 @@ _LABEL = r"(A\s*>>?\s*B|B\s*>>?\s*A|A\s*=\s*B|A|B|C|TIE)"
 _DOUBLE = re.compile(r"\[\[\s*" + _LABEL + r"\s*\]\]", re.I)
 _SINGLE = re.compile(r"(?<!\[)\[\s*" + _LABEL + r"\s*\](?!\])", re.I)
 # The label itself is case-sensitive ("the winner is a..." is no verdict), the words around it are not.
-_STATED = re.compile(r"(?:final\s+)?(?:verdict|decision|winner)[\s*_`\"':\-]*(?:is[\s*_`\"':\-]*)?"
-                     r"(?:assistant\s+)?((?-i:A|B|C)|tie)\b", re.I)
+_STATED = re.compile(
+    r"(?:final\s+)?(?:verdict|decision|winner)[\s*_`\"':\-]*(?:is[\s*_`\"':\-]*)?"
+    r"(?:assistant\s+)?((?-i:A|B|C)|tie)\b",
+    re.I,
+)
 _BETTER = re.compile(r"\bassistant\s+(A|B)(?:'s\s+answer)?\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?better\b", re.I)
-_TIED = re.compile(r"\b(?:it'?s\s+a\s+tie|(?:both|the two)\s+(?:answers\s+)?are\s+(?:equally\s+good|"
-                   r"equally\s+bad|equal|tied))\b", re.I)
+_TIED = re.compile(
+    r"\b(?:it'?s\s+a\s+tie|(?:both|the two)\s+(?:answers\s+)?are\s+(?:equally\s+good|"
+    r"equally\s+bad|equal|tied))\b",
+    re.I,
+)
 
 
 def _norm(label: str) -> str:

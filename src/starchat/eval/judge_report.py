@@ -27,9 +27,17 @@ def prompt_outcomes(x: str, y: str, prompts: list[dict], verdicts: dict[tuple, d
         wins = [_x_score(v, x) for v in (xy, yx) if v is not None and v.get("winner")]
         score = float(np.mean(wins)) if wins else None
         both = xy is not None and yx is not None and xy.get("winner") and yx.get("winner")
-        out.append({"prompt_id": p["id"], "xy": xy, "yx": yx, "score": score,
-                    "outcome": None if score is None else "win" if score > 0.5 else "loss" if score < 0.5 else "tie",
-                    "flipped": bool(both and xy["winner"] != yx["winner"]), "both": bool(both)})
+        out.append(
+            {
+                "prompt_id": p["id"],
+                "xy": xy,
+                "yx": yx,
+                "score": score,
+                "outcome": None if score is None else "win" if score > 0.5 else "loss" if score < 0.5 else "tie",
+                "flipped": bool(both and xy["winner"] != yx["winner"]),
+                "both": bool(both),
+            }
+        )
     return out
 
 
@@ -45,13 +53,18 @@ def bootstrap_ci(outcomes: list[str], n_boot: int, seed: int) -> dict[str, tuple
     codes = np.array([SCORE[o] for o in outcomes])
     idx = np.random.default_rng(seed).integers(0, len(codes), size=(n_boot, len(codes)))
     sample = codes[idx]
-    stats = {"win": (sample == 1.0).mean(1), "tie": (sample == 0.5).mean(1), "loss": (sample == 0.0).mean(1),
-             "win_rate": sample.mean(1)}
+    stats = {
+        "win": (sample == 1.0).mean(1),
+        "tie": (sample == 0.5).mean(1),
+        "loss": (sample == 0.0).mean(1),
+        "win_rate": sample.mean(1),
+    }
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()}
 
 
-def summarize(labels: list[str], prompts: list[dict], verdicts: dict[tuple, dict], n_boot: int = 1000,
-              seed: int = 0) -> dict[str, Any]:
+def summarize(
+    labels: list[str], prompts: list[dict], verdicts: dict[tuple, dict], n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """summary.json's body: ``kind`` "judge", a flat ``metrics`` dict (what `eval compare` reads), and
     the per-pair detail."""
     metrics: dict[str, float] = {}
@@ -67,8 +80,12 @@ def summarize(labels: list[str], prompts: list[dict], verdicts: dict[tuple, dict
         ci = bootstrap_ci(outs, n_boot, seed)
         pair_flips, pair_both = sum(r["flipped"] for r in rows), sum(r["both"] for r in rows)
         k = pair_key(x, y)
-        for name, val in (("win", shares["win"]), ("tie", shares["tie"]), ("loss", shares["loss"]),
-                          ("win_rate", win_rate)):
+        for name, val in (
+            ("win", shares["win"]),
+            ("tie", shares["tie"]),
+            ("loss", shares["loss"]),
+            ("win_rate", win_rate),
+        ):
             if val is not None:
                 metrics[f"{name}[{k}]"] = round(val, 4)
         if "win_rate" in ci:
@@ -76,10 +93,20 @@ def summarize(labels: list[str], prompts: list[dict], verdicts: dict[tuple, dict
             metrics[f"win_rate_ci_high[{k}]"] = round(ci["win_rate"][1], 4)
         if pair_both:
             metrics[f"position_bias_rate[{k}]"] = round(pair_flips / pair_both, 4)
-        pairs.append({"a": x, "b": y, "prompts": n, "counts": {o: outs.count(o) for o in ("win", "tie", "loss")},
-                      "shares": shares, "win_rate": win_rate, "ci95": {c: list(v) for c, v in ci.items()},
-                      "flipped": pair_flips, "judged_both_orders": pair_both,
-                      "unscored_prompts": len(rows) - n})
+        pairs.append(
+            {
+                "a": x,
+                "b": y,
+                "prompts": n,
+                "counts": {o: outs.count(o) for o in ("win", "tie", "loss")},
+                "shares": shares,
+                "win_rate": win_rate,
+                "ci95": {c: list(v) for c, v in ci.items()},
+                "flipped": pair_flips,
+                "judged_both_orders": pair_both,
+                "unscored_prompts": len(rows) - n,
+            }
+        )
         per_model[x] += [r["score"] for r in scored]
         per_model[y] += [1.0 - r["score"] for r in scored]
         flips, both = flips + pair_flips, both + pair_both
@@ -102,39 +129,65 @@ def summarize(labels: list[str], prompts: list[dict], verdicts: dict[tuple, dict
         metrics["first_position_share"] = round(first_wins / decisive, 4)
     if judgments:
         metrics["unparsed_rate"] = round(unparsed / judgments, 4)
-    return {"kind": "judge", "metrics": metrics, "pairs": pairs,
-            "judgments": {"total": judgments, "unparsed": unparsed, "retried": retried,
-                          "decisive": decisive, "first_position_wins": first_wins,
-                          "flipped_pairs": flips, "pairs_judged_both_orders": both}}
+    return {
+        "kind": "judge",
+        "metrics": metrics,
+        "pairs": pairs,
+        "judgments": {
+            "total": judgments,
+            "unparsed": unparsed,
+            "retried": retried,
+            "decisive": decisive,
+            "first_position_wins": first_wins,
+            "flipped_pairs": flips,
+            "pairs_judged_both_orders": both,
+        },
+    }
 
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def markdown(summary: dict[str, Any], prompts: list[dict], answers: dict[tuple, dict],
-             verdicts: dict[tuple, dict], n_examples: int = 3) -> str:
+def markdown(
+    summary: dict[str, Any],
+    prompts: list[dict],
+    answers: dict[tuple, dict],
+    verdicts: dict[tuple, dict],
+    n_examples: int = 3,
+) -> str:
     """report.md: the pair table, per-model win rates, the judge's position bias, and example judgments."""
     m, j = summary["metrics"], summary["judgments"]
-    lines = [f"# Pairwise judge: {', '.join(summary['models'])}", "",
-             f"Judge: `{summary['judge']}`; prompts: `{summary['prompts']}` ({summary['num_prompts']}); each pair "
-             "judged in both orders. Win rate counts a tie as half; 95% bootstrap intervals over prompts.", "",
-             "| A vs B | prompts | A wins | ties | B wins | A's win rate (95% CI) | verdict flips with order |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Pairwise judge: {', '.join(summary['models'])}",
+        "",
+        f"Judge: `{summary['judge']}`; prompts: `{summary['prompts']}` ({summary['num_prompts']}); each pair "
+        "judged in both orders. Win rate counts a tie as half; 95% bootstrap intervals over prompts.",
+        "",
+        "| A vs B | prompts | A wins | ties | B wins | A's win rate (95% CI) | verdict flips with order |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for p in summary["pairs"]:
         ci = p["ci95"].get("win_rate")
         rate = _pct(p["win_rate"]) + (f" ({_pct(ci[0])} to {_pct(ci[1])})" if ci else "")
         flips = f"{p['flipped']}/{p['judged_both_orders']}" if p["judged_both_orders"] else "-"
-        lines.append(f"| {p['a']} vs {p['b']} | {p['prompts']} | {p['counts']['win']} | {p['counts']['tie']} | "
-                     f"{p['counts']['loss']} | {rate} | {flips} |")
+        lines.append(
+            f"| {p['a']} vs {p['b']} | {p['prompts']} | {p['counts']['win']} | {p['counts']['tie']} | "
+            f"{p['counts']['loss']} | {rate} | {flips} |"
+        )
     lines += ["", "| model | win rate over all its pairs |", "| --- | --- |"]
     lines += [f"| {name} | {_pct(m.get(f'win_rate[{name}]'))} |" for name in summary["models"]]
-    lines += ["", "## The judge", "",
-              f"- position-bias rate (the order-corrected verdict differs between the two orders): "
-              f"{_pct(m.get('position_bias_rate'))} of {j['pairs_judged_both_orders']} prompt pairs",
-              f"- the answer shown first won {_pct(m.get('first_position_share'))} of {j['decisive']} "
-              "decisive judgments (50% is unbiased)",
-              f"- unparsed verdicts: {j['unparsed']} of {j['total']} judgments ({j['retried']} retried once)", ""]
+    lines += [
+        "",
+        "## The judge",
+        "",
+        f"- position-bias rate (the order-corrected verdict differs between the two orders): "
+        f"{_pct(m.get('position_bias_rate'))} of {j['pairs_judged_both_orders']} prompt pairs",
+        f"- the answer shown first won {_pct(m.get('first_position_share'))} of {j['decisive']} "
+        "decisive judgments (50% is unbiased)",
+        f"- unparsed verdicts: {j['unparsed']} of {j['total']} judgments ({j['retried']} retried once)",
+        "",
+    ]
     by_id = {p["id"]: p for p in prompts}
     lines += ["## Examples", ""]
     for p in summary["pairs"]:

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,12 @@ def expand_tasks(names: list[str], fewshot: int | None) -> list[tuple[str, int |
     """``(task, num_fewshot)`` pairs: ``leaderboard`` expands to its four tasks; a leaderboard task takes
     the leaderboard's count unless ``--num-fewshot`` is given."""
     if fewshot is not None and fewshot < 0:
-        raise StarchatError(f"--num-fewshot {fewshot}: give 0 or more examples per prompt (or leave it out for "
-                            "each task's own count)")
+        raise StarchatError(
+            f"--num-fewshot {fewshot}: give 0 or more examples per prompt (or leave it out for each task's own count)"
+        )
     out: list[tuple[str, int | None]] = []
     for name in names:
-        for task in (LEADERBOARD if name == "leaderboard" else [name]):
+        for task in LEADERBOARD if name == "leaderboard" else [name]:
             if task not in (t for t, _ in out):
                 out.append((task, fewshot if fewshot is not None else LEADERBOARD.get(task)))
     if not out:
@@ -94,9 +95,11 @@ def check_data(manager, plan: list[tuple[str, int | None]], limit: float | None)
         try:
             loaded = _load_tasks(manager, task)
         except Exception as e:  # noqa: BLE001  (datasets, fsspec, jinja and hub errors alike: the task cannot load)
-            raise StarchatError(f"lm-eval task {task!r}: its data could not be loaded ({_first_line(e)}); a hub "
-                                "data set must be fetched once with network access (HF_DATASETS_OFFLINE unset) "
-                                "or cached already; a local one: check dataset_path/data_files in its YAML") from None
+            raise StarchatError(
+                f"lm-eval task {task!r}: its data could not be loaded ({_first_line(e)}); a hub "
+                "data set must be fetched once with network access (HF_DATASETS_OFFLINE unset) "
+                "or cached already; a local one: check dataset_path/data_files in its YAML"
+            ) from None
         for name, obj in loaded:
             _check_documents(name, obj, limit, shots)
 
@@ -129,7 +132,7 @@ def _check_documents(name: str, task, limit: float | None, shots: int | None) ->
         return
     docs = list(itertools.islice(task.eval_docs, MAX_CHECKED_DOCS))
     if limit is not None:  # only the documents that will be evaluated
-        docs = docs[:int(limit) if limit >= 1 else math.ceil(len(docs) * limit)]
+        docs = docs[: int(limit) if limit >= 1 else math.ceil(len(docs) * limit)]
     sets = [("document", docs)]
     few = task.fewshot_docs() if (shots or getattr(task.config, "num_fewshot", 0) or 0) > 0 else None
     if few is not None:
@@ -141,8 +144,10 @@ def _check_documents(name: str, task, limit: float | None, shots: int | None) ->
             except Exception as e:  # noqa: BLE001  (a template naming a missing field, a target of another type)
                 problem = f"its choices or answer cannot be read ({_first_line(e)})"
             if problem:
-                raise StarchatError(f"lm-eval task {name!r}, {what} {i}: {problem}; fix the data "
-                                    "(dataset_path/data_files in the task's YAML) or drop the document")
+                raise StarchatError(
+                    f"lm-eval task {name!r}, {what} {i}: {problem}; fix the data "
+                    "(dataset_path/data_files in the task's YAML) or drop the document"
+                )
 
 
 def _doc_problem(task, doc) -> str | None:
@@ -150,7 +155,7 @@ def _doc_problem(task, doc) -> str | None:
     if not isinstance(choices, (list, tuple)) or not choices:
         return f"no answer choices ({choices!r})"
     target = task.doc_to_target(doc)
-    for gold in (target if isinstance(target, list) else [target]):
+    for gold in target if isinstance(target, list) else [target]:
         if isinstance(gold, str) and not gold.isdigit() and gold not in choices:
             return f"answer {gold[:60]!r} is none of its {len(choices)} choices"
         if isinstance(gold, int) or (isinstance(gold, str) and gold.isdigit() and gold not in choices):
@@ -191,8 +196,13 @@ def _endpoint_spec(cfg: LmEvalConfig, base: str) -> tuple[str, dict[str, Any]]:
     if cfg.endpoint_api == "chat" and not cfg.apply_chat_template:
         raise StarchatError("--endpoint-api chat sends messages, so it needs --apply-chat-template")
     name = cfg.served_model or _first_served_model(base)
-    args: dict[str, Any] = {"base_url": f"{base}/{'chat/completions' if cfg.endpoint_api == 'chat' else 'completions'}",
-                            "model": name, "num_concurrent": 4, "max_retries": 3, "tokenized_requests": False}
+    args: dict[str, Any] = {
+        "base_url": f"{base}/{'chat/completions' if cfg.endpoint_api == 'chat' else 'completions'}",
+        "model": name,
+        "num_concurrent": 4,
+        "max_retries": 3,
+        "tokenized_requests": False,
+    }
     if cfg.tokenizer:
         args.update(tokenizer=cfg.tokenizer, tokenizer_backend="huggingface")
     elif cfg.endpoint_api == "completions":
@@ -234,12 +244,22 @@ def run_lm_eval(cfg: LmEvalConfig) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for shots in dict.fromkeys(s for _, s in plan):  # one simple_evaluate per few-shot count, same model
         res = lm_eval.simple_evaluate(
-            model=lm, tasks=[t for t, s in plan if s == shots], num_fewshot=shots, limit=cfg.limit,
+            model=lm,
+            tasks=[t for t, s in plan if s == shots],
+            num_fewshot=shots,
+            limit=cfg.limit,
             apply_chat_template=cfg.apply_chat_template,
             fewshot_as_multiturn=cfg.fewshot_as_multiturn and cfg.apply_chat_template,
-            system_instruction=cfg.system, task_manager=manager, use_cache=str(cfg.output / "cache" / "requests"),
-            log_samples=False, bootstrap_iters=cfg.bootstrap_iters, random_seed=cfg.seed,
-            numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+            system_instruction=cfg.system,
+            task_manager=manager,
+            use_cache=str(cfg.output / "cache" / "requests"),
+            log_samples=False,
+            bootstrap_iters=cfg.bootstrap_iters,
+            random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed,
+            fewshot_random_seed=cfg.seed,
+        )
         if res is None:  # a non-zero rank of a distributed run
             continue
         for key in ("results", "groups", "n-shot", "n-samples", "versions", "higher_is_better"):
@@ -278,22 +298,38 @@ def summarize(results: dict[str, Any], cfg: LmEvalConfig, model_type: str, args:
                 name = metric if flt == "none" else f"{metric}/{flt}"
                 metrics[f"{name}[{task}]"] = round(float(val), 6)
                 tasks.setdefault(task, {})[name] = float(val)
-    return {"kind": "lm-eval", "model": cfg.model or "default", "metrics": metrics, "tasks": tasks,
-            "lm_eval_model": model_type, "model_args": {k: str(v) for k, v in args.items()},
-            "n_shot": results.get("n-shot", {}), "n_samples": results.get("n-samples", {}),
-            "apply_chat_template": cfg.apply_chat_template, "limit": cfg.limit,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "kind": "lm-eval",
+        "model": cfg.model or "default",
+        "metrics": metrics,
+        "tasks": tasks,
+        "lm_eval_model": model_type,
+        "model_args": {k: str(v) for k, v in args.items()},
+        "n_shot": results.get("n-shot", {}),
+        "n_samples": results.get("n-samples", {}),
+        "apply_chat_template": cfg.apply_chat_template,
+        "limit": cfg.limit,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# lm-eval: {summary['model']}", "",
-             f"lm-eval model `{summary['lm_eval_model']}`; chat template: {summary['apply_chat_template']}; "
-             f"limit: {summary['limit']}", "", "| task | shots | metric | value | stderr |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# lm-eval: {summary['model']}",
+        "",
+        f"lm-eval model `{summary['lm_eval_model']}`; chat template: {summary['apply_chat_template']}; "
+        f"limit: {summary['limit']}",
+        "",
+        "| task | shots | metric | value | stderr |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for task, vals in summary["tasks"].items():
         for metric, val in vals.items():
             if metric.endswith("_stderr") or "_stderr/" in metric:
                 continue
             err = vals.get(metric.replace("/", "_stderr/", 1) if "/" in metric else f"{metric}_stderr")
-            lines.append(f"| {task} | {summary['n_shot'].get(task, '-')} | {metric} | {val:.4f} | "
-                         f"{'-' if not isinstance(err, float) else f'{err:.4f}'} |")
+            lines.append(
+                f"| {task} | {summary['n_shot'].get(task, '-')} | {metric} | {val:.4f} | "
+                f"{'-' if not isinstance(err, float) else f'{err:.4f}'} |"
+            )
     return "\n".join(lines) + "\n"

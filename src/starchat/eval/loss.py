@@ -19,10 +19,12 @@ class LossConfig:
     data: str = setting(help="A directory written by `starchat data build`.")
     split: str = setting("test", "Split of --data to evaluate on.")
     batch_size: int = setting(4, "Dialogues per forward pass.")
-    max_length: int = setting(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns, as in "
-                                    "training.")
-    template: str = setting("starchat", "The chat format the model was trained with (a name or a "
-                                        "dialogue_template.json).")
+    max_length: int = setting(
+        2048, "Longest tokenized dialogue; longer ones are truncated by whole turns, as in training."
+    )
+    template: str = setting(
+        "starchat", "The chat format the model was trained with (a name or a dialogue_template.json)."
+    )
     limit: int | None = setting(None, "Only the first N dialogues (default: all).")
     progress: bool = setting(True, "Show a progress bar.")
 
@@ -32,11 +34,13 @@ def _load_split(cfg: LossConfig):
 
     path = Path(cfg.data)
     if not path.exists():
-        raise StarchatError(f"{path}: not found; give a directory written by `starchat data build`")
+        raise StarchatError(f"{path}: not found; give a directory written by `starchat data build`") from None
     try:
         dd = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as e:
-        raise StarchatError(f"{path}: not a saved dataset ({e}); give a directory written by `starchat data build`")
+        raise StarchatError(
+            f"{path}: not a saved dataset ({e}); give a directory written by `starchat data build`"
+        ) from None
     if isinstance(dd, datasets.DatasetDict):
         if cfg.split not in dd:
             raise StarchatError(f"{path} has no split {cfg.split!r} (it has {list(dd)}); choose one with --split")
@@ -86,17 +90,35 @@ def eval_loss(cfg: LossConfig) -> dict[str, Any]:
             # token t predicts token t+1; padded and non-assistant positions are IGNORE_INDEX
             labels = batch["labels"][:, 1:]
             total += torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-                ignore_index=IGNORE_INDEX, reduction="sum").item()
+                logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                labels.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            ).item()
             count += int((labels != IGNORE_INDEX).sum())
             h, _, eh, e = accuracy_counts(logits[:, :-1].argmax(-1), labels, end_id, IGNORE_INDEX)
             hits, end_hits, ends = hits + h, end_hits + eh, ends + e
     loss = total / count
-    metrics = {"loss": loss, "perplexity": math.exp(loss), "token_accuracy": hits / count,
-               "end_token_accuracy": end_hits / max(ends, 1)}
-    return {"kind": "loss", "metrics": metrics, "added_tokens": missing,
-            "model": cfg.model, "data": cfg.data, "split": cfg.split, "dialogues": len(rows),
-            "assistant_tokens": count, "loss": loss, "perplexity": math.exp(loss),
-            # greedy decoding ends a reply only where <|end|> is the top prediction
-            "token_accuracy": hits / count, "end_token_accuracy": end_hits / max(ends, 1),
-            "truncated_dialogues": stats["truncated_dialogues"], "dropped": stats["dropped"]}
+    metrics = {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "token_accuracy": hits / count,
+        "end_token_accuracy": end_hits / max(ends, 1),
+    }
+    return {
+        "kind": "loss",
+        "metrics": metrics,
+        "added_tokens": missing,
+        "model": cfg.model,
+        "data": cfg.data,
+        "split": cfg.split,
+        "dialogues": len(rows),
+        "assistant_tokens": count,
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        # greedy decoding ends a reply only where <|end|> is the top prediction
+        "token_accuracy": hits / count,
+        "end_token_accuracy": end_hits / max(ends, 1),
+        "truncated_dialogues": stats["truncated_dialogues"],
+        "dropped": stats["dropped"],
+    }

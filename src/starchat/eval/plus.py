@@ -26,11 +26,20 @@ import copy
 import functools
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # MBPP+ outputs compared as sets / only checked for being None (evalplus's _special_oracle.py).
-MBPP_SET_EQ = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
-               "intersection_array", "find_dissimilar", "Diff"}
+MBPP_SET_EQ = {
+    "similar_elements",
+    "find_char_long",
+    "common_in_nested_lists",
+    "extract_singly",
+    "larg_nnum",
+    "intersection_array",
+    "find_dissimilar",
+    "Diff",
+}
 MBPP_NOT_NONE = {"check_str", "text_match_three", "text_starta_endb"}
 
 
@@ -50,8 +59,10 @@ def _nested_to_tuples(inp):  # each argument is a list of lists: the inner ones 
 # mbpp_deserialize_inputs, the same groups).
 _MBPP_INPUTS: dict[int, Callable[[list], Any]] = {}
 for _ids, _fn in [
-    ((2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809),
-     _args_to_tuples),
+    (
+        (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809),
+        _args_to_tuples,
+    ),
     ((63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780), _nested_to_tuples),
     ((75, 413, 444, 753), lambda inp: [[tuple(x) for x in inp[0]], inp[1]]),
     ((106, 750), lambda inp: [inp[0], tuple(inp[1])]),
@@ -80,13 +91,20 @@ def mbpp_inputs(task_id: str, inputs: list) -> list:
 
 def test_code(problem: dict[str, Any], dataset: str) -> str:
     """A ``check(candidate)`` running every base and plus input through evalplus's comparison."""
-    spec = {"task_id": problem["task_id"], "entry_point": problem["entry_point"], "dataset": dataset,
-            "reference": problem["prompt"] + problem["canonical_solution"], "atol": float(problem.get("atol") or 0),
-            "inputs": json.dumps(list(problem["base_input"]) + list(problem.get("plus_input") or []))}
-    return ("from starchat.eval.plus import check_io\n\n"
-            f"SPEC = {json.dumps(spec)!r}\n\n\n"
-            "def check(candidate):\n"
-            "    check_io(candidate, SPEC)\n")
+    spec = {
+        "task_id": problem["task_id"],
+        "entry_point": problem["entry_point"],
+        "dataset": dataset,
+        "reference": problem["prompt"] + problem["canonical_solution"],
+        "atol": float(problem.get("atol") or 0),
+        "inputs": json.dumps(list(problem["base_input"]) + list(problem.get("plus_input") or [])),
+    }
+    return (
+        "from starchat.eval.plus import check_io\n\n"
+        f"SPEC = {json.dumps(spec)!r}\n\n\n"
+        "def check(candidate):\n"
+        "    check_io(candidate, SPEC)\n"
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -173,8 +191,8 @@ def _poly(xs: list, x: float) -> float:
 
 
 def _surface_area(base_edge, height):
-    slant = math.sqrt((base_edge / 2) ** 2 + height ** 2)
-    return round(base_edge ** 2 + 2 * base_edge * slant)
+    slant = math.sqrt((base_edge / 2) ** 2 + height**2)
+    return round(base_edge**2 + 2 * base_edge * slant)
 
 
 def _digit_distance(a, b) -> int:

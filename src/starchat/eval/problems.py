@@ -28,8 +28,9 @@ import importlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.eval import plus
@@ -63,8 +64,10 @@ def load_problems(spec: str | Path | None = None) -> list[dict[str, Any]]:
     elif re.fullmatch(r"[\w.-]+/[\w.-]+(#[\w.-]+)?", name):
         rows = _hub_rows(name)
     else:
-        raise StarchatError(f"--problems {name!r}: not a file, a directory, a built-in name "
-                            f"({', '.join(sorted(BUILTIN))}) or a hub dataset ID (org/name[#split])")
+        raise StarchatError(
+            f"--problems {name!r}: not a file, a directory, a built-in name "
+            f"({', '.join(sorted(BUILTIN))}) or a hub dataset ID (org/name[#split])"
+        )
     problems = [normalize(row, f"{name}[{i}]") for i, row in enumerate(rows)]
     if not problems:
         raise StarchatError(f"--problems {name!r}: no problems in it")
@@ -88,7 +91,9 @@ def read_rows(path: Path | str) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise StarchatError(f"{path}:{lineno}: not valid JSON ({e.msg}); one problem per line")
+                        raise StarchatError(
+                            f"{path}:{lineno}: not valid JSON ({e.msg}); one problem per line"
+                        ) from None
             return [_located(r, f"{path}:{i}") for i, r in enumerate(rows, 1)]
         try:
             data = json.load(f)
@@ -124,9 +129,11 @@ def _hub_rows(spec: str) -> list[dict[str, Any]]:
     try:
         ds = datasets.load_dataset(name, split=split or "test")
     except Exception as e:  # noqa: BLE001  (offline, unknown ID, missing split: all say the same thing)
-        raise StarchatError(f"--problems {spec}: cannot load the hub dataset ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''}); check the ID and split "
-                            "(org/name#split), the network, or download it and pass the file") from None
+        raise StarchatError(
+            f"--problems {spec}: cannot load the hub dataset ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); check the ID and split "
+            "(org/name#split), the network, or download it and pass the file"
+        ) from None
     return _dataset_rows(ds, spec)
 
 
@@ -166,8 +173,10 @@ def normalize(row: Any, where: str) -> dict[str, Any]:
 def _require(row: dict, where: str, fields: Iterable[str], fmt: str) -> None:
     for f in fields:
         if f not in row or row[f] is None:
-            raise StarchatError(f"{where}: field {f!r} is missing; a {fmt} problem needs "
-                                f"{', '.join(fields)} (task {row.get('task_id', '?')})")
+            raise StarchatError(
+                f"{where}: field {f!r} is missing; a {fmt} problem needs "
+                f"{', '.join(fields)} (task {row.get('task_id', '?')})"
+            )
         if f != "base_input" and not isinstance(row[f], str):
             raise StarchatError(f"{where}: field {f!r} must be a string, got {type(row[f]).__name__}")
 
@@ -200,4 +209,3 @@ def _called_function(code: str, first_test: str, where: str) -> str:
     if not candidates:
         raise StarchatError(f"{where}: cannot tell which function 'test_list' tests; add an 'entry_point' field")
     return candidates[0]
-

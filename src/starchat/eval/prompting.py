@@ -32,11 +32,13 @@ def prefill_ids(engine, messages: list[dict[str, str]], text: str) -> list[int]:
     base = engine.encode_prompt(messages, add_generation_prompt=True)
     full = engine.encode_prompt(messages + [{"role": "assistant", "content": text}], add_generation_prompt=False)
     empty = engine.encode_prompt(messages + [{"role": "assistant", "content": ""}], add_generation_prompt=False)
-    tail = empty[len(base):] if empty[:len(base)] == base else None
-    if full[:len(base)] != base or tail is None or (tail and full[-len(tail):] != tail):
-        raise StarchatError("this model's chat template does not render an assistant turn as prompt + reply + "
-                            "closing tokens, so the answer cannot be prefilled: run without --prefill")
-    return full[len(base):len(full) - len(tail)]
+    tail = empty[len(base) :] if empty[: len(base)] == base else None
+    if full[: len(base)] != base or tail is None or (tail and full[-len(tail) :] != tail):
+        raise StarchatError(
+            "this model's chat template does not render an assistant turn as prompt + reply + "
+            "closing tokens, so the answer cannot be prefilled: run without --prefill"
+        )
+    return full[len(base) : len(full) - len(tail)]
 
 
 def request_for(engine, problem: dict[str, Any], prefill: bool, system: str | None = None):

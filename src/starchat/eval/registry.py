@@ -25,9 +25,11 @@ from typing import Any
 from starchat.errors import StarchatError
 from starchat.fsio import write_text_atomic
 
-CONTRACT = ("every run writes summary.json: a JSON object with 'kind' (the eval's name) and 'metrics' (a flat "
-            "object of numbers, one row each here), optionally 'name' or 'model' (the column title) and "
-            "'per_task'")
+CONTRACT = (
+    "every run writes summary.json: a JSON object with 'kind' (the eval's name) and 'metrics' (a flat "
+    "object of numbers, one row each here), optionally 'name' or 'model' (the column title) and "
+    "'per_task'"
+)
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,41 @@ class Eval:
         _resolve(self.command)(subparsers, self.name, self.help)
 
 
-EVALS: dict[str, Eval] = {e.name: e for e in (
-    Eval("humaneval", "pass@k on HumanEval's 164 problems, run in a sandbox",
-         "starchat.eval.humaneval:run_model", "starchat.cli.eval:register_humaneval"),
-    Eval("loss", "validation loss and perplexity over assistant tokens",
-         "starchat.eval.loss:eval_loss", "starchat.cli.eval:register_loss"),
-    Eval("judge", "pairwise judge: answers of 2+ models to coding prompts, judged by a model",
-         "starchat.eval.judge:run_judge", "starchat.cli.eval_judge:register_judge"),
-    Eval("lm-eval", "lm-evaluation-harness tasks (the Open LLM Leaderboard's and any other)",
-         "starchat.eval.leaderboard:run_lm_eval", "starchat.cli.eval_judge:register_lm_eval"),
-    Eval("infill", "fill-in-the-middle: HumanEval lines and spans filled from the model's FIM prompt, sandboxed",
-         "starchat.eval.infill:run_infill", "starchat.cli.eval_infill:register_infill"),
-)}
+EVALS: dict[str, Eval] = {
+    e.name: e
+    for e in (
+        Eval(
+            "humaneval",
+            "pass@k on HumanEval's 164 problems, run in a sandbox",
+            "starchat.eval.humaneval:run_model",
+            "starchat.cli.eval:register_humaneval",
+        ),
+        Eval(
+            "loss",
+            "validation loss and perplexity over assistant tokens",
+            "starchat.eval.loss:eval_loss",
+            "starchat.cli.eval:register_loss",
+        ),
+        Eval(
+            "judge",
+            "pairwise judge: answers of 2+ models to coding prompts, judged by a model",
+            "starchat.eval.judge:run_judge",
+            "starchat.cli.eval_judge:register_judge",
+        ),
+        Eval(
+            "lm-eval",
+            "lm-evaluation-harness tasks (the Open LLM Leaderboard's and any other)",
+            "starchat.eval.leaderboard:run_lm_eval",
+            "starchat.cli.eval_judge:register_lm_eval",
+        ),
+        Eval(
+            "infill",
+            "fill-in-the-middle: HumanEval lines and spans filled from the model's FIM prompt, sandboxed",
+            "starchat.eval.infill:run_infill",
+            "starchat.cli.eval_infill:register_infill",
+        ),
+    )
+}
 
 
 def _resolve(path: str) -> Any:
@@ -70,12 +95,15 @@ def check_summary(data: Any, where: str | Path, require_kind: bool = True) -> di
     if not isinstance(data, dict):
         raise StarchatError(f"{where}: expected a JSON object with 'kind' and 'metrics'")
     if (require_kind or "kind" in data) and (not isinstance(data.get("kind"), str) or not data["kind"]):
-        raise StarchatError(f"{where}: field 'kind' must name the eval that wrote it (e.g. humaneval); "
-                            "is it a summary written by `starchat eval`?")
+        raise StarchatError(
+            f"{where}: field 'kind' must name the eval that wrote it (e.g. humaneval); "
+            "is it a summary written by `starchat eval`?"
+        )
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise StarchatError(f"{where}: field 'metrics' must be a flat object of numbers; "
-                            "is it a summary written by `starchat eval`?")
+        raise StarchatError(
+            f"{where}: field 'metrics' must be a flat object of numbers; is it a summary written by `starchat eval`?"
+        )
     return data
 
 

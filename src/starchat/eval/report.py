@@ -6,8 +6,9 @@ import json
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.eval.registry import check_summary
@@ -64,9 +65,22 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {k} | {v:.4f} |")
     lines += _flag_lines(summary)
     lines += [f"| problems | {summary['num_problems']} |", f"| samples | {summary['num_samples']} |", ""]
-    settings = {k: v for k, v in summary.items() if k in ("model", "source", "problems", "temperature",
-                                                          "max_new_tokens", "prefill", "sandbox", "timeout_s",
-                                                          "created")}
+    settings = {
+        k: v
+        for k, v in summary.items()
+        if k
+        in (
+            "model",
+            "source",
+            "problems",
+            "temperature",
+            "max_new_tokens",
+            "prefill",
+            "sandbox",
+            "timeout_s",
+            "created",
+        )
+    }
     lines += ["## Settings", ""] + [f"- {k}: `{v}`" for k, v in settings.items()] + [""]
     lines += ["## Outcomes", "", "| status | samples |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary["status_counts"].items()] + [""]
@@ -80,8 +94,11 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-FLAG_LABELS = {"syntax": "Python that does not compile", "security": "with bandit findings",
-               "cut_off": "cut off at the token limit"}
+FLAG_LABELS = {
+    "syntax": "Python that does not compile",
+    "security": "with bandit findings",
+    "cut_off": "cut off at the token limit",
+}
 
 
 def _flag_lines(summary: dict[str, Any]) -> list[str]:
@@ -101,8 +118,9 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StarchatError(f"{path}: not found; give a run directory or a summary.json written by `starchat eval`") \
-            from None
+        raise StarchatError(
+            f"{path}: not found; give a run directory or a summary.json written by `starchat eval`"
+        ) from None
     except json.JSONDecodeError as e:
         raise StarchatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if isinstance(data, dict) and "metrics" not in data:  # older summaries
@@ -120,8 +138,11 @@ LOSS_METRICS = ("loss", "perplexity", "token_accuracy", "end_token_accuracy")
 def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """humaneval's flat metrics for its summary: pass@k, the shares of flagged replies (where known), and how
     many problems and samples they cover."""
-    flags = {f"share {FLAG_LABELS[k]}": v for k, v in (summary.get("flagged") or {}).items()
-             if k in FLAG_LABELS and v is not None}
+    flags = {
+        f"share {FLAG_LABELS[k]}": v
+        for k, v in (summary.get("flagged") or {}).items()
+        if k in FLAG_LABELS and v is not None
+    }
     return {**summary["pass_at_k"], **flags, "problems": summary["num_problems"], "samples": summary["num_samples"]}
 
 
@@ -140,8 +161,10 @@ def compare(paths: Iterable[str | Path], markdown_table: bool = False) -> str:
     for m in order:
         vals = [r["metrics"].get(m) for r in runs]
         base = vals[0]
-        cells = [_fmt(vals[0])] + [_fmt(v) + (f" ({v - base:+.4g})" if v is not None and base is not None
-                                              and v != base else "") for v in vals[1:]]
+        cells = [_fmt(vals[0])] + [
+            _fmt(v) + (f" ({v - base:+.4g})" if v is not None and base is not None and v != base else "")
+            for v in vals[1:]
+        ]
         rows.append([m, *cells])
     text = _table(rows, markdown_table)
     solved = _solved_only(runs, names)
@@ -151,8 +174,10 @@ def compare(paths: Iterable[str | Path], markdown_table: bool = False) -> str:
 
 
 def _names(runs, paths) -> list[str]:
-    dirs = [Path(p).name if Path(p).is_dir() else Path(p).parent.name if Path(p).name == "summary.json"
-            else Path(p).stem for p in paths]
+    dirs = [
+        Path(p).name if Path(p).is_dir() else Path(p).parent.name if Path(p).name == "summary.json" else Path(p).stem
+        for p in paths
+    ]
     names = [str(r.get("name") or r.get("model") or d) for r, d in zip(runs, dirs)]
     if len(set(names)) < len(names):  # same model in two runs: tell them apart by their directories
         names = [n if n == d else f"{n} ({d})" for n, d in zip(names, dirs)]
@@ -193,6 +218,7 @@ def _fmt(v: float | None) -> str:
 def settings_diff(previous: dict[str, Any], current: dict[str, Any]) -> str:
     """The settings that differ between a run's stored identity and this one, as ``NAME was OLD, now NEW``
     (values as JSON, long ones cut), so a refused rerun says what to change rather than printing both dicts."""
+
     def show(d: dict[str, Any], key: str) -> str:
         if key not in d:
             return "not set"
@@ -200,8 +226,11 @@ def settings_diff(previous: dict[str, Any], current: dict[str, Any]) -> str:
         return text if len(text) <= 80 else text[:77] + "..."
 
     keys = list(current) + [k for k in previous if k not in current]
-    return "; ".join(f"{k} was {show(previous, k)}, now {show(current, k)}" for k in keys
-                     if previous.get(k) != current.get(k) or (k in previous) != (k in current))
+    return "; ".join(
+        f"{k} was {show(previous, k)}, now {show(current, k)}"
+        for k in keys
+        if previous.get(k) != current.get(k) or (k in previous) != (k in current)
+    )
 
 
 def card_title(title: str) -> str:
@@ -210,8 +239,9 @@ def card_title(title: str) -> str:
     find again), and ``<`` is escaped so the title cannot open an HTML comment that hides the table."""
     flat = " ".join(str(title).split()).lstrip("# ").replace("<", "&lt;")
     if not flat:
-        raise StarchatError(f"--card-title {title!r} has no text: give the section a name, e.g. "
-                            "--card-title 'HumanEval, 20 problems'")
+        raise StarchatError(
+            f"--card-title {title!r} has no text: give the section a name, e.g. --card-title 'HumanEval, 20 problems'"
+        )
     return flat
 
 
@@ -230,8 +260,10 @@ def write_card_section(model_dir: str | Path, title: str, body: str) -> Path:
     try:
         text = target.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise StarchatError(f"{card}: not UTF-8 text (byte {e.start}: {e.reason}); convert the card to UTF-8 "
-                            "(e.g. iconv -t UTF-8) and rerun") from None
+        raise StarchatError(
+            f"{card}: not UTF-8 text (byte {e.start}: {e.reason}); convert the card to UTF-8 "
+            "(e.g. iconv -t UTF-8) and rerun"
+        ) from None
     except OSError as e:
         raise StarchatError(f"{card}: cannot read the model card ({e.strerror})") from None
     title = card_title(title)
@@ -257,6 +289,8 @@ def _write_card(card: Path, target: Path, text: str) -> Path:
     try:
         write_atomic(target, text)
     except OSError as e:  # a read-only model folder, or a symlink into one
-        raise StarchatError(f"{card}: cannot write the model card ({e.strerror} at {e.filename or target}); "
-                            "make it writable, or copy the model folder") from None
+        raise StarchatError(
+            f"{card}: cannot write the model card ({e.strerror} at {e.filename or target}); "
+            "make it writable, or copy the model folder"
+        ) from None
     return card

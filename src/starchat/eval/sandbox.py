@@ -100,9 +100,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from starchat.eval import _child, _reaper, _seccomp
 
@@ -130,9 +131,14 @@ class Limits:
     max_open_files: int = 256
 
     def rlimits(self) -> dict[str, int]:
-        return {"RLIMIT_CPU": self.cpu_seconds, "RLIMIT_AS": self.memory_mb << 20,
-                "RLIMIT_FSIZE": self.file_size_mb << 20, "RLIMIT_NOFILE": self.max_open_files,
-                "RLIMIT_NPROC": self.max_processes, "RLIMIT_CORE": 0}
+        return {
+            "RLIMIT_CPU": self.cpu_seconds,
+            "RLIMIT_AS": self.memory_mb << 20,
+            "RLIMIT_FSIZE": self.file_size_mb << 20,
+            "RLIMIT_NOFILE": self.max_open_files,
+            "RLIMIT_NPROC": self.max_processes,
+            "RLIMIT_CORE": 0,
+        }
 
 
 @dataclasses.dataclass
@@ -168,6 +174,7 @@ class Job:
 
 # ---- the fork server and the isolation mode ---------------------------------------------------------
 
+
 class _Zygote:
     """One warm sandbox launcher (``_child.py``) shared by all worker threads; it forks per program."""
 
@@ -177,14 +184,27 @@ class _Zygote:
         self.mode = mode
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         extra = os.pathsep.join(p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p))
-        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp/work", "TMPDIR": "/tmp/work",
-               # one BLAS thread: threads count against the process limit
-               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {
+            "PATH": SAFE_PATH,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": "/tmp/work",
+            "TMPDIR": "/tmp/work",
+            # one BLAS thread: threads count against the process limit
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         # CPU-model settings some machines need for OpenBLAS to compute correctly: not secrets, kept.
         env.update({k: v for k, v in os.environ.items() if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD_SOURCE, str(theirs.fileno()), mode, extra],
-                                     pass_fds=(theirs.fileno(),), env=env, cwd="/", stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", CHILD_SOURCE, str(theirs.fileno()), mode, extra],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         theirs.close()
         ours.settimeout(60)
         self.sock, self.lock = ours, threading.Lock()
@@ -257,11 +277,15 @@ def _probe() -> dict[str, Any]:
         if res.passed:
             return {"name": "namespaces", "warning": ""}
         why = f"{res.status}: {res.error} {res.output[-300:]}".strip()
-    return {"name": "basic", "warning": f"sandbox: namespaces unavailable ({why}); running in basic mode "
-                                         "without network isolation or a read-only filesystem"}
+    return {
+        "name": "basic",
+        "warning": f"sandbox: namespaces unavailable ({why}); running in basic mode "
+        "without network isolation or a read-only filesystem",
+    }
 
 
 # ---- running one job --------------------------------------------------------------------------------
+
 
 def run_job(job: Job, limits: Limits | None = None, mode: str | None = None) -> Result:
     """Run one program in the sandbox and judge it with the problem's checker (sandboxed too). Never raises for the
@@ -274,12 +298,19 @@ def _sandbox_uid() -> int | None:
     return random.randrange(1_000_000, 2_000_000_000) if os.geteuid() == 0 else None
 
 
-def _config(entry_point: str, program: str, limits: Limits, mode: str, uid: int | None,
-            hostdir: str | None) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"program": program, "entry_point": entry_point, "limits": limits.rlimits(),
-                           "uid": uid, "tmpfs_mb": limits.tmpfs_mb, "drop_caps": os.geteuid() != 0 and
-                           mode == "namespaces", "isolate_fs": mode == "namespaces",
-                           "expose": _interpreter_dirs() if uid is not None else []}
+def _config(
+    entry_point: str, program: str, limits: Limits, mode: str, uid: int | None, hostdir: str | None
+) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "program": program,
+        "entry_point": entry_point,
+        "limits": limits.rlimits(),
+        "uid": uid,
+        "tmpfs_mb": limits.tmpfs_mb,
+        "drop_caps": os.geteuid() != 0 and mode == "namespaces",
+        "isolate_fs": mode == "namespaces",
+        "expose": _interpreter_dirs() if uid is not None else [],
+    }
     if hostdir:
         cfg["workdir"] = hostdir
         cfg["env"] = {"HOME": hostdir, "TMPDIR": hostdir}
@@ -329,7 +360,7 @@ def _run(job: Job, limits: Limits, mode: str) -> Result:
     start = time.monotonic()
     boxes: list[_Box] = []
 
-    def box(who: str, max_message: int, cfg: dict[str, Any]) -> "_Channel":
+    def box(who: str, max_message: int, cfg: dict[str, Any]) -> _Channel:
         b = _Box(limits, mode, start + limits.timeout, who, max_message)
         boxes.append(b)
         b.chan.send({**_config(cfg["entry_point"], cfg.pop("program", ""), limits, mode, b.uid, b.hostdir), **cfg})
@@ -338,9 +369,21 @@ def _run(job: Job, limits: Limits, mode: str) -> Result:
     try:
         program = box("the program", _child.MAX_MESSAGE, {"program": job.program, "entry_point": job.entry_point})
         # The checker starts only once the program loaded: a program that does not load costs one sandbox.
-        result = _judge(job, program, lambda: box("the problem's test code", MAX_TEST_MESSAGE, {
-            "role": "checker", "entry_point": job.entry_point, "helpers": job.helpers, "test": job.test,
-            "path": [_STARCHAT_ROOT]}))
+        result = _judge(
+            job,
+            program,
+            lambda: box(
+                "the problem's test code",
+                MAX_TEST_MESSAGE,
+                {
+                    "role": "checker",
+                    "entry_point": job.entry_point,
+                    "helpers": job.helpers,
+                    "test": job.test,
+                    "path": [_STARCHAT_ROOT],
+                },
+            ),
+        )
     except CheckFailed as e:
         result = Result(False, e.status, str(e))
     finally:
@@ -353,8 +396,14 @@ def _run(job: Job, limits: Limits, mode: str) -> Result:
 
 def _interpreter_dirs() -> list[str]:
     """Directories the sandboxed interpreter reads: its prefixes and import path, resolved."""
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
-            os.path.dirname(os.path.realpath(sys.executable)), *sys.path}
+    dirs = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(sys.executable),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        *sys.path,
+    }
     return sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)})
 
 
@@ -368,7 +417,7 @@ def _count_own_processes() -> int:
     return n
 
 
-def _judge(job: Job, program: "_Channel", start_checker: Callable[[], "_Channel"]) -> Result:
+def _judge(job: Job, program: _Channel, start_checker: Callable[[], _Channel]) -> Result:
     """Relay the checker's calls to the program and its plain-data results back, until the checker's verdict.
     A program that dies or stalls during a call ends the run here (CheckFailed), whatever the test code
     would have done about it: it never sees that failure, so it cannot catch it."""
@@ -416,8 +465,15 @@ class _Channel:
     """Framed messages to and from one sandboxed process with a hard deadline; drains its output.
     ``who`` names it in errors; ``max_message``: a longer reply is refused from its length header."""
 
-    def __init__(self, req_fd: int, resp_fd: int, out_fd: int, deadline: float, who: str = "the program",
-                 max_message: int = 1 << 20):
+    def __init__(
+        self,
+        req_fd: int,
+        resp_fd: int,
+        out_fd: int,
+        deadline: float,
+        who: str = "the program",
+        max_message: int = 1 << 20,
+    ):
         self.req_fd, self.fd, self.out_fd, self.deadline = req_fd, resp_fd, out_fd, deadline
         self.who, self.max_message = who, max_message
         self.output = b""
@@ -430,7 +486,7 @@ class _Channel:
             while view:
                 if not select.select([], [self.req_fd], [], self._left())[1]:
                     raise CheckFailed("timeout", "timed out")
-                view = view[os.write(self.req_fd, view[:65536]):]
+                view = view[os.write(self.req_fd, view[:65536]) :]
         except OSError:  # EPIPE: nobody reads any more
             raise CheckFailed("crashed", f"{self.who} exited before the tests finished") from None
 
@@ -465,7 +521,7 @@ class _Channel:
         if n > self.max_message:
             raise CheckFailed("crashed", f"{self.who} sent a {n}-byte message (limit {self.max_message})")
         self._fill(8 + n)
-        data, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
+        data, self.buf = self.buf[8 : 8 + n], self.buf[8 + n :]
         self._left()  # no parse after the deadline
         try:  # C-speed and linear in the (capped) size; deep nesting raises RecursionError
             msg = json.loads(data)
@@ -486,12 +542,17 @@ class _Channel:
 
 # ---- many jobs --------------------------------------------------------------------------------------
 
+
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_many(jobs: Iterable[Job], limits: Limits | None = None, workers: int | None = None,
-             on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+def run_many(
+    jobs: Iterable[Job],
+    limits: Limits | None = None,
+    workers: int | None = None,
+    on_result: Callable[[int, Result], None] | None = None,
+) -> list[Result]:
     """Run jobs on ``workers`` threads (each drives one sandboxed process); results in input order.
     ``on_result(index, result)`` is called from the calling thread as each one finishes."""
     jobs = list(jobs)

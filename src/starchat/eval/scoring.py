@@ -23,8 +23,16 @@ from typing import Any
 
 from starchat.errors import StarchatError
 
-DEFAULT_WEIGHTS: dict[str, float] = {"passed": 4.0, "syntax": -3.0, "high": -3.0, "medium": -2.0, "low": -0.5,
-                                     "unclosed": -1.0, "url": -0.5, "cut_off": -1.0}
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "passed": 4.0,
+    "syntax": -3.0,
+    "high": -3.0,
+    "medium": -2.0,
+    "low": -0.5,
+    "unclosed": -1.0,
+    "url": -0.5,
+    "cut_off": -1.0,
+}
 
 
 def parse_weights(spec: str | dict | None) -> dict[str, float]:
@@ -32,7 +40,9 @@ def parse_weights(spec: str | dict | None) -> dict[str, float]:
     weights = dict(DEFAULT_WEIGHTS)
     if not spec:
         return weights
-    items = spec.items() if isinstance(spec, dict) else (p.partition("=")[::2] for p in str(spec).split(",") if p.strip())
+    items = (
+        spec.items() if isinstance(spec, dict) else (p.partition("=")[::2] for p in str(spec).split(",") if p.strip())
+    )
     for name, value in items:
         name = str(name).strip()
         if name not in weights:
@@ -59,9 +69,16 @@ def review_flags(reply: str, finish_reason: str | None = None, program: str | No
     kinds = [f.kind for f in findings]
     severities = [f.severity for f in findings if f.kind == "security"]
     syntax = "syntax" in kinds or (program is not None and check_syntax(program) is not None)
-    return {"syntax": int(syntax), "high": severities.count("high"), "medium": severities.count("medium"),
-            "low": severities.count("low"), "unclosed": kinds.count("unclosed"), "url": kinds.count("url"),
-            "cut_off": int(finish_reason == "length"), "finish_reason": finish_reason}
+    return {
+        "syntax": int(syntax),
+        "high": severities.count("high"),
+        "medium": severities.count("medium"),
+        "low": severities.count("low"),
+        "unclosed": kinds.count("unclosed"),
+        "url": kinds.count("url"),
+        "cut_off": int(finish_reason == "length"),
+        "finish_reason": finish_reason,
+    }
 
 
 def score(flags: dict[str, Any], weights: dict[str, float] | None = None) -> float:
@@ -74,9 +91,11 @@ def score(flags: dict[str, Any], weights: dict[str, float] | None = None) -> flo
 def flagged(flags: dict[str, Any]) -> dict[str, bool]:
     """The three shares `eval` reports: does not compile, has bandit findings of medium or high severity
     (what the chat warns about; low ones are notes like `import subprocess` or `assert`), cut off."""
-    return {"syntax": bool(flags.get("syntax")),
-            "security": bool(flags.get("high") or flags.get("medium")),
-            "cut_off": bool(flags.get("cut_off"))}
+    return {
+        "syntax": bool(flags.get("syntax")),
+        "security": bool(flags.get("high") or flags.get("medium")),
+        "cut_off": bool(flags.get("cut_off")),
+    }
 
 
 def flagged_shares(rows: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -87,6 +106,8 @@ def flagged_shares(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     marks = [flagged(f) for f in with_flags]
     known = [m for m, f in zip(marks, with_flags) if f.get("finish_reason")]
     n = len(marks)
-    return {"syntax": round(sum(m["syntax"] for m in marks) / n, 4),
-            "security": round(sum(m["security"] for m in marks) / n, 4),
-            "cut_off": round(sum(m["cut_off"] for m in known) / len(known), 4) if known else None}
+    return {
+        "syntax": round(sum(m["syntax"] for m in marks) / n, 4),
+        "security": round(sum(m["security"] for m in marks) / n, 4),
+        "cut_off": round(sum(m["cut_off"] for m in known) / len(known), 4) if known else None,
+    }

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -83,13 +84,17 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, quant: str
         raise StarchatError(f"unknown --quant {quant!r}: use one of {', '.join(QUANTS)}")
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
-        raise StarchatError(f"{cfg_path} not found: MODEL_DIR must be a transformers checkpoint "
-                            "(merge LoRA adapters first with `starchat export merge`)")
+        raise StarchatError(
+            f"{cfg_path} not found: MODEL_DIR must be a transformers checkpoint "
+            "(merge LoRA adapters first with `starchat export merge`)"
+        )
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     spec = ARCHS.get(cfg.get("model_type"))
     if spec is None:
-        raise StarchatError(f"{cfg_path}: model_type {cfg.get('model_type')!r} is not supported for GGUF export; "
-                            f"supported: {', '.join(ARCHS)}")
+        raise StarchatError(
+            f"{cfg_path}: model_type {cfg.get('model_type')!r} is not supported for GGUF export; "
+            f"supported: {', '.join(ARCHS)}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -130,8 +135,10 @@ def _write(model_dir: Path, cfg: dict, spec: ArchSpec, path: Path, float_type: s
             continue  # buffers, not weights
         new = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is None:
-            raise StarchatError(f"{model_dir}: tensor {name!r} has no GGUF name for {spec.gguf_arch}; "
-                                "is this checkpoint a standard one of its architecture?")
+            raise StarchatError(
+                f"{model_dir}: tensor {name!r} has no GGUF name for {spec.gguf_arch}; "
+                "is this checkpoint a standard one of its architecture?"
+            )
         data = spec.transform(name, tensor.numpy(), cfg)
         # As llama.cpp's converter: matrices in the chosen float type, norms/biases/1-D in f32.
         if float_type == "f16" and data.ndim == 2:
@@ -155,8 +162,10 @@ def _add_vocab(w, model_dir: Path, n_vocab: int, gguf) -> None:
         except (FileNotFoundError, ValueError, TypeError, KeyError):
             continue
     if vocab is None:
-        raise StarchatError(f"{model_dir}: no tokenizer gguf can convert (a GPT-2 style BPE tokenizer.json, "
-                            "a Llama tokenizer.json or tokenizer.model); save the tokenizer with the model")
+        raise StarchatError(
+            f"{model_dir}: no tokenizer gguf can convert (a GPT-2 style BPE tokenizer.json, "
+            "a Llama tokenizer.json or tokenizer.model); save the tokenizer with the model"
+        )
     tokens, scores, types = [], [], []
     for text, score, typ in vocab.all_tokens():
         tokens.append(text)
@@ -165,8 +174,10 @@ def _add_vocab(w, model_dir: Path, n_vocab: int, gguf) -> None:
     special_ids = _special_token_ids(model_dir)
     types = [gguf.TokenType.CONTROL if i in special_ids else t for i, t in enumerate(types)]
     if len(tokens) > n_vocab:
-        raise StarchatError(f"{model_dir}: the tokenizer has {len(tokens)} tokens but the model only {n_vocab} "
-                            "embeddings: resize the embeddings (model.resize_token_embeddings) and save again")
+        raise StarchatError(
+            f"{model_dir}: the tokenizer has {len(tokens)} tokens but the model only {n_vocab} "
+            "embeddings: resize the embeddings (model.resize_token_embeddings) and save again"
+        )
     for i in range(len(tokens), n_vocab):  # embedding rows past the tokenizer (padding to a multiple)
         tokens.append(f"[PAD{i}]".encode())
         scores.append(-1000.0)
@@ -254,7 +265,9 @@ def fallback_note(lines: list[str], quant: str) -> str | None:
         m = re.search(FALLBACK_LINE, line)
         if m:
             n, total = int(m.group(1)), int(m.group(2))
-            return (f"note: {n} of {total} tensors could not use {quant}'s k-quant blocks (their rows are not a "
-                    "multiple of 256 values, as in small models) and were stored in the next larger type "
-                    "(q4_K -> q5_0, q6_K -> q8_0): quality as good or better there, the file a little larger")
+            return (
+                f"note: {n} of {total} tensors could not use {quant}'s k-quant blocks (their rows are not a "
+                "multiple of 256 values, as in small models) and were stored in the next larger type "
+                "(q4_K -> q5_0, q6_K -> q8_0): quality as good or better there, the file a little larger"
+            )
     return None

@@ -12,8 +12,15 @@ from starchat.fsio import replace_dir
 from starchat.train.portable import make_portable
 
 # Files of the training output that also describe the merged model.
-_CARRY = ("dialogue_template.json", "fim.json", "training_config.yaml", "README.md", "loss_curve.png",
-          "rewards_curve.png", "trainer_results.json")
+_CARRY = (
+    "dialogue_template.json",
+    "fim.json",
+    "training_config.yaml",
+    "README.md",
+    "loss_curve.png",
+    "rewards_curve.png",
+    "trainer_results.json",
+)
 
 
 def _base_from_adapter(adapter_dir: Path) -> tuple[str, object | None]:
@@ -45,8 +52,9 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
 
     adapter_dir, out = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise StarchatError(f"{adapter_dir}: no adapter_config.json here; is it the output of a LoRA run "
-                            "(lora.enabled: true)?")
+        raise StarchatError(
+            f"{adapter_dir}: no adapter_config.json here; is it the output of a LoRA run (lora.enabled: true)?"
+        )
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise StarchatError(f"{out} exists and is not empty; pass --overwrite to replace it")
     base_path, mcfg = (base, None) if base else _base_from_adapter(adapter_dir)
@@ -55,8 +63,9 @@ def merge_lora(adapter_dir, out_dir, base: str | None = None, overwrite: bool = 
     try:
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     except OSError as e:
-        raise StarchatError(f"cannot load the base model {base_path!r}: {str(e).splitlines()[0][:200]}; "
-                            "pass --base") from None
+        raise StarchatError(
+            f"cannot load the base model {base_path!r}: {str(e).splitlines()[0][:200]}; pass --base"
+        ) from None
     # The adapter was trained on the resized vocabulary: the base must have the same shape first.
     resize_embeddings(model, len(tokenizer))
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()

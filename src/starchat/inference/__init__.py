@@ -11,5 +11,12 @@ from starchat.inference.engine import Engine, Generation
 from starchat.inference.loader import default_model_path, load_engine, resolve_backend
 from starchat.inference.params import Completion, SamplingParams
 
-__all__ = ["Completion", "Engine", "Generation", "SamplingParams", "default_model_path", "load_engine",
-           "resolve_backend"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "Generation",
+    "SamplingParams",
+    "default_model_path",
+    "load_engine",
+    "resolve_backend",
+]

@@ -38,17 +38,35 @@ class Backend:
         return _resolve(self.scheduler)
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("transformers", "starchat.inference.hf:TransformersEngine",
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(
+            "transformers",
+            "starchat.inference.hf:TransformersEngine",
             "Hugging Face transformers, CPU or GPU (model directories and hub IDs)",
-            scheduler="starchat.server.batcher:from_settings"),
-    Backend("llamacpp", "starchat.inference.llamacpp:LlamaCppEngine", "llama.cpp on the CPU (.gguf files)",
-            scheduler="starchat.server.llama_batcher:from_settings"),
-    Backend("vllm", "starchat.inference.vllm:VLLMEngine", "vLLM on NVIDIA GPUs (model directories and hub IDs)",
-            scheduler="starchat.server.vllm_scheduler:from_settings"),
-    Backend("endpoint", "starchat.inference.endpoint:EndpointEngine",
-            "an OpenAI-compatible server, given as --model http(s)://HOST[:PORT]/v1", by_url=True),
-)}
+            scheduler="starchat.server.batcher:from_settings",
+        ),
+        Backend(
+            "llamacpp",
+            "starchat.inference.llamacpp:LlamaCppEngine",
+            "llama.cpp on the CPU (.gguf files)",
+            scheduler="starchat.server.llama_batcher:from_settings",
+        ),
+        Backend(
+            "vllm",
+            "starchat.inference.vllm:VLLMEngine",
+            "vLLM on NVIDIA GPUs (model directories and hub IDs)",
+            scheduler="starchat.server.vllm_scheduler:from_settings",
+        ),
+        Backend(
+            "endpoint",
+            "starchat.inference.endpoint:EndpointEngine",
+            "an OpenAI-compatible server, given as --model http(s)://HOST[:PORT]/v1",
+            by_url=True,
+        ),
+    )
+}
 
 
 def _resolve(path: str) -> Any:

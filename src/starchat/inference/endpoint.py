@@ -32,8 +32,9 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from starchat.errors import StarchatError
@@ -42,23 +43,44 @@ from starchat.inference.engine import Engine, Generation, Prompt
 from starchat.inference.params import Completion, SamplingParams
 
 # Keywords of local backends that mean nothing to a remote server (CLIs pass them when set).
-LOCAL_ONLY = {"n_ctx", "n_threads", "n_gpu_layers", "n_batch", "device", "dtype", "trust_remote_code",
-              "tensor_parallel_size", "gpu_memory_utilization", "gguf_file"}
+LOCAL_ONLY = {
+    "n_ctx",
+    "n_threads",
+    "n_gpu_layers",
+    "n_batch",
+    "device",
+    "dtype",
+    "trust_remote_code",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "gguf_file",
+}
 # An invalid value for each knob outside the spec: a server that implements the knob refuses it.
 PROBES = {"top_k": -7, "repetition_penalty": -1.0}
-_REFUSAL = re.compile(r"unrecogni[sz]ed|unknown|unsupported|not supported|extra|not permitted|unexpected|"
-                      r"not allowed|invalid (request )?argument", re.IGNORECASE)
-NO_TOKENS = ("an endpoint applies its own chat format and takes messages or text, not token ids: --prefill "
-             "(which writes the start of the answer in the model's format) is not available for endpoints; "
-             "run without --prefill, or evaluate the model locally")
+_REFUSAL = re.compile(
+    r"unrecogni[sz]ed|unknown|unsupported|not supported|extra|not permitted|unexpected|"
+    r"not allowed|invalid (request )?argument",
+    re.IGNORECASE,
+)
+NO_TOKENS = (
+    "an endpoint applies its own chat format and takes messages or text, not token ids: --prefill "
+    "(which writes the start of the answer in the model's format) is not available for endpoints; "
+    "run without --prefill, or evaluate the model locally"
+)
 # What the openai client raises on a body it cannot parse (not JSON, JSON of another shape); StarchatError
 # (a ValueError) is always caught before these.
 PARSE_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
 # A reply may hold this many characters per requested token before it is cut (finish_reason "length"): a
 # token is ~4 characters of text, rarely over 30 (runs of spaces); more means the server ignores max_tokens.
 CHARS_PER_TOKEN = 64
-FINISH = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop",
-          "function_call": "stop", None: "stop"}
+FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "stop",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    None: "stop",
+}
 
 
 def is_endpoint(model: object) -> bool:
@@ -88,17 +110,28 @@ class EndpointEngine(Engine):
     eos_token_ids: list[int] = []
     on_local_cpu = False  # the server's hardware generates
 
-    def __init__(self, url: str, template: str | None = None, served_model: str | None = None,
-                 api_key: str | None = None, concurrency: int = 8, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, max_retries: int = 4,
-                 notify: Callable[[str], None] | None = None, **kw) -> None:
+    def __init__(
+        self,
+        url: str,
+        template: str | None = None,
+        served_model: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 4,
+        notify: Callable[[str], None] | None = None,
+        **kw,
+    ) -> None:
         super().__init__()
         unknown = sorted(set(kw) - LOCAL_ONLY)
         if unknown:
             raise StarchatError(f"option {unknown[0]!r} does not apply to an endpoint: drop it")
         if template:
-            raise StarchatError("--template: an endpoint applies its own chat format; drop --template "
-                                "(or run the model locally to force one)")
+            raise StarchatError(
+                "--template: an endpoint applies its own chat format; drop --template "
+                "(or run the model locally to force one)"
+            )
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise StarchatError(f"{url!r} is not an endpoint URL: give http(s)://HOST[:PORT]/v1")
@@ -111,9 +144,13 @@ class EndpointEngine(Engine):
         if not timeout > 0:
             raise StarchatError(f"--request-timeout {timeout}: must be > 0 seconds")
         key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # servers without auth ignore it
-        self.client = openai.OpenAI(base_url=self.url, api_key=key, max_retries=max_retries,
-                                    timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)),
-                                    http_client=GuardedClient(timeout))
+        self.client = openai.OpenAI(
+            base_url=self.url,
+            api_key=key,
+            max_retries=max_retries,
+            timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)),
+            http_client=GuardedClient(timeout),
+        )
         self._cut_reported = False
         self._knob_lock = threading.RLock()  # also guards `ignored` (requests run in several threads)
         self._checked: set[str] = set()  # knobs probed already
@@ -127,16 +164,19 @@ class EndpointEngine(Engine):
         """The model name (``served_model`` or the first of /v1/models) and its context length if listed."""
         import openai
 
-        malformed = StarchatError(f"{self.url}/models returned a malformed body (not JSON with a list of model "
-                                  "ids): is this an OpenAI-compatible /v1 endpoint?")
+        malformed = StarchatError(
+            f"{self.url}/models returned a malformed body (not JSON with a list of model "
+            "ids): is this an OpenAI-compatible /v1 endpoint?"
+        )
         try:
             cards = list(self.client.with_options(max_retries=1).models.list())
             ids = [c.id for c in cards]
         except openai.NotFoundError:
             if served_model:  # some servers have no /v1/models; the name is enough
                 return served_model, None
-            raise StarchatError(f"{self.url}/models: 404; is the URL the server's /v1 root? "
-                                "Or name the model with --served-model NAME") from None
+            raise StarchatError(
+                f"{self.url}/models: 404; is the URL the server's /v1 root? Or name the model with --served-model NAME"
+            ) from None
         except openai.OpenAIError as e:
             raise self._explain(e) from None
         except PARSE_ERRORS:  # the client parses what it is given: not JSON, or JSON of another shape
@@ -160,25 +200,33 @@ class EndpointEngine(Engine):
         if isinstance(e, ReplyBoundError):
             return StarchatError(f"{url} {e}")
         if isinstance(e, openai.APITimeoutError):
-            return StarchatError(f"{url} did not answer within {self.timeout:g} s: raise --request-timeout "
-                                 "or lower --concurrency")
+            return StarchatError(
+                f"{url} did not answer within {self.timeout:g} s: raise --request-timeout or lower --concurrency"
+            )
         if isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e
-            return StarchatError(f"cannot reach {url} ({type(cause).__name__}): is the server running "
-                                 "(e.g. `starchat serve`) and the URL right?")
+            return StarchatError(
+                f"cannot reach {url} ({type(cause).__name__}): is the server running "
+                "(e.g. `starchat serve`) and the URL right?"
+            )
         if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return StarchatError(f"{url} refused the API key ({e.status_code}): pass --api-key KEY or set "
-                                 "OPENAI_API_KEY")
+            return StarchatError(
+                f"{url} refused the API key ({e.status_code}): pass --api-key KEY or set OPENAI_API_KEY"
+            )
         if isinstance(e, openai.APIResponseValidationError):
             return StarchatError(f"{url} returned a malformed body: is this an OpenAI-compatible /v1 endpoint?")
         if isinstance(e, openai.APIStatusError):
             msg = _message(e)
             if e.status_code == 429 or e.status_code >= 500:
-                return StarchatError(f"{url} still answered {e.status_code} after {self.max_retries} retries "
-                                     f"({msg}): try again later or lower --concurrency")
+                return StarchatError(
+                    f"{url} still answered {e.status_code} after {self.max_retries} retries "
+                    f"({msg}): try again later or lower --concurrency"
+                )
             if e.status_code == 404:
-                return StarchatError(f"{url}: 404 ({msg}): check the URL ends in /v1 and --served-model "
-                                     f"{self.__dict__.get('model_name', '')}".rstrip())
+                return StarchatError(
+                    f"{url}: 404 ({msg}): check the URL ends in /v1 and --served-model "
+                    f"{self.__dict__.get('model_name', '')}".rstrip()
+                )
             return StarchatError(f"{url} rejected the request ({e.status_code}: {msg})")
         return StarchatError(f"{url}: {type(e).__name__}: {e}")
 
@@ -207,8 +255,12 @@ class EndpointEngine(Engine):
 
     def _body(self, params: SamplingParams) -> tuple[dict[str, Any], dict[str, Any]]:
         """Keyword arguments in the OpenAI spec, and the extra body fields, for ``params``."""
-        kw: dict[str, Any] = {"model": self.model_name, "temperature": params.temperature, "top_p": params.top_p,
-                              "max_tokens": params.max_new_tokens}
+        kw: dict[str, Any] = {
+            "model": self.model_name,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+        }
         if params.stop:
             kw["stop"] = list(params.stop)
         if params.seed is not None:
@@ -235,8 +287,11 @@ class EndpointEngine(Engine):
             self._checked.add(knob)
             try:
                 self.client.with_options(max_retries=1).chat.completions.create(
-                    model=self.model_name, messages=[{"role": "user", "content": "hi"}], max_tokens=1,
-                    extra_body={knob: PROBES[knob]})
+                    model=self.model_name,
+                    messages=[{"role": "user", "content": "hi"}],
+                    max_tokens=1,
+                    extra_body={knob: PROBES[knob]},
+                )
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
                 if _refuses(e, knob):
                     self._ignore(knob, "refuses it")
@@ -250,8 +305,11 @@ class EndpointEngine(Engine):
             if field in self.ignored:
                 return
             self.ignored.append(field)
-            effect = ("streamed replies come without token counts" if field == "stream_options"
-                      else "sampling differs from a local run")
+            effect = (
+                "streamed replies come without token counts"
+                if field == "stream_options"
+                else "sampling differs from a local run"
+            )
             self.notify(f"{self.url} {why}: {field} is not applied there, so {effect}")
 
     def _create(self, kind: str, prompt: Prompt, params: SamplingParams, stream: bool = False):
@@ -276,8 +334,10 @@ class EndpointEngine(Engine):
             except openai.OpenAIError as e:
                 raise self._explain(e) from None
             except PARSE_ERRORS:
-                raise StarchatError(f"{self.url} returned a malformed body (not the JSON of a completion): is "
-                                    "this an OpenAI-compatible /v1 endpoint?") from None
+                raise StarchatError(
+                    f"{self.url} returned a malformed body (not the JSON of a completion): is "
+                    "this an OpenAI-compatible /v1 endpoint?"
+                ) from None
         raise StarchatError(f"{self.url} keeps refusing the request's fields: {', '.join(self.ignored)}")
 
     def _complete(self, prompt: Prompt, params: SamplingParams) -> Completion:
@@ -292,27 +352,38 @@ class EndpointEngine(Engine):
         except StarchatError:
             raise
         except PARSE_ERRORS:
-            raise StarchatError(f"{self.url} returned a malformed body (no choices[0] with text): is this an "
-                                "OpenAI-compatible /v1 endpoint?") from None
+            raise StarchatError(
+                f"{self.url} returned a malformed body (no choices[0] with text): is this an "
+                "OpenAI-compatible /v1 endpoint?"
+            ) from None
         cap = self.text_cap(params.max_new_tokens)
         if len(text) > cap:
             text, reason = text[:cap], "length"
             self._report_cut(params.max_new_tokens, cap)
-        return Completion(text=text, token_ids=[], finish_reason=reason, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens)
+        return Completion(
+            text=text,
+            token_ids=[],
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
     def text_of(self, value: object, what: str) -> str:
         """``value`` as reply text: a string (None: empty) of valid Unicode, or a one-line error."""
         if value is None:
             return ""
         if not isinstance(value, str):
-            raise StarchatError(f"{self.url} sent {what} as {type(value).__name__} {_show(value)}, not a string: "
-                                "is this an OpenAI-compatible /v1 endpoint?")
+            raise StarchatError(
+                f"{self.url} sent {what} as {type(value).__name__} {_show(value)}, not a string: "
+                "is this an OpenAI-compatible /v1 endpoint?"
+            )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:  # a JSON escape like "\ud800" decodes to text nothing can write
-            raise StarchatError(f"{self.url} sent {what} with a lone surrogate (U+{ord(value[e.start]):04X}), "
-                                "which is not text: check the server's detokenizer") from None
+            raise StarchatError(
+                f"{self.url} sent {what} with a lone surrogate (U+{ord(value[e.start]):04X}), "
+                "which is not text: check the server's detokenizer"
+            ) from None
         return value
 
     @staticmethod
@@ -322,8 +393,10 @@ class EndpointEngine(Engine):
     def _report_cut(self, max_new_tokens: int, cap: int) -> None:
         if not self._cut_reported:  # once: an eval would repeat it for every sample
             self._cut_reported = True
-            self.notify(f"{self.url} sent more than max_new_tokens={max_new_tokens} worth of text (over {cap} "
-                        "characters): replies are cut there; does the server honour max_tokens?")
+            self.notify(
+                f"{self.url} sent more than max_new_tokens={max_new_tokens} worth of text (over {cap} "
+                "characters): replies are cut there; does the server honour max_tokens?"
+            )
 
     def infill(self, prefix: str, suffix: str, params: SamplingParams | None = None) -> Completion:
         """Fill in the middle: ``prompt`` + ``suffix`` to ``/v1/completions`` (OpenAI's insert mode; the server
@@ -338,17 +411,23 @@ class EndpointEngine(Engine):
             raise self._explain(e) from None
         try:
             choice, usage = resp.choices[0], resp.usage
-            return Completion(text=choice.text or "", token_ids=[], finish_reason=FINISH.get(choice.finish_reason,
-                                                                                               "stop"),
-                              prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                              completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+            return Completion(
+                text=choice.text or "",
+                token_ids=[],
+                finish_reason=FINISH.get(choice.finish_reason, "stop"),
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            )
         except (AttributeError, IndexError, TypeError, ValueError):
-            raise StarchatError(f"{self.url} returned a malformed body (no choices[0] with text): is this an "
-                                "OpenAI-compatible /v1 endpoint?") from None
+            raise StarchatError(
+                f"{self.url} returned a malformed body (no choices[0] with text): is this an "
+                "OpenAI-compatible /v1 endpoint?"
+            ) from None
 
     # -- the public API ------------------------------------------------------------------
-    def generate(self, prompt: Prompt, params: SamplingParams | None = None,
-                 cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> Completion:
         if cancel is not None:  # only a stream can be stopped part-way
             return self.stream(prompt, params, cancel).drain()
         return self._complete(prompt, params or SamplingParams())
@@ -371,12 +450,14 @@ class EndpointEngine(Engine):
             raise PartialBatchError(f"{msg} ({ok} of {len(done)} requests of the batch finished)", done)
         return done  # type: ignore[return-value]
 
-    def stream(self, prompt: Prompt, params: SamplingParams | None = None,
-               cancel: threading.Event | None = None) -> "EndpointGeneration":
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> EndpointGeneration:
         params = params or SamplingParams()
         kind = self._kind(prompt)
-        return EndpointGeneration(self, kind, self._create(kind, prompt, params, stream=True), cancel,
-                                  params.max_new_tokens)
+        return EndpointGeneration(
+            self, kind, self._create(kind, prompt, params, stream=True), cancel, params.max_new_tokens
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -387,8 +468,9 @@ class EndpointGeneration(Generation):
     """A streamed reply: iterate for text deltas; ``.completion`` is set at the end (as Engine.stream's).
     Iteration and ``drain`` are Generation's; there are no token ids here, so its __init__ is not used."""
 
-    def __init__(self, engine: EndpointEngine, kind: str, response, cancel: threading.Event | None,
-                 max_new_tokens: int) -> None:
+    def __init__(
+        self, engine: EndpointEngine, kind: str, response, cancel: threading.Event | None, max_new_tokens: int
+    ) -> None:
         self.engine, self.kind, self.response = engine, kind, response
         self.cancel = cancel or threading.Event()
         self.max_new_tokens = max_new_tokens
@@ -412,8 +494,9 @@ class EndpointGeneration(Generation):
                     break
                 usage = getattr(chunk, "usage", None) or usage
                 for choice in chunk.choices or []:
-                    delta = engine.text_of(choice.delta.content if self.kind == "chat" else choice.text,
-                                           "a streamed delta")
+                    delta = engine.text_of(
+                        choice.delta.content if self.kind == "chat" else choice.text, "a streamed delta"
+                    )
                     if len(delta) > room:  # past max_new_tokens worth of text: the server ignores max_tokens
                         delta, reason = delta[:room], "cut"
                     room -= len(delta)
@@ -434,14 +517,20 @@ class EndpointGeneration(Generation):
         except openai.OpenAIError as e:
             raise engine._explain(e) from None
         except PARSE_ERRORS:  # a line that is not JSON, or JSON of another shape
-            raise StarchatError(f"{engine.url} sent a malformed stream chunk (not the JSON of a completion "
-                                "chunk): is this an OpenAI-compatible /v1 endpoint?") from None
+            raise StarchatError(
+                f"{engine.url} sent a malformed stream chunk (not the JSON of a completion "
+                "chunk): is this an OpenAI-compatible /v1 endpoint?"
+            ) from None
         finally:
             if reason == "cancelled":
                 self.response.close()
-        self.completion = Completion(text="".join(parts), token_ids=[], finish_reason=reason,
-                                     prompt_tokens=_count(usage, "prompt_tokens"),
-                                     completion_tokens=_count(usage, "completion_tokens"))
+        self.completion = Completion(
+            text="".join(parts),
+            token_ids=[],
+            finish_reason=reason,
+            prompt_tokens=_count(usage, "prompt_tokens"),
+            completion_tokens=_count(usage, "completion_tokens"),
+        )
 
 
 def _count(usage: object, field: str) -> int:

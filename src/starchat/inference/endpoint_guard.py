@@ -95,8 +95,10 @@ class _Attempt:
     def count(self, n: int) -> None:
         self.read += n
         if self.read > self.cap:
-            raise ReplyBoundError(f"sent a reply over {self.cap} bytes (the cap for its max_tokens): is it "
-                                  "streaming without end? Lower --max-new-tokens or check the server")
+            raise ReplyBoundError(
+                f"sent a reply over {self.cap} bytes (the cap for its max_tokens): is it "
+                "streaming without end? Lower --max-new-tokens or check the server"
+            )
         if self.overdue():
             raise self.error()
 
@@ -179,4 +181,5 @@ def _chain(first: Callable | None, second: Callable) -> Callable:
     def both(event: str, info: dict[str, Any]) -> None:
         first(event, info)
         second(event, info)
+
     return both

@@ -5,21 +5,28 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.inference.params import Completion, SamplingParams
 from starchat.inference.textstream import TextAssembler
 
 # Messages (OpenAI-style dicts), token IDs, or a raw text prompt used as is (no chat template).
-Prompt = Union[Sequence[Mapping[str, Any]], Sequence[int], str]
+Prompt = Sequence[Mapping[str, Any]] | Sequence[int] | str
 
 
 class Generation:
     """One running generation: iterate it for text deltas; ``.completion`` is set once it is done."""
 
-    def __init__(self, engine: "Engine", prompt_ids: list[int], params: SamplingParams,
-                 cancel: threading.Event | None = None, tokens: Iterable[int] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        tokens: Iterable[int] | None = None,
+    ) -> None:
         """``tokens``: already generated token IDs (a row of a batch) instead of running the backend."""
         self.engine, self.prompt_ids, self.params = engine, prompt_ids, params
         self.cancel = cancel or threading.Event()
@@ -29,7 +36,7 @@ class Generation:
         self.completion: Completion | None = None
         self._iter = self._run()
 
-    def __iter__(self) -> "Generation":
+    def __iter__(self) -> Generation:
         return self
 
     def __next__(self) -> str:
@@ -81,8 +88,13 @@ class Generation:
         tail = text.finish()
         if tail:
             yield tail
-        self.completion = Completion(text=text.text, token_ids=ids, finish_reason=reason,
-                                     prompt_tokens=len(self.prompt_ids), completion_tokens=generated)
+        self.completion = Completion(
+            text=text.text,
+            token_ids=ids,
+            finish_reason=reason,
+            prompt_tokens=len(self.prompt_ids),
+            completion_tokens=generated,
+        )
 
 
 class Engine(ABC):
@@ -141,8 +153,17 @@ class Engine(ABC):
         from starchat import fim
 
         found = fim.require(self.fim(), self.model_name)
-        return fim.build_prompt(found.spec, found.ids, self.encode_plain, prefix=prefix, suffix=suffix, prompt=prompt,
-                                extra=extra, budget=budget, bos=self.encode_text(""))
+        return fim.build_prompt(
+            found.spec,
+            found.ids,
+            self.encode_plain,
+            prefix=prefix,
+            suffix=suffix,
+            prompt=prompt,
+            extra=extra,
+            budget=budget,
+            bos=self.encode_text(""),
+        )
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -154,13 +175,15 @@ class Engine(ABC):
             return prompt
         return self.encode_prompt(prompt)
 
-    def stream(self, prompt: Prompt, params: SamplingParams | None = None,
-               cancel: threading.Event | None = None) -> Generation:
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> Generation:
         """Text deltas as they are generated; their concatenation is ``generate()``'s text for the same seed."""
         return Generation(self, self.prompt_ids(prompt), params or SamplingParams(), cancel)
 
-    def generate(self, prompt: Prompt, params: SamplingParams | None = None,
-                 cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> Completion:
         gen = self.stream(prompt, params, cancel)
         return gen.drain()
 
@@ -173,8 +196,9 @@ class Engine(ABC):
         if room < 1:
             raise StarchatError(
                 f"the prompt is {prompt_len} tokens but {self.model_name}'s context is {self.context_length}: "
-                "shorten the conversation (/reset in the chat) or use a longer context (--n-ctx for GGUF models)")
+                "shorten the conversation (/reset in the chat) or use a longer context (--n-ctx for GGUF models)"
+            )
         return min(wanted, room)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: a backend with nothing to free need not override it)
         """Free the model's memory (optional)."""

@@ -50,8 +50,14 @@ def from_llama_vocab(llama_cpp, vocab, n_vocab: int, piece: Callable[[int], str]
     """A GGUF's FIM tokens as llama.cpp reads them: the ``fim_*`` ids (from the GGUF keys, or found by
     llama.cpp by their text), named by their text, plus the vocabulary's control tokens for the end and
     separators. None when llama.cpp knows no FIM prefix/suffix/middle for the model."""
-    getters = {"pre": "llama_vocab_fim_pre", "suf": "llama_vocab_fim_suf", "mid": "llama_vocab_fim_mid",
-               "pad": "llama_vocab_fim_pad", "rep": "llama_vocab_fim_rep", "sep": "llama_vocab_fim_sep"}
+    getters = {
+        "pre": "llama_vocab_fim_pre",
+        "suf": "llama_vocab_fim_suf",
+        "mid": "llama_vocab_fim_mid",
+        "pad": "llama_vocab_fim_pad",
+        "rep": "llama_vocab_fim_rep",
+        "sep": "llama_vocab_fim_sep",
+    }
     found = {k: int(getattr(llama_cpp, fn)(vocab)) for k, fn in getters.items()}
     if min(found["pre"], found["suf"], found["mid"]) < 0:
         return None
@@ -60,7 +66,7 @@ def from_llama_vocab(llama_cpp, vocab, n_vocab: int, piece: Callable[[int], str]
     for t in range(n_vocab):  # control and user-defined tokens: where the end and separators live
         if llama_cpp.llama_vocab_get_attr(vocab, t) & attr_control:
             by_text.setdefault(piece(t), t)
-    for k, t in found.items():
+    for t in found.values():
         if t >= 0:
             by_text[piece(t)] = t
     spec = fim.detect(set(by_text), _Eos(eos))

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor,
-                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from starchat.errors import StarchatError
 from starchat.inference.engine import Generation, Prompt
@@ -27,9 +35,16 @@ class TransformersEngine(TokenizerEngine):
             return cls(os.path.dirname(model) or ".", template=template, gguf_file=os.path.basename(model), **kw)
         return cls(model, template=template, **kw)
 
-    def __init__(self, model: str, template: str | None = None, device: str | None = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, gguf_file: str | None = None,
-                 **_: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        template: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        gguf_file: str | None = None,
+        **_: Any,
+    ) -> None:
         """``gguf_file``: a GGUF inside ``model`` (a directory) that transformers dequantizes on load."""
         super().__init__()
         load = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
@@ -52,10 +67,13 @@ class TransformersEngine(TokenizerEngine):
         # Sampling: temperature, top-k and top-p in one processor (_TopKTopP) instead of transformers'
         # three warpers, whose top-p sorts the whole vocabulary at every token; theirs are switched off.
         cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=sample, repetition_penalty=params.repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            repetition_penalty=params.repetition_penalty,
             eos_token_id=list(dict.fromkeys([*self.eos_token_ids, *params.stop_token_ids])),
             pad_token_id=self.pad_token_id,
-            **(dict(temperature=1.0, top_k=0, top_p=1.0) if sample else {}))
+            **(dict(temperature=1.0, top_k=0, top_p=1.0) if sample else {}),
+        )
         if params.seed is not None:
             torch.manual_seed(params.seed)
         extra = LogitsProcessorList([_TopKTopP(params.temperature, params.top_k, params.top_p)] if sample else [])
@@ -71,9 +89,13 @@ class TransformersEngine(TokenizerEngine):
         def work():
             try:
                 with torch.inference_mode():
-                    self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                        streamer=_QueueStreamer(q), stopping_criteria=StoppingCriteriaList(
-                                            [_StopFlag(stop)]), **kwargs)
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=_QueueStreamer(q),
+                        stopping_criteria=StoppingCriteriaList([_StopFlag(stop)]),
+                        **kwargs,
+                    )
             except BaseException as e:  # re-raised in the consumer's thread
                 q.put(e)
             finally:
@@ -90,8 +112,9 @@ class TransformersEngine(TokenizerEngine):
             stop.set()
             thread.join()
 
-    def generate(self, prompt: Prompt, params: SamplingParams | None = None,
-                 cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None, cancel: threading.Event | None = None
+    ) -> Completion:
         """One direct ``model.generate`` call (no thread, no streamer): same tokens as ``stream()``."""
         return self._generate_rows([self.prompt_ids(prompt)], params or SamplingParams(), cancel)[0]
 
@@ -100,8 +123,9 @@ class TransformersEngine(TokenizerEngine):
         all_ids = [self.prompt_ids(p) for p in prompts]
         return self._generate_rows(all_ids, params or SamplingParams()) if all_ids else []
 
-    def _generate_rows(self, all_ids: list[list[int]], params: SamplingParams,
-                       cancel: threading.Event | None = None) -> list[Completion]:
+    def _generate_rows(
+        self, all_ids: list[list[int]], params: SamplingParams, cancel: threading.Event | None = None
+    ) -> list[Completion]:
         width = max(len(x) for x in all_ids)
         max_new = self._max_new_tokens(width, params.max_new_tokens)
         input_ids = torch.tensor([[self.pad_token_id] * (width - len(x)) + x for x in all_ids], device=self.device)
@@ -110,8 +134,12 @@ class TransformersEngine(TokenizerEngine):
         if cancel is not None:
             criteria.append(_StopFlag(cancel))
         with self._lock, torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
-                                      **self._generate_kwargs(params, max_new))
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                stopping_criteria=criteria,
+                **self._generate_kwargs(params, max_new),
+            )
         # Each row goes through the same stop/EOS/text logic as a streamed generation.
         rows = [Generation(self, ids, params, cancel, tokens=out[i, width:].tolist()) for i, ids in enumerate(all_ids)]
         return [g.drain() for g in rows]
@@ -186,8 +214,9 @@ class _StopStrings(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kw):
         if self.rows is None:  # the first call sees each row's prompt and first new token
-            self.rows = [TextAssembler(self.decode, self.stop, prompt_tail=row[:self.width].tolist())
-                         for row in input_ids]
+            self.rows = [
+                TextAssembler(self.decode, self.stop, prompt_tail=row[: self.width].tolist()) for row in input_ids
+            ]
         for asm, tok in zip(self.rows, input_ids[:, -1].tolist()):
             asm.feed(tok)
         return torch.tensor([asm.stopped for asm in self.rows], dtype=torch.bool, device=input_ids.device)

@@ -6,7 +6,8 @@ import contextlib
 import os
 import random
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from starchat import threads
 from starchat.errors import StarchatError
@@ -54,8 +55,15 @@ def amx_guard(llama_cpp):
 
 
 class LlamaCppEngine(Engine):
-    def __init__(self, model: str, template: str | None = None, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_gpu_layers: int = 0, **_: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        template: str | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        **_: Any,
+    ) -> None:
         super().__init__()
         import llama_cpp
         from llama_cpp import Llama
@@ -70,8 +78,15 @@ class LlamaCppEngine(Engine):
             with amx_guard(llama_cpp):
                 # Flash attention, as llama-server's default (auto) picks: prefill ~15% faster on this CPU, and
                 # `serve`'s slots (the same context settings) then compute what llama-server computes.
-                return Llama(model_path=model, n_ctx=ctx, n_threads=self.n_threads, flash_attn=True,
-                             n_threads_batch=self.n_threads, n_gpu_layers=n_gpu_layers, verbose=False)
+                return Llama(
+                    model_path=model,
+                    n_ctx=ctx,
+                    n_threads=self.n_threads,
+                    flash_attn=True,
+                    n_threads_batch=self.n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    verbose=False,
+                )
 
         try:
             self.llm = load(n_ctx or DEFAULT_N_CTX)
@@ -81,8 +96,10 @@ class LlamaCppEngine(Engine):
                 self.llm.close()
                 self.llm = load(trained)
         except (ValueError, RuntimeError) as e:
-            raise StarchatError(f"llama.cpp could not load {model!r} ({e}): is it a complete GGUF file from a "
-                                "llama.cpp-compatible export? Re-export it with `starchat export gguf`") from None
+            raise StarchatError(
+                f"llama.cpp could not load {model!r} ({e}): is it a complete GGUF file from a "
+                "llama.cpp-compatible export? Re-export it with `starchat export gguf`"
+            ) from None
         meta = self.llm.metadata
         self.context_length = self.llm.n_ctx()
         self.model_name = os.path.splitext(os.path.basename(model))[0]  # the file, as users name it
@@ -90,8 +107,14 @@ class LlamaCppEngine(Engine):
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._bos = self._piece(self.llm.token_bos())
         self._eos = self._piece(self.llm.token_eos())
-        self.format = select_format(template, meta.get("tokenizer.chat_template"), None,
-                                    bos_token=self._bos, eos_token=self._eos, own_source="GGUF")
+        self.format = select_format(
+            template,
+            meta.get("tokenizer.chat_template"),
+            None,
+            bos_token=self._bos,
+            eos_token=self._eos,
+            own_source="GGUF",
+        )
         # Every end-of-generation token llama.cpp knows (EOS, EOT, <|im_end|>...), plus the format's end token.
         eog = [t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
         end = self.format.end_token
@@ -101,8 +124,11 @@ class LlamaCppEngine(Engine):
                 eog.append(end_ids[0])
         self.eos_token_ids = list(dict.fromkeys(eog)) or [self.llm.token_eos()]
         # The texts of control tokens (<|im_start|>...): message content holding one is tokenized apart.
-        self._control = [self._piece(t) for t in range(self.llm.n_vocab())
-                         if llama_cpp.llama_vocab_get_attr(vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+        self._control = [
+            self._piece(t)
+            for t in range(self.llm.n_vocab())
+            if llama_cpp.llama_vocab_get_attr(vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        ]
 
     def _piece(self, token: int) -> str:
         if token < 0:
@@ -127,8 +153,9 @@ class LlamaCppEngine(Engine):
         from starchat.inference import fimvocab
 
         L = self._llama_cpp
-        return fimvocab.from_llama_vocab(L, L.llama_model_get_vocab(self.llm.model), self.llm.n_vocab(),
-                                         self._piece, self._eos)
+        return fimvocab.from_llama_vocab(
+            L, L.llama_model_get_vocab(self.llm.model), self.llm.n_vocab(), self._piece, self._eos
+        )
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
@@ -139,8 +166,15 @@ class LlamaCppEngine(Engine):
         self.llm.set_seed(chain_seed(params))
         # Llama.generate keeps the KV cache of the longest common prefix with the last prompt:
         # in a chat, each turn only evaluates the new tokens.
-        return self.llm.generate(prompt_ids, top_k=params.top_k, top_p=params.top_p, min_p=0.0, typical_p=1.0,
-                                 temp=params.temperature, repeat_penalty=params.repetition_penalty)
+        return self.llm.generate(
+            prompt_ids,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            temp=params.temperature,
+            repeat_penalty=params.repetition_penalty,
+        )
 
     def close(self) -> None:
         self.llm.close()

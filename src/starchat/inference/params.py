@@ -49,19 +49,23 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise StarchatError(f"sampling parameter stop={self.stop!r}: each stop string must be a non-empty string")
         if sum(len(s) for s in self.stop) > MAX_STOP_CHARS:
-            raise StarchatError(f"sampling parameter stop: the stop strings total "
-                                f"{sum(len(s) for s in self.stop)} characters, more than {MAX_STOP_CHARS}")
+            raise StarchatError(
+                f"sampling parameter stop: the stop strings total "
+                f"{sum(len(s) for s in self.stop)} characters, more than {MAX_STOP_CHARS}"
+            )
         if not isinstance(self.stop_token_ids, list) or any(
-                isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids
+        ):
             raise StarchatError(f"sampling parameter stop_token_ids={self.stop_token_ids!r}: a list of token ids")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed <= SEED_MAX):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX
+        ):
             raise StarchatError(f"sampling parameter seed={self.seed!r} must be an integer in 0..{SEED_MAX}")
 
-    def replace(self, **changes) -> "SamplingParams":
+    def replace(self, **changes) -> SamplingParams:
         return dataclasses.replace(self, **changes)
 
-    def update_from_string(self, key: str, value: str) -> "SamplingParams":
+    def update_from_string(self, key: str, value: str) -> SamplingParams:
         """A copy with ``key`` set from its text form (``/params temperature=0.7``, ``stop=a,b``, ``seed=none``)."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         if key not in fields:
@@ -84,8 +88,12 @@ class SamplingParams:
 
 # What transformers' generate() uses for a key a generation_config.json leaves out.
 _HF_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
-_GGUF_KEYS = {"general.sampling.temp": "temperature", "general.sampling.top_k": "top_k",
-              "general.sampling.top_p": "top_p", "general.sampling.penalty_repeat": "repetition_penalty"}
+_GGUF_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+}
 
 
 def saved_sampling_defaults(model: str | None, gguf_metadata: dict | None = None) -> dict[str, float | int]:

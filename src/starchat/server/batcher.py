@@ -78,8 +78,10 @@ class ContinuousBatcher(BatchingScheduler):
 
     def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
         if prompt_len + max_new_tokens > self.kv_tokens:
-            return (f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
-                    f"{self.kv_tokens} KV cache positions of this server (--kv-tokens): shorten it or lower max_tokens")
+            return (
+                f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
+                f"{self.kv_tokens} KV cache positions of this server (--kv-tokens): shorten it or lower max_tokens"
+            )
         return None
 
     def _fits(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
@@ -119,13 +121,19 @@ class ContinuousBatcher(BatchingScheduler):
         ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         new_mask = torch.zeros((len(rows), longest), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, longest - len(r.ids):] = torch.tensor(r.ids)
-            new_mask[i, longest - len(r.ids):] = 1
+            ids[i, longest - len(r.ids) :] = torch.tensor(r.ids)
+            new_mask[i, longest - len(r.ids) :] = 1
         pos = (new_mask.cumsum(-1) - 1).clamp(min=0)
         ids, new_mask, pos = ids.to(self.device), new_mask.to(self.device), pos.to(self.device)
         new_cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
-                         past_key_values=new_cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=new_mask,
+            position_ids=pos,
+            past_key_values=new_cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         first = _sample(rows, out.logits[:, -1, :])
         self.cache, self.mask = _merge(self.cache, self.mask, out.past_key_values, new_mask)
         self.rows.extend(rows)
@@ -137,9 +145,15 @@ class ContinuousBatcher(BatchingScheduler):
         """One token for every running row."""
         last = torch.tensor([[r.ids[-1]] for r in self.rows], dtype=torch.long, device=self.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        pos = (self.mask.sum(-1, keepdim=True) - 1)
-        out = self.model(input_ids=last, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=1)
+        pos = self.mask.sum(-1, keepdim=True) - 1
+        out = self.model(
+            input_ids=last,
+            attention_mask=self.mask,
+            position_ids=pos,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         logits = out.logits[:, -1, :]
         for r, tok in zip(self.rows, _sample(self.rows, logits)):
             r.done = r.push(tok)
@@ -201,8 +215,15 @@ def fail_new(rows: list, e: Exception) -> None:
 
 def _sample(rows: list[_Row], logits: torch.Tensor) -> list[int]:
     ps = [r.ticket.params for r in rows]
-    return sample_rows(logits, [r.ids for r in rows], [p.temperature for p in ps], [p.top_k for p in ps],
-                       [p.top_p for p in ps], [p.repetition_penalty for p in ps], [r.gen for r in rows])
+    return sample_rows(
+        logits,
+        [r.ids for r in rows],
+        [p.temperature for p in ps],
+        [p.top_k for p in ps],
+        [p.top_p for p in ps],
+        [p.repetition_penalty for p in ps],
+        [r.gen for r in rows],
+    )
 
 
 def _merge(cache, mask, new_cache, new_mask):
@@ -229,5 +250,6 @@ def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
 
 def from_settings(engine, settings) -> ContinuousBatcher:
     """The transformers backend's scheduler (named in `starchat.inference.backends`)."""
-    return ContinuousBatcher(engine, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                             kv_tokens=settings.kv_tokens)
+    return ContinuousBatcher(
+        engine, max_batch=settings.max_batch, max_queue=settings.max_queue, kv_tokens=settings.kv_tokens
+    )

@@ -29,15 +29,40 @@ MAX_STOPS = 16  # editors send their template's end markers (Continue: 7 or more
 MAX_EXTRA_FILES = 64  # repository-context chunks per request (the body limit bounds their size)
 # llama-server request fields that only tune its own server (caching, timing, response trimming): accepted and
 # ignored, with any value; starchat always reuses cached prompt prefixes.
-LLAMA_IGNORED = {k: None for k in ("cache_prompt", "id_slot", "n_indent", "samplers", "t_max_prompt_ms",
-                                   "t_max_predict_ms", "response_fields", "n_keep", "penalty_last_n",
-                                   "repeat_last_n", "return_tokens", "timings_per_token", "model")}
+LLAMA_IGNORED = {
+    k: None
+    for k in (
+        "cache_prompt",
+        "id_slot",
+        "n_indent",
+        "samplers",
+        "t_max_prompt_ms",
+        "t_max_predict_ms",
+        "response_fields",
+        "n_keep",
+        "penalty_last_n",
+        "repeat_last_n",
+        "return_tokens",
+        "timings_per_token",
+        "model",
+    )
+}
 # llama-server sampling fields starchat does not implement, with the values that ask for nothing.
-LLAMA_NEUTRAL = {**LLAMA_IGNORED, "min_p": (None, 0, 0.0), "typical_p": (None, 1, 1.0),
-                 "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0), "n_probs": (None, 0),
-                 "dynatemp_range": (None, 0, 0.0), "xtc_probability": (None, 0, 0.0), "dry_multiplier": (None, 0, 0.0),
-                 "ignore_eos": (None, False), "logit_bias": (None, [], {}), "grammar": (None, ""),
-                 "json_schema": (None, {})}
+LLAMA_NEUTRAL = {
+    **LLAMA_IGNORED,
+    "min_p": (None, 0, 0.0),
+    "typical_p": (None, 1, 1.0),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "n_probs": (None, 0),
+    "dynatemp_range": (None, 0, 0.0),
+    "xtc_probability": (None, 0, 0.0),
+    "dry_multiplier": (None, 0, 0.0),
+    "ignore_eos": (None, False),
+    "logit_bias": (None, [], {}),
+    "grammar": (None, ""),
+    "json_schema": (None, {}),
+}
 
 
 def check_stops(v, limit: int = MAX_STOPS) -> list[str]:
@@ -50,8 +75,9 @@ def check_stops(v, limit: int = MAX_STOPS) -> list[str]:
     if any(not s for s in stops):
         raise ValueError("stop sequences must be non-empty strings")
     if sum(len(s) for s in stops) > MAX_STOP_CHARS:
-        raise ValueError(f"the stop sequences total {sum(len(s) for s in stops)} characters; at most "
-                         f"{MAX_STOP_CHARS} are allowed")
+        raise ValueError(
+            f"the stop sequences total {sum(len(s) for s in stops)} characters; at most {MAX_STOP_CHARS} are allowed"
+        )
     return [P.check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
 
 
@@ -172,20 +198,26 @@ def raw_fim_stops(engine, prompt_ids: list[int]) -> list[int]:
     return found.stop_ids if found is not None and found.middle_id in prompt_ids else []
 
 
-async def _fim_prompt(app, found, *, prefix: str, suffix: str, prompt: str = "", extra=(),
-                      n_predict: int, param: str) -> tuple[fim.FimPrompt, int]:
+async def _fim_prompt(
+    app, found, *, prefix: str, suffix: str, prompt: str = "", extra=(), n_predict: int, param: str
+) -> tuple[fim.FimPrompt, int]:
     """The PSM prompt's ids and its budget, ``n_ctx - n_predict`` tokens: the code nearest the cursor is kept."""
     from starchat.server.replies import APIError
 
     engine = app.state.engine
     budget = engine.context_length - n_predict
     try:
-        fp = await asyncio.to_thread(engine.fim_prompt, prefix, suffix, prompt=prompt,
-                                     extra=[e.model_dump() for e in extra], budget=budget)
+        fp = await asyncio.to_thread(
+            engine.fim_prompt, prefix, suffix, prompt=prompt, extra=[e.model_dump() for e in extra], budget=budget
+        )
         return fp, budget
     except StarchatError as e:
-        raise APIError(400, f"{e} (n_ctx {engine.context_length} - n_predict {n_predict}): lower {param}",
-                       param=param, code="context_length_exceeded") from None
+        raise APIError(
+            400,
+            f"{e} (n_ctx {engine.context_length} - n_predict {n_predict}): lower {param}",
+            param=param,
+            code="context_length_exceeded",
+        ) from None
 
 
 def _names(app) -> tuple:
@@ -198,8 +230,16 @@ async def infill(req: InfillRequest, request: Request):
     engine, settings, _, model = _names(app)
     found = served_fim(engine, model, "input_prefix")
     n_predict = _n_predict(req, settings)
-    fp, budget = await _fim_prompt(app, found, prefix=req.input_prefix, suffix=req.input_suffix,
-                                   prompt=req.prompt, extra=req.input_extra, n_predict=n_predict, param="n_predict")
+    fp, budget = await _fim_prompt(
+        app,
+        found,
+        prefix=req.input_prefix,
+        suffix=req.input_suffix,
+        prompt=req.prompt,
+        extra=req.input_extra,
+        n_predict=n_predict,
+        param="n_predict",
+    )
     return await _llama_reply(app, req, request, fp.ids, found.stop_ids, (fp, budget))
 
 
@@ -218,8 +258,7 @@ def _n_predict(req, settings) -> int:
 
     n = req.n_predict or settings.default_max_tokens
     if n > settings.max_tokens_cap:
-        raise APIError(400, f"n_predict={n} is above this server's cap of {settings.max_tokens_cap}",
-                       param="n_predict")
+        raise APIError(400, f"n_predict={n} is above this server's cap of {settings.max_tokens_cap}", param="n_predict")
     return n
 
 
@@ -240,21 +279,43 @@ def _final(content: str, ticket, req, model: str, prompt_len: int, fp, t0: float
     """llama-server's final completion object (``to_json_non_oaicompat``), with starchat's ``fim`` budget."""
     r, p = ticket.result, ticket.params
     out = {
-        "index": 0, "content": content, "tokens": [], "id_slot": -1, "stop": True, "model": model,
-        "tokens_predicted": r.completion_tokens, "tokens_evaluated": prompt_len,
-        "generation_settings": {"n_predict": p.max_new_tokens, "temperature": p.temperature, "top_k": p.top_k,
-                                "top_p": p.top_p, "repeat_penalty": p.repetition_penalty, "seed": p.seed,
-                                "stop": list(p.stop), "stream": bool(req.stream)},
-        "has_new_line": "\n" in content, "truncated": bool(fp and fp[0].truncated),
+        "index": 0,
+        "content": content,
+        "tokens": [],
+        "id_slot": -1,
+        "stop": True,
+        "model": model,
+        "tokens_predicted": r.completion_tokens,
+        "tokens_evaluated": prompt_len,
+        "generation_settings": {
+            "n_predict": p.max_new_tokens,
+            "temperature": p.temperature,
+            "top_k": p.top_k,
+            "top_p": p.top_p,
+            "repeat_penalty": p.repetition_penalty,
+            "seed": p.seed,
+            "stop": list(p.stop),
+            "stream": bool(req.stream),
+        },
+        "has_new_line": "\n" in content,
+        "truncated": bool(fp and fp[0].truncated),
         # A stop string is reported as "eos" too: the schedulers report both as "stop".
-        "stop_type": "limit" if r.finish_reason == "length" else "eos", "stopping_word": "",
-        "timings": {"prompt_n": prompt_len, "predicted_n": r.completion_tokens,
-                    "total_ms": round((time.perf_counter() - t0) * 1000, 3)},
+        "stop_type": "limit" if r.finish_reason == "length" else "eos",
+        "stopping_word": "",
+        "timings": {
+            "prompt_n": prompt_len,
+            "predicted_n": r.completion_tokens,
+            "total_ms": round((time.perf_counter() - t0) * 1000, 3),
+        },
     }
     if fp is not None:  # starchat's own: the budget and what of each part it kept
         fp, budget = fp
-        out["fim"] = {"budget": budget, "prefix_tokens": fp.prefix_tokens, "suffix_tokens": fp.suffix_tokens,
-                      "extra_tokens": fp.extra_tokens}
+        out["fim"] = {
+            "budget": budget,
+            "prefix_tokens": fp.prefix_tokens,
+            "suffix_tokens": fp.suffix_tokens,
+            "extra_tokens": fp.extra_tokens,
+        }
     return out
 
 
@@ -265,8 +326,16 @@ def _llama_sse(ticket, req, model: str, prompt_len: int, fp, t0: float) -> Strea
     async def body():
         try:
             async for d in ticket.deltas():  # a delta may hold several tokens: the count comes at the end
-                yield _event({"index": 0, "content": d, "tokens": [], "stop": False, "id_slot": -1,
-                              "tokens_evaluated": prompt_len})
+                yield _event(
+                    {
+                        "index": 0,
+                        "content": d,
+                        "tokens": [],
+                        "stop": False,
+                        "id_slot": -1,
+                        "tokens_evaluated": prompt_len,
+                    }
+                )
             if ticket.result.finish_reason == "error":
                 yield _event(P.ErrorResponse(error=_failure(ticket).body).model_dump())
                 return
@@ -274,8 +343,9 @@ def _llama_sse(ticket, req, model: str, prompt_len: int, fp, t0: float) -> Strea
         finally:  # normal end, or cancelled by a client disconnect
             ticket.cancel()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 def _event(obj: dict) -> str:
@@ -291,13 +361,13 @@ async def openai_fim(app, req: CompletionRequest, request: Request):
         raise APIError(400, "echo cannot be combined with suffix", param="echo")
     found = served_fim(engine, model, "suffix")
     wanted = min(req.wanted_tokens() or settings.default_max_tokens, settings.max_tokens_cap)
-    fp, _ = await _fim_prompt(app, found, prefix=req.prompt, suffix=req.suffix, n_predict=wanted,
-                              param="max_tokens")
+    fp, _ = await _fim_prompt(app, found, prefix=req.prompt, suffix=req.suffix, n_predict=wanted, param="max_tokens")
     tickets = _submit(scheduler, engine, settings, req, fp.ids, found.stop_ids)
     rid, created = P.new_id("cmpl"), P.now()
     if req.stream:
         return _sse(_text_chunks(tickets, req, rid, created, model, len(fp.ids)), tickets)
     texts = await _collect(tickets, request, settings.retry_after_s)
-    choices = [P.CompletionChoice(index=i, text=t, finish_reason=_reason(tk))
-               for i, (t, tk) in enumerate(zip(texts, tickets))]
+    choices = [
+        P.CompletionChoice(index=i, text=t, finish_reason=_reason(tk)) for i, (t, tk) in enumerate(zip(texts, tickets))
+    ]
     return P.Completion(id=rid, created=created, model=model, choices=choices, usage=_usage(tickets, len(fp.ids)))

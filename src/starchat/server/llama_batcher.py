@@ -33,8 +33,7 @@ log = logging.getLogger("starchat.server")
 class LlamaCppBatcher(BatchingScheduler):
     kind = "llama.cpp-slots"
 
-    def __init__(self, engine, slots: int = 16, max_queue: int = 64, kv_tokens: int = 16384,
-                 prompt_cache: bool = True):
+    def __init__(self, engine, slots: int = 16, max_queue: int = 64, kv_tokens: int = 16384, prompt_cache: bool = True):
         """``engine``: a starchat LlamaCppEngine (its weights are shared, the context is our own);
         ``kv_tokens``: KV cells shared by all slots, at least one full context; ``prompt_cache``: keep finished
         sequences' cells for requests that start with the same tokens."""
@@ -69,14 +68,19 @@ class LlamaCppBatcher(BatchingScheduler):
         self.reused_tokens = 0  # prompt tokens taken from the cache instead of prefilled
 
     def stats(self) -> dict:
-        return {**super().stats(), "kv_tokens": self.n_ctx,
-                "kv_reserved": sum(_size(r.ticket) for r in list(self.rows)),
-                "prompt_cache": {"sequences": len(self.cached), "reused_tokens": self.reused_tokens}}
+        return {
+            **super().stats(),
+            "kv_tokens": self.n_ctx,
+            "kv_reserved": sum(_size(r.ticket) for r in list(self.rows)),
+            "prompt_cache": {"sequences": len(self.cached), "reused_tokens": self.reused_tokens},
+        }
 
     def refusal(self, prompt_len: int, max_new_tokens: int) -> str | None:
         if prompt_len + max_new_tokens > min(self.n_ctx, self.n_batch):
-            return (f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
-                    f"{self.n_ctx}-cell KV cache of this server (--kv-tokens): shorten it or lower max_tokens")
+            return (
+                f"the prompt ({prompt_len} tokens) plus max_tokens={max_new_tokens} is more than the "
+                f"{self.n_ctx}-cell KV cache of this server (--kv-tokens): shorten it or lower max_tokens"
+            )
         return None
 
     def _fits(self, ticket: Ticket, taken: list[Ticket]) -> bool | None:
@@ -166,8 +170,10 @@ class LlamaCppBatcher(BatchingScheduler):
         if rc != 0 and fresh:
             rc = self._without(fresh, running, rc)
         if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}: the {self.n_ctx}-token KV cache shared by the slots "
-                               "is full; raise --kv-tokens, or lower --max-batch or the requests' max_tokens")
+            raise RuntimeError(
+                f"llama_decode returned {rc}: the {self.n_ctx}-token KV cache shared by the slots "
+                "is full; raise --kv-tokens, or lower --max-batch or the requests' max_tokens"
+            )
         if not self.rows:
             return
         for r in self.rows:  # each row's own chain, on its logits (batch index r.out); it accepts the token
@@ -191,8 +197,9 @@ class LlamaCppBatcher(BatchingScheduler):
         for r in fresh:
             self.rows.remove(r)
             self._free(r)
-            r.ticket.finish("error", 0, f"llama_decode returned {rc}: no room in the KV cache now, retry later",
-                            status=503)
+            r.ticket.finish(
+                "error", 0, f"llama_decode returned {rc}: no room in the KV cache now, retry later", status=503
+            )
         for r in self.rows:  # drop whatever of this step llama.cpp kept, so positions stay consecutive
             self.L.llama_memory_seq_rm(mem, r.seq, len(r.ids) - 1, -1)
             r.kv = len(r.ids)  # the batch decodes each row's last token again
@@ -211,7 +218,7 @@ class LlamaCppBatcher(BatchingScheduler):
     def _free(self, row: _Row, keep: bool = False) -> None:
         """Give back a row's sampler and its sequence id; ``keep``: its cells stay, for the prompt cache."""
         if keep:
-            self.cached[row.seq] = row.ids[:row.kv]
+            self.cached[row.seq] = row.ids[: row.kv]
         else:
             self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), row.seq, -1, -1)
         chain, row.chain = getattr(row, "chain", None), None
@@ -227,5 +234,4 @@ class LlamaCppBatcher(BatchingScheduler):
 
 def from_settings(engine, settings) -> LlamaCppBatcher:
     """The llama.cpp backend's scheduler (named in `starchat.inference.backends`)."""
-    return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue,
-                           kv_tokens=settings.kv_tokens)
+    return LlamaCppBatcher(engine, slots=settings.max_batch, max_queue=settings.max_queue, kv_tokens=settings.kv_tokens)

@@ -25,5 +25,7 @@ def unknown_model(requested: str | None, names: frozenset[str], served: str) -> 
     if not requested or requested in names:
         return None
     shown = requested if len(requested) <= 100 else requested[:97] + "..."
-    return (f"The model `{shown}` does not exist or you do not have access to it. This server serves "
-            f"`{served}` (GET /v1/models): send that name, or leave model out")
+    return (
+        f"The model `{shown}` does not exist or you do not have access to it. This server serves "
+        f"`{served}` (GET /v1/models): send that name, or leave model out"
+    )

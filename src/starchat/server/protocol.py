@@ -15,25 +15,50 @@ from starchat.inference.params import MAX_STOP_CHARS, SEED_MAX
 # Any other value, or a field in neither the model nor this table, is refused with a 400 naming it:
 # silently ignoring e.g. `tools` or `response_format` would hand back something the client did not ask for.
 NEUTRAL = {
-    "logprobs": (None, False), "top_logprobs": (None, 0), "tools": (None, []), "tool_choice": (None, "none", "auto"),
-    "functions": (None, []), "function_call": (None, "none", "auto"), "parallel_tool_calls": (None, True, False),
-    "response_format": (None, {"type": "text"}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
-    "logit_bias": (None, {}), "best_of": (None, 1), "suffix": (None, ""), "store": (None, False),
-    "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,), "service_tier": (None, "auto"),
-    "user": None, "metadata": None,  # metadata about the caller: nothing to honour, any value is fine
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "parallel_tool_calls": (None, True, False),
+    "response_format": (None, {"type": "text"}),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "store": (None, False),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "service_tier": (None, "auto"),
+    "user": None,
+    "metadata": None,  # metadata about the caller: nothing to honour, any value is fine
 }
-MESSAGE_NEUTRAL = {"tool_calls": (None, []), "function_call": (None,), "refusal": (None,), "audio": (None,),
-                   "name": (None,)}
+MESSAGE_NEUTRAL = {
+    "tool_calls": (None, []),
+    "function_call": (None,),
+    "refusal": (None,),
+    "audio": (None,),
+    "name": (None,),
+}
 
 
 def _known(given: dict, fields, neutral: dict) -> dict:
     """``given`` less its neutral extras; raises (answered 400) for keys that are neither fields nor neutral."""
-    bad = [k for k, v in given.items() if k not in fields and (
-        k not in neutral or (neutral[k] is not None and not any(_same(v, n) for n in neutral[k])))]
+    bad = [
+        k
+        for k, v in given.items()
+        if k not in fields
+        and (k not in neutral or (neutral[k] is not None and not any(_same(v, n) for n in neutral[k])))
+    ]
     if bad:
-        raise PydanticCustomError("unsupported_field", "{fields}: not supported by this server; leave {it} out",
-                                  {"fields": ", ".join(bad), "it": "it" if len(bad) == 1 else "them",
-                                   "first": bad[0]})
+        raise PydanticCustomError(
+            "unsupported_field",
+            "{fields}: not supported by this server; leave {it} out",
+            {"fields": ", ".join(bad), "it": "it" if len(bad) == 1 else "them", "first": bad[0]},
+        )
     return {k: v for k, v in given.items() if k in fields}
 
 
@@ -48,8 +73,9 @@ def check_text(s: str, where: str) -> str:
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"{where} holds a lone surrogate (U+{ord(s[e.start]):04X} at character {e.start}): "
-                         "send valid Unicode text") from None
+        raise ValueError(
+            f"{where} holds a lone surrogate (U+{ord(s[e.start]):04X} at character {e.start}): send valid Unicode text"
+        ) from None
     return s
 
 
@@ -83,8 +109,10 @@ class ChatMessage(_Strict):
         for i, p in enumerate(v):
             if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
                 kind = p.get("type") if isinstance(p, dict) else type(p).__name__
-                raise ValueError(f"content part {i} is {kind!r}: only {{\"type\": \"text\", \"text\": "
-                                 "...} parts are supported (no images or audio)")
+                raise ValueError(
+                    f'content part {i} is {kind!r}: only {{"type": "text", "text": '
+                    "...} parts are supported (no images or audio)"
+                )
             check_text(p["text"], f"content part {i}")
         return v
 
@@ -133,8 +161,10 @@ class _SamplingFields(_Strict):
         if any(not s for s in stops):
             raise ValueError("stop sequences must be non-empty strings")
         if sum(len(s) for s in stops) > MAX_STOP_CHARS:
-            raise ValueError(f"the stop sequences total {sum(len(s) for s in stops)} characters; "
-                             f"at most {MAX_STOP_CHARS} are allowed")
+            raise ValueError(
+                f"the stop sequences total {sum(len(s) for s in stops)} characters; "
+                f"at most {MAX_STOP_CHARS} are allowed"
+            )
         return [check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
 
     def wanted_tokens(self) -> int | None:

@@ -22,15 +22,31 @@ log = logging.getLogger("starchat.server")
 class APIError(Exception):
     """An error answered with an OpenAI-style body."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
-        self.status, self.body, self.headers = status, P.ErrorBody(message=message, type=type_, param=param,
-                                                                   code=code), headers
+        self.status, self.body, self.headers = (
+            status,
+            P.ErrorBody(message=message, type=type_, param=param, code=code),
+            headers,
+        )
 
 
-def error_response(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
     body = P.ErrorResponse(error=P.ErrorBody(message=message, type=type_, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -39,19 +55,28 @@ def _params(engine, settings: ServerSettings, req, prompt_len: int) -> SamplingP
     """The request's sampling parameters, checked against the caps and the model's context."""
     room = engine.context_length - prompt_len
     if room < 1:
-        raise APIError(400, f"the prompt is {prompt_len} tokens but the model's context is "
-                            f"{engine.context_length}: shorten the conversation", param="messages",
-                       code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"the prompt is {prompt_len} tokens but the model's context is "
+            f"{engine.context_length}: shorten the conversation",
+            param="messages",
+            code="context_length_exceeded",
+        )
     wanted = req.wanted_tokens()
     if wanted is not None and wanted > settings.max_tokens_cap:
-        raise APIError(400, f"max_tokens={wanted} is above this server's cap of {settings.max_tokens_cap}",
-                       param="max_tokens")
+        raise APIError(
+            400, f"max_tokens={wanted} is above this server's cap of {settings.max_tokens_cap}", param="max_tokens"
+        )
     defaults = SamplingParams()
-    given = {k: getattr(req, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")
-             if getattr(req, k) is not None}
+    given = {
+        k: getattr(req, k)
+        for k in ("temperature", "top_p", "top_k", "repetition_penalty")
+        if getattr(req, k) is not None
+    }
     try:
-        params = defaults.replace(**given, max_new_tokens=min(wanted or settings.default_max_tokens, room),
-                                  stop=list(req.stop), seed=req.seed)
+        params = defaults.replace(
+            **given, max_new_tokens=min(wanted or settings.default_max_tokens, room), stop=list(req.stop), seed=req.seed
+        )
     except StarchatError as e:
         raise APIError(400, str(e)) from None
     return params
@@ -74,8 +99,13 @@ def _submit(scheduler, engine, settings, req, prompt_ids: list[int], stop_ids=()
     except QueueFull:
         for t in tickets:
             t.cancel()
-        raise APIError(503, "the server is busy (queue full): retry later", type_="server_error",
-                       code="overloaded", headers={"Retry-After": str(settings.retry_after_s)}) from None
+        raise APIError(
+            503,
+            "the server is busy (queue full): retry later",
+            type_="server_error",
+            code="overloaded",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        ) from None
     return tickets
 
 
@@ -108,10 +138,18 @@ def _failure(ticket: Ticket, retry_after_s: int = 2) -> APIError:
     if r.status < 500:
         return APIError(r.status, r.error or "the request was refused")
     if r.status == 503:
-        return APIError(503, r.error or "the server is busy: retry later", type_="server_error", code="overloaded",
-                        headers={"Retry-After": str(retry_after_s)})
-    return APIError(500, "generation failed on the server (details are in its log): retry, and report it "
-                         "if it persists", type_="server_error")
+        return APIError(
+            503,
+            r.error or "the server is busy: retry later",
+            type_="server_error",
+            code="overloaded",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+    return APIError(
+        500,
+        "generation failed on the server (details are in its log): retry, and report it if it persists",
+        type_="server_error",
+    )
 
 
 def _reason(ticket: Ticket) -> str:
@@ -176,6 +214,7 @@ async def _text_chunks(tickets, req, rid, created, model, prompt_len):
 
 def _sse(chunks, tickets: list[Ticket]) -> StreamingResponse:
     """Server-sent events ending in [DONE]; the tickets are cancelled if the client goes away."""
+
     async def body():
         try:
             async for c in chunks:
@@ -188,5 +227,6 @@ def _sse(chunks, tickets: list[Ticket]) -> StreamingResponse:
             for t in tickets:
                 t.cancel()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -53,8 +53,9 @@ class ReviewRunner:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_ignore_sigint)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+                )
             return self._pool
 
     def _restart(self, pool: ProcessPoolExecutor) -> None:
@@ -70,17 +71,19 @@ class ReviewRunner:
 
     async def review(self, text: str, finish_reason: str | None) -> list[dict]:
         if self.pending >= self.max_pending:
-            raise ReviewBusy(f"{self.pending} reviews are already queued or running (limit {self.max_pending}); "
-                             "retry later")
+            raise ReviewBusy(
+                f"{self.pending} reviews are already queued or running (limit {self.max_pending}); retry later"
+            )
         self.pending += 1
         pool = self._executor()
         try:
             fut = pool.submit(_review_plain, text, finish_reason)
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._restart(pool)
-            raise ReviewBusy(f"the review took longer than {self.timeout_s:g} s (queue included); "
-                             "send a shorter text or retry later") from None
+            raise ReviewBusy(
+                f"the review took longer than {self.timeout_s:g} s (queue included); send a shorter text or retry later"
+            ) from None
         except BrokenProcessPool:
             self._restart(pool)
             raise ReviewBusy("the review worker stopped (killed or out of memory); retry") from None

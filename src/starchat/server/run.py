@@ -7,8 +7,13 @@ from dataclasses import replace
 from starchat.server.settings import ServerSettings
 
 
-def build(model: str | None = None, backend: str = "auto", template: str | None = None,
-          settings: ServerSettings | None = None, **engine_kw):
+def build(
+    model: str | None = None,
+    backend: str = "auto",
+    template: str | None = None,
+    settings: ServerSettings | None = None,
+    **engine_kw,
+):
     """The app for ``model`` (None: the offline default GGUF), its engine loaded with ``engine_kw``."""
     from starchat.inference import load_engine
     from starchat.server.app import create_app
@@ -27,13 +32,25 @@ def uvicorn_config(app, settings: ServerSettings, **kw):
 
     from starchat.server.timeouts import MAX_HEADER_BYTES, header_deadline_protocol
 
-    return uvicorn.Config(app, host=settings.host, port=settings.port, http=header_deadline_protocol(
-        settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=settings.max_connections, **kw)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=header_deadline_protocol(settings.header_timeout_s),
+        timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=settings.max_connections,
+        **kw,
+    )
 
 
-def serve(model: str | None = None, backend: str = "auto", template: str | None = None,
-          settings: ServerSettings | None = None, **engine_kw) -> None:
+def serve(
+    model: str | None = None,
+    backend: str = "auto",
+    template: str | None = None,
+    settings: ServerSettings | None = None,
+    **engine_kw,
+) -> None:
     import sys
 
     import uvicorn

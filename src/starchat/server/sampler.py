@@ -7,14 +7,20 @@ applied to the whole batch with tensor ops: calling the processors row by row co
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def sample_rows(logits: torch.Tensor, ids: Sequence[Sequence[int]], temperature: Sequence[float],
-                top_k: Sequence[int], top_p: Sequence[float], penalty: Sequence[float],
-                generators: Sequence[torch.Generator | None]) -> list[int]:
+def sample_rows(
+    logits: torch.Tensor,
+    ids: Sequence[Sequence[int]],
+    temperature: Sequence[float],
+    top_k: Sequence[int],
+    top_p: Sequence[float],
+    penalty: Sequence[float],
+    generators: Sequence[torch.Generator | None],
+) -> list[int]:
     """One next token per row of ``logits`` [B, V] (modified in place); ``ids``: each row's tokens so far.
 
     ``generators[i]`` is None for an unseeded row: those rows share one multinomial call.
@@ -24,8 +30,7 @@ def sample_rows(logits: torch.Tensor, ids: Sequence[Sequence[int]], temperature:
     dev = scores.device
     if any(p != 1.0 for p in penalty):
         pen = torch.tensor(penalty, device=dev)
-        rows = torch.repeat_interleave(torch.arange(bsz, device=dev),
-                                       torch.tensor([len(x) for x in ids], device=dev))
+        rows = torch.repeat_interleave(torch.arange(bsz, device=dev), torch.tensor([len(x) for x in ids], device=dev))
         cols = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=dev)
         seen = scores[rows, cols]
         p = pen[rows]

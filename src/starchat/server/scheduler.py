@@ -56,8 +56,7 @@ class Ticket:
         if text:
             self._push(text, done=False)
 
-    def finish(self, finish_reason: str, completion_tokens: int, error: str | None = None,
-               status: int = 500) -> None:
+    def finish(self, finish_reason: str, completion_tokens: int, error: str | None = None, status: int = 500) -> None:
         self.result = Result(finish_reason, completion_tokens, error, status)
         self._push("", done=True)
 
@@ -199,8 +198,13 @@ class QueueScheduler:
         return None
 
     def stats(self) -> dict:
-        return {"scheduler": self.kind, "slots": self.capacity, "running": self.running,
-                "queued": len(self.pending), "max_queue": self.pending.max_queue}
+        return {
+            "scheduler": self.kind,
+            "slots": self.capacity,
+            "running": self.running,
+            "queued": len(self.pending),
+            "max_queue": self.pending.max_queue,
+        }
 
     def _spawn(self, target, name: str, *args) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -247,9 +251,14 @@ class BatchingScheduler(QueueScheduler):
         if self.rows or taken:
             return False
         n = len(ticket.prompt_ids)
-        ticket.finish("error", 0, self.refusal(n, ticket.params.max_new_tokens)
-                      or f"a request of {n} prompt tokens + max_tokens={ticket.params.max_new_tokens} "
-                         "does not fit this server's KV cache: shorten it or lower max_tokens", status=400)
+        ticket.finish(
+            "error",
+            0,
+            self.refusal(n, ticket.params.max_new_tokens)
+            or f"a request of {n} prompt tokens + max_tokens={ticket.params.max_new_tokens} "
+            "does not fit this server's KV cache: shorten it or lower max_tokens",
+            status=400,
+        )
         return None
 
     def _loop(self) -> None:

@@ -80,7 +80,7 @@ class BodyDeadline:
                 return await receive()
             try:
                 msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 state["late"] = True
                 if not state["started"]:
                     await _send_408(send, self.seconds)
@@ -108,10 +108,24 @@ async def _send_408(send, seconds: float) -> None:
 
     from starchat.server import protocol as P
 
-    body = json.dumps(P.ErrorResponse(error=P.ErrorBody(
-        message=f"the request body did not arrive within {seconds:g} s", type="invalid_request_error",
-        code="request_timeout")).model_dump()).encode()
-    await send({"type": "http.response.start", "status": 408,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        P.ErrorResponse(
+            error=P.ErrorBody(
+                message=f"the request body did not arrive within {seconds:g} s",
+                type="invalid_request_error",
+                code="request_timeout",
+            )
+        ).model_dump()
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -28,8 +28,9 @@ class VLLMScheduler(BatchingScheduler):
         for t in new:
             rid = self.engine.request_id()
             self.rows[rid] = _Row(t, self.engine.decode, set(self.engine.eos_token_ids), "cpu")
-            self.core.add_request(rid, self.engine.tokens_prompt(t.prompt_ids),
-                                  self.engine.sampling(t.params, t.params.max_new_tokens))
+            self.core.add_request(
+                rid, self.engine.tokens_prompt(t.prompt_ids), self.engine.sampling(t.params, t.params.max_new_tokens)
+            )
         self._drop_cancelled()
         if self.rows:
             self._advance()

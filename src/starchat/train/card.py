@@ -20,15 +20,25 @@ def results_table(log_history: list[dict]) -> list[dict]:
         if "loss" in entry:
             since.append(entry["loss"])
         if "eval_loss" in entry:
-            rows.append({"train_loss": sum(since) / len(since) if since else None, "epoch": entry.get("epoch"),
-                         "step": entry.get("step"), "eval_loss": entry["eval_loss"]})
+            rows.append(
+                {
+                    "train_loss": sum(since) / len(since) if since else None,
+                    "epoch": entry.get("epoch"),
+                    "step": entry.get("step"),
+                    "eval_loss": entry["eval_loss"],
+                }
+            )
             since = []
     return rows
 
 
 # The DPO table's extra columns (alignment-handbook's DPO cards): header, TRL's evaluation log key.
-DPO_COLUMNS = (("Rewards/chosen", "eval_rewards/chosen"), ("Rewards/rejected", "eval_rewards/rejected"),
-               ("Rewards/accuracies", "eval_rewards/accuracies"), ("Rewards/margins", "eval_rewards/margins"))
+DPO_COLUMNS = (
+    ("Rewards/chosen", "eval_rewards/chosen"),
+    ("Rewards/rejected", "eval_rewards/rejected"),
+    ("Rewards/accuracies", "eval_rewards/accuracies"),
+    ("Rewards/margins", "eval_rewards/margins"),
+)
 
 
 def dpo_results_table(log_history: list[dict]) -> list[dict]:
@@ -89,16 +99,17 @@ def plot_rewards(log_history: list[dict], path: Path) -> Path | None:
         return None
     steps = [e["step"] for e in evals]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key, label, color in (("eval_rewards/chosen", "chosen", "tab:green"),
-                              ("eval_rewards/rejected", "rejected", "tab:red"),
-                              ("eval_rewards/margins", "margin", "tab:blue")):
+    for key, label, color in (
+        ("eval_rewards/chosen", "chosen", "tab:green"),
+        ("eval_rewards/rejected", "rejected", "tab:red"),
+        ("eval_rewards/margins", "margin", "tab:blue"),
+    ):
         ax.plot(steps, [e.get(key) for e in evals], "o-", label=f"reward: {label}", color=color)
     ax.set_xlabel("step")
     ax.set_ylabel("reward (beta x log-ratio to the reference)")
     ax.grid(alpha=0.3)
     acc = ax.twinx()
-    acc.plot(steps, [e.get("eval_rewards/accuracies") for e in evals], "s--", color="tab:gray",
-             label="reward accuracy")
+    acc.plot(steps, [e.get("eval_rewards/accuracies") for e in evals], "s--", color="tab:gray", label="reward accuracy")
     acc.set_ylim(0, 1)
     acc.set_ylabel("reward accuracy")
     lines = ax.get_legend_handles_labels()
@@ -114,9 +125,15 @@ def _versions() -> list[str]:
     import importlib.metadata as md
 
     out = []
-    for name, label in (("transformers", "Transformers"), ("torch", "Pytorch"), ("datasets", "Datasets"),
-                        ("tokenizers", "Tokenizers"), ("accelerate", "Accelerate"), ("peft", "PEFT"),
-                        ("trl", "TRL")):
+    for name, label in (
+        ("transformers", "Transformers"),
+        ("torch", "Pytorch"),
+        ("datasets", "Datasets"),
+        ("tokenizers", "Tokenizers"),
+        ("accelerate", "Accelerate"),
+        ("peft", "PEFT"),
+        ("trl", "TRL"),
+    ):
         try:
             out.append(f"- {label} {md.version(name)}")
         except md.PackageNotFoundError:
@@ -124,9 +141,15 @@ def _versions() -> list[str]:
     return out
 
 
-def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_stats: dict | None = None,
-                plot_name: str | None = "loss_curve.png", world_size: int = 1,
-                rewards_plot: str | None = None) -> str:
+def render_card(
+    cfg: dict,
+    log_history: list[dict],
+    end_token_id: int,
+    dataset_stats: dict | None = None,
+    plot_name: str | None = "loss_curve.png",
+    world_size: int = 1,
+    rewards_plot: str | None = None,
+) -> str:
     """The README.md text (with method dpo: the DPO results table and the rewards plot)."""
     m, d, t, lora = cfg["model"], cfg["data"], cfg["training"], cfg["lora"]
     dpo = cfg.get("dpo") if cfg.get("method") == "dpo" else None
@@ -136,12 +159,23 @@ def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_s
     best = min((r["eval_loss"] for r in rows), default=None)
     method = f"LoRA (r={lora['r']}, alpha={lora['alpha']})" if lora["enabled"] else "full fine-tuning"
     lines = [
-        "---", "tags:", "- generated_from_trainer", "- starchat", *(["- dpo"] if dpo else []),
+        "---",
+        "tags:",
+        "- generated_from_trainer",
+        "- starchat",
+        *(["- dpo"] if dpo else []),
         f"base_model: {m['name_or_path']}",
-        "library_name: " + ("peft" if lora["enabled"] else "transformers"), "---", "",
-        f"# {name}", "",
-        (f"This model is {base} tuned with DPO (beta {dpo['beta']}, {dpo['loss_type']} loss) on the preference "
-         f"pairs {d['dataset']}." if dpo else f"This model is a fine-tuned version of {base} on {d['dataset']}."),
+        "library_name: " + ("peft" if lora["enabled"] else "transformers"),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        (
+            f"This model is {base} tuned with DPO (beta {dpo['beta']}, {dpo['loss_type']} loss) on the preference "
+            f"pairs {d['dataset']}."
+            if dpo
+            else f"This model is a fine-tuned version of {base} on {d['dataset']}."
+        ),
     ]
     if best is not None:
         lines += ["It achieves the following results on the evaluation set:", f"- Loss: {best:.4f}"]
@@ -151,25 +185,47 @@ def render_card(cfg: dict, log_history: list[dict], end_token_id: int, dataset_s
         else:
             lines.append(f"- Perplexity: {math.exp(min(best, 50)):.4f}")
         if "eval_end_token_accuracy" in best_log:
-            lines.append(f"- End-token accuracy: {best_log['eval_end_token_accuracy']:.4f} (share of replies "
-                         "whose `<|end|>` is the top prediction: where it is low, generation does not stop)")
+            lines.append(
+                f"- End-token accuracy: {best_log['eval_end_token_accuracy']:.4f} (share of replies "
+                "whose `<|end|>` is the top prediction: where it is low, generation does not stop)"
+            )
     lines += [
-        "", "## Model description", "",
+        "",
+        "## Model description",
+        "",
         f"A coding assistant in the StarChat dialogue format, trained with `starchat train` ({method}"
-        + (", DPO). The DPO loss covers each chosen and rejected reply and its `<|end|>` token, never the prompt."
-           if dpo else "). Only the assistant replies (and their `<|end|>` token) were trained on."), "",
-        "## Intended uses & limitations", "",
-        ("The model answers programming questions in a chat. DPO on a set of preference pairs moves it towards "
-         "the chosen replies; it can still produce wrong, insecure or problematic code and text; check its output "
-         "before use." if dpo else
-         "The model answers programming questions in a chat. It was not aligned with human preferences and can "
-         "produce wrong, insecure or problematic code and text; check its output before use."), "",
-        *_usage(t, end_token_id), "",
-        "## Training and evaluation data", "",
+        + (
+            ", DPO). The DPO loss covers each chosen and rejected reply and its `<|end|>` token, never the prompt."
+            if dpo
+            else "). Only the assistant replies (and their `<|end|>` token) were trained on."
+        ),
+        "",
+        "## Intended uses & limitations",
+        "",
+        (
+            "The model answers programming questions in a chat. DPO on a set of preference pairs moves it towards "
+            "the chosen replies; it can still produce wrong, insecure or problematic code and text; check its output "
+            "before use."
+            if dpo
+            else "The model answers programming questions in a chat. It was not aligned with human preferences and can "
+            "produce wrong, insecure or problematic code and text; check its output before use."
+        ),
+        "",
+        *_usage(t, end_token_id),
+        "",
+        "## Training and evaluation data",
+        "",
         *_data_lines(d, dpo, dataset_stats),
-        "", "## Training procedure", "", "### Training hyperparameters", "",
+        "",
+        "## Training procedure",
+        "",
+        "### Training hyperparameters",
+        "",
         *_hyperparameters(t, dpo, world_size),
-        "", "### Training results", "", *_table(rows, dpo),
+        "",
+        "### Training results",
+        "",
+        *_table(rows, dpo),
     ]
     if plot_name:
         lines += ["", f"![Training and validation loss]({plot_name})"]
@@ -184,14 +240,19 @@ def _usage(t: dict, end_token_id: int) -> list[str]:
     where = str(Path(t["output_dir"]).resolve())
     return [
         "Use the prompt template of the StarChat models and stop generating at `<|end|>` "
-        f"(token ID {end_token_id}, the `eos_token_id` of `generation_config.json`):", "",
-        "```python", "import torch", "from transformers import pipeline", "",
-        f"pipe = pipeline(\"text-generation\", model={where!r}, dtype=torch.bfloat16, device_map=\"auto\")",
+        f"(token ID {end_token_id}, the `eos_token_id` of `generation_config.json`):",
+        "",
+        "```python",
+        "import torch",
+        "from transformers import pipeline",
+        "",
+        f'pipe = pipeline("text-generation", model={where!r}, dtype=torch.bfloat16, device_map="auto")',
         'prompt_template = "<|system|>\\n<|end|>\\n<|user|>\\n{query}<|end|>\\n<|assistant|>"',
         'prompt = prompt_template.format(query="How do I sort a list in Python?")',
         "# We use a special <|end|> token with ID " + str(end_token_id) + " to indicate the end of a turn",
         f"outputs = pipe(prompt, max_new_tokens=256, do_sample=True, temperature=0.2, top_k=50, top_p=0.95, "
-        f"eos_token_id={end_token_id})", "```",
+        f"eos_token_id={end_token_id})",
+        "```",
     ]
 
 
@@ -199,12 +260,16 @@ def _data_lines(d: dict, dpo: dict | None, dataset_stats: dict | None) -> list[s
     splits = f"(splits `{d['train_split']}` / `{d['test_split'] or '-'}`)"
     if dpo:
         prompt = dpo.get("max_prompt_length") or dpo["max_length"] // 2
-        lines = [f"Preference pairs: {d['dataset']} {splits}, at most {dpo['max_length']} tokens of prompt and "
-                 f"reply (prompts cut to their last {prompt} tokens), longer pairs "
-                 f"{'dropped' if dpo.get('truncation') == 'drop' else 'cut'}."]
+        lines = [
+            f"Preference pairs: {d['dataset']} {splits}, at most {dpo['max_length']} tokens of prompt and "
+            f"reply (prompts cut to their last {prompt} tokens), longer pairs "
+            f"{'dropped' if dpo.get('truncation') == 'drop' else 'cut'}."
+        ]
     else:
-        lines = [f"Dataset: {d['dataset']} {splits}, max length {d['max_length']}, "
-                 + (f"packed into blocks of {d['block_size']} tokens." if d["packing"] else "unpacked.")]
+        lines = [
+            f"Dataset: {d['dataset']} {splits}, max length {d['max_length']}, "
+            + (f"packed into blocks of {d['block_size']} tokens." if d["packing"] else "unpacked.")
+        ]
     for k in ("train_tokenize", "eval_tokenize"):
         s = (dataset_stats or {}).get(k)
         if isinstance(s, dict):
@@ -235,8 +300,11 @@ def _hyperparameters(t: dict, dpo: dict | None, world_size: int) -> list[str]:
     return [
         "The following hyperparameters were used during training:",
         f"- learning_rate: {t['learning_rate']}",
-        *([f"- beta: {dpo['beta']}", f"- loss_type: {dpo['loss_type']}", f"- reference: {dpo['reference']}"]
-          if dpo else []),
+        *(
+            [f"- beta: {dpo['beta']}", f"- loss_type: {dpo['loss_type']}", f"- reference: {dpo['reference']}"]
+            if dpo
+            else []
+        ),
         f"- train_batch_size: {t['per_device_train_batch_size']}",
         f"- eval_batch_size: {t['per_device_eval_batch_size']}",
         f"- seed: {t['seed']}",
@@ -244,10 +312,12 @@ def _hyperparameters(t: dict, dpo: dict | None, world_size: int) -> list[str]:
         f"- num_devices: {world_size}",
         f"- gradient_accumulation_steps: {t['gradient_accumulation_steps']}",
         f"- total_train_batch_size: {total}",
-        f"- optimizer: {t['optim']} with betas=({t['adam_beta1']},{t['adam_beta2']}) and "
-        f"epsilon={t['adam_epsilon']}",
-        *([f"- new_token_lr_multiplier: {t['new_token_lr_multiplier']}"]
-          if t.get("new_token_lr_multiplier", 1.0) != 1.0 else []),
+        f"- optimizer: {t['optim']} with betas=({t['adam_beta1']},{t['adam_beta2']}) and epsilon={t['adam_epsilon']}",
+        *(
+            [f"- new_token_lr_multiplier: {t['new_token_lr_multiplier']}"]
+            if t.get("new_token_lr_multiplier", 1.0) != 1.0
+            else []
+        ),
         f"- lr_scheduler_type: {t['lr_scheduler_type']}",
         f"- lr_scheduler_warmup_ratio: {t['warmup_ratio']}",
         f"- num_epochs: {t['num_train_epochs']}" + (f" (max_steps {t['max_steps']})" if t["max_steps"] > 0 else ""),
@@ -261,22 +331,39 @@ def _table(rows: list[dict], dpo: dict | None) -> list[str]:
     head = ["Training Loss", "Epoch", "Step", "Validation Loss", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(f":{'-' * (len(h) - 2)}:" for h in head) + "|"]
     for r in rows:
-        cells = [_fmt(r["train_loss"]), _fmt(r["epoch"], 2), str(r["step"]), _fmt(r["eval_loss"]),
-                 *(_fmt(r.get(key)) for _, key in (DPO_COLUMNS if dpo else ()))]
+        cells = [
+            _fmt(r["train_loss"]),
+            _fmt(r["epoch"], 2),
+            str(r["step"]),
+            _fmt(r["eval_loss"]),
+            *(_fmt(r.get(key)) for _, key in (DPO_COLUMNS if dpo else ())),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if dpo:
-        lines += ["", "Training Loss is the mean DPO loss logged since the previous evaluation. Rewards are beta "
-                  "times the log-probability ratio of policy to reference over a reply's tokens (and its "
-                  "`<|end|>`); accuracy is the share of pairs whose chosen reply has the higher reward, margin "
-                  "the mean chosen-minus-rejected reward."]
+        lines += [
+            "",
+            "Training Loss is the mean DPO loss logged since the previous evaluation. Rewards are beta "
+            "times the log-probability ratio of policy to reference over a reply's tokens (and its "
+            "`<|end|>`); accuracy is the share of pairs whose chosen reply has the higher reward, margin "
+            "the mean chosen-minus-rejected reward.",
+        ]
     else:
-        lines += ["", "Training Loss is the mean of the losses logged since the previous evaluation; every loss is "
-                  "over the assistant tokens (the replies and their `<|end|>`) only."]
+        lines += [
+            "",
+            "Training Loss is the mean of the losses logged since the previous evaluation; every loss is "
+            "over the assistant tokens (the replies and their `<|end|>`) only.",
+        ]
     return lines
 
 
-def write_card(out_dir: Path, cfg: dict, log_history: list[dict], end_token_id: int,
-               dataset_stats: dict | None = None, world_size: int = 1) -> bool:
+def write_card(
+    out_dir: Path,
+    cfg: dict,
+    log_history: list[dict],
+    end_token_id: int,
+    dataset_stats: dict | None = None,
+    world_size: int = 1,
+) -> bool:
     """Write README.md and loss_curve.png into out_dir. Never raises: a card must not cost a finished run."""
     plot_name = rewards_plot = None
     try:

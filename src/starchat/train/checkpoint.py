@@ -87,9 +87,21 @@ def run_fingerprint(cfg_dict: dict) -> str:
     if not d.get("data", {}).get("from_code_options", True):  # runs from before from_code_options too
         d["data"].pop("from_code_options")
     t = d.get("training", {})
-    for k in ("overwrite", "resume", "disable_tqdm", "report_to", "logging_steps", "accelerate_config",
-              "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
-              "dataloader_num_workers", "hub_model_id"):
+    for k in (
+        "overwrite",
+        "resume",
+        "disable_tqdm",
+        "report_to",
+        "logging_steps",
+        "accelerate_config",
+        "num_processes",
+        "num_machines",
+        "machine_rank",
+        "main_process_ip",
+        "main_process_port",
+        "dataloader_num_workers",
+        "hub_model_id",
+    ):
         t.pop(k, None)
     data = d.get("data", {})
     if isinstance(data.get("fim"), dict) and not data["fim"].get("source"):  # runs from before data.fim existed
@@ -118,8 +130,10 @@ def claim_output_dir(output_dir: Path, cfg_dict: dict, overwrite: bool) -> bool:
         if not same:
             if not overwrite:
                 what = "a different training run" if recorded else "files that are not a starchat training run"
-                raise StarchatError(f"training.output_dir: {output_dir} holds {what}; pick another directory, "
-                                    "or pass --overwrite (--training.overwrite true) to replace it")
+                raise StarchatError(
+                    f"training.output_dir: {output_dir} holds {what}; pick another directory, "
+                    "or pass --overwrite (--training.overwrite true) to replace it"
+                )
             shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not same:
@@ -146,8 +160,10 @@ def wait_for_claim(output_dir: Path, cfg_dict: dict, timeout_s: float = 600.0) -
         except (OSError, json.JSONDecodeError):
             pass
         time.sleep(0.1)
-    raise StarchatError(f"training.output_dir: {output_dir}: the main process did not claim it within "
-                        f"{timeout_s:.0f} s; see its error above")
+    raise StarchatError(
+        f"training.output_dir: {output_dir}: the main process did not claim it within "
+        f"{timeout_s:.0f} s; see its error above"
+    )
 
 
 def mark_finished(output_dir: Path) -> None:

@@ -19,9 +19,17 @@ KEPT_WARN_SHARE = 0.9
 # End-token accuracy under this: greedy generation often never emits <|end|> and runs to the token limit.
 END_TOKEN_WARN = 0.9
 _SKIP = ("_runtime", "_per_second", "total_flos", "step")
-_NAMES = {"loss": "loss", "grad_norm": "grad norm", "learning_rate": "lr", "num_input_tokens_seen": "tokens",
-          "eval_loss": "loss", "eval_perplexity": "perplexity", "eval_token_accuracy": "token accuracy",
-          "eval_end_token_accuracy": "end-token accuracy", "train_tokens_per_second": "tokens/s"}
+_NAMES = {
+    "loss": "loss",
+    "grad_norm": "grad norm",
+    "learning_rate": "lr",
+    "num_input_tokens_seen": "tokens",
+    "eval_loss": "loss",
+    "eval_perplexity": "perplexity",
+    "eval_token_accuracy": "token accuracy",
+    "eval_end_token_accuracy": "end-token accuracy",
+    "train_tokens_per_second": "tokens/s",
+}
 
 
 def number(value) -> str:
@@ -56,8 +64,11 @@ def data_lines(cfg, stats: dict) -> list[str]:
         if s.get("dropped_too_long"):
             dropped["too_long"] = s["dropped_too_long"]
         why = ", ".join(f"{n:,} {w.replace('_', ' ')}" for w, n in dropped.items())
-        line = (f"{name}: {read:,} read from {cfg.data.dataset} [{split}], {s.get('kept', 0):,} kept"
-                + (f" (dropped: {why})" if why else "") + f", {s.get('tokens', 0):,} tokens")
+        line = (
+            f"{name}: {read:,} read from {cfg.data.dataset} [{split}], {s.get('kept', 0):,} kept"
+            + (f" (dropped: {why})" if why else "")
+            + f", {s.get('tokens', 0):,} tokens"
+        )
         if s.get("trained_tokens"):
             line += f" ({s['trained_tokens']:,} trained)"
         if s.get("truncated_dialogues"):
@@ -83,17 +94,24 @@ def data_warning(cfg, stats: dict) -> str | None:
         fixes.append(f"raise data.max_train_samples to {read} or remove it")
     too_long = (s.get("dropped") or {}).get("too_long", 0) + s.get("dropped_too_long", 0)
     if too_long:
-        causes.append(f"{too_long:,} were longer than data.max_length {d.max_length} tokens and data.truncation "
-                      f"{d.truncation!r} skips them")
+        causes.append(
+            f"{too_long:,} were longer than data.max_length {d.max_length} tokens and data.truncation "
+            f"{d.truncation!r} skips them"
+        )
         fixes.append("raise data.max_length (up to the model's context; longer rows make slower steps)")
     lost = (s.get("dropped") or {}).get("no_assistant_tokens", 0)
     if lost:
         causes.append(f"{lost:,} kept no assistant token after truncation to data.max_length {d.max_length}")
         if not too_long:
             fixes.append("raise data.max_length")
-    return (f"training on {s.get('kept', 0):,} of the {read:,} dialogues in {d.dataset} [{d.train_split}] "
-            f"({100 * s.get('kept', 0) / read:.0f}%): " + "; ".join(causes) + ". To train on more: "
-            + "; ".join(fixes) + ".")
+    return (
+        f"training on {s.get('kept', 0):,} of the {read:,} dialogues in {d.dataset} [{d.train_split}] "
+        f"({100 * s.get('kept', 0) / read:.0f}%): "
+        + "; ".join(causes)
+        + ". To train on more: "
+        + "; ".join(fixes)
+        + "."
+    )
 
 
 def plan_line(args, state) -> str:
@@ -107,10 +125,12 @@ def plan_line(args, state) -> str:
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     epochs = number(float(state.num_train_epochs)) if state.num_train_epochs else "?"
     plural = "" if epochs == "1" else "s"
-    return (f"run: {state.max_steps:,} steps (over {epochs} epoch{plural}, {batch} rows per step = "
-            f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulated x "
-            f"{world} device{'s' if world > 1 else ''}) on {device}, {torch.get_num_threads()} CPU threads per "
-            f"process; checkpoints in {args.output_dir}")
+    return (
+        f"run: {state.max_steps:,} steps (over {epochs} epoch{plural}, {batch} rows per step = "
+        f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulated x "
+        f"{world} device{'s' if world > 1 else ''}) on {device}, {torch.get_num_threads()} CPU threads per "
+        f"process; checkpoints in {args.output_dir}"
+    )
 
 
 def log_line(logs: dict, step: int, max_steps: int) -> str | None:
@@ -147,22 +167,27 @@ def end_token_warning(log_history: list[dict], best_metric: float | None) -> str
     acc = e.get("eval_end_token_accuracy") if e else None
     if acc is None or acc >= END_TOKEN_WARN:
         return None
-    return (f"the model has not learned to stop: end-token accuracy {acc:.2f} on the validation set (the share of "
-            "replies whose <|end|> is its top prediction; 1.0 ends every reply). In chat it will run on to the "
-            "token limit. Train longer (training.num_train_epochs or training.max_steps), or let the new tokens "
-            "learn faster with training.new_token_lr_multiplier (recipes/nano-cpu.yaml uses 50).")
+    return (
+        f"the model has not learned to stop: end-token accuracy {acc:.2f} on the validation set (the share of "
+        "replies whose <|end|> is its top prediction; 1.0 ends every reply). In chat it will run on to the "
+        "token limit. Train longer (training.num_train_epochs or training.max_steps), or let the new tokens "
+        "learn faster with training.new_token_lr_multiplier (recipes/nano-cpu.yaml uses 50)."
+    )
 
 
 def end_lines(state, seconds: float) -> list[str]:
     """The key figures of a finished run."""
     train = [e for e in state.log_history if "loss" in e]
-    lines = [f"done: {state.global_step:,} steps in {_duration(seconds)}"
-             + (f", last training loss {number(train[-1]['loss'])}" if train else "")]
+    lines = [
+        f"done: {state.global_step:,} steps in {_duration(seconds)}"
+        + (f", last training loss {number(train[-1]['loss'])}" if train else "")
+    ]
     e = best_eval(state.log_history, state.best_metric)
     if e:
         which = "best" if state.best_metric is not None else "last"
         figures = [f"loss {number(e['eval_loss'])}"] + [
-            f"{_NAMES.get(k, k)} {number(e[k])}" for k in ("eval_perplexity", "eval_end_token_accuracy") if k in e]
+            f"{_NAMES.get(k, k)} {number(e[k])}" for k in ("eval_perplexity", "eval_end_token_accuracy") if k in e
+        ]
         lines.append(f"validation ({which}, step {e.get('step', '?')}): " + "  ".join(figures))
     return lines
 
@@ -220,8 +245,16 @@ class TrainConsole(TrainerCallback):
                 TimeRemainingColumn,
             )
 
-            self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("left"), TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
 

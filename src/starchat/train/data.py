@@ -65,8 +65,10 @@ def load_raw(cfg: DataConfig):
         elif path.is_file() and path.suffix in (".json", ".jsonl"):
             ds = datasets.load_dataset("json", data_files=str(path))
         elif path.exists():
-            raise DataError(f"data.dataset: {src} is neither a `starchat data build` directory nor a .json/.jsonl "
-                            "file; run `starchat data build --input ... --output DIR` and point data.dataset at DIR")
+            raise DataError(
+                f"data.dataset: {src} is neither a `starchat data build` directory nor a .json/.jsonl "
+                "file; run `starchat data build --input ... --output DIR` and point data.dataset at DIR"
+            )
         else:
             ds = datasets.load_dataset(src, cfg.dataset_config)
     except DataError:
@@ -83,15 +85,19 @@ def _check_split(ds, split: str, cfg: DataConfig, key: str):
         raise DataError(f"data.{key}: {cfg.dataset} has no split {split!r} (it has {sorted(ds)})")
     d = ds[split]
     if cfg.messages_column not in d.column_names:
-        raise DataError(f"data.messages_column: split {split!r} of {cfg.dataset} has no column "
-                        f"{cfg.messages_column!r} (columns: {d.column_names}); convert it with `starchat data build`")
+        raise DataError(
+            f"data.messages_column: split {split!r} of {cfg.dataset} has no column "
+            f"{cfg.messages_column!r} (columns: {d.column_names}); convert it with `starchat data build`"
+        )
     if len(d) == 0:
         raise DataError(f"data.dataset: split {split!r} of {cfg.dataset} is empty")
     first = d[0][cfg.messages_column]
     ok = isinstance(first, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in first)
     if not ok:
-        raise DataError(f"data.messages_column: {cfg.dataset}[{split}][0].{cfg.messages_column} is not a list of "
-                        f"{{role, content}} messages (got {str(first)[:120]!r}); convert it with `starchat data build`")
+        raise DataError(
+            f"data.messages_column: {cfg.dataset}[{split}][0].{cfg.messages_column} is not a list of "
+            f"{{role, content}} messages (got {str(first)[:120]!r}); convert it with `starchat data build`"
+        )
     return d
 
 
@@ -116,16 +122,21 @@ def prepare_data(cfg: DataConfig, tokenizer, template: str = "starchat", fim_spe
             out[name] = None
             continue
         d = d.rename_column(cfg.messages_column, "messages") if cfg.messages_column != "messages" else d
-        tok, tstats = tokenize_dataset(d.select_columns(["messages"]), tokenizer, cfg.max_length,
-                                       template=template, truncation=cfg.truncation)
+        tok, tstats = tokenize_dataset(
+            d.select_columns(["messages"]), tokenizer, cfg.max_length, template=template, truncation=cfg.truncation
+        )
         stats[f"{name}_tokenize"] = tstats
         if len(tok) == 0:
             if not any(m.get("role") == "assistant" and m.get("content") for row in d["messages"] for m in row):
-                raise DataError(f"data: no {name} dialogue has an assistant turn (column "
-                                f"'{cfg.messages_column}' holds only system/user turns); the model learns from "
-                                "assistant replies, so add them")
-            raise DataError(f"data: no {name} dialogue has assistant tokens left after truncation to "
-                            f"data.max_length={cfg.max_length}; raise data.max_length or check the data")
+                raise DataError(
+                    f"data: no {name} dialogue has an assistant turn (column "
+                    f"'{cfg.messages_column}' holds only system/user turns); the model learns from "
+                    "assistant replies, so add them"
+                )
+            raise DataError(
+                f"data: no {name} dialogue has assistant tokens left after truncation to "
+                f"data.max_length={cfg.max_length}; raise data.max_length or check the data"
+            )
         if name == "train":
             stats["train_rows"] = {"dialogue": len(tok)}
             if cfg.fim.enabled and fim_spec is not None:
@@ -155,28 +166,67 @@ def mix_fim_rows(tok, cfg: DataConfig, tokenizer, spec, stats: dict):
     wanted = fim_row_count(len(tok), cfg)
     fstats = FimStats()
     # Some rows turn out longer than max_length: read a margin of documents, keep the first `wanted` that fit.
-    docs = collect_documents(f.source, text_column=f.text_column, unit=f.unit, seed=f.seed, max_chars=f.max_chars,
-                             limit=2 * wanted + 16, stats=fstats, load=lambda src: load_raw(DataConfig(dataset=src)))
+    docs = collect_documents(
+        f.source,
+        text_column=f.text_column,
+        unit=f.unit,
+        seed=f.seed,
+        max_chars=f.max_chars,
+        limit=2 * wanted + 16,
+        stats=fstats,
+        load=lambda src: load_raw(DataConfig(dataset=src)),
+    )
     ids, encode = rows_for_tokenizer(tokenizer, spec)
-    rows = fim_rows(docs, spec, ids, encode, rate=f.rate, spm_rate=f.spm_rate, seed=f.seed,
-                    max_length=min(cfg.max_length, cfg.block_size) if cfg.packing else cfg.max_length,
-                    max_rows=wanted, stats=fstats)
+    rows = fim_rows(
+        docs,
+        spec,
+        ids,
+        encode,
+        rate=f.rate,
+        spm_rate=f.spm_rate,
+        seed=f.seed,
+        max_length=min(cfg.max_length, cfg.block_size) if cfg.packing else cfg.max_length,
+        max_rows=wanted,
+        stats=fstats,
+    )
     if not rows:
-        raise DataError(f"data.fim.source: no usable document in {f.source!r} ({fstats.documents} documents, "
-                        f"{fstats.too_long} longer than data.max_length={cfg.max_length} tokens, "
-                        f"{fstats.humaneval_overlap} overlapping HumanEval); lower data.fim.max_chars or point it "
-                        "at other code")
+        raise DataError(
+            f"data.fim.source: no usable document in {f.source!r} ({fstats.documents} documents, "
+            f"{fstats.too_long} longer than data.max_length={cfg.max_length} tokens, "
+            f"{fstats.humaneval_overlap} overlapping HumanEval); lower data.fim.max_chars or point it "
+            "at other code"
+        )
     if len(rows) < wanted:
-        logger.warning("data.fim: %d rows from %s, fewer than the %d that data.fim.share=%s asks for", len(rows),
-                       f.source, wanted, f.share)
+        logger.warning(
+            "data.fim: %d rows from %s, fewer than the %d that data.fim.share=%s asks for",
+            len(rows),
+            f.source,
+            wanted,
+            f.share,
+        )
     lists = pa.list_(pa.int32())
-    extra = datasets.Dataset(pa.table({"input_ids": pa.array([r["input_ids"] for r in rows], lists),
-                                       "labels": pa.array([r["labels"] for r in rows], lists),
-                                       "length": pa.array([r["length"] for r in rows], pa.int32())}))
-    stats["fim"] = {"source": fstats.source, "unit": f.unit, "documents_read": fstats.documents,
-                    "rows": fstats.rows, "psm": fstats.psm, "spm": fstats.spm, "code": fstats.code,
-                    "dropped_too_long": fstats.too_long, "dropped_humaneval_overlap": fstats.humaneval_overlap,
-                    "tokens": fstats.tokens, "trained_tokens": fstats.trained_tokens}
+    extra = datasets.Dataset(
+        pa.table(
+            {
+                "input_ids": pa.array([r["input_ids"] for r in rows], lists),
+                "labels": pa.array([r["labels"] for r in rows], lists),
+                "length": pa.array([r["length"] for r in rows], pa.int32()),
+            }
+        )
+    )
+    stats["fim"] = {
+        "source": fstats.source,
+        "unit": f.unit,
+        "documents_read": fstats.documents,
+        "rows": fstats.rows,
+        "psm": fstats.psm,
+        "spm": fstats.spm,
+        "code": fstats.code,
+        "dropped_too_long": fstats.too_long,
+        "dropped_humaneval_overlap": fstats.humaneval_overlap,
+        "tokens": fstats.tokens,
+        "trained_tokens": fstats.trained_tokens,
+    }
     stats["train_rows"].update({"fim_psm": fstats.psm, "fim_spm": fstats.spm, "code": fstats.code})
     return datasets.concatenate_datasets([tok, extra.cast(tok.features)])
 

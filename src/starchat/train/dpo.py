@@ -32,15 +32,19 @@ def check_pairs(d, where: str) -> None:
     the first bad row is an error naming it and the field."""
     missing = [c for c in COLUMNS if c not in d.column_names]
     if missing:
-        raise DataError(f"{where}: no column {missing[0]!r} (columns: {d.column_names}); a DPO dataset has "
-                        "prompt, chosen and rejected message lists: build one with `starchat data build --kind "
-                        "preference` or `starchat data pairs`")
+        raise DataError(
+            f"{where}: no column {missing[0]!r} (columns: {d.column_names}); a DPO dataset has "
+            "prompt, chosen and rejected message lists: build one with `starchat data build --kind "
+            "preference` or `starchat data pairs`"
+        )
     for i, row in enumerate(d.select_columns(list(COLUMNS))):
         at = f"{where}[{i}]"
         for col in COLUMNS:
             if not isinstance(row[col], list):
-                raise DataError(f"{at}.{col}: must be a list of {{role, content}} messages, got "
-                                f"{str(row[col])[:80]!r}; convert it with `starchat data build --kind preference`")
+                raise DataError(
+                    f"{at}.{col}: must be a list of {{role, content}} messages, got "
+                    f"{str(row[col])[:80]!r}; convert it with `starchat data build --kind preference`"
+                )
             try:
                 validate_messages(row[col], f"{at}.{col}")
             except TemplateError as e:
@@ -57,8 +61,15 @@ def _last_reply(labels: list[int]) -> tuple[int, int]:
     return start, end
 
 
-def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_length: int,
-                   truncation: str = "drop", batch_size: int = 500):
+def tokenize_pairs(
+    d,
+    tokenizer,
+    template: str,
+    max_length: int,
+    max_prompt_length: int,
+    truncation: str = "drop",
+    batch_size: int = 500,
+):
     """Pairs -> (Dataset[prompt_ids, chosen_ids, rejected_ids], stats), with the SFT loss mask.
 
     The prompt is everything before the final reply's first trained token (so it ends with
@@ -71,11 +82,19 @@ def tokenize_pairs(d, tokenizer, template: str, max_length: int, max_prompt_leng
 
     from starchat.data.tokenize import tokenize_batch
 
-    stats = {"pairs": len(d), "kept": 0, "tokens": 0, "chosen_tokens": 0, "rejected_tokens": 0,
-             "truncated_prompts": 0, "cut_pairs": 0, "dropped_too_long": 0}
+    stats = {
+        "pairs": len(d),
+        "kept": 0,
+        "tokens": 0,
+        "chosen_tokens": 0,
+        "rejected_tokens": 0,
+        "truncated_prompts": 0,
+        "cut_pairs": 0,
+        "dropped_too_long": 0,
+    }
     cols: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     for lo in range(0, len(d), batch_size):
-        rows = d[lo:lo + batch_size]
+        rows = d[lo : lo + batch_size]
         dialogues = [p + c for p, c in zip(rows["prompt"], rows["chosen"])]
         dialogues += [p + r for p, r in zip(rows["prompt"], rows["rejected"])]
         toks = tokenize_batch(dialogues, tokenizer, template)
@@ -147,12 +166,15 @@ def prepare_pairs(cfg: TrainConfig, tokenizer, run_dir: Path) -> PreparedData:
         if limit:
             d = d.select(range(min(limit, len(d))))
         check_pairs(d, f"{dc.dataset}[{split}]")
-        tok, s = tokenize_pairs(d, tokenizer, cfg.model.template, p.max_length,
-                                p.max_prompt_length or p.max_length // 2, p.truncation)
+        tok, s = tokenize_pairs(
+            d, tokenizer, cfg.model.template, p.max_length, p.max_prompt_length or p.max_length // 2, p.truncation
+        )
         stats[f"{name}_tokenize"] = s
         if len(tok) == 0:
-            raise DataError(f"data: every {name} pair is longer than dpo.max_length={p.max_length} tokens; raise "
-                            "dpo.max_length or lower dpo.max_prompt_length")
+            raise DataError(
+                f"data: every {name} pair is longer than dpo.max_length={p.max_length} tokens; raise "
+                "dpo.max_length or lower dpo.max_prompt_length"
+            )
         out[name] = _on_disk(tok, run_dir, name)
     return PreparedData(out["train"], out["eval"], stats)
 
@@ -166,8 +188,11 @@ def dpo_arguments(cfg: TrainConfig, run_dir: Path, has_eval: bool):
     p = cfg.dpo
     kwargs = training_argument_kwargs(cfg, run_dir, has_eval)
     kwargs.update(
-        beta=p.beta, loss_type=[p.loss_type], label_smoothing=p.label_smoothing,
-        precompute_ref_log_probs=p.reference == "precomputed", precompute_ref_batch_size=p.precompute_batch_size,
+        beta=p.beta,
+        loss_type=[p.loss_type],
+        label_smoothing=p.label_smoothing,
+        precompute_ref_log_probs=p.reference == "precomputed",
+        precompute_ref_batch_size=p.precompute_batch_size,
         max_length=None,  # lengths were settled when tokenizing (dpo.max_length / max_prompt_length)
         # DPOConfig defaults activation checkpointing on; the recipe decides, as for SFT.
         gradient_checkpointing=cfg.model.gradient_checkpointing,
@@ -200,20 +225,22 @@ def _model_config(model_path: str, cfg: TrainConfig):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
-                                          trust_remote_code=cfg.model.trust_remote_code)
+        return AutoConfig.from_pretrained(
+            model_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+        )
     except (OSError, ValueError) as e:
-        raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") \
-            from None
+        raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") from None
 
 
 def _check_vocabulary(mc, cfg: TrainConfig, tokenizer) -> None:
     """The starting model's embeddings must already hold the dialogue tokens (they are not trained here)."""
     vocab = getattr(mc.get_text_config(), "vocab_size", None)
     if vocab is not None and vocab < len(tokenizer):
-        raise StarchatError(f"model.name_or_path: {cfg.model.name_or_path!r} has {vocab} embedding rows for a "
-                            f"tokenizer of {len(tokenizer)}: its dialogue tokens were never trained; DPO starts "
-                            "from the output of `starchat train` (method: sft)")
+        raise StarchatError(
+            f"model.name_or_path: {cfg.model.name_or_path!r} has {vocab} embedding rows for a "
+            f"tokenizer of {len(tokenizer)}: its dialogue tokens were never trained; DPO starts "
+            "from the output of `starchat train` (method: sft)"
+        )
 
 
 def disable_attention_dropout(model) -> int:
@@ -261,7 +288,14 @@ def build_dpo(cfg: TrainConfig, run_dir: Path, resume, callbacks=None):
         if m is not None:
             disable_attention_dropout(m)  # as TRL's disable_dropout (on by default) does for nn.Dropout
     _, marker = sft_trainer_class()
-    trainer = _trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=data.train,
-                               eval_dataset=data.eval, processing_class=tokenizer, peft_config=peft_config,
-                               callbacks=[marker(), *(callbacks or [])])
+    trainer = _trainer_class()(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[marker(), *(callbacks or [])],
+    )
     return trainer, tokenizer, data.stats, resume

@@ -22,9 +22,11 @@ def prepare_fim(cfg: TrainConfig, tokenizer) -> tuple[fim.FimSpec | None, list[i
     if own is not None or not cfg.data.fim.enabled:
         return own, []
     if not cfg.data.fim.add_tokens:
-        raise fim.FimError(f"model.name_or_path: {cfg.model.name_or_path} has no fill-in-the-middle tokens and "
-                           "data.fim.add_tokens is false: set it to true to add StarCoder's, or train a "
-                           "FIM-pretrained base (StarCoder, Qwen2.5-Coder, ...)")
+        raise fim.FimError(
+            f"model.name_or_path: {cfg.model.name_or_path} has no fill-in-the-middle tokens and "
+            "data.fim.add_tokens is false: set it to true to add StarCoder's, or train a "
+            "FIM-pretrained base (StarCoder, Qwen2.5-Coder, ...)"
+        )
     before = len(tokenizer)
     spec = fim.add_fim_tokens(tokenizer)
     return spec, list(range(before, len(tokenizer)))

@@ -27,8 +27,9 @@ def resolve_accelerate_config(name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    raise StarchatError(f"training.accelerate_config: {name!r} is neither one of {list(SHIPPED)} "
-                        "nor an accelerate YAML file")
+    raise StarchatError(
+        f"training.accelerate_config: {name!r} is neither one of {list(SHIPPED)} nor an accelerate YAML file"
+    )
 
 
 def already_launched() -> bool:
@@ -38,15 +39,30 @@ def already_launched() -> bool:
 def launch_command(t: TrainingConfig, train_argv: list[str]) -> list[str]:
     """The `accelerate launch ... -m starchat train ...` command line for this machine of the run."""
     # --mixed_precision beats the config file's (bf16 in every shipped one), so training.bf16: false means fp32.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(resolve_accelerate_config(t.accelerate_config)), "--mixed_precision", t.mixed_precision]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(resolve_accelerate_config(t.accelerate_config)),
+        "--mixed_precision",
+        t.mixed_precision,
+    ]
     # accelerate counts the processes of all machines and starts num_processes / num_machines on each.
     num_processes = t.num_processes if t.num_processes is not None else _visible_gpus() * t.num_machines
     if num_processes:
         cmd += ["--num_processes", str(num_processes)]
     if t.num_machines > 1:
-        cmd += ["--num_machines", str(t.num_machines), "--machine_rank", str(t.machine_rank),
-                "--main_process_ip", t.main_process_ip, "--main_process_port", str(t.main_process_port)]
+        cmd += [
+            "--num_machines",
+            str(t.num_machines),
+            "--machine_rank",
+            str(t.machine_rank),
+            "--main_process_ip",
+            t.main_process_ip,
+            "--main_process_port",
+            str(t.main_process_port),
+        ]
     return cmd + ["-m", "starchat", "train", *train_argv]
 
 
@@ -55,15 +71,25 @@ def relaunch(t: TrainingConfig, train_argv: list[str]) -> int:
     cmd = launch_command(t, train_argv)
     kind = distributed_type(t.accelerate_config)
     if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
-        raise StarchatError(f"training.accelerate_config {t.accelerate_config!r} runs DeepSpeed, which is not "
-                            "installed: pip install 'starchat[gpu]' (or deepspeed)")
+        raise StarchatError(
+            f"training.accelerate_config {t.accelerate_config!r} runs DeepSpeed, which is not "
+            "installed: pip install 'starchat[gpu]' (or deepspeed)"
+        )
     if not _visible_gpus():
         if kind == "FSDP":  # seen with accelerate 1.15: the distributed type becomes MULTI_CPU
-            print(f"warning: no GPU here: accelerate runs the {t.accelerate_config} config as plain data parallel "
-                  "on the CPU (every process holds the whole model)", file=sys.stderr, flush=True)
+            print(
+                f"warning: no GPU here: accelerate runs the {t.accelerate_config} config as plain data parallel "
+                "on the CPU (every process holds the whole model)",
+                file=sys.stderr,
+                flush=True,
+            )
         elif kind == "DEEPSPEED":  # DeepSpeed's CPU accelerator: real ZeRO sharding over gloo
-            print(f"note: no GPU here: DeepSpeed runs {t.accelerate_config} on the CPU (gloo), which checks a "
-                  "setup but is slow", file=sys.stderr, flush=True)
+            print(
+                f"note: no GPU here: DeepSpeed runs {t.accelerate_config} on the CPU (gloo), which checks a "
+                "setup but is slow",
+                file=sys.stderr,
+                flush=True,
+            )
     print("launching:", " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, **{LAUNCHED_ENV: "1"})
     return subprocess.call(cmd, env=env)

@@ -31,8 +31,11 @@ def load_model(cfg: ModelConfig, model_path: str, tokenizer, use_cpu: bool = Fal
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         # The Trainer never moves a quantized model, so it must be loaded (and quantized) on this rank's
         # device: its own GPU under DDP, or the CPU (bitsandbytes has CPU kernels; slow, for checks).
         gpu = torch.cuda.is_available() and not use_cpu
@@ -40,8 +43,7 @@ def load_model(cfg: ModelConfig, model_path: str, tokenizer, use_cpu: bool = Fal
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except OSError as e:
-        raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") \
-            from None
+        raise StarchatError(f"model.name_or_path: cannot load {model_path!r}: {str(e).splitlines()[0][:300]}") from None
     resize_embeddings(model, len(tokenizer))
     # Packed rows are isolated by position_ids only without a KV cache; the cache is useless in training.
     model.config.use_cache = False
@@ -68,8 +70,14 @@ def new_token_ids(tokenizer, template: str) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in get_template(template).special_tokens]
 
 
-def apply_lora(model, lcfg: LoraConfig, tokenizer, template: str, quantized: bool = False,
-               extra_ids: list[int] | tuple[int, ...] = ()):
+def apply_lora(
+    model,
+    lcfg: LoraConfig,
+    tokenizer,
+    template: str,
+    quantized: bool = False,
+    extra_ids: list[int] | tuple[int, ...] = (),
+):
     """Wrap the model in peft LoRA adapters; the dialogue tokens' embedding and lm_head rows stay trainable
     (and ``extra_ids``' rows: FIM tokens added for data.fim)."""
     from peft import get_peft_model
@@ -100,8 +108,14 @@ def peft_lora_config(model, lcfg: LoraConfig, tokenizer, template: str, extra_id
         if out is not None and out.weight is not model.get_input_embeddings().weight:
             targets[_module_name(model, out)] = ids
         kwargs["trainable_token_indices"] = targets
-    return PeftLoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                          target_modules=lcfg.target_modules, task_type="CAUSAL_LM", **kwargs)
+    return PeftLoraConfig(
+        r=lcfg.r,
+        lora_alpha=lcfg.alpha,
+        lora_dropout=lcfg.dropout,
+        target_modules=lcfg.target_modules,
+        task_type="CAUSAL_LM",
+        **kwargs,
+    )
 
 
 def _module_name(model, module) -> str:

@@ -28,8 +28,10 @@ def _targets(model, token_ids: list[int]):
         if layer is not None and layer.weight.requires_grad and all(layer.weight is not w for w in weights):
             weights.append(layer.weight)
     if any(w.dim() != 2 or w.shape[0] <= int(rows.max()) for w in weights):
-        raise StarchatError("training.new_token_lr_multiplier: the embeddings are sharded (ZeRO-3 / FSDP) or "
-                            "smaller than the vocabulary; set it to 1.0 for this run")
+        raise StarchatError(
+            "training.new_token_lr_multiplier: the embeddings are sharded (ZeRO-3 / FSDP) or "
+            "smaller than the vocabulary; set it to 1.0 for this run"
+        )
     return [(w, rows.to(w.device)) for w in weights]
 
 

@@ -61,8 +61,10 @@ def make_portable(model_dir: str | Path) -> list[str]:
     changed. Idempotent, and a no-op for files that are already readable by both versions."""
     model_dir = Path(model_dir)
     changed = []
-    for name, fix in (("tokenizer_config.json", lambda c: _tokenizer_config(c, model_dir)),
-                      ("config.json", _model_config)):
+    for name, fix in (
+        ("tokenizer_config.json", lambda c: _tokenizer_config(c, model_dir)),
+        ("config.json", _model_config),
+    ):
         path = model_dir / name
         if not path.is_file():
             continue

@@ -127,15 +127,24 @@ def save_final(trainer, tokenizer, cfg: TrainConfig, stats: dict, out: Path) -> 
     make_portable(tmp)  # transformers 4.x (TGI, older vLLM) must read the same model
     (tmp / "training_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
-    summary = {"log_history": trainer.state.log_history, "best_checkpoint": trainer.state.best_model_checkpoint,
-               "best_eval_loss": trainer.state.best_metric, "global_step": trainer.state.global_step,
-               "data_stats": _jsonable(stats)}
+    summary = {
+        "log_history": trainer.state.log_history,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_eval_loss": trainer.state.best_metric,
+        "global_step": trainer.state.global_step,
+        "data_stats": _jsonable(stats),
+    }
     (tmp / "trainer_results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    write_card(tmp, cfg.to_dict(), trainer.state.log_history, end_token_id(tokenizer, cfg.model.template),
-               _jsonable(stats), trainer.args.world_size)
+    write_card(
+        tmp,
+        cfg.to_dict(),
+        trainer.state.log_history,
+        end_token_id(tokenizer, cfg.model.template),
+        _jsonable(stats),
+        trainer.args.world_size,
+    )
     # The weights go last, so a directory with weights also has its tokenizer and config.
-    files = sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".safetensors" or p.name.endswith(".index.json"),
-                                                 p.name))
+    files = sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".safetensors" or p.name.endswith(".index.json"), p.name))
     for f in files:
         dest = out / f.name
         if dest.is_dir() and not dest.is_symlink():

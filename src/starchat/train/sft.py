@@ -21,19 +21,31 @@ def build_sft(cfg, run_dir, resume, callbacks=None):
     args = training_arguments(cfg, run_dir, has_eval=data.eval is not None)
     model = load_model(cfg.model, model_path, tokenizer, use_cpu=cfg.training.use_cpu)
     if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit,
-                           extra_ids=fim_new_ids)
+        model = apply_lora(
+            model, cfg.lora, tokenizer, cfg.model.template, quantized=cfg.model.load_in_4bit, extra_ids=fim_new_ids
+        )
     trainer_cls, marker = _trainer_class()
     metrics = {}
     if data.eval is not None:
         from starchat.train.new_tokens import end_token_logits_to_argmax, end_token_metrics
 
-        metrics = dict(compute_metrics=end_token_metrics(end_token_id(tokenizer, cfg.model.template)),
-                       preprocess_logits_for_metrics=end_token_logits_to_argmax)
-    trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                          data_collator=collator(cfg.data, tokenizer), processing_class=tokenizer,
-                          callbacks=[*fim_callbacks(fim_spec), marker(), *(callbacks or [])], **metrics)
-    trainer.new_token_rows = (new_token_ids(tokenizer, cfg.model.template) + fim_new_ids,
-                              cfg.training.new_token_lr_multiplier)
+        metrics = dict(
+            compute_metrics=end_token_metrics(end_token_id(tokenizer, cfg.model.template)),
+            preprocess_logits_for_metrics=end_token_logits_to_argmax,
+        )
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collator(cfg.data, tokenizer),
+        processing_class=tokenizer,
+        callbacks=[*fim_callbacks(fim_spec), marker(), *(callbacks or [])],
+        **metrics,
+    )
+    trainer.new_token_rows = (
+        new_token_ids(tokenizer, cfg.model.template) + fim_new_ids,
+        cfg.training.new_token_lr_multiplier,
+    )
     trainer.fim_spec = fim_spec
     return trainer, tokenizer, data.stats, resume

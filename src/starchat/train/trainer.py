@@ -45,8 +45,10 @@ def _trainer_class():
 
                 if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # also custom accelerate YAMLs
                     # DeepSpeed steps its own fp32 copies and FSDP flattens: the hooks would be lost.
-                    raise StarchatError("training.new_token_lr_multiplier works without DeepSpeed and FSDP "
-                                        "only; set it to 1.0 for this run")
+                    raise StarchatError(
+                        "training.new_token_lr_multiplier works without DeepSpeed and FSDP "
+                        "only; set it to 1.0 for this run"
+                    )
                 scale_new_token_steps(optimizer, self.model, *self.new_token_rows)
             return optimizer
 
@@ -73,8 +75,11 @@ def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) ->
     # an accelerate config's bf16 would silently override the recipe's `bf16: false`. The recipe wins.
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if launched and launched != t.mixed_precision:
-        logger.warning("the accelerate config asks for mixed precision %r; training.bf16/fp16 say %r, which is used",
-                       launched, t.mixed_precision)
+        logger.warning(
+            "the accelerate config asks for mixed precision %r; training.bf16/fp16 say %r, which is used",
+            launched,
+            t.mixed_precision,
+        )
     os.environ["ACCELERATE_MIXED_PRECISION"] = t.mixed_precision
     from transformers import TrainingArguments
 
@@ -83,29 +88,57 @@ def training_argument_kwargs(cfg: TrainConfig, run_dir: Path, has_eval: bool) ->
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         output_dir=str(run_dir),
-        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_epsilon=t.adam_epsilon,
-        optim=t.optim, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed, bf16=t.bf16, fp16=t.fp16,
-        eval_strategy=eval_strategy, eval_steps=t.eval_steps, eval_on_start=t.eval_on_start and has_eval,
-        save_strategy=t.save_strategy, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.bf16,
+        fp16=t.fp16,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        eval_on_start=t.eval_on_start and has_eval,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.load_best_model_at_end and has_eval,
-        metric_for_best_model="eval_loss", greater_is_better=False,
-        logging_steps=t.logging_steps, logging_first_step=True, report_to=t.report_to,
-        dataloader_num_workers=t.dataloader_num_workers, use_cpu=t.use_cpu, disable_tqdm=t.disable_tqdm,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=t.report_to,
+        dataloader_num_workers=t.dataloader_num_workers,
+        use_cpu=t.use_cpu,
+        disable_tqdm=t.disable_tqdm,
         **{checkpointing: cfg.model.gradient_checkpointing},
         # Our columns (input_ids, labels, position_ids) are exactly what the model takes.
-        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
         save_only_model=False,
         ddp_find_unused_parameters=False,  # every trainable weight is used in each forward pass
     )
 
 
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
-                "max_sequence_length", "seq_len")
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "n_ctx",
+    "max_seq_len",
+    "seq_length",
+    "max_sequence_length",
+    "seq_len",
+)
 """Where model configs keep their context length (transformers maps most to max_position_embeddings)."""
 
 
@@ -135,16 +168,24 @@ def check_context(cfg: TrainConfig, model_path: str, model_config=None) -> None:
     length = getattr(getattr(cfg, section), name)
     if model_config is None:
         try:
-            model_config = AutoConfig.from_pretrained(model_path, revision=cfg.model.revision,
-                                                      trust_remote_code=cfg.model.trust_remote_code)
+            model_config = AutoConfig.from_pretrained(
+                model_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+            )
         except (OSError, ValueError):
             return
     found = model_context(model_config)
     if found is None:
-        logger.warning("model %s gives no context length in its config (none of %s); assuming %s=%d fits",
-                       cfg.model.name_or_path, ", ".join(CONTEXT_KEYS), key, length)
+        logger.warning(
+            "model %s gives no context length in its config (none of %s); assuming %s=%d fits",
+            cfg.model.name_or_path,
+            ", ".join(CONTEXT_KEYS),
+            key,
+            length,
+        )
         return
     name, limit = found
     if length > limit:
-        raise ConfigError(f"{key}={length} is above the context of model {cfg.model.name_or_path!r}: {limit} tokens "
-                          f"({name} in its config); set {key} to {limit} or less")
+        raise ConfigError(
+            f"{key}={length} is above the context of model {cfg.model.name_or_path!r}: {limit} tokens "
+            f"({name} in its config); set {key} to {limit} or less"
+        )

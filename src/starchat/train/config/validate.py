@@ -13,8 +13,10 @@ from starchat.train.methods import get_method
 def _choices(cfg: TrainConfig) -> list[tuple[str, tuple]]:
     """(key, allowed values) of every field that declares `choices`, the top-level `method` first."""
     top = field_choices(type(cfg))
-    return [*((k, top[k]) for k in TOP_LEVEL if k in top),
-            *((f"{s}.{name}", ch) for s, c in SECTIONS.items() for name, ch in field_choices(c).items())]
+    return [
+        *((k, top[k]) for k in TOP_LEVEL if k in top),
+        *((f"{s}.{name}", ch) for s, c in SECTIONS.items() for name, ch in field_choices(c).items()),
+    ]
 
 
 def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
@@ -39,8 +41,10 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if t.new_token_lr_multiplier <= 0:
         raise ConfigError(f"{where}: training.new_token_lr_multiplier must be > 0, got {t.new_token_lr_multiplier}")
     if t.new_token_lr_multiplier != 1.0 and Path(t.accelerate_config or "").stem in ("zero3", "fsdp"):
-        raise ConfigError(f"{where}: training.new_token_lr_multiplier needs whole embedding matrices; "
-                          f"{t.accelerate_config} shards them, so set it to 1.0")
+        raise ConfigError(
+            f"{where}: training.new_token_lr_multiplier needs whole embedding matrices; "
+            f"{t.accelerate_config} shards them, so set it to 1.0"
+        )
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"{where}: training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     if t.num_train_epochs <= 0 and t.max_steps <= 0:
@@ -51,24 +55,34 @@ def validate_config(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         raise ConfigError(f"{where}: data.max_length and data.block_size must be >= 8")
     if t.load_best_model_at_end and d.test_split:
         if t.eval_strategy != t.save_strategy:
-            raise ConfigError(f"{where}: keeping the best checkpoint needs training.eval_strategy == "
-                              f"training.save_strategy (got {t.eval_strategy!r} and {t.save_strategy!r})")
+            raise ConfigError(
+                f"{where}: keeping the best checkpoint needs training.eval_strategy == "
+                f"training.save_strategy (got {t.eval_strategy!r} and {t.save_strategy!r})"
+            )
         if t.eval_strategy == "steps" and t.eval_steps not in (None, t.save_steps) and t.save_steps % t.eval_steps:
             raise ConfigError(f"{where}: training.save_steps must be a multiple of training.eval_steps")
     if cfg.model.load_in_4bit and not cfg.lora.enabled:
         raise ConfigError(f"{where}: model.load_in_4bit (QLoRA) needs lora.enabled: true")
     if t.num_machines < 1 or not 0 <= t.machine_rank < t.num_machines:
-        raise ConfigError(f"{where}: training.machine_rank must be in 0 .. num_machines - 1 (got machine_rank "
-                          f"{t.machine_rank}, num_machines {t.num_machines})")
+        raise ConfigError(
+            f"{where}: training.machine_rank must be in 0 .. num_machines - 1 (got machine_rank "
+            f"{t.machine_rank}, num_machines {t.num_machines})"
+        )
     if t.num_machines > 1 and not (t.accelerate_config and t.main_process_ip):
-        raise ConfigError(f"{where}: a multi-node run (training.num_machines {t.num_machines}) needs "
-                          "training.accelerate_config and training.main_process_ip (the address of machine_rank 0)")
+        raise ConfigError(
+            f"{where}: a multi-node run (training.num_machines {t.num_machines}) needs "
+            "training.accelerate_config and training.main_process_ip (the address of machine_rank 0)"
+        )
     if t.num_processes is not None and (t.num_processes < 1 or t.num_processes % t.num_machines):
-        raise ConfigError(f"{where}: training.num_processes counts the processes of all machines: a positive "
-                          f"multiple of training.num_machines ({t.num_machines}), got {t.num_processes}")
+        raise ConfigError(
+            f"{where}: training.num_processes counts the processes of all machines: a positive "
+            f"multiple of training.num_machines ({t.num_machines}), got {t.num_processes}"
+        )
     if t.report_to != "none" and importlib.util.find_spec(t.report_to) is None:
-        raise ConfigError(f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
-                          f"pip install 'starchat[{t.report_to}]', or set training.report_to none")
+        raise ConfigError(
+            f"{where}: training.report_to {t.report_to!r} needs the {t.report_to} package; "
+            f"pip install 'starchat[{t.report_to}]', or set training.report_to none"
+        )
     _validate_fim(cfg, where)
     method = get_method(cfg.method)
     if method.validate is not None:
@@ -85,14 +99,18 @@ def _validate_fim(cfg: TrainConfig, where: str) -> None:
     if not f.enabled:
         return
     if cfg.method != "sft":
-        raise ConfigError(f"{where}: data.fim mixes FIM rows into SFT; a {cfg.method.upper()} run trains its own rows "
-                          "only (its base's FIM tokens and fim.json carry over): remove the data.fim section")
+        raise ConfigError(
+            f"{where}: data.fim mixes FIM rows into SFT; a {cfg.method.upper()} run trains its own rows "
+            "only (its base's FIM tokens and fim.json carry over): remove the data.fim section"
+        )
     for name in ("rate", "spm_rate"):
         if not 0 <= getattr(f, name) <= 1:
             raise ConfigError(f"{where}: data.fim.{name} must be in [0, 1], got {getattr(f, name)}")
     if not 0 < f.share < 1:
-        raise ConfigError(f"{where}: data.fim.share must be in (0, 1) (the share of training rows from "
-                          f"data.fim.source), got {f.share}")
+        raise ConfigError(
+            f"{where}: data.fim.share must be in (0, 1) (the share of training rows from "
+            f"data.fim.source), got {f.share}"
+        )
     if f.unit not in FIM_UNITS:
         raise ConfigError(f"{where}: data.fim.unit must be one of {FIM_UNITS}, got {f.unit!r}")
     if f.max_rows is not None and f.max_rows < 1:
