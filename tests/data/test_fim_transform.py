@@ -119,10 +119,14 @@ def test_documents_from_a_folder_by_function_or_file_without_humaneval(tmp_path)
 def test_documents_from_a_dataset_text_column_and_a_missing_column(tmp_path):
     data = tmp_path / "code.jsonl"
     data.write_text("".join(json.dumps({"content": CODE.replace("mean", f"m{i}")}) + "\n" for i in range(3)))
-    docs = dfim.collect_documents(str(data), text_column="content")
+    from starchat.train.config import DataConfig
+    from starchat.train.data import load_raw
+
+    load = lambda src: load_raw(DataConfig(dataset=src))  # noqa: E731  (what training passes)
+    docs = dfim.collect_documents(str(data), text_column="content", load=load)
     assert len(docs) == 3 and docs[0].text.startswith("def m0(")
     with pytest.raises(StarchatError, match="data.fim.text_column: .*no column 'text'"):
-        dfim.collect_documents(str(data), text_column="text")
+        dfim.collect_documents(str(data), text_column="text", load=load)
 
 
 def test_a_source_that_is_not_code_is_one_line():

@@ -187,8 +187,8 @@ class LlamaCppBatcher(BatchingScheduler):
                 keep.append(r)
         self.rows = keep
         for r, reason in done:  # after they left the rows: `running` never counts a request seen finished
+            self._free(r, keep=self.prompt_cache)  # cached before the client is told: stats agree once it knows
             r.ticket.finish(reason, r.n_new)
-            self._free(r, keep=self.prompt_cache)
 
     def _without(self, fresh: list[_Row], running: int, rc: int) -> int:
         """A step with new prompts failed: fail those alone (503, retry) and decode the running rows again."""
