@@ -43,6 +43,12 @@ CASES = [
         "There were missing keys in the checkpoint model loaded: ['lm_head.weight'].",
         "There were missing keys in the checkpoint model loaded: ['lm_head.weight', 'transformer.wte.weight'].",
     ),
+    (
+        "transformers.generation.configuration_utils",
+        "The following generation flags are not valid and may be ignored: ['temperature', 'top_p']. Set "
+        "`TRANSFORMERS_VERBOSITY=info` for more details.",
+        "The following generation flags are not valid and may be ignored: ['temperature', 'num_beams'].",
+    ),
 ]
 
 

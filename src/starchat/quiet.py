@@ -34,6 +34,13 @@ LOG_NOISE = (
     # Loading the best checkpoint of a model whose lm_head is tied to its embeddings: checkpoints do not
     # store the tied copy, and the loaded embeddings are the lm_head. Any other missing key still shows.
     ("transformers.trainer", r"^There were missing keys in the checkpoint model loaded: \['lm_head\.weight'\]\.$"),
+    # Greedy decoding with a model whose generation_config.json sets sampling knobs (SmolLM2: temperature,
+    # top_p): starchat's transformers engine samples with its own processor and switches transformers' off on
+    # purpose, so those knobs are ignored by design. Any other flag named there still shows.
+    (
+        "transformers.generation.configuration_utils",
+        r"^The following generation flags are not valid and may be ignored: \[(?:'(?:temperature|top_p|top_k)'(?:, )?)+\]",
+    ),
 )
 
 
