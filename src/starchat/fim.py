@@ -269,9 +269,10 @@ def build_prompt(
 
 
 def _extra_ids(spec: FimSpec, ids: Mapping[str, int], encode, extra: Sequence[Mapping[str, str]]) -> list[int]:
-    """Repository context as ids: ``<repo_name>project\\n`` then ``<file_sep>name\\ntext`` per file."""
-    if not extra:
-        return []
+    """Repository context as ids: ``<repo_name>myproject\\n``, ``<file_sep>name\\ntext`` per file, then
+    ``<file_sep>filename\\n`` for the file being edited: llama-server's layout, sent (budget allowing) even without
+    files wherever the model has the separators, so a request gives the prompt llama-server builds (except that a
+    BOS, for the models that want one, stays first here; llama-server puts the context before it)."""
     out: list[int] = []
     if spec.repo_name:
         out += [ids[spec.repo_name], *encode("myproject\n")]

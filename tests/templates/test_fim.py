@@ -101,7 +101,8 @@ def _toy():
 def test_psm_prompt_is_prefix_suffix_middle_with_control_text_kept_as_text():
     spec, ids, enc = _toy()
     p = fim.build_prompt(spec, ids, enc, prefix="ab<M>", suffix="cd", prompt="x")
-    assert p.ids == [ids["<P>"], *enc("ab<M>x"), ids["<S>"], *enc("cd"), ids["<M>"]]
+    header = [ids["<R>"], *enc("myproject\n"), ids["<F>"], *enc("filename\n")]  # llama-server's, files or not
+    assert p.ids == [*header, ids["<P>"], *enc("ab<M>x"), ids["<S>"], *enc("cd"), ids["<M>"]]
     assert not p.truncated
 
 
