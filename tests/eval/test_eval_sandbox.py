@@ -52,6 +52,7 @@ def test_mode_is_reported():
     assert sandbox_mode()["name"] in ("namespaces", "basic")
 
 
+@pytest.mark.timing
 def test_infinite_loop_times_out():
     t = time.monotonic()
     res = run_job(job("def f():\n    while True:\n        pass\n", "def check(c):\n    c()\n"), Limits(timeout=1.5))

@@ -1,5 +1,7 @@
 """TextAssembler: stop strings across token boundaries, held-back text, split UTF-8 characters."""
 
+import pytest
+
 from starchat.inference.textstream import TextAssembler
 
 
@@ -56,6 +58,7 @@ def test_held_back_text_is_the_longest_tail_that_may_start_a_stop_string():
     assert asm.stopped and asm.text == "aa"
 
 
+@pytest.mark.timing
 def test_the_stop_check_cost_does_not_grow_with_the_stop_strings():
     """4,096 tokens of 8 characters against stop strings that the text keeps almost starting. The old
     check sliced and compared every tail of the text at every token (quadratic per token: hours here);

@@ -107,6 +107,7 @@ def test_wrong_api_key_is_one_line_saying_what_to_do(tiny_engine):
         assert load_engine(url + "/v1", api_key="secret").model_name == tiny_engine.model_name
 
 
+@pytest.mark.timing
 def test_endpoint_that_is_down():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

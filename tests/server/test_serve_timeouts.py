@@ -51,14 +51,16 @@ def _trickle(s: socket.socket, data: bytes, every: float, limit: float = 5.0) ->
     return got, float("inf")
 
 
+@pytest.mark.timing
 def test_a_connection_that_sends_nothing_is_closed(url):
     with _connect(url) as s:
         s.settimeout(5)
         start = time.monotonic()
         assert s.recv(100) == b""
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 4.5
 
 
+@pytest.mark.timing
 def test_fifty_silent_connections_are_all_closed(url):
     socks = [_connect(url) for _ in range(50)]
     try:
@@ -81,21 +83,24 @@ def test_fifty_silent_connections_are_all_closed(url):
             s.close()
 
 
+@pytest.mark.timing
 def test_headers_trickled_a_byte_at_a_time_are_cut_off(url):
     with _connect(url) as s:
         _, closed_after = _trickle(s, HEAD * 50, every=0.02)
-    assert closed_after < 3  # without the deadline, each byte reset uvicorn's keep-alive timer
+    assert closed_after < 4.5  # without the deadline, each byte reset uvicorn's keep-alive timer
 
 
+@pytest.mark.timing
 def test_a_trickled_body_gets_408_and_the_connection_closes(url):
     body = b'{"messages": [{"role": "user", "content": "' + b"x" * 400 + b'"}]}'
     with _connect(url) as s:
         s.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
         got, closed_after = _trickle(s, body, every=0.02)
     assert got.startswith(b"HTTP/1.1 408") and b"request_timeout" in got
-    assert closed_after < 3
+    assert closed_after < 4.5
 
 
+@pytest.mark.timing
 def test_an_idle_keep_alive_connection_is_closed(url):
     with _connect(url) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -103,7 +108,7 @@ def test_an_idle_keep_alive_connection_is_closed(url):
         start, got = time.monotonic(), b""
         while chunk := s.recv(4096):
             got += chunk
-        assert got.startswith(b"HTTP/1.1 200") and time.monotonic() - start < 3
+        assert got.startswith(b"HTTP/1.1 200") and time.monotonic() - start < 4.5
 
 
 def test_prompt_clients_are_not_affected(url):
