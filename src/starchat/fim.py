@@ -204,6 +204,12 @@ def require(spec: FimSpec | None, model: str) -> FimSpec:
     return spec
 
 
+def encode_plain(tokenizer, text: str) -> list[int]:
+    """``text`` as ids of a Hugging Face tokenizer, no BOS, and as plain text: code spelling ``<fim_middle>``
+    or ``<|end|>`` never becomes a control token (prompts and training rows are built from these)."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def token_ids(spec: FimSpec, lookup: Callable[[str], int | None]) -> dict[str, int]:
     """Each named token's id through ``lookup`` (a tokenizer's ``convert_tokens_to_ids``, or a GGUF vocab map);
     a token the vocabulary lacks is a FimError naming it."""
