@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -335,8 +335,3 @@ def gguf_metadata(spec: FimSpec, ids: Mapping[str, int]) -> dict[str, int]:
 def stop_ids(spec: FimSpec, ids: Mapping[str, int]) -> list[int]:
     """The ids that end a middle, the end token first."""
     return [ids[t] for t in spec.stop]
-
-
-def iter_specs() -> Iterable[str]:
-    """The families recognised, for docs and error messages."""
-    return dict.fromkeys(f for f, *_ in _FAMILIES)
