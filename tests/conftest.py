@@ -11,6 +11,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from fimkit import tiny_gpt_bigcode  # noqa: E402
+
 DATA = Path(__file__).parent / "data"
 SAMPLES = DATA / "samples"
 
@@ -65,24 +67,12 @@ def tokenizer(base_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
     """A randomly initialised 2-layer GPT-BigCode with the StarChat tokens, saved with its tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+    from transformers import AutoTokenizer
 
     from starchat.templates import prepare_tokenizer
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(base_tokenizer_dir))
-    torch.manual_seed(0)
-    cfg = GPTBigCodeConfig(
-        vocab_size=len(tok),
-        n_positions=512,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = GPTBigCodeForCausalLM(cfg)
+    model = tiny_gpt_bigcode(tok, seed=0)
     out = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -93,23 +83,14 @@ def tiny_model_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
 def make_plain_base(base_tokenizer_dir, tmp_path_factory):
     """A function (n_embd, seed) -> a tiny GPT-BigCode on the base tokenizer only: no dialogue tokens yet,
     so training (and eval loss) must resize it."""
-    import torch
-    from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+    from transformers import AutoTokenizer
 
     def make(n_embd: int, seed: int):
+        # the base tokenizer has no pad token, so the config's pad_token_id stays None
         tok = AutoTokenizer.from_pretrained(base_tokenizer_dir)
-        torch.manual_seed(seed)
-        cfg = GPTBigCodeConfig(
-            vocab_size=len(tok),
-            n_positions=256,
-            n_embd=n_embd,
-            n_layer=2,
-            n_head=4,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
+        model = tiny_gpt_bigcode(tok, seed=seed, n_positions=256, n_embd=n_embd)
         out = tmp_path_factory.mktemp(f"plain-base-{n_embd}")
-        GPTBigCodeForCausalLM(cfg).save_pretrained(out)
+        model.save_pretrained(out)
         tok.save_pretrained(out)
         return out
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -204,6 +204,12 @@ def require(spec: FimSpec | None, model: str) -> FimSpec:
     return spec
 
 
+def encode_plain(tokenizer, text: str) -> list[int]:
+    """``text`` as ids of a Hugging Face tokenizer, no BOS, and as plain text: code spelling ``<fim_middle>``
+    or ``<|end|>`` never becomes a control token (prompts and training rows are built from these)."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def token_ids(spec: FimSpec, lookup: Callable[[str], int | None]) -> dict[str, int]:
     """Each named token's id through ``lookup`` (a tokenizer's ``convert_tokens_to_ids``, or a GGUF vocab map);
     a token the vocabulary lacks is a FimError naming it."""
@@ -329,8 +335,3 @@ def gguf_metadata(spec: FimSpec, ids: Mapping[str, int]) -> dict[str, int]:
 def stop_ids(spec: FimSpec, ids: Mapping[str, int]) -> list[int]:
     """The ids that end a middle, the end token first."""
     return [ids[t] for t in spec.stop]
-
-
-def iter_specs() -> Iterable[str]:
-    """The families recognised, for docs and error messages."""
-    return dict.fromkeys(f for f, *_ in _FAMILIES)

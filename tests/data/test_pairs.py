@@ -362,3 +362,11 @@ def test_a_killed_scoring_process_ends_the_run_with_one_line_and_a_rerun_resumes
     stats, out = _run(tmp_path, QUESTIONS, ANSWERS, engine=engine, batch_size=2, overlap=True)
     assert 2 <= engine.generated <= 4  # the first batch was logged before the kill, so it is not sampled again
     assert len(out) == 2 and stats["criteria"]["replies"] == 6
+
+
+def test_a_resume_with_other_settings_names_what_differs(tmp_path):
+    from starchat.pairs.reply_log import ReplyLog
+
+    ReplyLog(tmp_path / "w", {"k": 4, "seed": 0}).close()
+    with pytest.raises(StarchatError, match=r"holds a run with other settings \(k was 4, now 5\): use another"):
+        ReplyLog(tmp_path / "w", {"k": 5, "seed": 0})

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from starchat.cli import main
+from starchat.dotted import resolve
 from starchat.errors import StarchatError
 from starchat.eval import registry
 
@@ -86,4 +87,4 @@ def test_loss_output_keeps_the_contract(tmp_path):
 @pytest.mark.parametrize("name", list(registry.EVALS))
 def test_every_builtin_entry_names_code_that_exists(name):
     e = registry.EVALS[name]
-    assert callable(registry._resolve(e.runner)) and callable(registry._resolve(e.command))
+    assert callable(resolve(e.runner)) and callable(resolve(e.command))

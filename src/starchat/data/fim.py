@@ -19,6 +19,7 @@ same rows, and a document keeps its split when the source grows.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import random
 import textwrap
@@ -223,23 +224,6 @@ def collect_documents(
 
 
 # -- rows -------------------------------------------------------------------------------------------------
-def plain_encoder(tokenizer) -> Callable[[str], list[int]]:
-    """Text to ids as plain text: code spelling ``<fim_middle>`` or ``<|end|>`` never becomes a control token."""
-    backend = tokenizer.backend_tokenizer
-
-    def encode(text: str) -> list[int]:
-        if not text:
-            return []
-        before = backend.encode_special_tokens
-        backend.encode_special_tokens = True
-        try:
-            return backend.encode(text, add_special_tokens=False).ids
-        finally:
-            backend.encode_special_tokens = before
-
-    return encode
-
-
 def fim_rows(
     docs: Sequence[FimDocument],
     spec: fim.FimSpec,
@@ -286,4 +270,4 @@ def fim_rows(
 def rows_for_tokenizer(tokenizer, spec: fim.FimSpec):
     """(token ids of the spec, plain-text encoder) for a Hugging Face tokenizer."""
     vocab = tokenizer.get_vocab()
-    return fim.token_ids(spec, vocab.get), plain_encoder(tokenizer)
+    return fim.token_ids(spec, vocab.get), functools.partial(fim.encode_plain, tokenizer)

@@ -56,27 +56,9 @@ class SampleLog:
 
     def __init__(self, out_dir: Path, identity: dict[str, Any]):
         self.path = out_dir / "samples.jsonl"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        identity = {k: v for k, v in identity.items() if k != "limit"}  # how far a run goes is not what it is
-        run_file = out_dir / "run.json"
-        if run_file.exists():
-            try:
-                previous = json.loads(run_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise StarchatError(f"{run_file} is not valid JSON: delete {out_dir} to start over") from None
-            if not isinstance(previous, dict):
-                raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out_dir} to start over")
-            # --limit only says how far the run goes: a larger one extends it (run.json files written before
-            # this still hold it). Samples per problem grow the same way.
-            previous = {k: v for k, v in previous.items() if k != "limit"}
-            if previous != identity:
-                diff = report.settings_diff(previous, identity)
-                raise StarchatError(
-                    f"{out_dir} holds a run with other settings ({diff}): use another --output, "
-                    "or delete it to start over"
-                )
-        else:
-            report.write_atomic(run_file, json.dumps(identity, indent=2))
+        # --limit only says how far the run goes: a larger one extends it (run.json files written before
+        # this still hold it). Samples per problem grow the same way.
+        report.check_run_file(out_dir, identity, ignore=("limit",))
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         if self.path.exists():
             self._load()

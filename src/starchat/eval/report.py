@@ -13,6 +13,7 @@ from typing import Any
 from starchat.errors import StarchatError
 from starchat.eval.registry import check_summary
 from starchat.eval.scoring import flagged_shares
+from starchat.fsio import write_text_atomic
 from starchat.fsio import write_text_atomic as write_atomic  # noqa: F401  (used as report.write_atomic)
 
 KS = (1, 10, 100)
@@ -231,6 +232,31 @@ def settings_diff(previous: dict[str, Any], current: dict[str, Any]) -> str:
         for k in keys
         if previous.get(k) != current.get(k) or (k in previous) != (k in current)
     )
+
+
+def check_run_file(out_dir: Path, identity: dict[str, Any], what: str = "a run", ignore: Iterable[str] = ()) -> None:
+    """The one run.json of a resumable run (eval, judge, pairs): written on the first start; a later start in
+    ``out_dir`` with other settings is refused with what differs. ``ignore``: keys that say how far a run goes,
+    not what it is (left out of the file and of the comparison; older files may still hold them)."""
+    ignore = set(ignore)
+    identity = {k: v for k, v in identity.items() if k not in ignore}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file = out_dir / "run.json"
+    if not run_file.exists():
+        write_text_atomic(run_file, json.dumps(identity, indent=2))
+        return
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StarchatError(f"{run_file} is not valid JSON: delete {out_dir} to start over") from None
+    if not isinstance(previous, dict):
+        raise StarchatError(f"{run_file}: expected a JSON object of settings: delete {out_dir} to start over")
+    previous = {k: v for k, v in previous.items() if k not in ignore}
+    if previous != identity:
+        raise StarchatError(
+            f"{out_dir} holds {what} with other settings ({settings_diff(previous, identity)}): "
+            "use another --output, or delete it to start over"
+        )
 
 
 def card_title(title: str) -> str:

@@ -10,11 +10,10 @@ loading a GGUF never imports torch or vLLM, and this layer never imports the ser
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
-from typing import Any
 
+from starchat import dotted
 from starchat.errors import StarchatError
 
 AUTO = "auto"
@@ -32,10 +31,10 @@ class Backend:
     """Picked by an http(s):// model instead of by ``--backend``."""
 
     def engine_class(self) -> type:
-        return _resolve(self.engine)
+        return dotted.resolve(self.engine)
 
     def scheduler_factory(self):
-        return _resolve(self.scheduler)
+        return dotted.resolve(self.scheduler)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -67,11 +66,6 @@ BACKENDS: dict[str, Backend] = {
         ),
     )
 }
-
-
-def _resolve(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def choices() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from starchat import fim
 from starchat.errors import StarchatError
 from starchat.inference.engine import Engine
 from starchat.inference.templating import select_format
@@ -59,7 +60,7 @@ class TokenizerEngine(Engine):
         return self.tokenizer(text)["input_ids"]
 
     def encode_plain(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return fim.encode_plain(self.tokenizer, text)
 
     def _read_fim(self):
         from starchat.inference import fimvocab

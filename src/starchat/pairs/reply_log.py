@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from starchat.errors import StarchatError
+from starchat.eval.report import check_run_file
 from starchat.eval.scoring import DEFAULT_WEIGHTS
-from starchat.fsio import write_text_atomic
 
 logger = logging.getLogger("starchat.data")
 
@@ -41,20 +41,7 @@ class ReplyLog:
     def __init__(self, work: Path, identity: dict[str, Any]):
         """``work``: the OUTPUT.partial folder; ``identity``: the settings a resumed run must share."""
         self.work, self.path = work, work / "samples.jsonl"  # SampleLog's names: older partial runs still resume
-        work.mkdir(parents=True, exist_ok=True)
-        run_file = work / "run.json"
-        if run_file.exists():
-            try:
-                previous = json.loads(run_file.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise StarchatError(f"{run_file}: damaged ({e}); delete {work} to start over") from None
-            if previous != identity:
-                raise StarchatError(
-                    f"{work} holds a run with other settings ({previous}); "
-                    "use another --output, or delete it to start over"
-                )
-        else:
-            write_text_atomic(run_file, json.dumps(identity, indent=2))
+        check_run_file(work, identity)
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         if self.path.exists():
             self._load()

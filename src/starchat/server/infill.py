@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from starchat import fim
 from starchat.errors import StarchatError
-from starchat.inference.params import MAX_STOP_CHARS, SEED_MAX
+from starchat.inference.params import SEED_MAX
 from starchat.server import protocol as P
 
 MAX_STOPS = 16  # editors send their template's end markers (Continue: 7 or more); each costs every token
@@ -65,22 +65,6 @@ LLAMA_NEUTRAL = {
 }
 
 
-def check_stops(v, limit: int = MAX_STOPS) -> list[str]:
-    """Stop strings: at most ``limit``, non-empty, valid Unicode, ``MAX_STOP_CHARS`` in all."""
-    if v is None:
-        return []
-    stops = [v] if isinstance(v, str) else list(v)
-    if len(stops) > limit:
-        raise ValueError(f"at most {limit} stop sequences are allowed, got {len(stops)}")
-    if any(not s for s in stops):
-        raise ValueError("stop sequences must be non-empty strings")
-    if sum(len(s) for s in stops) > MAX_STOP_CHARS:
-        raise ValueError(
-            f"the stop sequences total {sum(len(s) for s in stops)} characters; at most {MAX_STOP_CHARS} are allowed"
-        )
-    return [P.check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
-
-
 class CompletionRequest(P.CompletionRequest):
     """/v1/completions with OpenAI's ``suffix``: a non-empty suffix asks for the middle between prompt and suffix.
 
@@ -96,7 +80,7 @@ class CompletionRequest(P.CompletionRequest):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v):
-        return check_stops(v)
+        return P.check_stops(v, MAX_STOPS)
 
 
 class InfillFile(BaseModel):
@@ -130,7 +114,7 @@ class _LlamaSampling(P._Strict):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v):
-        return check_stops(v)
+        return P.check_stops(v, MAX_STOPS)
 
     @field_validator("seed")
     @classmethod

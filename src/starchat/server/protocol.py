@@ -79,6 +79,22 @@ def check_text(s: str, where: str) -> str:
     return s
 
 
+def check_stops(v, limit: int) -> list[str]:
+    """Stop strings: at most ``limit``, non-empty, valid Unicode, ``MAX_STOP_CHARS`` in all."""
+    if v is None:
+        return []
+    stops = [v] if isinstance(v, str) else list(v)
+    if len(stops) > limit:
+        raise ValueError(f"at most {limit} stop sequences are allowed, got {len(stops)}")
+    if any(not s for s in stops):
+        raise ValueError("stop sequences must be non-empty strings")
+    if sum(len(s) for s in stops) > MAX_STOP_CHARS:
+        raise ValueError(
+            f"the stop sequences total {sum(len(s) for s in stops)} characters; at most {MAX_STOP_CHARS} are allowed"
+        )
+    return [check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
+
+
 class _Strict(BaseModel):
     """A request object whose unknown keys are refused, naming them (`NEUTRAL` values excepted)."""
 
@@ -153,19 +169,7 @@ class _SamplingFields(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v):
-        if v is None:
-            return []
-        stops = [v] if isinstance(v, str) else list(v)
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty strings")
-        if sum(len(s) for s in stops) > MAX_STOP_CHARS:
-            raise ValueError(
-                f"the stop sequences total {sum(len(s) for s in stops)} characters; "
-                f"at most {MAX_STOP_CHARS} are allowed"
-            )
-        return [check_text(s, f"stop[{i}]") for i, s in enumerate(stops)]
+        return check_stops(v, 4)  # OpenAI's limit
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starchat.dotted import resolve
+
 REGISTRY = (
     "starchat.train.methods.sft",
     "starchat.train.methods.dpo",
@@ -41,8 +43,7 @@ class Method:
     def builder(self) -> Callable[..., tuple]:
         if callable(self.build):
             return self.build
-        module, _, attr = self.build.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve(self.build)
 
 
 def _load() -> dict[str, Method]:
