@@ -212,3 +212,36 @@ def test_builtin_names_resolve_through_the_hook(monkeypatch):
     (p,) = load_problems("tiny-set")
     assert p["task_id"] == "HumanEval/900" and "check_io" in p["test"]
     assert len(load_problems(None)) == 164
+
+
+def test_evalplus_checks_run_when_the_package_lives_under_tmp(tmp_path):
+    """The sandbox gives the checker a /tmp of its own, so a checkout under /tmp (as CI's clone may be) is not
+    there: the checker gets starchat.eval.plus as source, not by path."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import starchat
+
+    src = tmp_path / "checkout" / "src"
+    shutil.copytree(Path(starchat.__file__).parent, src / "starchat", ignore=shutil.ignore_patterns("__pycache__"))
+    path = _jsonl(tmp_path / "plus.jsonl", [MEAN])
+    samples = write_samples(
+        tmp_path / "s.jsonl", [{"task_id": "HumanEval/900", "completion": "    return sum(xs) / len(xs)\n"}]
+    )
+    code = (
+        "import sys, starchat; from starchat.cli import main; assert starchat.__file__.startswith(sys.argv[1]); "
+        "sys.exit(main(['eval', 'humaneval', '--samples', sys.argv[2], '--problems', sys.argv[3], '--output', "
+        "sys.argv[4], '--no-progress']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(samples), str(path), str(tmp_path / "out")],
+        env={**__import__("os").environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = json.loads((tmp_path / "out" / "samples.jsonl").read_text().splitlines()[0])
+    assert row["passed"], row.get("error")

@@ -299,7 +299,10 @@ def check_tests(cfg):
     ``check(candidate)``) in this sandbox. It is code from the problems file, so it is contained like a
     program; ``candidate`` sends each call's arguments to the harness, which relays them to the program's
     own sandbox and sends back its plain-data result. The verdict is sent, never implied by an exit."""
-    sys.path[:0] = [p for p in cfg.get("path", []) if p not in sys.path]  # e.g. starchat.eval.plus for evalplus
+    for name, source in cfg.get("modules", {}).items():  # starchat.eval.plus for evalplus's tests, from source
+        module = type(sys)(name)
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        sys.modules[name] = module
     entry_point = cfg["entry_point"]
 
     def candidate(*args, **kwargs):

@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import json
 import marshal
 import os
@@ -113,8 +114,17 @@ OUTPUT_KEEP = 4096  # bytes of the program's stdout/stderr kept for the report
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The checker's calls carry the test inputs (evalplus's can be large); still bounded, parsed at C speed.
 MAX_TEST_MESSAGE = 16 << 20
-# The directory holding the starchat package: generated tests import from it (starchat.eval.plus).
-_STARCHAT_ROOT = str(Path(__file__).resolve().parents[2])
+# Modules that generated tests import (evalplus's: `from starchat.eval.plus import check_io`), sent to the
+# checker as source: the package's own directory may be hidden there (a checkout under /tmp, which the sandbox
+# replaces with its own). Each must import nothing but the standard library.
+CHECKER_MODULES = ("starchat.eval.plus",)
+
+
+@functools.cache
+def _checker_modules() -> dict[str, str]:
+    import importlib.util
+
+    return {name: Path(importlib.util.find_spec(name).origin).read_text(encoding="utf-8") for name in CHECKER_MODULES}
 
 
 @dataclasses.dataclass
@@ -380,7 +390,7 @@ def _run(job: Job, limits: Limits, mode: str) -> Result:
                     "entry_point": job.entry_point,
                     "helpers": job.helpers,
                     "test": job.test,
-                    "path": [_STARCHAT_ROOT],
+                    "modules": _checker_modules(),
                 },
             ),
         )
