@@ -54,11 +54,13 @@ class HumanEvalConfig:
 class SampleLog:
     """The per-sample JSONL: read back on start (resume), appended to and flushed after every sample."""
 
+    # --limit only says how far the run goes: a larger one extends it (run.json files written before this
+    # still hold it). Samples per problem grow the same way.
+    IGNORED_SETTINGS: tuple[str, ...] = ("limit",)
+
     def __init__(self, out_dir: Path, identity: dict[str, Any]):
         self.path = out_dir / "samples.jsonl"
-        # --limit only says how far the run goes: a larger one extends it (run.json files written before
-        # this still hold it). Samples per problem grow the same way.
-        report.check_run_file(out_dir, identity, ignore=("limit",))
+        report.check_run_file(out_dir, identity, ignore=self.IGNORED_SETTINGS)
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         if self.path.exists():
             self._load()

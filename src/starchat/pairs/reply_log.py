@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from starchat.errors import StarchatError
-from starchat.eval.report import check_run_file
+from starchat.eval.humaneval import SampleLog
 from starchat.eval.scoring import DEFAULT_WEIGHTS
 
 logger = logging.getLogger("starchat.data")
@@ -35,17 +35,16 @@ FIELDS = (
 """What selecting and counting the pairs reads from a line: (field, JSON types, what it must be)."""
 
 
-class ReplyLog:
-    """``rows[(task_id, sample_index)]``: the replies logged so far; ``add`` appends one and flushes it."""
+class ReplyLog(SampleLog):
+    """``rows[(task_id, sample_index)]``: the replies logged so far; ``add`` appends one and flushes it. Eval's
+    SampleLog with a loader that checks every line (its files' names: older partial runs still resume)."""
+
+    IGNORED_SETTINGS = ()  # every setting of `data pairs` decides what its replies are
 
     def __init__(self, work: Path, identity: dict[str, Any]):
         """``work``: the OUTPUT.partial folder; ``identity``: the settings a resumed run must share."""
-        self.work, self.path = work, work / "samples.jsonl"  # SampleLog's names: older partial runs still resume
-        check_run_file(work, identity)
-        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
-        if self.path.exists():
-            self._load()
-        self._f = self.path.open("a", encoding="utf-8")
+        self.work = work
+        super().__init__(work, identity)
 
     def _load(self) -> None:
         lines: dict[tuple[str, int], int] = {}
@@ -98,14 +97,3 @@ class ReplyLog:
                     n, f"field 'flags.{name}' must be a number, true/false or null, got {json.dumps(value)[:80]}"
                 )
         return row
-
-    def done(self, task_id: str, index: int) -> bool:
-        return (task_id, index) in self.rows
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows[(row["task_id"], row["sample_index"])] = row
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
