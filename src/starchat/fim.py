@@ -207,7 +207,13 @@ def require(spec: FimSpec | None, model: str) -> FimSpec:
 def encode_plain(tokenizer, text: str) -> list[int]:
     """``text`` as ids of a Hugging Face tokenizer, no BOS, and as plain text: code spelling ``<fim_middle>``
     or ``<|end|>`` never becomes a control token (prompts and training rows are built from these)."""
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    before = getattr(backend, "encode_special_tokens", None)
+    try:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    finally:  # transformers leaves the fast tokenizer's flag set; code using the backend directly must not see it
+        if before is not None:
+            backend.encode_special_tokens = before
 
 
 def token_ids(spec: FimSpec, lookup: Callable[[str], int | None]) -> dict[str, int]:
@@ -274,6 +280,13 @@ def build_prompt(
     return FimPrompt(out, len(pre_ids), len(suf_ids), len(extra_ids), truncated)
 
 
+def header_ids(spec: FimSpec, ids: Mapping[str, int], encode: Callable[[str], list[int]]) -> list[int]:
+    """The repository header every prompt starts with when no files are sent (``<repo_name>myproject\\n<file_sep>
+    filename\\n`` where the model has the separators, else nothing): training rows start with it too, so a model
+    taught FIM here sees at training time the prompt that serving, ``eval infill`` and llama-server send."""
+    return _extra_ids(spec, ids, encode, ())
+
+
 def _extra_ids(spec: FimSpec, ids: Mapping[str, int], encode, extra: Sequence[Mapping[str, str]]) -> list[int]:
     """Repository context as ids: ``<repo_name>myproject\\n``, ``<file_sep>name\\ntext`` per file, then
     ``<file_sep>filename\\n`` for the file being edited: llama-server's layout, sent (budget allowing) even without
@@ -303,18 +316,22 @@ def training_ids(
     middle: str,
     suffix: str,
     order: str = "psm",
+    bos: Sequence[int] = (),
 ) -> tuple[list[int], list[bool]]:
     """A FIM training row's ids and which of them are the middle plus its end (the part an editor asks for).
 
-    PSM: ``<pre> P <suf> S <mid> M <eot>``; SPM (StarCoder's variant): ``<pre> <suf> S <mid> P M <eot>``.
+    PSM: ``<pre> P <suf> S <mid> M <eot>``; SPM (StarCoder's variant): ``<pre> <suf> S <mid> P M <eot>``. Both
+    after ``bos`` and the repository header (``header_ids``), as ``build_prompt`` lays out a request: a PSM
+    row's context is exactly the prompt an editor's request for that middle gets.
     """
     if order not in ORDERS:
         raise FimError(f"FIM order {order!r}: use one of {ORDERS}")
     p, m, s = encode(prefix), encode(middle), encode(suffix)
+    top = [*bos, *header_ids(spec, ids, encode)]
     if order == "psm":
-        head = [ids[spec.prefix], *p, ids[spec.suffix], *s, ids[spec.middle]]
+        head = [*top, ids[spec.prefix], *p, ids[spec.suffix], *s, ids[spec.middle]]
     else:
-        head = [ids[spec.prefix], ids[spec.suffix], *s, ids[spec.middle], *p]
+        head = [*top, ids[spec.prefix], ids[spec.suffix], *s, ids[spec.middle], *p]
     tail = [*m, ids[spec.eot]]
     return head + tail, [False] * len(head) + [True] * len(tail)
 

@@ -157,6 +157,28 @@ def test_out_of_range_seed_is_refused_at_validation_and_others_go_on(engine, see
         assert running.result().json()["usage"]["completion_tokens"] == 200
 
 
+def test_no_more_sequences_than_slots_hold_cells(tiny_llama_engine):
+    """As llama-server's slots each keep one prompt: on a one-slot server a second, unrelated chat takes the
+    first one's sequence over (cached cells widen every later step's attention), and what it shares with it
+    (the template's start) is still reused; its reply is the one a fresh server gives."""
+    greedy = {"temperature": 0}
+    other = [{"role": "user", "content": "Name a colour."}]
+
+    def serve(messages_list):
+        app = _app(tiny_llama_engine, ServerSettings(max_batch=1, kv_tokens=1024))
+        with live_server(app) as url:
+            replies = [_chat(url, 12, messages=m, **greedy).json() for m in messages_list]
+            texts = [r["choices"][0]["message"]["content"] for r in replies]
+            deadline = time.monotonic() + 10  # the reply is sent before its sequence is put in the cache
+            while app.state.scheduler.stats()["prompt_cache"]["sequences"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return texts, app.state.scheduler.stats()["prompt_cache"]
+
+    texts, cache = serve([MSG, other])
+    assert cache["sequences"] == 1 and cache["reused_tokens"] > 0
+    assert serve([other])[0] == texts[1:]
+
+
 def test_cached_sequences_give_way_when_their_cells_are_needed(tiny_llama_engine):
     """The prompt cache keeps finished sequences only while every running reservation still fits: with room
     for about two, five long requests in a row all finish, and the two newest stay cached."""

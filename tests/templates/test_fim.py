@@ -128,11 +128,13 @@ def test_repository_context_uses_the_file_separator_and_gives_way_first():
 
 def test_training_rows_train_only_the_middle_and_its_end_in_both_orders():
     spec, ids, enc = _toy()
-    row, trained = fim.training_ids(spec, ids, enc, prefix="ab", middle="cd", suffix="ef", order="psm")
-    assert row == [ids["<P>"], *enc("ab"), ids["<S>"], *enc("ef"), ids["<M>"], *enc("cd"), ids["<E>"]]
+    top = fim.header_ids(spec, ids, enc)
+    assert top == [ids["<R>"], *enc("myproject\n"), ids["<F>"], *enc("filename\n")]  # llama-server's header
+    row, trained = fim.training_ids(spec, ids, enc, prefix="ab", middle="cd", suffix="ef", order="psm", bos=[7])
+    assert row == [7, *top, ids["<P>"], *enc("ab"), ids["<S>"], *enc("ef"), ids["<M>"], *enc("cd"), ids["<E>"]]
     assert [r for r, t in zip(row, trained) if t] == [*enc("cd"), ids["<E>"]]
     row, _ = fim.training_ids(spec, ids, enc, prefix="ab", middle="cd", suffix="ef", order="spm")
-    assert row == [ids["<P>"], ids["<S>"], *enc("ef"), ids["<M>"], *enc("abcd"), ids["<E>"]]
+    assert row == [*top, ids["<P>"], ids["<S>"], *enc("ef"), ids["<M>"], *enc("abcd"), ids["<E>"]]
 
 
 def test_gguf_keys_are_the_ones_llama_cpp_reads():

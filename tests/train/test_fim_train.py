@@ -63,6 +63,8 @@ def test_the_fim_section_reads_from_yaml_and_overrides_and_refuses_bad_values(tm
         load_config(recipe, ["--data.fim.rat", "0.5"])
     with pytest.raises(ConfigError, match=r"data.fim.share must be in \(0, 1\)"):
         load_config(recipe, ["--data.fim.share", "1"])
+    with pytest.raises(ConfigError, match=r"data.fim.span must be one of \('char', 'line', 'mixed'\), got 'word'"):
+        load_config(recipe, ["--data.fim.span", "word"])
     with pytest.raises(ConfigError, match="data.fim is a section"):
         load_config(recipe, ["--data.fim", "x"])
 

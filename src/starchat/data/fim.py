@@ -32,6 +32,7 @@ from starchat.data.tokenize import IGNORE_INDEX
 from starchat.errors import StarchatError
 
 UNITS = ("function", "file")
+SPANS = ("char", "line", "mixed")
 MAX_SCANNED_FILES = 20000  # a source tree bigger than this is cut (a typo pointing at / must not take hours)
 PER_FILE = 4  # documents taken from one file: a sample spread over the code base, not one big module's pieces
 
@@ -69,19 +70,41 @@ def split_document(text: str, rng: random.Random) -> tuple[str, str, str]:
     return text[:a], text[a:b], text[b:]
 
 
+def split_lines(text: str, rng: random.Random) -> tuple[str, str, str]:
+    """Prefix, middle, suffix where the middle is whole lines, its first one not blank: one line half of the
+    time, else a block of 2 to half the document's lines. These are the middles an editor asks for when the
+    cursor starts an empty line (a line or block completion) and the ones ``eval infill`` masks in its
+    single- and multi-line modes. A document of one line falls back to a character-level split."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip()]
+    if len(lines) < 2 or not starts:
+        return split_document(text, rng)
+    k = 1 if rng.random() < 0.5 else rng.randint(2, max(2, len(lines) // 2))
+    i = rng.choice(starts)
+    k = min(k, len(lines) - i)
+    return "".join(lines[:i]), "".join(lines[i : i + k]), "".join(lines[i + k :])
+
+
 def document_rng(seed: int, text: str) -> random.Random:
     """The document's own generator: its choices do not depend on which other documents are there."""
     digest = hashlib.sha256(f"{seed}:{text}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return random.Random(int(digest, 16))
 
 
-def plan_row(text: str, seed: int, rate: float, spm_rate: float) -> tuple[str, tuple[str, str, str] | None]:
-    """('psm'|'spm', (prefix, middle, suffix)) for a FIM row, or ('code', None) for a plain one."""
+def plan_row(
+    text: str, seed: int, rate: float, spm_rate: float, span: str = "char"
+) -> tuple[str, tuple[str, str, str] | None]:
+    """('psm'|'spm', (prefix, middle, suffix)) for a FIM row, or ('code', None) for a plain one. ``span``:
+    'char' splits at two random characters (``split_document``), 'line' takes whole lines (``split_lines``),
+    'mixed' picks one of the two with even odds."""
+    if span not in SPANS:
+        raise StarchatError(f"data.fim.span must be one of {SPANS}, got {span!r}")
     rng = document_rng(seed, text)
     if rng.random() >= rate:
         return "code", None
     order = "spm" if rng.random() < spm_rate else "psm"
-    return order, split_document(text, rng)
+    by_line = span == "line" or (span == "mixed" and rng.random() < 0.5)
+    return order, (split_lines if by_line else split_document)(text, rng)
 
 
 # -- documents --------------------------------------------------------------------------------------------
@@ -232,16 +255,19 @@ def fim_rows(
     *,
     rate: float = 0.5,
     spm_rate: float = 0.5,
+    span: str = "char",
     seed: int = 0,
     max_length: int | None = None,
     max_rows: int | None = None,
     stats: FimStats | None = None,
+    bos: Sequence[int] = (),
 ) -> list[dict]:
     """Tokenized rows ``{input_ids, labels, length, kind}`` (kind psm, spm or code), at most ``max_rows``.
 
     FIM rows train the middle and its end token only (``fim.training_ids``' mask, built with the ids): an
-    editor sends prefix and suffix and asks for the middle, so those are context, never targets. Plain code
-    rows train every token and the end. Rows longer than ``max_length`` are dropped and counted.
+    editor sends prefix and suffix and asks for the middle, so those are context, never targets. They start
+    with ``bos`` and the repository header, as a served request's prompt does. Plain code rows train every
+    token and the end. Rows longer than ``max_length`` are dropped and counted.
     """
     stats = stats if stats is not None else FimStats()
     eot = ids[spec.eot]
@@ -249,13 +275,15 @@ def fim_rows(
     for doc in docs:
         if max_rows is not None and len(out) >= max_rows:
             break
-        kind, parts = plan_row(doc.text, seed, rate, spm_rate)
+        kind, parts = plan_row(doc.text, seed, rate, spm_rate, span)
         if parts is None:
-            row = [*encode(doc.text), eot]
-            trained = [True] * len(row)
+            row = [*bos, *encode(doc.text), eot]
+            trained = [False] * len(bos) + [True] * (len(row) - len(bos))
         else:
             prefix, middle, suffix = parts
-            row, trained = fim.training_ids(spec, ids, encode, prefix=prefix, middle=middle, suffix=suffix, order=kind)
+            row, trained = fim.training_ids(
+                spec, ids, encode, prefix=prefix, middle=middle, suffix=suffix, order=kind, bos=bos
+            )
         if max_length is not None and len(row) > max_length:
             stats.too_long += 1
             continue
@@ -268,6 +296,8 @@ def fim_rows(
 
 
 def rows_for_tokenizer(tokenizer, spec: fim.FimSpec):
-    """(token ids of the spec, plain-text encoder) for a Hugging Face tokenizer."""
+    """(token ids of the spec, plain-text encoder, BOS ids) for a Hugging Face tokenizer; the BOS is what the
+    tokenizer puts before any text (none for StarCoder or SmolLM2), as a served prompt starts with it."""
     vocab = tokenizer.get_vocab()
-    return fim.token_ids(spec, vocab.get), functools.partial(fim.encode_plain, tokenizer)
+    bos = tokenizer("", add_special_tokens=True)["input_ids"]
+    return fim.token_ids(spec, vocab.get), functools.partial(fim.encode_plain, tokenizer), bos

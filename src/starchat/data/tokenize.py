@@ -159,6 +159,10 @@ def tokenize_batch(
         # (transformers resets these on every call too)
         backend.no_truncation()
         backend.no_padding()
+    # Control-token text in the template is matched as control tokens: transformers leaves this flag as the
+    # last `split_special_tokens=True` call set it (fim.encode_plain's, when FIM rows were made first), and
+    # the dialogues would then lose every <|end|> to its spelling.
+    backend.encode_special_tokens = False
     encodings = backend.encode_batch([r[0] for r in rendered], add_special_tokens=False)
     pattern = _control_pattern(tokenizer)
     out: list[dict | None] = []

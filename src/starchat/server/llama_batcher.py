@@ -11,8 +11,8 @@ transformers batcher.
 Prompt cache (as llama-server's ``cache_prompt``): a finished or cancelled sequence keeps its KV cells, and a
 new request whose prompt starts with the same tokens (the next turn of a chat resends the whole conversation;
 many requests share a system prompt) shares them (``llama_memory_seq_cp`` tags the cells with its sequence id
-too, nothing is copied) and prefills only the rest. A finished sequence's cells go, oldest first, when the
-cells or sequence ids are needed. Not covered: a prefix whose cells were evicted is computed again, and a
+too, nothing is copied) and prefills only the rest. As many sequences as slots hold cells (`_place` says why and which one goes);
+a finished sequence's cells also go, oldest first, when running requests need the cells. Not covered: a prefix whose cells were evicted is computed again, and a
 prompt is always decoded from its last token at least (its logits are not kept).
 """
 
@@ -46,8 +46,7 @@ class LlamaCppBatcher(BatchingScheduler):
         cp.n_ctx = max(engine.context_length, min(slots * engine.context_length, kv_tokens))
         cp.n_batch = cp.n_ctx  # a whole prompt fits in one call; llama.cpp splits it into micro-batches
         cp.n_ubatch = 512
-        # As many sequence ids again for finished sequences kept by the prompt cache.
-        cp.n_seq_max = min(2 * slots, L.llama_max_parallel_sequences()) if prompt_cache else slots
+        cp.n_seq_max = min(slots, L.llama_max_parallel_sequences())  # the cached ones included (`_place`)
         cp.kv_unified = True  # one pool of cells: short chats leave room for long ones
         cp.n_threads = cp.n_threads_batch = engine.n_threads  # starchat.threads' choice, or --threads
         cp.flash_attn_type = engine.llm.context_params.flash_attn_type  # the chat's attention: the same logits
@@ -104,9 +103,13 @@ class LlamaCppBatcher(BatchingScheduler):
         """A sequence id for a new prompt, and how many of its first tokens it already holds in the KV cache.
 
         The longest common prefix with a cached or running sequence is shared (at most all but the last
-        prompt token: its logits are needed). The id is the lowest one nobody holds (derived, never kept in a
-        list that a failure could leak), else the oldest cached sequence's, which is dropped, or taken over
-        when it is the prefix's source itself."""
+        prompt token: its logits are needed). At most as many sequences as slots hold cells, running or
+        cached, as llama-server's slots each keep one prompt: every cached cell stays in the range each later
+        step's attention walks (measured: decode 10% slower with one unrelated cached sequence beside the
+        request). So a cached source is taken over (its id, its cells up to the shared prefix; the rest is
+        what the user typed over or an old reply) when the new prompt continues most of it or no sequence is
+        free; otherwise a free id shares the prefix; with none free, the oldest cached sequence goes.
+        """
         mem = self.L.llama_get_memory(self.ctx)
         src, lcp = -1, 0
         if self.prompt_cache:  # a running row's cells hold its first r.kv tokens
@@ -115,16 +118,18 @@ class LlamaCppBatcher(BatchingScheduler):
             src, lcp = max(shared, key=lambda s: s[1], default=(-1, 0))
         lcp = max(0, min(lcp, len(prompt) - 1))
         held = {r.seq for r in self.rows} | set(self.cached)
-        seq = next((s for s in range(self.n_seq) if s not in held), None)
-        if seq is None:  # every id is held, at most capacity - 1 by running rows: the oldest cached one goes
-            seq = next(iter(self.cached))
-            del self.cached[seq]
-            if seq == src:  # the prefix's source itself: keep its first lcp cells, drop the rest
-                self.L.llama_memory_seq_rm(mem, seq, lcp, -1)
-                self.reused_tokens += lcp
-                return seq, lcp
-            self.L.llama_memory_seq_rm(mem, seq, -1, -1)
-        if lcp > 0:
+        full = len(held) >= min(self.capacity, self.n_seq)
+        if lcp > 0 and src in self.cached and (full or 2 * lcp >= len(self.cached[src])):
+            del self.cached[src]
+            self.L.llama_memory_seq_rm(mem, src, lcp, -1)
+            self.reused_tokens += lcp
+            return src, lcp
+        if full and self.cached:
+            old, _ = self.cached.popitem(last=False)
+            self.L.llama_memory_seq_rm(mem, old, -1, -1)
+            held.discard(old)
+        seq = next(s for s in range(self.n_seq) if s not in held)  # derived, never a list a failure could leak
+        if lcp > 0:  # cells are shared, not copied
             self.L.llama_memory_seq_cp(mem, src, seq, 0, lcp)
             self.reused_tokens += lcp
             if src in self.cached:

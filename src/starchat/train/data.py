@@ -176,7 +176,7 @@ def mix_fim_rows(tok, cfg: DataConfig, tokenizer, spec, stats: dict):
         stats=fstats,
         load=lambda src: load_raw(DataConfig(dataset=src)),
     )
-    ids, encode = rows_for_tokenizer(tokenizer, spec)
+    ids, encode, bos = rows_for_tokenizer(tokenizer, spec)
     rows = fim_rows(
         docs,
         spec,
@@ -184,6 +184,8 @@ def mix_fim_rows(tok, cfg: DataConfig, tokenizer, spec, stats: dict):
         encode,
         rate=f.rate,
         spm_rate=f.spm_rate,
+        span=f.span,
+        bos=bos,
         seed=f.seed,
         max_length=min(cfg.max_length, cfg.block_size) if cfg.packing else cfg.max_length,
         max_rows=wanted,

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from starchat.data.fim import SPANS as FIM_SPANS
+from starchat.data.fim import UNITS as FIM_UNITS
 from starchat.options import ConfigError, setting  # noqa: F401  (ConfigError: re-exported)
 from starchat.train.methods import METHODS
 
@@ -44,9 +46,6 @@ class ModelConfig:
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.")
 
 
-FIM_UNITS = ("function", "file")
-
-
 @dataclass
 class FimConfig:
     """Fill-in-the-middle rows mixed into SFT (starchat.data.fim): off while `source` is empty."""
@@ -77,6 +76,13 @@ class FimConfig:
     )
     spm_rate: float = setting(
         0.5, "Share of FIM rows in SPM order (StarCoder's variant), the rest PSM (StarCoder: 0.5)."
+    )
+    span: str = setting(
+        "char",
+        "What the middle is: 'char' (between two random characters, as StarCoder was pretrained), "
+        "'line' (whole lines: an editor's line and block completions, eval infill's single- and "
+        "multi-line modes) or 'mixed' (either, even odds).",
+        choices=FIM_SPANS,
     )
     share: float = setting(
         0.3,

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from starchat.options import field_choices
-from starchat.train.config.schema import FIM_UNITS, SECTIONS, TOP_LEVEL, ConfigError, TrainConfig
+from starchat.train.config.schema import SECTIONS, TOP_LEVEL, ConfigError, TrainConfig
 from starchat.train.methods import get_method
 
 
@@ -111,8 +111,9 @@ def _validate_fim(cfg: TrainConfig, where: str) -> None:
             f"{where}: data.fim.share must be in (0, 1) (the share of training rows from "
             f"data.fim.source), got {f.share}"
         )
-    if f.unit not in FIM_UNITS:
-        raise ConfigError(f"{where}: data.fim.unit must be one of {FIM_UNITS}, got {f.unit!r}")
+    for name, allowed in field_choices(type(f)).items():  # a nested section: not among _choices' fields
+        if getattr(f, name) not in allowed:
+            raise ConfigError(f"{where}: data.fim.{name} must be one of {allowed}, got {getattr(f, name)!r}")
     if f.max_rows is not None and f.max_rows < 1:
         raise ConfigError(f"{where}: data.fim.max_rows must be >= 1 (or null), got {f.max_rows}")
     if f.max_chars < 16:
