@@ -170,6 +170,48 @@ class _Scripted:
         return _Reply(self.reply, self.finish_reason)
 
 
+class _FailsMidReply:
+    """An engine whose server goes away after ``shown`` deltas (``shown`` 0: before any text)."""
+
+    def __init__(self, shown: int) -> None:
+        self.shown, self.calls = shown, 0
+
+    def stream(self, conversation, params, cancel=None):
+        from starchat.errors import StarchatError
+
+        self.calls += 1
+        if self.calls > 1:
+            return _Reply("second answer")
+
+        class _Gen:
+            completion = None
+
+            def __iter__(gen):
+                yield from ["par", "tial"][: self.shown]
+                raise StarchatError("http://127.0.0.1:9/v1: the connection was closed mid-reply")
+
+            def close(gen):
+                pass
+
+        return _Gen()
+
+
+def test_a_server_failing_before_any_text_is_one_line_and_the_chat_goes_on():
+    session, rc, out, err = run(_FailsMidReply(0), "first\n/help\nsecond\n")  # a command ends a piped message
+    assert "error: http://127.0.0.1:9/v1: the connection was closed mid-reply" in err and rc == 1
+    assert out.endswith("second answer\n")  # the next message was still answered
+    turns = [(m["role"], m["content"]) for m in session.messages]
+    assert turns == [("user", "second"), ("assistant", "second answer")]  # the failed one was not kept
+
+
+def test_a_server_failing_mid_reply_keeps_what_was_shown_and_retry_asks_again():
+    session, rc, out, err = run(_FailsMidReply(2), "first\n/retry\n")
+    assert "the connection was closed mid-reply: the reply was cut here; /retry asks again" in err and rc == 1
+    assert out.startswith("partial") and out.endswith("second answer\n")
+    turns = [(m["role"], m["content"]) for m in session.messages]
+    assert turns == [("user", "first"), ("assistant", "second answer")]
+
+
 def test_reply_with_broken_python_and_a_link_gets_warnings_on_stderr_only():
     reply = "Here:\n```python\ndef f(:\n    pass\n```\nSee https://example.invalid/docs."
     _, rc, out, err = run(_Scripted(reply), "write f\n")

@@ -134,14 +134,23 @@ class ChatSession:
             cancel.set()
             gen.close()
             self.io.info("[stopped]")
+        except StarchatError as e:  # the backend failed mid-reply (a server that went away): the chat goes on
+            cancel.set()
+            gen.close()
+            if not shown:
+                self._fail(str(e))
+                return False
+            self._fail(f"{e}: the reply was cut here; /retry asks again")
         except BaseException:  # e.g. BrokenPipeError from `| head -1`: stop generating, then let it out
             cancel.set()
             gen.close()
             raise
-        text = gen.completion.text if gen.completion is not None else "".join(shown)
+        text = gen.completion.text if getattr(gen, "completion", None) is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
         self.finish_reason = (
-            getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
+            getattr(gen.completion, "finish_reason", None)
+            if getattr(gen, "completion", None) is not None
+            else "cancelled"
         )
         if self.review:
             self._review(text, self.check_urls)
