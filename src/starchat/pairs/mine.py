@@ -61,6 +61,16 @@ class PairsConfig:
     limit: int | None = setting(None, "Only the first N prompts.")
     test_size: float = setting(0.1, "Fraction of prompts (with a pair) held out as the test split.")
     backend: str = setting("auto", "Inference backend: auto, transformers, llamacpp or vllm.")
+    served_model: str | None = setting(
+        None, "Endpoint (--model http(s)://HOST[:PORT]/v1): the model name there (default: the first of /v1/models)."
+    )
+    api_key: str | None = setting(None, "Endpoint: its key (default: $OPENAI_API_KEY); never written to stats.json.")
+    request_timeout: float = setting(
+        600.0,
+        "Endpoint: seconds one reply may take as a whole, from connecting to its last byte (a server that "
+        "trickles or never ends its stream is cut off then).",
+    )
+    concurrency: int = setting(8, "Endpoint: requests in flight at once.")
     workers: int | None = setting(None, "Sandboxed programs at once (default: CPU count).")
     timeout: float = setting(10.0, "Seconds per sandboxed program, tests included.")
     overlap: bool | None = setting(
@@ -355,6 +365,25 @@ def _write(
     return stats
 
 
+def _endpoint_kwargs(cfg: PairsConfig) -> dict:
+    """``load_engine``'s endpoint keywords; the endpoint fields are an error beside a local model."""
+    from starchat.inference.endpoint import is_endpoint
+
+    if is_endpoint(cfg.model):
+        return {
+            "served_model": cfg.served_model,
+            "api_key": cfg.api_key,
+            "timeout": cfg.request_timeout,
+            "concurrency": cfg.concurrency,
+        }
+    for flag in ("served_model", "api_key"):
+        if getattr(cfg, flag):
+            raise StarchatError(
+                f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST[:PORT]/v1"
+            )
+    return {}
+
+
 def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] | None = None) -> dict:
     """The whole command: check, load prompts and model, generate and score (resumably), write the pairs."""
     _check(cfg)
@@ -363,12 +392,13 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     if engine is None:
         from starchat.inference import load_engine
 
-        engine = load_engine(model=cfg.model, backend=cfg.backend)
+        engine = load_engine(model=cfg.model, backend=cfg.backend, **_endpoint_kwargs(cfg))
     usable, too_long = _encode_check(engine, prompts, cfg)
     out = Path(cfg.output)
     work = out.with_name(out.name + ".partial")
     identity = {
         "model": cfg.model or "default",
+        **({"served_model": cfg.served_model} if cfg.served_model else {}),
         "prompts": cfg.prompts,
         "limit": cfg.limit,
         "k": cfg.k,
@@ -390,7 +420,7 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     ids = {p.id for p in usable}
     rows = [r for r in log.rows.values() if r["task_id"] in ids]
     stats = {
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "api_key": "***" if cfg.api_key else None},
         "scoring_rule": scoring.rule_text(weights),
         "weights": weights,
         "prompts": len(prompts),
