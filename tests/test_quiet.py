@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,25 @@ def test_deepspeed_cpu_notice_is_gone_from_a_starchat_process():
     if notice not in runs["loud"].stdout + runs["loud"].stderr:
         pytest.skip("this machine has an accelerator DeepSpeed detects: no notice to filter")
     assert runs["quiet"].returncode == 0 and notice not in runs["quiet"].stdout + runs["quiet"].stderr
+
+
+def test_loading_bars_are_off_a_terminal_and_a_users_setting_wins(tiny_model_dir):
+    probe = (
+        "import sys; from starchat import quiet\nif sys.argv[2] == 'quiet': quiet.progress_bars_env()\n"
+        "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained(sys.argv[1])"
+    )
+    env = {k: v for k, v in os.environ.items() if "PROGRESS_BARS" not in k}
+
+    def run(mode, **extra):
+        return subprocess.run(
+            [sys.executable, "-c", probe, str(tiny_model_dir), mode],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env={**env, **extra},
+        ).stderr
+
+    assert "Loading weights" in run("loud")  # stderr is a pipe here, as in CI or `2> log`
+    assert "Loading weights" not in run("quiet")
+    assert "Loading weights" in run("quiet", HF_HUB_DISABLE_PROGRESS_BARS="0")

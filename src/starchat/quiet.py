@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import re
+import sys
 import threading
 
 # (logger, message pattern): the exact record to drop, and why it means nothing for a starchat user.
@@ -53,6 +55,17 @@ class MessageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.pattern.search(record.getMessage())
+
+
+def progress_bars_env() -> None:
+    """Off a terminal (CI, a pipe, a log file), the tqdm bars of transformers (loading weights), the hub and
+    datasets go: each redraw is a carriage-return line there, and our own console reports the outcome. Set
+    through the environment variables the libraries read when imported, so this runs before they are (the
+    CLI's first step); a value the user set wins, and in a terminal the bars stay."""
+    if sys.stderr is None or sys.stderr.isatty():
+        return
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(var, "1")
 
 
 def install() -> None:

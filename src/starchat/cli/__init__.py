@@ -37,10 +37,11 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     from starchat import quiet
 
+    quiet.progress_bars_env()  # before transformers or datasets are imported: they read it then
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet.install()  # before any command imports DeepSpeed, bitsandbytes or transformers
     try:
         from starchat import threads
