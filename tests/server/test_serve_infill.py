@@ -207,6 +207,9 @@ def test_typing_reuses_the_cached_prompt_prefix(served):
     for i in (1, 2):
         shared = common_prefix(prompts[i - 1], prompts[i])
         assert shared > 3 and reused[i] - reused[i - 1] >= shared
+    # each keystroke took the last one's sequence over (the suffix is longer than the prefix here, and 16 slots
+    # were free): what was typed over does not stay in the KV cache, widening every later step's attention
+    assert httpx.get(url + "/health").json()["prompt_cache"]["sequences"] == 1
 
 
 def test_bad_infill_input_is_a_422_naming_the_field(served):

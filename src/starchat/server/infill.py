@@ -252,7 +252,7 @@ async def _llama_reply(app, req, request: Request, prompt_ids: list[int], stop_i
 
     engine, settings, scheduler, model = _names(app)
     t0 = time.perf_counter()
-    ticket = _submit(scheduler, engine, settings, req, prompt_ids, stop_ids)[0]
+    ticket = _submit(scheduler, engine, settings, req, prompt_ids, stop_ids, editor=True)[0]
     if req.stream:
         return _llama_sse(ticket, req, model, len(prompt_ids), fp, t0)
     text = (await _collect([ticket], request, settings.retry_after_s))[0]
@@ -346,7 +346,7 @@ async def openai_fim(app, req: CompletionRequest, request: Request):
     found = served_fim(engine, model, "suffix")
     wanted = min(req.wanted_tokens() or settings.default_max_tokens, settings.max_tokens_cap)
     fp, _ = await _fim_prompt(app, found, prefix=req.prompt, suffix=req.suffix, n_predict=wanted, param="max_tokens")
-    tickets = _submit(scheduler, engine, settings, req, fp.ids, found.stop_ids)
+    tickets = _submit(scheduler, engine, settings, req, fp.ids, found.stop_ids, editor=True)
     rid, created = P.new_id("cmpl"), P.now()
     if req.stream:
         return _sse(_text_chunks(tickets, req, rid, created, model, len(fp.ids)), tickets)

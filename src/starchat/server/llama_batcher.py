@@ -95,11 +95,11 @@ class LlamaCppBatcher(BatchingScheduler):
     def _new_row(self, t: Ticket) -> _Row:
         r = _Row(t, self.engine.decode, self.eos_ids, "cpu")
         r.chain = sampler_chain(self.L, t.params, self.n_vocab, self.penalty_last_n)
-        r.seq, r.kv = self._place(t.prompt_ids)
+        r.seq, r.kv = self._place(t.prompt_ids, t.editor)
         self.rows.append(r)
         return r
 
-    def _place(self, prompt: list[int]) -> tuple[int, int]:
+    def _place(self, prompt: list[int], editor: bool = False) -> tuple[int, int]:
         """A sequence id for a new prompt, and how many of its first tokens it already holds in the KV cache.
 
         The longest common prefix with a cached or running sequence is shared (at most all but the last
@@ -107,8 +107,10 @@ class LlamaCppBatcher(BatchingScheduler):
         cached, as llama-server's slots each keep one prompt: every cached cell stays in the range each later
         step's attention walks (measured: decode 10% slower with one unrelated cached sequence beside the
         request). So a cached source is taken over (its id, its cells up to the shared prefix; the rest is
-        what the user typed over or an old reply) when the new prompt continues most of it or no sequence is
-        free; otherwise a free id shares the prefix; with none free, the oldest cached sequence goes.
+        what the user typed over or an old reply) when the new prompt continues most of it, comes from an
+        editor (``editor``: the next keystroke's request supersedes the last, whatever the suffix's length),
+        or no sequence is free; otherwise a free id shares the prefix; with none free, the oldest cached
+        sequence goes. Not covered: two editors whose files share a long prefix take each other's over.
         """
         mem = self.L.llama_get_memory(self.ctx)
         src, lcp = -1, 0
@@ -119,7 +121,7 @@ class LlamaCppBatcher(BatchingScheduler):
         lcp = max(0, min(lcp, len(prompt) - 1))
         held = {r.seq for r in self.rows} | set(self.cached)
         full = len(held) >= min(self.capacity, self.n_seq)
-        if lcp > 0 and src in self.cached and (full or 2 * lcp >= len(self.cached[src])):
+        if lcp > 0 and src in self.cached and (full or editor or 2 * lcp >= len(self.cached[src])):
             del self.cached[src]
             self.L.llama_memory_seq_rm(mem, src, lcp, -1)
             self.reused_tokens += lcp

@@ -82,8 +82,9 @@ def _params(engine, settings: ServerSettings, req, prompt_len: int) -> SamplingP
     return params
 
 
-def _submit(scheduler, engine, settings, req, prompt_ids: list[int], stop_ids=()) -> list[Ticket]:
-    """``stop_ids``: token ids that also end these generations (FIM's end tokens)."""
+def _submit(scheduler, engine, settings, req, prompt_ids: list[int], stop_ids=(), editor: bool = False) -> list[Ticket]:
+    """``stop_ids``: token ids that also end these generations (FIM's end tokens); ``editor``: an editor's
+    completion request, which supersedes the previous keystroke's (``Ticket.editor``)."""
     params = _params(engine, settings, req, len(prompt_ids))
     if stop_ids:
         params = params.replace(stop_token_ids=list(stop_ids))
@@ -95,7 +96,7 @@ def _submit(scheduler, engine, settings, req, prompt_ids: list[int], stop_ids=()
         for i in range(req.n):
             # n choices with a seed must still differ from each other, and repeat across calls.
             p = params if params.seed is None or i == 0 else params.replace(seed=(params.seed + i) % (SEED_MAX + 1))
-            tickets.append(scheduler.submit(Ticket(prompt_ids, p)))
+            tickets.append(scheduler.submit(Ticket(prompt_ids, p, editor=editor)))
     except QueueFull:
         for t in tickets:
             t.cancel()

@@ -38,9 +38,14 @@ class Ticket:
     client that falls behind gets the text it missed in one chunk instead of a backlog.
     """
 
-    def __init__(self, prompt_ids: list[int], params, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self, prompt_ids: list[int], params, loop: asyncio.AbstractEventLoop | None = None, editor: bool = False
+    ):
         self.prompt_ids = list(prompt_ids)
         self.params = params
+        # An editor's completion (/infill, /completion, suffix): each keystroke's request supersedes the last,
+        # so the prompt cache keeps only what the two share (LlamaCppBatcher._place).
+        self.editor = editor
         self.cancel_event = threading.Event()
         self.result = Result()
         self.submitted = time.perf_counter()
