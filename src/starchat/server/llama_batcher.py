@@ -11,9 +11,10 @@ transformers batcher.
 Prompt cache (as llama-server's ``cache_prompt``): a finished or cancelled sequence keeps its KV cells, and a
 new request whose prompt starts with the same tokens (the next turn of a chat resends the whole conversation;
 many requests share a system prompt) shares them (``llama_memory_seq_cp`` tags the cells with its sequence id
-too, nothing is copied) and prefills only the rest. As many sequences as slots hold cells (`_place` says why and which one goes);
-a finished sequence's cells also go, oldest first, when running requests need the cells. Not covered: a prefix whose cells were evicted is computed again, and a
-prompt is always decoded from its last token at least (its logits are not kept).
+too, nothing is copied) and prefills only the rest. At most as many sequences as slots hold cells (`_place`
+says why and which one goes); finished sequences' cells also go, oldest first, when running requests need
+them. Not covered: a prefix whose cells were evicted is computed again, and a prompt is always decoded from
+its last token at least (its logits are not kept).
 """
 
 from __future__ import annotations
