@@ -89,7 +89,7 @@ def test_deepspeed_cpu_notice_is_gone_from_a_starchat_process():
 
 def test_loading_bars_are_off_a_terminal_and_a_users_setting_wins(tiny_model_dir):
     probe = (
-        "import sys; from starchat import quiet\nif sys.argv[2] == 'quiet': quiet.progress_bars_env()\n"
+        "import sys; from starchat import quiet\nif sys.argv[2] == 'quiet': quiet.progress_bars_off_a_terminal()\n"
         "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained(sys.argv[1])"
     )
     env = {k: v for k, v in os.environ.items() if "PROGRESS_BARS" not in k}
@@ -107,3 +107,26 @@ def test_loading_bars_are_off_a_terminal_and_a_users_setting_wins(tiny_model_dir
     assert "Loading weights" in run("loud")  # stderr is a pipe here, as in CI or `2> log`
     assert "Loading weights" not in run("quiet")
     assert "Loading weights" in run("quiet", HF_HUB_DISABLE_PROGRESS_BARS="0")
+
+
+def test_bars_of_libraries_already_imported_go_too(monkeypatch):
+    # a command run from Python (train(), the tests) imports transformers before the CLI's first step could
+    import io
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from starchat import quiet
+
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    before = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    datasets.enable_progress_bars()
+    try:
+        quiet.progress_bars_off_a_terminal()
+        assert not hf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+    finally:  # as it was for the other tests
+        hf_logging.enable_progress_bar() if before[0] else hf_logging.disable_progress_bar()
+        datasets.enable_progress_bars() if before[1] else datasets.disable_progress_bars()

@@ -57,15 +57,26 @@ class MessageFilter(logging.Filter):
         return not self.pattern.search(record.getMessage())
 
 
-def progress_bars_env() -> None:
+def progress_bars_off_a_terminal() -> None:
     """Off a terminal (CI, a pipe, a log file), the tqdm bars of transformers (loading weights), the hub and
     datasets go: each redraw is a carriage-return line there, and our own console reports the outcome. Set
-    through the environment variables the libraries read when imported, so this runs before they are (the
-    CLI's first step); a value the user set wins, and in a terminal the bars stay."""
+    through the environment variables the libraries read when imported (the CLI calls this first), and for
+    a library already imported (a command run from Python) through its own switch. A value the user set
+    wins, and in a terminal the bars stay."""
     if sys.stderr is None or sys.stderr.isatty():
         return
-    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
-        os.environ.setdefault(var, "1")
+    off = {
+        var: os.environ.setdefault(var, "1") == "1"
+        for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    }
+    if off["HF_HUB_DISABLE_PROGRESS_BARS"] and "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if off["HF_DATASETS_DISABLE_PROGRESS_BARS"] and "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
 
 
 def install() -> None:

@@ -39,7 +39,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     from starchat import quiet
 
-    quiet.progress_bars_env()  # before transformers or datasets are imported: they read it then
+    quiet.progress_bars_off_a_terminal()  # before transformers or datasets are imported: they read it then
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet.install()  # before any command imports DeepSpeed, bitsandbytes or transformers

@@ -365,25 +365,6 @@ def _write(
     return stats
 
 
-def _endpoint_kwargs(cfg: PairsConfig) -> dict:
-    """``load_engine``'s endpoint keywords; the endpoint fields are an error beside a local model."""
-    from starchat.inference.endpoint import is_endpoint
-
-    if is_endpoint(cfg.model):
-        return {
-            "served_model": cfg.served_model,
-            "api_key": cfg.api_key,
-            "timeout": cfg.request_timeout,
-            "concurrency": cfg.concurrency,
-        }
-    for flag in ("served_model", "api_key"):
-        if getattr(cfg, flag):
-            raise StarchatError(
-                f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST[:PORT]/v1"
-            )
-    return {}
-
-
 def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] | None = None) -> dict:
     """The whole command: check, load prompts and model, generate and score (resumably), write the pairs."""
     _check(cfg)
@@ -391,8 +372,9 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     prompts = load_prompts(cfg.prompts, cfg.limit)
     if engine is None:
         from starchat.inference import load_engine
+        from starchat.inference.loader import endpoint_kwargs
 
-        engine = load_engine(model=cfg.model, backend=cfg.backend, **_endpoint_kwargs(cfg))
+        engine = load_engine(model=cfg.model, backend=cfg.backend, **endpoint_kwargs(cfg))
     usable, too_long = _encode_check(engine, prompts, cfg)
     out = Path(cfg.output)
     work = out.with_name(out.name + ".partial")

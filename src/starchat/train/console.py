@@ -198,20 +198,6 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def bars_off_a_terminal() -> None:
-    """Off a terminal (CI, a pipe, a log file), turn off the tqdm bars of transformers (loading weights) and
-    datasets (saving, mapping): each redraw is a carriage-return line there. In a terminal they stay."""
-    import sys
-
-    if sys.stderr.isatty():
-        return
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 class TrainConsole(TrainerCallback):
     """Replaces transformers' tqdm bars and printed dicts (ProgressCallback / PrinterCallback)."""
 

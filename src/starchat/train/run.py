@@ -77,10 +77,9 @@ def train(cfg: TrainConfig, callbacks=None) -> Path:
     A run that already finished is left exactly as it is (no re-evaluation, no second results row).
     """
     from starchat import quiet
-    from starchat.train.console import bars_off_a_terminal
 
     quiet.install()
-    bars_off_a_terminal()
+    quiet.progress_bars_off_a_terminal()
     validate_config(cfg)
     if finished(cfg):
         logger.warning("%s already holds the final model of this run; nothing to do", cfg.training.output_dir)
