@@ -145,12 +145,10 @@ class ChatSession:
             cancel.set()
             gen.close()
             raise
-        text = gen.completion.text if getattr(gen, "completion", None) is not None else "".join(shown)
+        text = gen.completion.text if gen.completion is not None else "".join(shown)
         self.messages.append({"role": "assistant", "content": text})
         self.finish_reason = (
-            getattr(gen.completion, "finish_reason", None)
-            if getattr(gen, "completion", None) is not None
-            else "cancelled"
+            getattr(gen.completion, "finish_reason", None) if gen.completion is not None else "cancelled"
         )
         if self.review:
             self._review(text, self.check_urls)
