@@ -140,7 +140,7 @@ class ChatSession:
             if not shown:
                 self._fail(str(e))
                 return False
-            self._fail(f"{e}: the reply was cut here; /retry asks again")
+            self._fail(f"{e} (the reply was cut here; /retry asks again)")
         except BaseException:  # e.g. BrokenPipeError from `| head -1`: stop generating, then let it out
             cancel.set()
             gen.close()
