@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starchat.cli.endpoint_options import add_endpoint_options, endpoint_kwargs
 from starchat.data import formats
 from starchat.data.build import BuildConfig
 from starchat.options import add_arguments, from_args
@@ -62,6 +63,7 @@ def _register_pairs(dsub) -> None:
     )
     # --backend as in every command: its names and help from the backend registry
     add_arguments(p, PairsConfig, extra={"backend": dict(choices=backends.choices(), help=backends.cli_help())})
+    add_endpoint_options(p, concurrency=True)  # as every command that takes an endpoint as --model
     p.set_defaults(func=_pairs)
 
 
@@ -69,4 +71,5 @@ def _pairs(args) -> int:
     from starchat.data.report import print_pairs_stats
     from starchat.pairs.mine import PairsConfig, build_pairs
 
-    return _run(args, PairsConfig, build_pairs, print_pairs_stats)
+    engine_kwargs = endpoint_kwargs(args)
+    return _run(args, PairsConfig, lambda cfg: build_pairs(cfg, engine_kwargs=engine_kwargs), print_pairs_stats)

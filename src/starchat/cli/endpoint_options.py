@@ -32,10 +32,22 @@ def add_endpoint_options(p, concurrency: bool = False) -> None:
 
 
 def endpoint_kwargs(args) -> dict:
-    """``starchat.inference.loader.endpoint_kwargs`` (imported when a command runs, not when the CLI parses)."""
-    from starchat.inference.loader import endpoint_kwargs as of_options
+    """Keywords for ``load_engine`` when ``args.model`` is an endpoint; {} otherwise."""
+    from starchat.inference.endpoint import is_endpoint
 
-    return of_options(args)
+    if not is_endpoint(args.model):
+        for flag in ("served_model", "api_key"):
+            if getattr(args, flag, None):
+                from starchat.errors import StarchatError
+
+                raise StarchatError(
+                    f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST[:PORT]/v1"
+                )
+        return {}
+    kw = {"served_model": args.served_model, "api_key": args.api_key, "timeout": args.request_timeout}
+    if getattr(args, "concurrency", None):
+        kw["concurrency"] = args.concurrency
+    return kw
 
 
 def endpoint_slug(url: str, served_model: str | None = None) -> str:

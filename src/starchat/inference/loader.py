@@ -66,22 +66,3 @@ def _check_exists(model: str) -> None:
         raise StarchatError(f"model path {model!r} does not exist: give an existing directory, .gguf file or hub ID")
     if not looks_local and not os.path.exists(model) and model.count("/") > 1:
         raise StarchatError(f"{model!r} is neither an existing path nor a hub ID (owner/name)")
-
-
-def endpoint_kwargs(opts) -> dict:
-    """``load_engine``'s endpoint keywords from ``opts`` (parsed CLI arguments or a config with ``model``,
-    ``served_model``, ``api_key``, ``request_timeout`` and optionally ``concurrency``); {} for a local model,
-    beside which ``served_model`` or ``api_key`` is an error naming the flag."""
-    from starchat.inference.endpoint import is_endpoint
-
-    if not is_endpoint(opts.model):
-        for flag in ("served_model", "api_key"):
-            if getattr(opts, flag, None):
-                raise StarchatError(
-                    f"--{flag.replace('_', '-')} applies to an endpoint: give --model http(s)://HOST[:PORT]/v1"
-                )
-        return {}
-    kw = {"served_model": opts.served_model, "api_key": opts.api_key, "timeout": opts.request_timeout}
-    if getattr(opts, "concurrency", None):
-        kw["concurrency"] = opts.concurrency
-    return kw

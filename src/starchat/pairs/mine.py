@@ -61,16 +61,6 @@ class PairsConfig:
     limit: int | None = setting(None, "Only the first N prompts.")
     test_size: float = setting(0.1, "Fraction of prompts (with a pair) held out as the test split.")
     backend: str = setting("auto", "Inference backend: auto, transformers, llamacpp or vllm.")
-    served_model: str | None = setting(
-        None, "Endpoint (--model http(s)://HOST[:PORT]/v1): the model name there (default: the first of /v1/models)."
-    )
-    api_key: str | None = setting(None, "Endpoint: its key (default: $OPENAI_API_KEY); never written to stats.json.")
-    request_timeout: float = setting(
-        600.0,
-        "Endpoint: seconds one reply may take as a whole, from connecting to its last byte (a server that "
-        "trickles or never ends its stream is cut off then).",
-    )
-    concurrency: int = setting(8, "Endpoint: requests in flight at once.")
     workers: int | None = setting(None, "Sandboxed programs at once (default: CPU count).")
     timeout: float = setting(10.0, "Seconds per sandboxed program, tests included.")
     overlap: bool | None = setting(
@@ -365,22 +355,24 @@ def _write(
     return stats
 
 
-def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] | None = None) -> dict:
-    """The whole command: check, load prompts and model, generate and score (resumably), write the pairs."""
+def build_pairs(
+    cfg: PairsConfig, engine=None, make_params: Callable[..., Any] | None = None, engine_kwargs: dict | None = None
+) -> dict:
+    """The whole command: check, load prompts and model, generate and score (resumably), write the pairs.
+    ``engine_kwargs``: more keywords for ``load_engine`` (an endpoint's served model, key, timeout...)."""
     _check(cfg)
     weights = _weights(cfg.weights)
     prompts = load_prompts(cfg.prompts, cfg.limit)
     if engine is None:
         from starchat.inference import load_engine
-        from starchat.inference.loader import endpoint_kwargs
 
-        engine = load_engine(model=cfg.model, backend=cfg.backend, **endpoint_kwargs(cfg))
+        engine = load_engine(model=cfg.model, backend=cfg.backend, **(engine_kwargs or {}))
     usable, too_long = _encode_check(engine, prompts, cfg)
     out = Path(cfg.output)
     work = out.with_name(out.name + ".partial")
     identity = {
         "model": cfg.model or "default",
-        **({"served_model": cfg.served_model} if cfg.served_model else {}),
+        **({"served_model": engine_kwargs["served_model"]} if (engine_kwargs or {}).get("served_model") else {}),
         "prompts": cfg.prompts,
         "limit": cfg.limit,
         "k": cfg.k,
@@ -402,7 +394,8 @@ def build_pairs(cfg: PairsConfig, engine=None, make_params: Callable[..., Any] |
     ids = {p.id for p in usable}
     rows = [r for r in log.rows.values() if r["task_id"] in ids]
     stats = {
-        "config": {**asdict(cfg), "api_key": "***" if cfg.api_key else None},
+        "config": asdict(cfg),  # the endpoint's key is never in it: it comes as engine_kwargs
+        "model": getattr(engine, "model_name", None),
         "scoring_rule": scoring.rule_text(weights),
         "weights": weights,
         "prompts": len(prompts),
